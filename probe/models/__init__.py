@@ -1,0 +1,73 @@
+"""Models: the MLP under study and its controls, built by name from a task and a run config.
+
+A model builder is a function ``fn(task, width, depth, param, **opts)`` registered with :func:`register`;
+its keyword arguments after those four are the model options (``--model-opt KEY=VALUE``). Every model has
+``first_layer_dense()``: its first layer written as a dense (m x n) matrix over the input geometry, so an MLP
+and its controls are measured by the same code (DESIGN §2). Models may define ``lr_multipliers()``, a dict
+from parameter name to learning-rate factor (mean-field scaling uses it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from probe.config import ConfigError, coerce_opts
+
+_FIXED = ("task", "width", "depth", "param")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    fn: Callable
+    description: str
+    kinds: tuple[str, ...]  # task kinds it accepts: "image", "sequence"
+
+    def options(self) -> dict:
+        sig = inspect.signature(self.fn)
+        return {k: p.default for k, p in sig.parameters.items() if k not in _FIXED}
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(name: str, description: str, kinds=("image",)):
+    def deco(fn):
+        MODELS[name] = ModelSpec(name, fn, description, tuple(kinds))
+        return fn
+
+    return deco
+
+
+def model_specs() -> dict[str, ModelSpec]:
+    from probe.models import conv, mlp  # noqa: F401
+
+    try:
+        from probe.models import mixer, transformer  # noqa: F401
+    except ImportError:  # pragma: no cover - sequence models not yet present
+        pass
+    return MODELS
+
+
+def build_model(name: str, task, width: int, depth: int, param: str = "standard", opts: dict | None = None) -> nn.Module:
+    specs = model_specs()
+    if name not in specs:
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(sorted(specs))}")
+    spec = specs[name]
+    kind = task.geometry.kind
+    if kind not in spec.kinds:
+        raise ConfigError(f"model {name} does not take {kind} tasks; it takes {', '.join(spec.kinds)} tasks")
+    opts = dict(opts or {})
+    unknown = sorted(set(opts) - set(spec.options()))
+    if unknown:
+        valid = ", ".join(sorted(spec.options())) or "none"
+        raise ConfigError(f"model {name}: unknown model option(s) {', '.join(unknown)}; valid options: {valid}")
+    opts = coerce_opts(opts, spec.options(), f"model {name}")
+    try:
+        return spec.fn(task, width, depth, param, **opts)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model {name}: {e}") from None

@@ -1,0 +1,151 @@
+"""Controls with built-in locality: a CNN (local + shared weights) and a locally connected net (local, not
+shared); and the dense embedding of either layer over the input grid (as in the eCNN of d'Ascoli et al.).
+
+Both are stacks of ``layers`` local layers (``channels`` each, kernel ``kernel``, the first with stride
+``stride``), ReLU, then a linear readout of the flattened feature map. Padding is k//2 on each side, zeros on
+open grids and circular on periodic ones. The dense embedding writes a local layer with weights
+w[o, p, c, offset] (o output channel, p output position) as a matrix M with
+M[(o, p), (c, s)] = w[o, p, c, offset] where s = p*stride - pad + offset (mod the grid size when periodic);
+hidden unit (o, p) is row o*P + p, the channel-major order of PyTorch's feature maps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from probe.models import register
+
+
+def out_size(n: int, kernel: int, stride: int, pad: int) -> int:
+    return (n + 2 * pad - kernel) // stride + 1
+
+
+def local_dense(weight: torch.Tensor, in_spatial: tuple[int, ...], stride: int, pad: int, circular: bool) -> torch.Tensor:
+    """Dense matrix of a local layer. weight: (O, P, C, *k) with P the number of output positions
+    (a convolution passes its (O, C, *k) kernel expanded over P). Returns (O*P, C*|S|)."""
+    O, P, C = weight.shape[:3]
+    ks = weight.shape[3:]
+    d = len(in_spatial)
+    outs = [out_size(n, k, stride, pad) for n, k in zip(in_spatial, ks)]
+    if math.prod(outs) != P:
+        raise ValueError(f"weight has {P} output positions, the grid gives {outs}")
+    n_pos = math.prod(in_spatial)
+    M = torch.zeros(O * P, C * n_pos, dtype=weight.dtype, device=weight.device)
+    out_coords = list(itertools.product(*[range(o) for o in outs]))
+    for offset in itertools.product(*[range(k) for k in ks]):
+        rows, cols, keep = [], [], []
+        for p, oc in enumerate(out_coords):
+            coord = [oc[a] * stride - pad + offset[a] for a in range(d)]
+            if circular:
+                coord = [c % n for c, n in zip(coord, in_spatial)]
+            elif any(c < 0 or c >= n for c, n in zip(coord, in_spatial)):
+                continue
+            flat = 0
+            for c, n in zip(coord, in_spatial):
+                flat = flat * n + c
+            rows.append(p)
+            cols.append(flat)
+            keep.append(p)
+        if not rows:
+            continue
+        rows_t = torch.tensor(rows, device=weight.device)
+        cols_t = torch.tensor(cols, device=weight.device)
+        w = weight[(slice(None), rows_t, slice(None)) + tuple(offset)]  # (O, R, C)
+        r = (torch.arange(O, device=weight.device)[:, None] * P + rows_t[None, :])  # (O, R)
+        for c in range(C):
+            # accumulate: on a small periodic grid two offsets can wrap onto the same pixel
+            M.index_put_((r.reshape(-1), (c * n_pos + cols_t).repeat(O)), w[:, :, c].reshape(-1), accumulate=True)
+    return M
+
+
+class LocallyConnected(nn.Module):
+    """A convolution's local support without weight sharing: weight (O, P, C, *k), bias (O, P)."""
+
+    def __init__(self, in_channels, out_channels, in_spatial, kernel, stride=1, circular=False):
+        super().__init__()
+        self.d = len(in_spatial)
+        self.kernel, self.stride, self.pad, self.circular = kernel, stride, kernel // 2, circular
+        self.in_spatial = tuple(in_spatial)
+        self.out_spatial = tuple(out_size(n, kernel, stride, self.pad) for n in in_spatial)
+        P = math.prod(self.out_spatial)
+        fan_in = in_channels * kernel**self.d
+        bound = 1 / math.sqrt(fan_in)  # PyTorch's conv default scale
+        self.weight = nn.Parameter(torch.empty(out_channels, P, in_channels, *([kernel] * self.d)).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out_channels, P).uniform_(-bound, bound))
+
+    def forward(self, x):  # x (B, C, *S)
+        B = x.shape[0]
+        if self.circular:
+            x = F.pad(x, [self.pad] * (2 * self.d), mode="circular")
+            pad = 0
+        else:
+            pad = self.pad
+        if self.d == 1:
+            x = F.pad(x, (pad, pad)).unfold(2, self.kernel, self.stride)  # (B, C, P, k)
+            patches = x.permute(0, 2, 1, 3).reshape(B, x.shape[2], -1)  # (B, P, C*k)
+        else:
+            patches = F.unfold(x, self.kernel, padding=pad, stride=self.stride).transpose(1, 2)  # (B, P, C*k*k)
+        w = self.weight.reshape(self.weight.shape[0], self.weight.shape[1], -1)  # (O, P, C*k^d)
+        out = torch.einsum("bpj,opj->bop", patches, w) + self.bias
+        return out.reshape(B, -1, *self.out_spatial)
+
+    def dense(self) -> torch.Tensor:
+        return local_dense(self.weight.detach(), self.in_spatial, self.stride, self.pad, self.circular)
+
+
+class LocalNet(nn.Module):
+    """Stack of local layers (conv or locally connected) + ReLU, flattened into a linear readout."""
+
+    def __init__(self, geometry, n_out, channels, kernel, layers, stride, shared: bool):
+        super().__init__()
+        if geometry.channels_last:
+            raise ValueError("convolutional controls need an image geometry")
+        if layers < 1:
+            raise ValueError("layers must be >= 1")
+        self.geometry = geometry
+        self.circular = geometry.periodic
+        conv = nn.Conv1d if geometry.ndim == 1 else nn.Conv2d
+        spatial, c_in = geometry.spatial, geometry.channels
+        mods = []
+        for i in range(layers):
+            s = stride if i == 0 else 1
+            if shared:
+                mods.append(conv(c_in, channels, kernel, stride=s, padding=kernel // 2,
+                                 padding_mode="circular" if self.circular else "zeros"))
+            else:
+                mods.append(LocallyConnected(c_in, channels, spatial, kernel, s, self.circular))
+            spatial = tuple(out_size(n, kernel, s, kernel // 2) for n in spatial)
+            c_in = channels
+        self.layers = nn.ModuleList(mods)
+        self.readout = nn.Linear(channels * math.prod(spatial), n_out)
+        self.shared = shared
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], *self.geometry.input_shape)
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return self.readout(x.flatten(1))
+
+    def first_layer_dense(self) -> torch.Tensor:
+        first = self.layers[0]
+        if not self.shared:
+            return first.dense()
+        w = first.weight.detach()
+        P = math.prod(out_size(n, first.kernel_size[0], first.stride[0], first.padding[0]) for n in self.geometry.spatial)
+        return local_dense(w.unsqueeze(1).expand(w.shape[0], P, *w.shape[1:]), self.geometry.spatial,
+                           first.stride[0], first.padding[0], self.circular)
+
+
+@register("cnn", "convolutional reference: `layers` conv layers of `channels`, kernel `kernel`, flattened readout")
+def cnn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2):
+    return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=True)
+
+
+@register("lcn", "locally connected control: the CNN's local support without weight sharing")
+def lcn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2):
+    return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=False)
