@@ -7,6 +7,7 @@ folder the user names.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import pickle
@@ -22,8 +23,9 @@ from probe.tasks import Task, register
 
 
 def _tensors(x_tr, y_tr, x_te, y_te):
-    f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    g = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
+    # torch.tensor copies: the arrays may be cached and must not be changed through the tensors
+    f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    g = lambda a: torch.tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
     return f(x_tr), g(y_tr), f(x_te), g(y_te)
 
 
@@ -49,6 +51,7 @@ def _subsample(x, y, n_train, seed):
     return x[idx], y[idx]
 
 
+@functools.lru_cache(maxsize=4)
 def _mnist1d_arrays(data_seed: int, num_samples: int):
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -100,7 +103,7 @@ def read_idx(path: Path) -> np.ndarray:
     body = raw[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)) * dt.itemsize:
         raise ConfigError(f"{path}: truncated IDX file (header says {dims})")
-    return np.frombuffer(body, dtype=dt).reshape(dims)
+    return np.frombuffer(body, dtype=dt).reshape(dims).copy()
 
 
 def _find(folder: Path, stems: list[str]) -> Path:
