@@ -1,0 +1,100 @@
+"""Sparsity of first-layer weights and how far training moved them (DESIGN §3, "Locality and sparsity").
+
+Notation (DESIGN §3): W is m x n with rows w_i; fields F = geometry.fields(W) of shape (m, C, *S).
+All-zero rows (pruned-away units) are left out of the per-unit means, as in :mod:`locality`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from probe.geometry import Geometry
+from probe.metrics.locality import as_matrix, centres, energy_maps, offsets, unit_fields
+
+
+def hoyer(W, geometry: Geometry | None = None) -> float:
+    """hoyer = mean_i (sqrt(n) - |w_i|_1 / |w_i|_2) / (sqrt(n) - 1).
+
+    0 for a row with equal magnitudes, 1 for a row with one nonzero weight, about 0.2 for Gaussian rows
+    (1 - sqrt(2/pi) for large n). ``geometry`` is unused (rows are compared as flat vectors); it is
+    accepted so that every weight measure has the signature f(W, geometry).
+    """
+    W = as_matrix(W)
+    n = W.shape[1]
+    if n < 2:
+        return float("nan")
+    l2 = np.linalg.norm(W, axis=1)
+    live = l2 > 0
+    ratio = np.abs(W[live]).sum(axis=1) / l2[live]
+    h = (np.sqrt(n) - ratio) / (np.sqrt(n) - 1)
+    return float(h.mean()) if h.size else float("nan")
+
+
+def zero_frac(W, geometry: Geometry | None = None) -> float:
+    """Share of weights that are exactly 0 (pruned or beta-LASSO layers; 0 for a dense layer)."""
+    W = as_matrix(W)
+    return float(np.mean(W == 0)) if W.size else float("nan")
+
+
+def movement(W, W0) -> float:
+    """movement = ||W - W_0||_F / ||W_0||_F: how far training took the layer from its initialization W_0.
+
+    Lazy training keeps it near 0. nan when W_0 is all zero.
+    """
+    W, W0 = as_matrix(W), as_matrix(W0)
+    if W.shape != W0.shape:
+        raise ValueError(f"movement: W has shape {W.shape} but W0 has shape {W0.shape}")
+    norm0 = np.linalg.norm(W0)
+    return float(np.linalg.norm(W - W0) / norm0) if norm0 > 0 else float("nan")
+
+
+def _displacements(W, geometry: Geometry) -> np.ndarray:
+    """|s - mu_i| for every surviving connection position (i, s), pooled over units, 1-D array.
+
+    mu_i is unit i's energy centre (:func:`probe.metrics.locality.centres`), distances are euclidean
+    with circular per-axis offsets on periodic grids. A position s survives for unit i when any of its C
+    weights is nonzero; each surviving position counts once.
+    """
+    F = unit_fields(W, geometry)
+    E = energy_maps(F)
+    totals = E.reshape(len(E), -1).sum(axis=1)
+    live = totals > 0
+    E, F = E[live], F[live]
+    p = E / totals[live].reshape(-1, *([1] * geometry.ndim))
+    d2 = np.zeros(E.shape)
+    for a, mu in enumerate(centres(p, geometry)):
+        d = offsets(mu, geometry.spatial[a], geometry.periodic) ** 2
+        # broadcast the (m, L_a) offsets along the other grid axis
+        d2 += d.reshape(len(d), *[L if b == a else 1 for b, L in enumerate(geometry.spatial)])
+    alive = (F != 0).any(axis=1)
+    return np.sqrt(d2[alive])
+
+
+def displacement(W, geometry: Geometry) -> dict[str, float]:
+    """Distance of surviving connections from their unit's energy centre, in pixels.
+
+    Returns ``displacement_mean`` and ``displacement_median`` of |s - mu_i| over every surviving
+    (nonzero) connection position, pooled over units (see :func:`displacement_histogram` for the bins).
+    Meant for sparse layers: a pruned layer whose masks became local has small displacements; on a
+    dense layer every position survives and the numbers only describe the grid, so read them against
+    the references.
+    """
+    d = _displacements(W, geometry)
+    if not d.size:
+        return {"displacement_mean": float("nan"), "displacement_median": float("nan")}
+    return {"displacement_mean": float(d.mean()), "displacement_median": float(np.median(d))}
+
+
+def displacement_histogram(W, geometry: Geometry) -> dict[str, float]:
+    """Share of surviving connections at each distance from their unit's energy centre.
+
+    Key ``"b"`` holds the share with b <= |s - mu_i| < b + 1 (pixels), for b = 0 .. the largest
+    distance the grid allows; the shares sum to 1 (empty dict for a layer without nonzero weights).
+    """
+    d = _displacements(W, geometry)
+    if not d.size:
+        return {}
+    half = [L / 2 if geometry.periodic else L - 1 for L in geometry.spatial]
+    n_bins = int(np.floor(np.sqrt(sum(h * h for h in half)))) + 1
+    counts = np.bincount(np.minimum(np.floor(d).astype(int), n_bins - 1), minlength=n_bins)
+    return {str(b): float(c / d.size) for b, c in enumerate(counts)}

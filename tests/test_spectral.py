@@ -1,0 +1,170 @@
+"""Spectral measures: per-unit spectra on known fields, per-layer spectra against weightwatcher and scipy."""
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from probe.geometry import Geometry
+from probe.metrics import layer_measures
+from probe.metrics.spectral import (
+    alpha_fit,
+    effective_rank,
+    eigenvalues,
+    frequency_magnitudes,
+    input_pc_share,
+    peak_frequency,
+    spectral_entropy,
+    stable_rank,
+    unit_spectra,
+)
+
+G2 = Geometry(channels=2, spatial=(12, 16), periodic=True)
+
+# -- per-unit spectra --------------------------------------------------------------------------------
+
+
+def test_unit_spectra_match_numpy_fft_summed_over_channels():
+    W = np.random.default_rng(0).standard_normal((3, G2.n_inputs))
+    F = W.reshape(3, 2, 12, 16)
+    expected = (np.abs(np.fft.fft2(F)) ** 2).sum(axis=1).reshape(3, -1)
+    np.testing.assert_allclose(unit_spectra(W, G2, chunk=2), expected, rtol=1e-10)
+
+
+def test_frequency_magnitudes_are_cycles_per_grid_length():
+    f = frequency_magnitudes(G2).reshape(12, 16)
+    assert f[0, 0] == 0
+    assert f[0, 3] == 3 and f[0, 13] == 3  # bin 13 of 16 is -3 cycles
+    assert f[4, 3] == pytest.approx(5.0)
+
+
+def test_single_pixel_has_flat_spectrum_of_entropy_one():
+    W = np.zeros((2, G2.n_inputs))
+    W[0, 5], W[1, 200] = 1.0, -3.0
+    assert spectral_entropy(W, G2) == pytest.approx(1.0)
+
+
+def test_sinusoid_has_two_bin_entropy_and_its_peak_frequency():
+    g = Geometry(channels=1, spatial=(64,), periodic=True)
+    s = np.arange(64)
+    W = np.stack([np.sin(2 * np.pi * 5 * s / 64 + p) for p in (0.0, 1.0, 2.0)])
+    assert spectral_entropy(W, g) == pytest.approx(np.log(2) / np.log(63))
+    assert peak_frequency(W, g) == pytest.approx(5.0)
+
+
+def test_peak_frequency_ignores_the_mean():
+    g = Geometry(channels=1, spatial=(32,), periodic=True)
+    W = 10.0 + np.cos(2 * np.pi * 3 * np.arange(32) / 32)[None, :]
+    assert peak_frequency(W, g) == pytest.approx(3.0)
+
+
+def test_localized_fields_have_broader_spectra_than_fourier_fields():
+    g = Geometry(channels=1, spatial=(32, 32), periodic=True)
+    rng = np.random.default_rng(1)
+    local = np.zeros((20, 1, 32, 32))
+    local[:, 0, 10:13, 10:13] = rng.standard_normal((20, 3, 3))
+    y, x = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    waves = np.stack([np.cos(2 * np.pi * (3 * x + 2 * y) / 32 + p) for p in rng.uniform(0, 6, 20)])
+    assert spectral_entropy(local.reshape(20, -1), g) > 0.8 > 0.3 > spectral_entropy(waves.reshape(20, -1), g)
+
+
+# -- per-layer spectra -------------------------------------------------------------------------------
+
+
+def test_eigenvalues_are_squared_singular_values_either_orientation():
+    rng = np.random.default_rng(2)
+    for shape in [(40, 25), (25, 40)]:
+        W = rng.standard_normal(shape)
+        sv = np.linalg.svd(W, compute_uv=False)
+        np.testing.assert_allclose(eigenvalues(W), np.sort(sv**2), rtol=1e-9)
+
+
+def test_effective_rank_is_rank_for_equal_singular_values_and_one_for_rank_one():
+    Q = np.linalg.qr(np.random.default_rng(3).standard_normal((30, 30)))[0]
+    assert effective_rank(3.0 * Q[:, :7].T) == pytest.approx(7.0)
+    assert effective_rank(np.outer(np.arange(1, 6), np.arange(1, 9))) == pytest.approx(1.0)
+
+
+def test_stable_rank_is_frobenius_over_spectral_norm_squared():
+    W = np.random.default_rng(4).standard_normal((30, 50))
+    assert stable_rank(W) == pytest.approx(np.linalg.norm(W) ** 2 / np.linalg.norm(W, 2) ** 2)
+
+
+def test_alpha_recovers_the_exponent_of_pareto_samples():
+    # eigenvalues drawn from p(x) ~ x^-2.5 on [1, inf): the fit recovers 2.5
+    u = np.random.default_rng(5).uniform(size=4000)
+    evals = np.sort((1 - u) ** (-1 / 1.5))
+    assert alpha_fit(None, evals=evals)["alpha"] == pytest.approx(2.5, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def weightwatcher_details():
+    """weightwatcher's analysis of a small nn.Sequential of Linear layers, with the matrices it saw."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import weightwatcher
+
+        logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+        rng = np.random.default_rng(6)
+        mats = [rng.standard_t(3, size=(300, 120)), rng.standard_normal((200, 100)), rng.standard_t(2.5, size=(100, 250))]
+        layers = [torch.nn.Linear(M.shape[1], M.shape[0], bias=False) for M in mats]
+        with torch.no_grad():
+            for layer, M in zip(layers, mats):
+                layer.weight.copy_(torch.tensor(M))
+        details = weightwatcher.WeightWatcher(model=torch.nn.Sequential(*layers)).analyze(
+            plot=False, randomize=False, mp_fit=False
+        )
+    return [layer.weight.detach() for layer in layers], details
+
+
+def test_stable_rank_equals_weightwatcher(weightwatcher_details):
+    weights, details = weightwatcher_details
+    assert len(details) == len(weights)
+    for W, ww_stable_rank in zip(weights, details["stable_rank"]):
+        assert stable_rank(W) == pytest.approx(ww_stable_rank, rel=1e-5)
+
+
+def test_alpha_is_close_to_weightwatcher_power_law_fit(weightwatcher_details):
+    weights, details = weightwatcher_details
+    for W, ww_alpha, ww_xmin in zip(weights, details["alpha"], details["xmin"]):
+        fit = alpha_fit(W)
+        assert fit["alpha"] == pytest.approx(ww_alpha, rel=0.10)
+        assert fit["xmin"] == pytest.approx(ww_xmin, rel=0.10)
+
+
+def test_layer_measures_share_one_decomposition_and_match_the_single_measures():
+    W = np.random.default_rng(7).standard_t(3, size=(80, 60))
+    out = layer_measures(torch.tensor(W))
+    assert out == {
+        "effective_rank": pytest.approx(effective_rank(W)),
+        "stable_rank": pytest.approx(stable_rank(W)),
+        "alpha": pytest.approx(alpha_fit(W)["alpha"]),
+    }
+
+
+def test_input_pc_share_matches_sklearn_pca():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((6, 20))
+    for B in (500, 12):  # through the covariance and through the smaller Gram matrix
+        X = rng.standard_normal((B, 20)) * np.linspace(1, 6, 20) + 3.0
+        V = PCA(n_components=4).fit(X).components_.T
+        expected = np.linalg.norm(W @ V) ** 2 / np.linalg.norm(W) ** 2
+        assert input_pc_share(W, X, k=4) == pytest.approx(expected, rel=1e-8)
+
+
+def test_input_pc_share_is_one_inside_the_input_span_and_zero_outside():
+    rng = np.random.default_rng(10)
+    basis = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    X = rng.standard_normal((50, 3)) @ basis[:, :3].T + 1.0  # inputs span 3 directions (plus a mean)
+    assert input_pc_share(rng.standard_normal((4, 3)) @ basis[:, :3].T, X, k=3) == pytest.approx(1.0)
+    assert input_pc_share(basis[:, 3:].T, X, k=3) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_input_pc_share_of_random_rows_is_about_k_over_n():
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((300, 100)) * np.linspace(1, 5, 100)
+    assert input_pc_share(rng.standard_normal((2000, 100)), X, k=10) == pytest.approx(0.1, abs=0.02)
