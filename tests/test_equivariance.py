@@ -87,7 +87,7 @@ def test_shift_match_is_invariant_to_unit_order_with_subsampling():
     W = W + 0.05 * np.random.default_rng(4).standard_normal(W.shape)
     order = np.random.default_rng(5).permutation(len(W))
     a, b = shift_match(W, G2, max_units=50), shift_match(W[order], G2, max_units=50)
-    assert b["shift_match"] == pytest.approx(a["shift_match"], rel=1e-12)
+    assert b["shift_match"] == pytest.approx(a["shift_match"], rel=1e-6)  # cosines are float32
     assert shift_match(W, G2, max_units=50, seed=1)["shift_match"] != a["shift_match"]
 
 

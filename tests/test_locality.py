@@ -169,7 +169,8 @@ def test_every_measure_is_unchanged_when_hidden_units_are_permuted():
     b = first_layer_measures(W[order], G2)
     assert a.keys() == b.keys()
     for key in a:
-        assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+        tol = 1e-6 if key == "shift_match" else 1e-9  # its cosine matrix is float32
+        assert b[key] == pytest.approx(a[key], rel=tol, abs=1e-12), key
 
 
 def test_input_permutation_keeps_ipr_and_destroys_contiguity():
@@ -193,7 +194,8 @@ def test_geometry_perm_is_undone_so_a_shuffled_conv_scores_as_the_conv():
     shuffled = G2.permuted(perm)
     a, b = first_layer_measures(W, G2), first_layer_measures(W_seen, shuffled)
     for key in a:
-        assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+        tol = 1e-6 if key == "shift_match" else 1e-9  # its cosine matrix is float32
+        assert b[key] == pytest.approx(a[key], rel=tol, abs=1e-12), key
     # and seen without the perm it is no conv at all
     assert first_layer_measures(W_seen, G2, names=["window_mass_3"])["window_mass_3"] < 0.6
 

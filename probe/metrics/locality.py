@@ -44,7 +44,9 @@ def _live_distributions(E: np.ndarray) -> np.ndarray:
     """p_i = e_i / sum_s e_i for the units with nonzero energy, shape (m_live, *S)."""
     totals = E.reshape(len(E), -1).sum(axis=1)
     live = totals > 0
-    return E[live] / totals[live].reshape(-1, *([1] * (E.ndim - 1)))
+    if not live.all():  # (indexing copies: skip it in the common case)
+        E, totals = E[live], totals[live]
+    return E / totals.reshape(-1, *([1] * (E.ndim - 1)))
 
 
 def _marginal(p: np.ndarray, axis: int) -> np.ndarray:

@@ -23,9 +23,9 @@ def hoyer(W, geometry: Geometry | None = None) -> float:
     n = W.shape[1]
     if n < 2:
         return float("nan")
-    l2 = np.linalg.norm(W, axis=1)
+    l1, l2 = np.abs(W).sum(axis=1), np.linalg.norm(W, axis=1)
     live = l2 > 0
-    ratio = np.abs(W[live]).sum(axis=1) / l2[live]
+    ratio = l1[live] / l2[live]
     h = (np.sqrt(n) - ratio) / (np.sqrt(n) - 1)
     return float(h.mean()) if h.size else float("nan")
 
