@@ -13,12 +13,13 @@ meets many exact ties there.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics import WEIGHT_MEASURES, layer_measures
+from probe.metrics import WEIGHT_MEASURES, first_layer_measures, layer_measures
 from probe.metrics.equivariance import circular_conv_matrix
 
 GEOMETRY = Geometry(channels=3, spatial=(32, 32), periodic=True)
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="sizes up to 2048 only")
     args = parser.parse_args()
     sizes = [256, 512, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192]
+    print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(timings from a machine shared with other work are upper bounds)")
     rng = np.random.default_rng(0)
     table = {}
     for m in sizes:
@@ -59,16 +62,25 @@ def main() -> None:
         growth = np.log(row[-1] / row[-2]) / np.log(b / a) if row[-2] > 0 else float("nan")
         print(f"{name:<18}" + "".join(f"{t:9.3f}" for t in row) + f"   {growth:5.2f}")
 
-    # the budget check, and the same layer size written as a dense convolution
+    # the budget check: the registry in one call plus the layer spectra, best of two runs, on a random
+    # layer and on the same size written as a dense convolution (many exact ties for the matching)
     m = 4096
-    W = rng.standard_normal((m, GEOMETRY.n_inputs)) / np.sqrt(GEOMETRY.n_inputs)
-    t_rand = sum(time_measures(W).values())
     K = rng.standard_normal((4, 3, 5, 5))  # 4 filters x 1024 positions = 4096 units
-    t_conv = sum(time_measures(circular_conv_matrix(K, GEOMETRY.spatial)).values())
-    for label, t in (("random", t_rand), ("dense conv", t_conv)):
-        verdict = "ok" if t < BUDGET_S else "OVER BUDGET"
-        print(f"4096 x 3072 {label}: all weight-only measures {t:.2f} s (budget {BUDGET_S:.0f} s): {verdict}")
-
+    layers = {
+        "random": rng.standard_normal((m, GEOMETRY.n_inputs)) / np.sqrt(GEOMETRY.n_inputs),
+        "dense conv": circular_conv_matrix(K, GEOMETRY.spatial),
+    }
+    for label, W in layers.items():
+        runs = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            first_layer_measures(W, GEOMETRY)
+            layer_measures(W)
+            runs.append(time.perf_counter() - t0)
+        verdict = "ok" if min(runs) < BUDGET_S else "OVER BUDGET"
+        print(f"4096 x 3072 {label}: all weight-only measures {min(runs):.2f} s "
+              f"(runs: {', '.join(f'{t:.2f}' for t in runs)}; budget {BUDGET_S:.0f} s): {verdict}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from probe.geometry import Geometry
-from probe.metrics.locality import as_matrix, energy_maps, unit_fields, window_sizes, window_sums
+from probe.metrics.locality import (
+    as_matrix,
+    blas_threads,
+    energy_maps,
+    unit_fields,
+    window_sizes,
+    window_sums,
+)
 
 # -- constructions and layout helpers ----------------------------------------------------------------
 
@@ -129,7 +136,7 @@ def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> 
     scores = []
     for axis in range(geometry.ndim):
         shifted = _unit_rows(np.roll(F[U], 1, axis=2 + axis).reshape(len(U), -1)).astype(np.float32)
-        cos = (shifted @ rows.T).astype(np.float64)
+        cos = np.clip((shifted @ rows.T).astype(np.float64), -1.0, 1.0)
         r, c = linear_sum_assignment(cos, maximize=True)
         scores.append(cos[r, c].mean())
     return {"shift_match": float(np.mean(scores)), "shift_match_units": float(len(U))}
@@ -157,10 +164,10 @@ class ConvFit:
     crops: np.ndarray
 
 
-def _best_windows(F: np.ndarray, geometry: Geometry, k: int) -> list[np.ndarray]:
-    """Per axis, the (m, k_a) positions of each unit's window of maximal energy."""
-    sums = window_sums(energy_maps(F), geometry, k)
-    starts = np.unravel_index(sums.reshape(len(F), -1).argmax(axis=1), sums.shape[1:])
+def _best_windows(E: np.ndarray, geometry: Geometry, k: int) -> list[np.ndarray]:
+    """Per axis, the (m, k_a) positions of each unit's window of maximal energy (E: energy maps)."""
+    sums = window_sums(E, geometry, k)
+    starts = np.unravel_index(sums.reshape(len(E), -1).argmax(axis=1), sums.shape[1:])
     return [
         (start[:, None] + np.arange(kk)) % L
         for start, kk, L in zip(starts, window_sizes(geometry, k), geometry.spatial)
@@ -260,16 +267,18 @@ def _leader_clusters(X: np.ndarray, order: np.ndarray, similarity: float, block:
 def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95) -> ConvFit:
     """Fit W with a layer a stride-1 convolution of kernel k could produce (see :func:`conv_distance`)."""
     F = unit_fields(W, geometry)
-    windows = _best_windows(F, geometry, k)
+    E = energy_maps(F)
+    windows = _best_windows(E, geometry, k)
     crops = F[_crop_index(F.shape, windows)]
     rolls = _centre_supports(crops)
     m = len(F)
     X = crops.reshape(m, -1)
     crop_energy = (X**2).sum(axis=1)
-    total_energy = float((F**2).sum())
+    unit_energy = E.reshape(m, -1).sum(axis=1)
+    total_energy = float(unit_energy.sum())
     if total_energy == 0:
         return ConvFit(float("nan"), 0, np.full(m, -1), windows, np.zeros_like(crops))
-    share = crop_energy / np.maximum((F.reshape(m, -1) ** 2).sum(axis=1), np.finfo(float).tiny)
+    share = crop_energy / np.maximum(unit_energy, np.finfo(float).tiny)
     # most local units lead (cleanest filters); ties broken by content, not by unit index
     order = np.lexsort((content_keys(X), -share))
     labels = _leader_clusters(X, order, similarity)
@@ -279,13 +288,16 @@ def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95) -> ConvFit
     shared = ids[sizes >= 2]
     # a filter used by a single unit is no weight sharing: such units keep label -1 and are rebuilt as 0
     filters = np.full(m, -1)
-    for f, lab in enumerate(shared):
-        members = np.flatnonzero(labels == lab)
-        # best rank-1 fit of the members' crops: shared filter v times a least-squares scale per unit
-        _, _, vt = np.linalg.svd(X[members], full_matrices=False)
-        v = vt[0]
-        rebuilt[members] = np.outer(X[members] @ v, v)
-        filters[members] = f
+    with blas_threads(1):  # many small eigh calls: see blas_threads
+        for f, lab in enumerate(shared):
+            members = np.flatnonzero(labels == lab)
+            # best rank-1 fit of the members' crops: shared filter v (top right singular vector, from
+            # the small d x d Gram matrix: an SVD of the tall crop stack is much slower) times a
+            # least-squares scale per unit
+            Xc = X[members]
+            v = np.linalg.eigh(Xc.T @ Xc)[1][:, -1]
+            rebuilt[members] = np.outer(Xc @ v, v)
+            filters[members] = f
     rebuilt = rebuilt.reshape(crops.shape)
     residual = total_energy - crop_energy.sum() + ((X - rebuilt.reshape(m, -1)) ** 2).sum()
     # undo the support-centring rolls so that the crops line up with their windows again
