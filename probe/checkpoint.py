@@ -9,8 +9,8 @@ disk, then renamed over the final name, so a crash or kill never leaves a trunca
 from __future__ import annotations
 
 import os
-import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import torch
 
 FORMAT = "probe-checkpoint"
 VERSION = 1
+TEMP_MARK = ".tmp-"
 
 
 class CheckpointError(ValueError):
@@ -26,9 +27,11 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+    The temporary name (``.NAME.tmp-PID``) is hidden and never matches ``step_*.pt``; a kill -9 can leave one
+    behind, which :func:`remove_temp_files` clears."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -46,6 +49,17 @@ def atomic_write(path: Path, write) -> None:
             os.close(fd)
     except OSError:  # pragma: no cover - some filesystems cannot fsync a folder
         pass
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left in a run folder and its checkpoints."""
+    gone = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for p in folder.glob(f".*{TEMP_MARK}*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
 
 
 def rng_state() -> dict:
@@ -91,17 +105,74 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {p}: not found")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {p}: is a folder, not a file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {p}: empty file")
     try:
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {p}: cannot read it ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {p}: empty file")
+    other = _other_format(p, head)
+    if other:
+        raise CheckpointError(f"checkpoint {p}: {other}")
+    try:
+        # weights_only: the unpickler builds tensors, numbers, strings and containers only, and refuses any other
+        # global before calling it, so a malicious file runs no code
         obj = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise CheckpointError(f"checkpoint {p}: refused, it holds objects that are not plain weights ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {p}: not a readable PyTorch file ({msg[:160]})") from None
+    except Exception as e:  # untrusted input: whatever fails is a bad file, reported in one line
+        detail = _load_error_detail(e)
+        m = re.search(r"unsupported GLOBAL ([\w.]+)", detail)
+        if m:
+            raise CheckpointError(f"checkpoint {p}: refused, loading it would call {m.group(1)}, which can run code; "
+                                  "probe loads only tensors, numbers and containers (weights_only), so nothing "
+                                  "in it was run") from None
+        raise CheckpointError(f"checkpoint {p}: not a readable PyTorch checkpoint ({detail})") from None
     return obj
+
+
+# torch.save's legacy (non-zip) format starts with a pickled magic number
+_LEGACY_HEAD = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _other_format(p: Path, head: bytes) -> str | None:
+    """Why a file is plainly not a PyTorch checkpoint (cut short, or another format), or None."""
+    not_torch = "not a PyTorch checkpoint"
+    if head.startswith(b"PK\x03\x04"):  # zip: torch's format, or numpy's .npz
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "truncated or damaged (its zip archive is incomplete)"
+        if names and all(n.endswith(".npy") for n in names):
+            return f"a NumPy .npz archive, {not_torch}"
+        return None
+    if head.startswith(_LEGACY_HEAD):
+        return None
+    if head[:1] == b"\x80":
+        return f"a plain Python pickle, {not_torch}; probe does not unpickle it (unpickling can run code)"
+    if head.startswith(b"\x93NUMPY"):
+        return f"a NumPy .npy array, {not_torch}"
+    if head.startswith(b"\x89HDF"):
+        return f"an HDF5 file, {not_torch}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"a text file (it starts {text.strip()[:24]!r}), {not_torch}"
+    return f"of an unknown format, {not_torch} (PyTorch writes a zip archive or a pickle)"
+
+
+def _load_error_detail(e: Exception) -> str:
+    """The informative line of a torch.load error (torch wraps weights_only errors in paragraphs of advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)",
+            "WeightsUnpickler error:")
+    keep = [ln for ln in lines if not ln.startswith(skip)]
+    detail = (keep or lines or [type(e).__name__])[0]
+    if isinstance(e, OSError) and e.strerror:
+        detail = e.strerror
+    return detail[:160]
 
 
 def is_probe_checkpoint(obj) -> bool:

@@ -9,12 +9,42 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from probe.config import ConfigError, RunConfig, load_config_file, parse_kv
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+# the click that typer runs on: typer._click in recent typer releases, the click package in older ones
+_click_errors = (getattr(typer.core, "_click", None) or getattr(typer.core, "click")).exceptions
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors that click finds (``--lr abc``, an unknown flag) as one line and exit code 2, like probe's own
+    checks, instead of a box of help; ``--help`` and ``probe`` alone still show the help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(_click_errors, "NoArgsIsHelpError", ()):
+            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except _click_errors.ClickException as e:
+            msg = " ".join(e.format_message().split())
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(f"error: {msg}{hint}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("error: aborted", markup=False, highlight=False)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # non-standalone click returns an Exit's code
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train MLPs and controls, and measure how convolutional or attention-like they become.")
 console = Console()
 err = Console(stderr=True)
@@ -25,17 +55,39 @@ class ProbeError(Exception):
 
 
 def clean_errors(fn):
-    """Turn the errors a user can fix into one line on stderr and exit code 2 (no traceback)."""
+    """Turn the errors a user can fix into one line on stderr and exit code 2 (no traceback); a run that stopped
+    (diverged, disk full) into one line and exit code 1; an interrupt into where its checkpoint went and exit code
+    128 + signal (130 for Ctrl-C, 143 for SIGTERM)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from probe.checkpoint import CheckpointError
 
+        def say(msg):
+            err.print(msg, markup=False, highlight=False, soft_wrap=True)
+
         try:
             return fn(*args, **kwargs)
         except (ConfigError, CheckpointError, ProbeError) as e:
-            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            say(f"error: {e}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:  # train raises TrainingInterrupted, which says where it saved
+            if getattr(e, "path", None) is None:
+                say("interrupted")
+                raise typer.Exit(130) from None
+            import signal
+
+            run_dir = Path(e.path).parent.parent
+            say(f"interrupted by {signal.Signals(e.signum).name} at step {e.step}: saved {e.path}; "
+                f"continue with `probe train --resume {run_dir}`")
+            raise typer.Exit(128 + e.signum) from None
+        except Exception as e:
+            from probe.train import RunFailed  # imported only here: a failed run has imported it already
+
+            if not isinstance(e, RunFailed):
+                raise
+            say(f"error: {e}")
+            raise typer.Exit(1) from None
 
     return wrapper
 
