@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as Fn
 
 from probe.geometry import Geometry
 from probe.metrics.functional import (

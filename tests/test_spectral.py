@@ -108,7 +108,11 @@ def weightwatcher_details():
 
         logging.getLogger("weightwatcher").setLevel(logging.ERROR)
         rng = np.random.default_rng(6)
-        mats = [rng.standard_t(3, size=(300, 120)), rng.standard_normal((200, 100)), rng.standard_t(2.5, size=(100, 250))]
+        mats = [
+            rng.standard_t(3, size=(300, 120)),  # heavy-tailed
+            rng.standard_normal((200, 100)),
+            rng.standard_t(2.5, size=(100, 250)),  # heavy-tailed, wide
+        ]
         layers = [torch.nn.Linear(M.shape[1], M.shape[0], bias=False) for M in mats]
         with torch.no_grad():
             for layer, M in zip(layers, mats):

@@ -43,8 +43,8 @@ def translate(x, geometry: Geometry, t: float, axis: int = 0) -> np.ndarray:
 
     (T_t x)(s) = x(s - t). Periodic grids use Fourier (sinc) interpolation: the rfft along the axis is
     multiplied by exp(-2 pi i f t / L), the Nyquist bin (even L) keeping only its real part: an integer
-    t is exactly a circular shift, and shifts compose exactly for inputs without Nyquist content. Other grids use linear interpolation with the edge values repeated
-    beyond the border.
+    t is exactly a circular shift, and shifts compose exactly for inputs without Nyquist content.
+    Other grids use linear interpolation with the edge values repeated beyond the border.
 
     Returns a float64 array of flat inputs (B, n) in the geometry's layout.
     """

@@ -57,16 +57,17 @@ def _displacements(W, geometry: Geometry) -> np.ndarray:
     """
     F = unit_fields(W, geometry)
     E = energy_maps(F)
+    alive = (F != 0).any(axis=1)  # (m, *S): positions with a surviving connection
     totals = E.reshape(len(E), -1).sum(axis=1)
     live = totals > 0
-    E, F = E[live], F[live]
-    p = E / totals[live].reshape(-1, *([1] * geometry.ndim))
+    if not live.all():  # (indexing copies: skip it in the common case)
+        E, alive, totals = E[live], alive[live], totals[live]
+    p = E / totals.reshape(-1, *([1] * geometry.ndim))
     d2 = np.zeros(E.shape)
     for a, mu in enumerate(centres(p, geometry)):
         d = offsets(mu, geometry.spatial[a], geometry.periodic) ** 2
         # broadcast the (m, L_a) offsets along the other grid axis
         d2 += d.reshape(len(d), *[L if b == a else 1 for b, L in enumerate(geometry.spatial)])
-    alive = (F != 0).any(axis=1)
     return np.sqrt(d2[alive])
 
 
