@@ -22,4 +22,4 @@ def test_demo_reports_both_accuracies_and_the_first_layer_beside_its_references(
 
 
 def test_sparkline_scales_to_the_largest_weight():
-    assert sparkline([0.0, -1.0, 0.5]) == " █▅"
+    assert sparkline([0.0, -1.0, 0.5]) == " █▄"
