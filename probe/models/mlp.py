@@ -83,8 +83,18 @@ class BottleneckMLP(nn.Module):
 
 
 @register("mlp", "fully connected network: --width units x --depth hidden layers (arch=bottleneck: residual blocks)",
-          kinds=("image",))
-def mlp(task, width, depth, param, activation: str = "relu", bias: bool = True, arch: str = "plain", expansion: int = 4):
+          kinds=("image", "sequence"))
+def mlp(task, width, depth, param, activation: str = "relu", bias: bool = True, arch: str = "plain", expansion: int = 4,
+        embed_dim: int = 0, share_embed: bool = False):
+    """On sequence tasks: an MLP on the flattened one-hot tokens (T*vocab inputs; real features for
+    icl-regression), or with ``embed_dim`` > 0 on learned per-position embeddings, not shared across positions
+    unless ``share_embed`` (see :class:`probe.models.tokens.TokenMLP`)."""
+    if task.geometry.kind == "sequence":
+        from probe.models.tokens import token_mlp
+
+        return token_mlp(task, width, depth, param, activation, bias, arch, embed_dim, share_embed)
+    if embed_dim or share_embed:
+        raise ValueError("embed_dim and share_embed apply to sequence tasks only")
     if task.loss == "ce" and task.y_train.dim() > 1:
         raise ValueError("per-position targets need a sequence model")
     if arch == "plain":
