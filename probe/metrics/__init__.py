@@ -68,7 +68,7 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
     unknown = [n for n in names if n not in WEIGHT_MEASURES]
     if unknown:
         raise ValueError(f"unknown measures {unknown}; known: {', '.join(WEIGHT_MEASURES)}")
-    W = as_matrix(W)  # convert once, not once per measure
+    W = checked_matrix(W)  # convert once, not once per measure
     out: dict[str, float] = {}
     for name in names:
         value = WEIGHT_MEASURES[name](W, geometry)
@@ -77,18 +77,38 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
         else:
             out[name] = float(value)
     if W0 is not None:
-        out["movement"] = movement(W, W0)
-    return out
+        out["movement"] = movement(W, checked_matrix(W0, "initial weights"))
+    return defined(out)
+
+
+def checked_matrix(W, what: str = "weights") -> np.ndarray:
+    """W as float64, refusing what no measure can read: NaN or inf entries, or no nonzero weight at all."""
+    W = as_matrix(W)
+    if W.size == 0:
+        raise ValueError(f"{what} of shape {W.shape} are empty")
+    if not np.isfinite(W).all():
+        raise ValueError(f"{what} contain NaN or inf: a diverged run has no structure to measure")
+    if not W.any():
+        raise ValueError(f"{what} are all zero: no receptive field to measure")
+    return W
+
+
+def defined(values: dict[str, float]) -> dict[str, float]:
+    """Leave out measures that are undefined for this layer rather than report NaN: hoyer for n = 1,
+    spectra of fields with no energy beyond the mean (one position, constant fields), alpha with too few
+    eigenvalues for a power-law fit. A report shows them as missing, never as a number."""
+    return {k: v for k, v in values.items() if np.isfinite(v)}
 
 
 def layer_measures(W) -> dict[str, float]:
     """``effective_rank``, ``stable_rank`` and ``alpha`` of any weight matrix, from one eigendecomposition."""
+    W = checked_matrix(W)
     evals = eigenvalues(W)
-    return {
+    return defined({
         "effective_rank": effective_rank(W, evals),
         "stable_rank": stable_rank(W, evals),
         "alpha": alpha(W, evals),
-    }
+    })
 
 
 def permute_positions(W, geometry: Geometry, perm) -> np.ndarray:
@@ -114,7 +134,7 @@ def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None) -> dic
             unchanged there by construction; spread, window_mass, shift_match and conv_distance are not.
         ``init``: W0, the run's initialization, when given.
     """
-    W = as_matrix(W)
+    W = checked_matrix(W)
     rng = np.random.default_rng(seed)
     rms = float(np.sqrt(np.mean(W**2))) or 1.0
     gaussian = rng.standard_normal(W.shape) * rms
