@@ -1,0 +1,191 @@
+"""The weights of a checkpoint, as `probe analyze` reads them: a file, a run folder or a plain state_dict, the
+probe model rebuilt from its config, and its layers in network order with the dense first layer first.
+
+Layers are the 2-D weight tensors of the state_dict, in state_dict order, named by their key without ``.weight``.
+For probe models the first layer is ``model.first_layer_dense()``: when that is not itself a 2-D tensor of the
+state_dict (a CNN's or LCN's kernel, a token table) it is named ``<source key>.dense`` (``layers.0.dense``) and
+takes its source's place, so an MLP and its controls are measured by the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probe.checkpoint import CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint
+from probe.config import ConfigError, RunConfig
+from probe.geometry import Geometry
+
+
+# -- what a path holds ----------------------------------------------------------------------------------------
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"C,L"`` or ``"C,H,W"`` -> a tuple of positive ints; ConfigError otherwise."""
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ConfigError(f"--input-shape must be C,L or C,H,W (positive integers), got {text!r}")
+    return shape
+
+
+@dataclass
+class Source:
+    """A loaded checkpoint file: its state_dict, geometry and, for probe checkpoints, config and run folder."""
+
+    path: Path
+    state_dict: dict
+    geometry: Geometry
+    step: int | None = None
+    config: RunConfig | None = None
+    run_dir: Path | None = None
+
+
+def read_source(path, input_shape=None, periodic: bool = False) -> Source:
+    """Load a probe checkpoint or a plain state_dict (which needs ``input_shape``, as ``--input-shape`` gives).
+
+    Raises CheckpointError (unreadable file, not a state_dict, first layer not fitting the shape) or
+    ConfigError (a bad shape), each with a one-line message naming the file.
+    """
+    path = Path(path)
+    obj = load_checkpoint(path)
+    if is_probe_checkpoint(obj):
+        try:
+            cfg = RunConfig.from_dict(obj["config"], source=f"checkpoint {path}")
+            geo = Geometry.from_dict(obj["geometry"])
+            sd, step = dict(obj["state_dict"]), int(obj["step"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path}: a probe checkpoint with missing or bad fields ({e})") from None
+        if input_shape is not None and tuple(input_shape) != (geo.channels, *geo.spatial):
+            raise ConfigError(f"--input-shape {','.join(map(str, input_shape))}: checkpoint {path} stores its "
+                              f"own geometry {geo.describe()}; drop --input-shape")
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+        return Source(path, sd, geo, step, cfg, run_dir)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]  # {"state_dict": ...} as several trainers save it
+    if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path}: neither a probe checkpoint nor a state_dict of tensors")
+    if input_shape is None:
+        raise CheckpointError(f"checkpoint {path}: not a probe checkpoint and no --input-shape given")
+    geo = Geometry.from_shape(input_shape, periodic)
+    source = Source(path, dict(obj), geo)
+    layers = plain_layers(source.state_dict)
+    if not layers:
+        raise CheckpointError(f"checkpoint {path}: no 2-D weight tensors (Linear layers) in it")
+    name, W = next(iter(layers.items()))
+    if W.shape[1] != geo.n_inputs:
+        raise CheckpointError(f"checkpoint {path}: its first layer {name} takes {W.shape[1]} inputs but --input-shape "
+                              f"{','.join(map(str, input_shape))} gives {geo.n_inputs}")
+    return source
+
+
+def _layer_name(key: str) -> str:
+    return key[: -len(".weight")] if key.endswith(".weight") else key
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def plain_layers(state_dict: dict) -> dict[str, np.ndarray]:
+    """The 2-D floating-point tensors of a state_dict, in its order, as float64 arrays named without .weight."""
+    return {_layer_name(k): _numpy(v) for k, v in state_dict.items()
+            if torch.is_tensor(v) and v.dim() == 2 and v.is_floating_point()}
+
+
+def model_layers(model: torch.nn.Module, state_dict: dict) -> dict[str, np.ndarray]:
+    """Load ``state_dict`` into ``model`` and return its layers with the dense first layer first (module docstring)."""
+    model.load_state_dict(state_dict)
+    dense = _numpy(model.first_layer_dense())
+    source = next(k for k, v in state_dict.items() if torch.is_tensor(v) and v.dim() >= 2)
+    layers = plain_layers(state_dict)
+    name = _layer_name(source)
+    if not (name in layers and layers[name].shape == dense.shape and np.array_equal(layers[name], dense)):
+        layers.pop(name, None)  # a 2-D source (a token table) is replaced by its dense form
+        name += ".dense"
+    return {name: dense, **{k: v for k, v in layers.items() if k != name}}
+
+
+# -- rebuilding a probe model -----------------------------------------------------------------------------------
+def _task_shells(source: Source):
+    """Stand-ins for the task that carry what model builders read (geometry, outputs, loss), without data.
+
+    The output count comes from the run's task.json when there is one, else from the last 2-D tensor (the
+    readout); whether a sequence task asks at every position is not stored, so both are tried."""
+    from probe.tasks import Task
+
+    geo = source.geometry
+    meta_file = source.run_dir / "task.json" if source.run_dir else None
+    meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
+    rows = [v.shape[0] for v in source.state_dict.values() if torch.is_tensor(v) and v.dim() == 2][-1:] or [1]
+    T = geo.spatial[0]
+    counts = [meta["n_outputs"]] if "n_outputs" in meta else [rows[0], max(1, rows[0] // T)]
+    x = torch.zeros(0, geo.n_inputs)
+    for n_out in counts:
+        for per_position in (False, True) if geo.kind == "sequence" else (False,):
+            y = torch.zeros(0, T, dtype=torch.long) if per_position else torch.zeros(0, dtype=torch.long)
+            loss = "ce" if per_position else meta.get("loss", "ce")
+            vocab = geo.channels if geo.kind == "sequence" else None
+            yield Task("shell", x, y, x, y, geo, int(n_out), loss, vocab)
+
+
+def build_probe_model(source: Source, task=None) -> torch.nn.Module:
+    """The model of a probe checkpoint, rebuilt from its config (on ``task`` if given, else on a task shell) with
+    the checkpoint's weights loaded; CheckpointError if they do not fit."""
+    from probe.models import build_model
+
+    cfg = source.config
+    last = None
+    with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite; leave the caller's RNG alone
+        for shell in [task] if task is not None else _task_shells(source):
+            try:
+                model = build_model(cfg.model, shell, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
+                model.load_state_dict(source.state_dict)
+                return model.eval()
+            except (RuntimeError, ValueError, KeyError) as e:  # a shell that does not fit: try the next
+                last = e
+    detail = str(last).strip().splitlines()[0][:160] if last else "no model"
+    raise CheckpointError(f"checkpoint {source.path}: its weights do not fit model {cfg.model} rebuilt from its "
+                          f"config ({detail})")
+
+
+def load_task(cfg: RunConfig):
+    """The run's task rebuilt from its config, seeded as training seeded it, without touching global RNGs."""
+    from probe.tasks import make_task
+
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            np.random.seed(cfg.seed % 2**32)
+            return make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
+    finally:
+        np.random.set_state(state)
+
+
+def load_layers(path, input_shape=None, periodic: bool = False) -> tuple[dict[str, np.ndarray], Geometry]:
+    """(layers, geometry) of any checkpoint ``analyze`` takes: layers in network order, the dense first layer
+    first. A run folder means its last checkpoint. For figures that draw weights (receptive fields)."""
+    path = resolve_checkpoint(path)
+    source = read_source(path, input_shape, periodic)
+    if source.config is None:
+        return plain_layers(source.state_dict), source.geometry
+    return model_layers(build_probe_model(source), source.state_dict), source.geometry
+
+
+def resolve_checkpoint(path) -> Path:
+    """A run folder -> its last checkpoint; a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        ckpts = list_checkpoints(path)
+        if not ckpts:
+            raise CheckpointError(f"run folder {path}: no checkpoints (checkpoints/step_<N>.pt)")
+        return ckpts[-1][1]
+    return path
+
+
