@@ -1,0 +1,335 @@
+"""Sweeps: a grid of training runs from one TOML spec, run locally or on Slurm, restartable, summarized in one table.
+
+A sweep spec (the presets in ``probe/experiments/*.toml`` are examples)::
+
+    name = "mnist1d-controls"            # default: the file name
+    hypothesis = "..."                   # one line: what the sweep tests (`probe sweep --list` shows it)
+    anchor = "..."                       # the published number it is read against
+    final_measures = ["lie_derivative"]  # optional: functional measures of each final model (FINAL_MEASURES)
+
+    [base]                               # config keys of every run (RunConfig fields; unset: RunConfig defaults)
+    task = "mnist1d"
+    steps = 6000
+    task_opts = { n_train = 0 }          # option tables merge key by key
+
+    [grid]                               # crossed: one run per combination of these lists
+    seed = [0, 1]
+    "task_opts.gain" = [1, 3, 10]        # a dotted key sets one entry of task_opts, model_opts or procedure_opts
+
+    [[variants]]                         # zipped: each entry sets several keys together, one run per entry
+    name = "cnn"                         # its label (run folder names, the summary column); default: its values
+    model = "cnn"
+    "model_opts.channels" = 32
+    procedure = "train"                  # or a multi-stage procedure of probe.procedures (imp, ecnn) ...
+    procedure_opts = { rounds = 3 }      # ... with its options
+
+    # Several zipped axes: [[variants.AXIS]] tables instead of [[variants]] (whose axis is called "variant").
+    # Axes are crossed with each other and with the grid.
+
+    [quick]                              # a scale: `--scale quick` (the default when the spec has it)
+    base = { steps = 2000 }              # merged over [base]
+    grid = { seed = [0] }                # replaces those grid keys
+    # variants = [...] / [[quick.variants.AXIS]]: replaces those axes
+    [full]                               # `--scale full`: same form
+
+One run's config, lowest to highest precedence: RunConfig defaults, [base], the scale's base, the variants (in
+axis order), the grid values, ``--set KEY=VALUE``. Run folder names join the variant labels and the grid values
+(``cnn_task=mnist1d-shuffled_s0``); the summary has one column per axis and per grid key.
+
+Running the runs is :mod:`probe.runner`'s job (``probe sweep`` calls it). Sweep folder: ``sweep.json`` (the
+expanded runs), and one run folder per run holding, beside the usual run files,
+``sweep_run.json`` (what the worker runs), ``result.json`` (status, seconds, final measures) and, for procedures,
+``procedure.json``. A run is finished when its last checkpoint is at ``steps`` and its result says done; starting
+the sweep again skips finished runs and resumes interrupted ones from their last checkpoint (``probe train
+--resume``: bit-identical on CPU with the same thread count). Failed runs are retried; their traceback is in
+``error.txt``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from probe.config import ConfigError, RunConfig, load_config_file
+from probe.procedures import last_values, procedure_options
+
+SCALES = ("quick", "full")
+TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
+SCALE_KEYS = ("base", "grid", "variants", "final_measures")
+OPT_TABLES = ("task_opts", "model_opts", "procedure_opts")
+FINAL_MEASURES = ("lie_derivative", "shift_consistency", "routing")
+MANIFEST = "sweep.json"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its folder name, the values of the varied keys, and what to run."""
+
+    name: str
+    varied: dict
+    config: dict
+    procedure: str = "train"
+    procedure_opts: dict = field(default_factory=dict)
+    final_measures: tuple = ()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """An expanded spec: its runs at one scale, and ``columns``, the varied keys (variant axes, then grid keys)."""
+
+    name: str
+    scale: str | None
+    hypothesis: str
+    anchor: str
+    columns: tuple
+    runs: tuple
+
+
+# -- specs and presets --------------------------------------------------------------------------------------
+def presets() -> dict[str, Path]:
+    """The preset specs shipped in ``probe/experiments``, by name."""
+    folder = resources.files("probe") / "experiments"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def load_spec(path=None, preset: str | None = None) -> dict:
+    """Read a spec file, or a preset by name; ``name`` defaults to the file name."""
+    if preset is not None:
+        known = presets()
+        if preset not in known:
+            raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(sorted(known))}")
+        path = known[preset]
+    spec = load_config_file(path)
+    spec.setdefault("name", Path(path).stem)
+    return spec
+
+
+def expand(spec: dict, scale: str | None = None, overrides: dict | None = None) -> Sweep:
+    """The runs of ``spec`` at ``scale`` (default: quick when the spec has scales), each config checked."""
+    name = str(spec.get("name", "sweep"))
+    where = f"sweep {name}"
+    _check_keys(spec, TOP_KEYS, where)
+    has_scales = [s for s in SCALES if s in spec]
+    if scale is None:
+        scale = "quick" if "quick" in spec else None
+    elif scale not in SCALES or scale not in spec:
+        raise ConfigError(f"{where}: no scale {scale!r}; it has {', '.join(has_scales) or 'no scales'}")
+    sc = spec.get(scale, {}) if scale else {}
+    _check_keys(sc, SCALE_KEYS, f"{where} [{scale}]")
+    grid = {**_table(spec.get("grid", {}), f"{where} [grid]"), **_table(sc.get("grid", {}), f"{where} [{scale}.grid]")}
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}: grid key {k!r} must be a non-empty list, got {v!r}")
+    axes = {**_axes(spec.get("variants", []), where), **_axes(sc.get("variants", []), where)}
+    final = tuple(sc.get("final_measures", spec.get("final_measures", ())))
+    bad = [m for m in final if m not in FINAL_MEASURES]
+    if bad:
+        raise ConfigError(f"{where}: unknown final_measures {bad}; valid: {', '.join(FINAL_MEASURES)}")
+    base: dict = {}
+    for table, label in ((spec.get("base", {}), "[base]"), (sc.get("base", {}), f"[{scale}.base]")):
+        for k, v in _table(table, f"{where} {label}").items():
+            _set(base, k, v, where)
+    shorts = _short_names(list(grid))
+    runs, names = [], {}
+    axis_items = [[(ax, e) for e in entries] for ax, entries in axes.items()]
+    for combo in itertools.product(*axis_items, *[[(k, v) for v in vals] for k, vals in grid.items()]):
+        d = json.loads(json.dumps(base))  # a deep copy
+        varied, parts = {}, []
+        for key, value in combo:
+            if key in axes:
+                label, settings = value
+                varied[key] = label
+                parts.append(label)
+                for k, v in settings.items():
+                    _set(d, k, v, where)
+            else:
+                _set(d, key, value, where)
+                varied[key] = value
+                parts.append(f"s{_fmt(value)}" if key == "seed" else f"{shorts[key]}={_fmt(value)}")
+        for k, v in (overrides or {}).items():
+            _set(d, k, v, where)
+        run_name = _safe("_".join(parts) or "run")
+        if run_name in names:
+            raise ConfigError(f"{where}: runs {names[run_name]} and {varied} get the same folder name {run_name!r}; "
+                              "give the variants distinct names")
+        names[run_name] = varied
+        runs.append(_run_spec(run_name, varied, d, final, where))
+    return Sweep(name, scale, str(spec.get("hypothesis", "")), str(spec.get("anchor", "")),
+                 tuple([*axes, *grid]), tuple(runs))
+
+
+def default_out(sweep: Sweep) -> Path:
+    """``runs/sweeps/NAME-SCALE`` (``runs/sweeps/NAME`` for a spec without scales): scales never share a folder."""
+    return Path("runs") / "sweeps" / (f"{sweep.name}-{sweep.scale}" if sweep.scale else sweep.name)
+
+
+def _run_spec(run_name, varied, d, final, where) -> RunSpec:
+    procedure = str(d.pop("procedure", "train"))
+    popts = d.pop("procedure_opts", {})
+    cfg = RunConfig.from_dict({**RunConfig().to_dict(), **d}, source=f"{where} run {run_name}")
+    _check_options(cfg, procedure, popts, f"{where} run {run_name}")
+    return RunSpec(run_name, varied, cfg.to_dict(), procedure, popts, final)
+
+
+def _check_options(cfg: RunConfig, procedure: str, popts: dict, where: str) -> None:
+    """Option names checked against the task, model and procedure, so a typo fails before anything runs."""
+    from probe.models import model_specs
+    from probe.tasks import get_spec
+
+    checks = [("task", cfg.task_opts, get_spec(cfg.task).options() if not cfg.task.startswith("npz:") else None)]
+    specs = model_specs()
+    if cfg.model not in specs:
+        raise ConfigError(f"{where}: unknown model {cfg.model!r}; valid models: {', '.join(sorted(specs))}")
+    checks.append(("model", cfg.model_opts, specs[cfg.model].options()))
+    if procedure != "train":
+        checks.append((f"procedure {procedure}", popts, procedure_options(procedure)))
+    elif popts:
+        raise ConfigError(f"{where}: procedure_opts given but procedure is train")
+    for what, opts, valid in checks:
+        unknown = sorted(set(opts) - set(valid)) if valid is not None else []
+        if unknown:
+            raise ConfigError(f"{where}: unknown {what} option(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
+
+
+def _check_keys(d, allowed, where):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table, got {d!r}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
+
+
+def _table(d, where) -> dict:
+    """A table of config keys, dashes allowed in plain keys (as in `probe train --config`)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table, got {d!r}")
+    return {k.replace("-", "_") if "." not in k else k: v for k, v in d.items()}
+
+
+def _axes(variants, where) -> dict:
+    """{axis: [(label, settings), ...]} from ``[[variants]]`` (axis "variant") or ``[[variants.AXIS]]``."""
+    if not variants:
+        return {}
+    raw = {"variant": variants} if isinstance(variants, list) else _table(variants, f"{where} variants")
+    axes = {}
+    for axis, entries in raw.items():
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+            raise ConfigError(f"{where}: variants {axis!r} must be a non-empty list of tables")
+        axes[axis] = []
+        for e in entries:
+            settings = _table({k: v for k, v in e.items() if k != "name"}, f"{where} variants")
+            label = e.get("name") or "-".join(f"{_short_names(list(settings))[k]}={_fmt(v)}" for k, v in settings.items())
+            axes[axis].append((_safe(str(label)), settings))
+    return axes
+
+
+def _set(d: dict, key: str, value, where: str) -> None:
+    """Set config key ``key`` in ``d``: a dotted key sets one option; an option table merges into the current one."""
+    if "." in key:
+        table, sub = key.split(".", 1)
+        if table not in OPT_TABLES:
+            raise ConfigError(f"{where}: dotted key {key!r}: only {', '.join(OPT_TABLES)} take dotted keys")
+        d[table] = {**d.get(table, {}), sub: value}
+    elif key in OPT_TABLES:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a table, got {value!r}")
+        d[key] = {**d.get(key, {}), **value}
+    else:
+        d[key] = value
+
+
+def _short_names(keys: list[str]) -> dict:
+    """The last part of each dotted key, or the whole key where two keys would share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^\w.=+,-]", "-", s)
+
+
+# -- summary ---------------------------------------------------------------------------------------------------
+FIRST_COLUMNS = ("run", "status")
+RESULT_COLUMNS = ("step", "test_acc", "test_loss", "train_acc", "train_loss")
+
+
+def summarize(sweep_dir, write: bool = True):
+    """One row per run: run, status, the varied keys, the last logged value of every metric (accuracies, losses,
+    tracked measures), the tracked measures on their references as ``MEASURE@REFERENCE`` (init, gaussian,
+    permuted), procedure results, final measures and seconds. Writes ``summary.csv`` (and ``summary.parquet``
+    when pyarrow is installed) into the sweep folder. A folder without ``sweep.json`` is read as a folder of run
+    folders whose varied keys are the config keys that differ."""
+    import pandas as pd
+
+    from probe.runner import RESULT_FILE, run_status
+    from probe.tracking import read_references
+
+    sweep_dir = Path(sweep_dir)
+    runs, columns = _manifest_runs(sweep_dir)
+    rows = []
+    for name, varied in runs:
+        d = sweep_dir / name
+        row = {"run": name, "status": run_status(d), **varied}
+        row.update({k: v for k, v in last_values(d).items() if k != "lr"})
+        for ref, measures in read_references(d).items():
+            row.update({f"{m}@{ref}": v for m, v in measures.items()})
+        for fname in ("procedure.json", RESULT_FILE):
+            try:
+                extra = json.loads((d / fname).read_text())
+            except (OSError, ValueError):
+                continue
+            extra = {**extra, **extra.pop("measures", {})} if fname == RESULT_FILE else extra
+            row.update({k: v for k, v in extra.items() if k not in ("run", "status", "test_acc", "test_loss")
+                        and (v is None or isinstance(v, (int, float, str)))})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        first = [c for c in (*FIRST_COLUMNS, *columns, *RESULT_COLUMNS) if c in df.columns]
+        df = df[first + [c for c in df.columns if c not in first]]
+    if write:
+        df.to_csv(sweep_dir / "summary.csv", index=False)
+        try:
+            df.to_parquet(sweep_dir / "summary.parquet", index=False)
+        except ImportError:  # pyarrow (or fastparquet) not installed: CSV only
+            pass
+    return df
+
+
+def _manifest_runs(sweep_dir: Path):
+    manifest = sweep_dir / MANIFEST
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        return [(r["name"], r["varied"]) for r in m["runs"]], tuple(m["columns"])
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"{sweep_dir}: not a sweep folder")
+    found = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
+    if not found:
+        raise ConfigError(f"{sweep_dir}: not a sweep folder (no {MANIFEST}, no run folders with config.json)")
+    flat = [_flatten(json.loads((d / "config.json").read_text())) for d in found]
+    keys = [k for k in flat[0] if any(f.get(k) != flat[0].get(k) for f in flat)]
+    keys += sorted({k for f in flat for k in f} - set(flat[0]))
+    return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
+
+
+def _flatten(cfg: dict) -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{s}": w for s, w in v.items()})
+        else:
+            out[k] = v
+    return out
