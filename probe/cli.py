@@ -245,6 +245,166 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the two ru
     run_demo(out, steps, seed, console)
 
 
+@app.command()
+@clean_errors
+def analyze(
+    path: Path = typer.Argument(..., help="A probe checkpoint, a run folder (its last checkpoint) or a plain state_dict file."),
+    all_steps: bool = typer.Option(False, "--all-steps", help="Every checkpoint of the run folder, as one table."),
+    input_shape: Optional[str] = typer.Option(None, help="C,L or C,H,W: the input grid of a plain state_dict."),
+    periodic: bool = typer.Option(False, "--periodic", help="The --input-shape grid wraps around."),
+    layer: Optional[str] = typer.Option(None, help="Report only this layer (names as the table shows them)."),
+    data: bool = typer.Option(True, "--data/--no-data", help="Rebuild the run's task: test accuracy, functional measures."),
+    n_data: int = typer.Option(512, min=1, help="Test inputs for the functional measures."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write a tidy table (a row per step, layer, measure)."),
+    fields: Optional[Path] = typer.Option(None, help="Draw the first layer's receptive fields (.png, .pdf or .svg)."),
+    seed: int = typer.Option(0, help="Seed of the Gaussian and permuted references and of the units drawn."),
+):
+    """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
+    from probe import analyze as an
+
+    shape = an.parse_input_shape(input_shape) if input_shape is not None else None
+    if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
+    if all_steps and shape is not None:
+        raise ConfigError("--all-steps reads a probe run folder; --input-shape is for plain state_dicts")
+    if all_steps:
+        reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed)
+        console.print(f"{an.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
+        tables = an.steps_tables(reports)
+    else:
+        reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
+                                         n_data=n_data, seed=seed)]
+        console.print(an.header(reports[0]), highlight=False, soft_wrap=True)
+        tables = an.report_tables(reports[0])
+    for note in dict.fromkeys(n for r in reports for n in r.notes):
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for t in tables:
+        console.print()
+        console.print(t)
+    try:
+        if json_file is not None:
+            an.write_json(reports, json_file, run=str(path) if all_steps else None)
+        if csv_file is not None:
+            an.reports_frame(reports).to_csv(csv_file, index=False)
+        if fields is not None:
+            from probe.plots_fields import fields_figure, save_figure
+
+            layers, geo = an.load_layers(reports[-1].checkpoint, shape, periodic)
+            name, W = next(iter(layers.items()))
+            fig = fields_figure(W, geo, seed=seed, title=f"{reports[-1].checkpoint}: {name}")
+            console.print("fields -> " + ", ".join(map(str, save_figure(fig, fields))), highlight=False)
+    except OSError as e:
+        raise ConfigError(f"cannot write {e.filename}: {e.strerror or e}") from None
+
+
+@app.command()
+@clean_errors
+def sweep(
+    target: Optional[Path] = typer.Argument(None, help="A sweep spec (.toml); with --summary, a sweep folder."),
+    preset: Optional[str] = typer.Option(None, help="A preset shipped with probe (see --list)."),
+    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes) or full (a GPU). [default: quick]"),
+    out: Optional[Path] = typer.Option(None, help="Sweep folder. [default: runs/sweeps/NAME-SCALE]"),
+    executor: str = typer.Option("local", help="local, slurm, or submitit-local (submitit's local executor)."),
+    jobs: int = typer.Option(1, min=1, help="Runs at once: local worker processes, or the Slurm array's parallelism."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition. [default: the cluster's]"),
+    time_min: int = typer.Option(60, min=1, help="Time limit per run (submitit), minutes."),
+    gpus: int = typer.Option(1, min=0, help="GPUs per Slurm job."),
+    cpus: int = typer.Option(4, min=1, help="CPUs per Slurm job (its torch threads)."),
+    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs. [default: not on slurm]"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
+    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and .parquet)."),
+    list_: bool = typer.Option(False, "--list", help="List the presets with their hypotheses."),
+):
+    """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
+    a sweep folder."""
+    from probe import runner
+    from probe import sweep as sw
+
+    if list_:
+        t = Table("preset", "hypothesis", box=None)
+        for name, path in sorted(sw.presets().items()):
+            t.add_row(name, str(sw.load_spec(path).get("hypothesis", "")))
+        console.print(t)
+        return
+    if summary and target is not None and not target.is_file():  # a sweep folder (or a mistyped one)
+        return _print_sweep_summary(sw.summarize(target), target)
+    if (target is None) == (preset is None):
+        raise ConfigError("give a spec file or --preset NAME (see `probe sweep --list`), or a sweep folder with --summary")
+    spec = sw.expand(sw.load_spec(target, preset), scale, parse_kv(set_, "--set"))
+    out = out or sw.default_out(spec)
+    if summary:
+        return _print_sweep_summary(sw.summarize(out), out)
+    head = f"sweep {spec.name}" + (f" ({spec.scale})" if spec.scale else "") + f": {len(spec.runs)} runs -> {out}"
+    console.print(head, highlight=False, soft_wrap=True)
+    if dry_run:
+        t = Table("run", *spec.columns, "procedure", box=None)
+        for r in spec.runs:
+            t.add_row(r.name, *[str(r.varied[c]) for c in spec.columns], r.procedure)
+        console.print(t)
+        return
+    done = [0]
+
+    def show(r):
+        done[0] += 1
+        acc = f" test_acc {r['test_acc']:.4f}" if isinstance(r.get("test_acc"), float) else ""
+        why = f": {r['error']}" if r.get("error") else (f" job {r['job_id']}" if r.get("job_id") else "")
+        secs = f" ({r['seconds']:.0f} s)" if r.get("seconds") else ""
+        console.print(f"[{done[0]}/{len(spec.runs)}] {r['run']}: {r['status']}{acc}{secs}{why}", highlight=False,
+                      soft_wrap=True, markup=False)
+
+    slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus)
+    try:
+        results = runner.run_sweep(spec, out, executor, jobs, slurm, wait, on_result=show)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: run the same command again to resume ({out}); finished runs are skipped")
+        raise typer.Exit(130) from None
+    if any(r["status"] == "submitted" for r in results):
+        console.print(f"submitted; when the jobs are done: probe sweep {out} --summary", highlight=False)
+        return
+    _print_sweep_summary(sw.summarize(out), out)
+    if any(r["status"] not in ("done", "skipped") for r in results):
+        raise typer.Exit(1)
+
+
+def _print_sweep_summary(df, folder: Path) -> None:
+    shown = [c for c in ("run", "status", "test_acc", "test_loss", "ipr", "window_mass_3", "movement", "zero_frac",
+                         "sparsity", "line_barrier", "lie_derivative") if c in df.columns]
+    t = Table(box=None)
+    longest = max((len(str(r)) for r in df.get("run", [])), default=3)
+    for c in shown:  # run names are long: keep them whole, the numbers are narrow
+        t.add_column(c, min_width=min(longest, 48) if c == "run" else None, overflow="fold")
+    for _, row in df.iterrows():
+        t.add_row(*["" if v != v or v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                    for v in (row[c] for c in shown)])
+    console.print(t)
+    console.print(f"summary of {len(df)} runs -> {folder / 'summary.csv'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@clean_errors
+def figures(
+    runs: List[Path] = typer.Argument(..., help="Run folders, or folders of run folders."),
+    out: Path = typer.Option(Path("figures"), help="Folder for the figures (PDF + PNG)."),
+    group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line, mean +- sd (e.g. model)."),
+    hue: Optional[str] = typer.Option(None, help="Config key that colours lines (e.g. width, seed, task_opts.gain)."),
+    steps: Optional[str] = typer.Option(None, help="Checkpoint steps for the receptive fields, e.g. 0,500,6000."),
+    prefix: str = typer.Option("", help="Prepended to every file name."),
+):
+    """Figures of runs: measures and accuracy over steps, receptive fields, spectra, routing maps (sequences)."""
+    from probe.figures import make_figures
+
+    try:
+        chosen = [int(s) for s in steps.split(",")] if steps else None
+    except ValueError:
+        raise ConfigError(f"--steps expects comma-separated integers, got {steps!r}") from None
+    written = make_figures(runs, out, group_by, hue, chosen, prefix,
+                           say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False))
+    for p in written:
+        console.print(str(p), highlight=False, soft_wrap=True)
+
+
 def main():
     app()
 
