@@ -151,7 +151,10 @@ class Batches:
         epoch, i = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=g).to(self.device, non_blocking=True)
+            perm = torch.randperm(self.n, generator=g)
+            if self.device.type == "cuda":  # from pageable memory the copy may wait for the queued steps
+                perm = perm.pin_memory()
+            self._perm = perm.to(self.device, non_blocking=True)
             self._epoch = epoch
         idx = self._perm[i * self.B : (i + 1) * self.B]
         return self.task.x_train[idx], self.task.y_train[idx]
@@ -164,9 +167,11 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device) -> to
     for name, p in model.named_parameters():
         groups.setdefault(mult.get(name, 1.0), []).append(p)
     params = [{"params": ps, "lr": cfg.lr * m} for m, ps in groups.items()]
-    fused = {"fused": True} if device.type == "cuda" else {}
+    # Fused kernels on CPU too: PyTorch's CPU default is a Python for-loop over parameters, and for AdamW on a
+    # 3072-1024-1024-10 MLP at batch 256 its step takes ~8 of ~37 ms per step against ~2 fused (scripts/bench.py)
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)

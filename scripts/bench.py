@@ -1,0 +1,406 @@
+"""Throughput of probe's training loop against a bare PyTorch loop (DESIGN §6: speed is measured, not guessed).
+
+Both loops train the same MLP (same layers, init seed, batch, AdamW, bf16 autocast on CUDA, data already in
+memory as tensors on the device) in one process, and they take turns every few steps so that both see the same
+machine load: probe trains through ``probe train``'s own code path (:func:`probe.train.run_training` on a
+synthetic task), logging every ``chunk`` steps, and a hook at each log step runs ``chunk`` steps of each bare
+loop. Probe's time between two log steps (its steps, the metrics row, the device sync that reads the loss)
+and each bare loop's time for its chunk are clocked with the device synchronized; the first chunk (warm-up,
+compilation) and the last interval (final evaluation) are left out.
+
+Loops per case:
+- ``bare``: about 15 lines of PyTorch (:class:`BareLoop`), the optimizer as a user writes it: PyTorch's
+  default AdamW on CPU (a Python for-loop over parameters), fused AdamW on CUDA (as DESIGN §6's reference).
+- ``bare fused`` (CPU): the same loop with ``fused=True``, the implementation probe uses on CPU too.
+- ``probe``: evaluation only at step 0 and the end, checkpoints only at 0 and the end. ``loop`` rates hold
+  the per-step cost; ``run`` rates are the whole train() call less the hook's time, so they include probe's
+  two evaluations and two checkpoints. Their cost at the default cadence (6000 steps, eval every 500, 10
+  checkpoints) is measured separately and printed as a share of such a run.
+- ``probe compile`` against ``bare compile`` (CUDA, ``--compile``): both loops through torch.compile.
+- Tracking (when probe.tracking exists) runs at evaluation rows only, so like evaluations and checkpoints it
+  is timed on its own and printed as its share of a default-cadence run, with the ratio of tracking on to off.
+
+Targets: probe >= 0.95x bare, tracking >= 0.9x off. Peak resident memory (VmHWM, else ru_maxrss) of the
+CIFAR-sized CPU case is measured for each loop in a fresh subprocess; target probe within 1.5x the bare loop.
+
+    python scripts/bench.py               # CPU cases, and the GPU case when cuda is available
+    python scripts/bench.py --quick       # shorter runs, fewer repeats
+    python scripts/bench.py --compile     # GPU case also with torch.compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import probe.train
+from probe.checkpoint import checkpoint_steps
+from probe.config import RunConfig
+from probe.geometry import Geometry
+from probe.tasks import Task
+
+LR = 1e-3
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    geometry: Geometry
+    width: int
+    depth: int
+    batch: int
+    device: str
+    n_train: int
+    n_test: int
+    chunk: int  # steps per turn: about a third of a second at DESIGN §6's rates
+    chunks: int  # turns per run (quick: half)
+
+
+CASES = [
+    Case("cpu mnist 784-1024-1024-10", Geometry(1, (28, 28)), 1024, 2, 256, "cpu", 60_000, 10_000, 20, 14),
+    Case("cpu cifar 3072-1024-1024-10", Geometry(3, (32, 32)), 1024, 2, 256, "cpu", 50_000, 10_000, 10, 14),
+    Case("cuda 3072-3x8192-10 bf16", Geometry(3, (32, 32)), 8192, 3, 4096, "cuda", 65_536, 10_000, 40, 14),
+]
+
+
+def synthetic_task(case: Case) -> Task:
+    """Gaussian inputs and random labels of the case's sizes, generated on the device (no host copy)."""
+    g = torch.Generator(device=case.device).manual_seed(0)
+    n, dev = case.geometry.n_inputs, case.device
+    return Task(name="bench", geometry=case.geometry, n_outputs=10,
+                x_train=torch.randn(case.n_train, n, generator=g, device=dev),
+                y_train=torch.randint(0, 10, (case.n_train,), generator=g, device=dev),
+                x_test=torch.randn(case.n_test, n, generator=g, device=dev),
+                y_test=torch.randint(0, 10, (case.n_test,), generator=g, device=dev))
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# -- the bare loop ----------------------------------------------------------------------------------------
+class BareLoop:
+    """What a user writes: model, AdamW, batches by index from in-memory tensors; ``run(k)`` trains k steps."""
+
+    def __init__(self, case: Case, task: Task, fused: bool, compile: bool = False):
+        torch.manual_seed(0)
+        dims = [case.geometry.n_inputs] + [case.width] * case.depth
+        layers = [m for a, b in zip(dims[:-1], dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        self.model = nn.Sequential(*layers, nn.Linear(dims[-1], 10)).to(case.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, fused=fused or None)
+        self.fwd = torch.compile(self.model) if compile else self.model
+        self.case, self.x, self.y, self.step = case, task.x_train, task.y_train, 0
+
+    def run(self, k: int) -> float:
+        """Train k steps; returns their seconds, the device synchronized before and after."""
+        dev, B, amp = self.case.device, self.case.batch, self.case.device == "cuda"
+        per_epoch = len(self.x) // B
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            i = self.step % per_epoch
+            if i == 0:
+                self.perm = torch.randperm(len(self.x), device=dev)
+            idx = self.perm[i * B : (i + 1) * B]
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+                out = self.fwd(self.x[idx])
+            loss = F.cross_entropy(out.float(), self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+        sync(dev)
+        return time.perf_counter() - t0
+
+
+# -- probe ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def task_override(task: Task):
+    """Make ``probe.train.setup`` build ``task`` whatever the config names (nothing is registered in probe)."""
+    original = probe.train.make_task
+    probe.train.make_task = lambda name, opts=None, seed=0: task
+    try:
+        yield
+    finally:
+        probe.train.make_task = original
+
+
+def probe_cfg(case: Case, steps: int, eval_every: int | None = None, **kw) -> RunConfig:
+    """Evaluation at 0 and the end (and every ``eval_every``), a row every ``chunk`` steps, checkpoints at 0 and
+    the end only."""
+    return RunConfig(task="bench", width=case.width, depth=case.depth, steps=steps, batch_size=case.batch, lr=LR,
+                     optimizer="adamw", device=case.device, eval_every=eval_every or steps, log_every=case.chunk,
+                     checkpoints=1, track="none", **kw)
+
+
+def run_probe(cfg: RunConfig, task: Task, workdir: Path, hooks=()) -> dict:
+    """Run ``probe train``'s code path in a fresh folder under workdir (removed after); returns the last row."""
+    out = Path(tempfile.mkdtemp(dir=workdir))
+    try:
+        with task_override(task):
+            return probe.train.run_training(cfg, out, hooks=hooks, progress=False)
+    finally:
+        shutil.rmtree(out)  # checkpoints of the 8192-wide model are GBs each
+
+
+def interleaved(case: Case, task: Task, cfg: RunConfig, bares: dict, workdir: Path) -> tuple[dict, float]:
+    """Train probe (``cfg``) and the bare loops in turns of ``case.chunk`` steps. Returns the seconds of each
+    measured turn per loop, ``{name: [s, ...]}`` (turn i of every loop ran back to back), and probe's whole-run
+    rate in samples/s (its train() call less the time the bare loops took)."""
+    k, steps, dev = case.chunk, cfg.steps, case.device
+    turns = {"probe": [], **{name: [] for name in bares}}
+    state = {"hooks_s": 0.0, "t_out": None}
+
+    def turn(step, model):  # runs at every log step, after the row's loss was read (a device sync)
+        sync(dev)
+        t_in = time.perf_counter()
+        measured = k < step < steps  # not the warm-up turns, nor the final evaluation
+        if measured:
+            turns["probe"].append(t_in - state["t_out"])
+        if step < steps:
+            for name, b in bares.items():
+                t = b.run(k)
+                if measured:
+                    turns[name].append(t)
+        sync(dev)
+        state["t_out"] = time.perf_counter()
+        state["hooks_s"] += state["t_out"] - t_in
+        return {}
+
+    row = run_probe(cfg, task, workdir, hooks=(turn,))
+    return turns, steps * case.batch / (row["seconds"] - state["hooks_s"])
+
+
+# -- measuring ---------------------------------------------------------------------------------------------
+def fixed_costs(case: Case, task: Task, workdir: Path, tracking: bool) -> dict:
+    """Seconds of what a probe run does beside its steps, each timed on its own (median of 3): an evaluation
+    row (test set + 5000 training samples, as probe.train's log() does), a checkpoint (with Adam's state) and,
+    when tracking exists, a row of the default tracked measures and the last one (which adds the references)."""
+    out = Path(tempfile.mkdtemp(dir=workdir))
+    try:
+        # eval_every=1: every row is an evaluation row, and so a tracked row
+        cfg = probe_cfg(case, 4, eval_every=1).replace(track="default" if tracking else "none")
+        with task_override(task):
+            run = probe.train.setup(cfg, out)
+        probe.train.write_run_files(run)
+        hook_s, hook_rows = {}, {}
+        if tracking:
+            from probe.tracking import tracking_hooks
+
+            def timed_hook(hook):
+                def h(step, model):
+                    sync(case.device)
+                    t0 = time.perf_counter()
+                    hook_rows[step] = hook(step, model)
+                    sync(case.device)
+                    hook_s[step] = time.perf_counter() - t0
+                    return hook_rows[step]
+                return h
+
+            hooks = tuple(timed_hook(h) for h in tracking_hooks(run))
+        probe.train.train(run, hooks=hooks if tracking else (), progress=False)
+        amp = case.device == "cuda"
+
+        def evaluation():
+            probe.train.evaluate(run.model, task.x_test, task.y_test, task.loss, amp)
+            probe.train.evaluate(run.model, task.x_train[:5000], task.y_train[:5000], task.loss, amp)
+
+        def timed(fn):
+            ts = []
+            for _ in range(3):
+                sync(case.device)
+                t0 = time.perf_counter()
+                fn()
+                sync(case.device)
+                ts.append(time.perf_counter() - t0)
+            return statistics.median(ts)
+
+        costs = {"eval_s": timed(evaluation), "checkpoint_s": timed(lambda: run.checkpoint(cfg.steps))}
+        if tracking:
+            costs["tracking_row_s"] = statistics.median(hook_s[s] for s in (1, 2, 3))
+            costs["tracking_last_s"] = hook_s[cfg.steps]
+            costs["tracked_keys"] = sorted(hook_rows[1])
+        return costs
+    finally:
+        shutil.rmtree(out)
+
+
+def default_cadence(case: Case, costs: dict, rate: float) -> dict:
+    """What a run of RunConfig's default cadence (6000 steps, evaluation and tracking every 500, 10 checkpoints)
+    with this case's model and batch spends beside its steps (at ``rate`` samples/s), as shares of the steps'
+    time, and the throughput ratio of tracking on to off."""
+    d = RunConfig()
+    n_eval = len(set(range(0, d.steps, d.eval_every)) | {d.steps})
+    n_ckpt = len(checkpoint_steps(d.steps, d.checkpoints))
+    steps_s = d.steps * case.batch / rate
+    fixed_s = n_eval * costs["eval_s"] + n_ckpt * costs["checkpoint_s"]
+    out = {"evals": n_eval, "checkpoints": n_ckpt, "overhead": fixed_s / steps_s}
+    if "tracking_row_s" in costs:  # tracked at every evaluation row; the last one adds the references
+        track_s = (n_eval - 1) * costs["tracking_row_s"] + costs["tracking_last_s"]
+        out["tracking_overhead"] = track_s / steps_s
+        out["tracking_ratio"] = (steps_s + fixed_s) / (steps_s + fixed_s + track_s)
+    return out
+
+
+def bench_case(case: Case, quick: bool, repeats: int, compile: bool, tracking: bool, workdir: Path) -> dict:
+    steps = case.chunk * (case.chunks // 2 if quick else case.chunks)
+    task = synthetic_task(case)
+    cuda = case.device == "cuda"
+    runs = [("probe", probe_cfg(case, steps), {"bare": dict(fused=cuda), **({} if cuda else {"bare fused": dict(fused=True)})})]
+    if compile and cuda:
+        runs.append(("probe compile", probe_cfg(case, steps, compile=True), {"bare compile": dict(fused=True, compile=True)}))
+    refs = {"probe": "bare", "bare fused": "bare", "probe compile": "bare compile"}
+    turns: dict[str, list] = {}  # seconds of each measured turn, all repeats; turn i of each loop back to back
+    run_rates: dict[str, list] = {}  # probe's whole-run samples/s per repeat
+    samples = case.chunk * case.batch
+    for r in range(repeats):
+        for name, cfg, bare_opts in runs:
+            bares = {b: BareLoop(case, task, **o) for b, o in bare_opts.items()}
+            ts, run_rate = interleaved(case, task, cfg, bares, workdir)
+            del bares
+            for loop, t in ts.items():
+                turns.setdefault(name if loop == "probe" else loop, []).extend(t)
+            run_rates.setdefault(name, []).append(run_rate)
+        print(f"  {case.name}  {r + 1}/{repeats}  " + "  ".join(
+            f"{n} {samples * len(t) / sum(t):,.0f}" for n, t in turns.items()) + " samples/s so far", flush=True)
+    rate = {name: samples * len(t) / sum(t) for name, t in turns.items()}
+    rows = []
+    for name, t in turns.items():
+        vs = refs.get(name)
+        row = {"case": case.name, "loop": name, "steps": steps, "vs": vs, "loop_rate": rate[name],
+               "run_rate": statistics.median(run_rates[name]) if name in run_rates else float("nan")}
+        if vs:  # median over turns of (reference's seconds / this loop's) in the same turn
+            row["loop_ratio"] = statistics.median(b / a for a, b in zip(t, turns[vs]))
+            # a whole run against the bare loop's rate: a bare loop has no evaluations or checkpoints
+            row["run_ratio"] = row["run_rate"] / rate[vs]
+        rows.append(row)
+    costs = fixed_costs(case, task, workdir, tracking)
+    return {"case": case.name, "rows": rows, "costs": costs, "default_cadence": default_cadence(case, costs, rate["probe"])}
+
+
+def rss_child(kind: str, quick: bool) -> None:
+    """Entry point of a fresh subprocess: train the CIFAR-sized CPU case, print peak RSS in MiB as JSON. Probe
+    runs at its default cadence (a row every 100 steps, 10 checkpoints, evaluation at 0 and the end)."""
+    case = CASES[1]
+    steps = 40 if quick else 200
+    task = synthetic_task(case)
+    data_mib = _proc_status_mib("VmRSS")
+    if kind == "bare":
+        BareLoop(case, task, fused=False).run(steps)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            run_probe(probe_cfg(case, steps).replace(log_every=100, checkpoints=10), task, Path(d))
+    # ru_maxrss survives exec: a child forked from a parent that holds more memory reports the parent's peak.
+    # VmHWM is this process image's own peak; use it where Linux gives it.
+    peak = _proc_status_mib("VmHWM")
+    if peak != peak:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"kind": kind, "maxrss_mib": peak, "data_mib": data_mib}))
+
+
+def _proc_status_mib(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak) in MiB; NaN elsewhere."""
+    try:
+        line = next(x for x in open("/proc/self/status") if x.startswith(key + ":"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
+
+
+def measure_rss(quick: bool) -> dict:
+    """{kind: {"maxrss_mib", "data_mib"}} for the bare loop and probe, each in a fresh process."""
+    out = {}
+    for kind in ("bare", "probe"):
+        res = subprocess.run([sys.executable, __file__, "--rss-child", kind] + (["--quick"] if quick else []),
+                             capture_output=True, text=True, check=True)
+        out[kind] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------------------
+def _num(x, fmt):
+    return "" if x is None or x != x else format(x, fmt)
+
+
+def print_table(results: list[dict], rss: dict, tracking: bool) -> None:
+    print("\nsamples/s. loop: the steps alone, over all measured turns of all repeats; run: probe's whole train()")
+    print("call (2 evaluations, 2 checkpoints), median over repeats. loop x: median over turns of the rate against")
+    print("`vs` in the same turn; run x: probe's run rate against `vs`'s loop rate (a bare loop has no fixed costs)")
+    print(f"{'case':28s} {'loop':15s} {'steps':>5s} {'loop':>10s} {'run':>10s} {'loop x':>7s} {'run x':>7s}  vs")
+    for res in results:
+        for r in res["rows"]:
+            print(f"{r['case']:28s} {r['loop']:15s} {r['steps']:5d} {_num(r['loop_rate'], ',.0f'):>10s} "
+                  f"{_num(r['run_rate'], ',.0f'):>10s} {_num(r.get('loop_ratio'), '.3f'):>7s} "
+                  f"{_num(r.get('run_ratio'), '.3f'):>7s}  {r['vs'] or ''}")
+    print("\nwhat a probe run does beside its steps (median of 3 each), and what it adds to a run of RunConfig's")
+    print("default cadence (6000 steps; evaluation, and tracking, every 500: 13 rows; 10 checkpoints) at probe's loop rate:")
+    for res in results:
+        c, d = res["costs"], res["default_cadence"]
+        print(f"{res['case']:28s} evaluation {c['eval_s']:.3f} s, checkpoint {c['checkpoint_s']:.3f} s "
+              f"-> +{100 * d['overhead']:.1f}%")
+        if "tracked_keys" in c:
+            print(f"{'':28s} tracking ({', '.join(c['tracked_keys'])}) {c['tracking_row_s']:.3f} s a row, "
+                  f"{c['tracking_last_s']:.3f} s the last (references) -> +{100 * d['tracking_overhead']:.1f}%; "
+                  f"tracking on / off {d['tracking_ratio']:.3f} (target >= 0.9)")
+    if not tracking:
+        print("tracking: not yet available (no probe.tracking)")
+    if rss:
+        b, q = rss["bare"], rss["probe"]
+        print(f"peak RSS, cpu cifar case (fresh processes): bare {b['maxrss_mib']:,.0f} MiB, probe "
+              f"{q['maxrss_mib']:,.0f} MiB, ratio {q['maxrss_mib'] / b['maxrss_mib']:.2f} (target <= 1.5); above the "
+              f"RSS once the data was made: bare {b['maxrss_mib'] - b['data_mib']:,.0f} MiB, "
+              f"probe {q['maxrss_mib'] - q['data_mib']:,.0f} MiB")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="shorter runs, fewer repeats")
+    p.add_argument("--repeats", type=int, default=None, help="runs per case (default 5, quick 3)")
+    p.add_argument("--compile", action="store_true", help="GPU case also with torch.compile (both loops)")
+    p.add_argument("--cases", default="cpu,cuda", help="comma list among cpu, cuda (cuda runs where available)")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--rss-child", choices=("bare", "probe"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.rss_child:
+        return rss_child(a.rss_child, a.quick)
+    try:
+        import probe.tracking  # noqa: F401
+
+        tracking = True
+    except ImportError:
+        tracking = False
+    repeats = a.repeats or (3 if a.quick else 5)
+    wanted = set(a.cases.split(","))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
+          + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda: the GPU case is unmeasured"))
+    # memory first, while this process is small (see rss_child)
+    rss = {} if a.no_rss or "cpu" not in wanted else measure_rss(a.quick)
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for case in CASES:
+            if case.device in wanted and (case.device == "cpu" or torch.cuda.is_available()):
+                results.append(bench_case(case, a.quick, repeats, a.compile, tracking, Path(workdir)))
+    print_table(results, rss, tracking)
+    if a.json:
+        a.json.write_text(json.dumps({"results": results, "rss_mib": rss}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
