@@ -514,10 +514,14 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     out = Path(out)
     if not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
+    from probe.tracking import check_tracking, tracking_hooks
+
+    check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out)
     check_out(out)
     if resume:
         restore(run)
+    hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/tracking.py)
     check_space(run)
     if not resume:
         try:

@@ -1,0 +1,247 @@
+"""Tidy tables from run folders, the input of every figure in :mod:`probe.plots` (DESIGN §2, issue 5).
+
+Every table has one row per observation and the run's config as columns, flattened with dots
+(``task_opts.gain``, ``model_opts.kernel``), so figures can group and colour runs by any config key:
+
+- :func:`load_runs`: ``run, step, metric, value`` from ``metrics.jsonl`` (losses, accuracies, tracked measures).
+- :func:`load_references`: ``run, reference, metric, value`` from ``reference.json`` (probe/tracking.py).
+- :func:`load_fields`: ``run, step, W, geometry``: the dense first layer at chosen steps (for receptive fields).
+- :func:`load_spectra`: eigenvalues of the first layer's W^T W with their power-law fit, and per-unit power spectra.
+- :func:`load_routing`: for sequence runs, each model's routing map on the same test inputs (probe/metrics/routing.py).
+
+``run`` is the run folder's name (its path where two folders share a name).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from probe.checkpoint import list_checkpoints
+from probe.config import ConfigError, RunConfig
+from probe.geometry import Geometry
+from probe.tracking import read_references
+
+# training keys of metrics.jsonl that are not observations of the model
+_NOT_METRICS = ("step", "lr")
+
+
+def run_dirs(paths) -> list[Path]:
+    """Run folders among ``paths``: each path is a run folder (has config.json) or a folder of run folders."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.json").is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(q.parent for q in p.glob("*/config.json"))
+            if not found:
+                raise ConfigError(f"{p}: not a run folder (no config.json) and holds no run folders")
+            out.extend(found)
+        else:
+            raise ConfigError(f"{p}: no such run folder")
+    return list(dict.fromkeys(out))
+
+
+def run_names(dirs: list[Path]) -> dict[Path, str]:
+    """Folder name per run, or the path where names collide."""
+    names = [d.name for d in dirs]
+    return {d: d.name if names.count(d.name) == 1 else str(d) for d in dirs}
+
+
+def flat_config(run_dir: Path) -> dict:
+    """The run's config.json flattened: nested dicts become ``key.sub`` columns."""
+    cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def _with_config(frames: list[pd.DataFrame], dirs: list[Path], names: dict) -> pd.DataFrame:
+    """Concatenate per-run frames, adding every run's flattened config as columns."""
+    parts = []
+    for d, f in zip(dirs, frames):
+        if f is None or not len(f):
+            continue
+        cfg = flat_config(d)
+        for k, v in cfg.items():
+            if k not in f.columns:
+                f[k] = v if not isinstance(v, list) else str(v)
+        parts.append(f)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def load_runs(paths) -> pd.DataFrame:
+    """``run, step, metric, value`` + config columns: every numeric key of every metrics.jsonl row."""
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        recs = []
+        p = d / "metrics.jsonl"
+        for line in (p.read_text().splitlines() if p.exists() else []):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            recs += [(names[d], row["step"], k, float(v)) for k, v in row.items()
+                     if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        frames.append(pd.DataFrame(recs, columns=["run", "step", "metric", "value"]))
+    return _with_config(frames, dirs, names)
+
+
+def load_references(paths) -> pd.DataFrame:
+    """``run, reference, metric, value`` + config columns from each run's reference.json (runs without one
+    are skipped)."""
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        recs = [(names[d], ref, k, float(v)) for ref, vals in read_references(d).items() for k, v in vals.items()]
+        frames.append(pd.DataFrame(recs, columns=["run", "reference", "metric", "value"]))
+    return _with_config(frames, dirs, names)
+
+
+# -- weights back from checkpoints (probe/weights.py, shared with `probe analyze`) ---------------------------------
+@lru_cache(maxsize=8)
+def _task(cfg_json: str):
+    from probe.weights import load_task
+
+    return load_task(RunConfig.from_dict(json.loads(cfg_json)))
+
+
+def task_of(cfg: RunConfig):
+    """The run's task rebuilt from its config (cached: the checkpoints of a run, and runs of one task, share it)."""
+    key = {k: v for k, v in cfg.to_dict().items() if k in ("task", "task_opts", "seed")}
+    return _task(json.dumps(key, sort_keys=True))
+
+
+def _checkpoint(run_dir: Path, step: int) -> Path:
+    ckpts = dict(list_checkpoints(run_dir))
+    if step not in ckpts:
+        raise ConfigError(f"{run_dir}: no checkpoint at step {step} (has {', '.join(map(str, sorted(ckpts)))})")
+    return ckpts[step]
+
+
+def model_at(run_dir: Path, step: int):
+    """(model, geometry, config) of a run at checkpoint ``step``, on the CPU in eval mode."""
+    from probe.weights import build_probe_model, read_source
+
+    source = read_source(_checkpoint(run_dir, step))
+    return build_probe_model(source, task_of(source.config)), source.geometry, source.config
+
+
+def first_layer_at(run_dir: Path, step: int) -> tuple[np.ndarray, Geometry]:
+    """The dense first layer (m, n) and geometry at checkpoint ``step`` (a CNN's or LCN's written out densely)."""
+    from probe.weights import load_layers
+
+    layers, geo = load_layers(_checkpoint(run_dir, step))
+    return next(iter(layers.values())), geo
+
+
+def chosen_steps(run_dir: Path, steps=None) -> list[int]:
+    """The checkpoint steps to show: ``steps`` (nearest checkpoints), or the first, middle and last."""
+    have = [s for s, _ in list_checkpoints(run_dir)]
+    if not have:
+        raise ConfigError(f"{run_dir}: no checkpoints")
+    if steps is None:
+        return sorted({have[0], have[len(have) // 2], have[-1]})
+    return sorted({min(have, key=lambda s: abs(s - t)) for t in steps})
+
+
+# -- fields, spectra, routing -------------------------------------------------------------------------------
+def load_fields(paths, steps=None) -> pd.DataFrame:
+    """First layers at chosen steps, one row per (run, step): ``run, step, W, geometry`` + config columns.
+
+    ``W`` holds the dense (m, n) first layer as the model saw its inputs and ``geometry`` its Geometry
+    (:func:`probe.plots_fields.draw_fields` undoes a shuffle). ``steps``: checkpoint steps to show (the nearest
+    available ones); default the first, middle and last checkpoint.
+    """
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        recs = [(names[d], s, *first_layer_at(d, s)) for s in chosen_steps(d, steps)]
+        frames.append(pd.DataFrame(recs, columns=["run", "step", "W", "geometry"]))
+    return _with_config(frames, dirs, names)
+
+
+def load_spectra(paths, step: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Spectra of the first layer at checkpoint ``step`` (default: the last) of every run.
+
+    Returns:
+        eigenvalues: ``run, eigenvalue, alpha, xmin`` + config: the eigenvalues of W^T W and their power-law
+            fit p(lambda) ~ lambda^-alpha for lambda >= xmin (weightwatcher's fit, probe.metrics.spectral).
+        unit spectra: ``run, frequency, power``: the mean over units of each field's power spectrum normalized
+            to sum 1, per |f| in cycles per grid length (DC left out), in the original pixel order.
+    """
+    from probe.metrics.spectral import alpha_fit, eigenvalues, frequency_magnitudes, unit_spectra
+
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    eig_frames, spec_frames = [], []
+    for d in dirs:
+        s = chosen_steps(d, None if step is None else [step])[-1]
+        W, geo = first_layer_at(d, s)
+        ev = eigenvalues(W)
+        fit = alpha_fit(W, ev)
+        eig_frames.append(pd.DataFrame({"run": names[d], "step": s, "eigenvalue": ev, "alpha": fit["alpha"],
+                                        "xmin": fit["xmin"]}))
+        P = unit_spectra(W, geo)
+        P = P[:, 1:] / np.maximum(P[:, 1:].sum(1, keepdims=True), 1e-300)
+        f = frequency_magnitudes(geo)[1:]
+        mean = pd.DataFrame({"frequency": f, "power": P.mean(0)}).groupby("frequency", as_index=False).sum()
+        mean.insert(0, "run", names[d])
+        spec_frames.append(mean)
+    return _with_config(eig_frames, dirs, names), _with_config(spec_frames, dirs, names)
+
+
+def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Routing maps of sequence runs on the same test inputs: ``run, example, out_pos, in_pos, weight, source``.
+
+    For each run's final model: the Jacobian routing map A_s of the correct-answer logit (an MLP, or any model),
+    and for models with attention the attention row of the best head (``attention_scores``); ``method`` says which.
+    Rows are normalized to sum 1. Only test example ``example`` of n drawn with ``seed`` is kept (content routing
+    differs per example, so a mean would blur it); ``source`` marks its ground-truth source positions.
+    Image runs are skipped. Raises ImportError when probe.metrics.routing is not available.
+    """
+    from probe.metrics import routing as R
+
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        last = chosen_steps(d)[-1]
+        model, geo, cfg = model_at(d, last)
+        if geo.kind != "sequence":
+            frames.append(None)
+            continue
+        task = task_of(cfg)
+        T, C = geo.spatial[0], geo.channels
+        idx = torch.randperm(len(task.x_test), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = task.x_test.cpu()[idx], task.y_test.cpu()[idx]
+        src = task.extras.get("source_test")
+        src = None if src is None else src.cpu()[idx]
+        feats = torch.nn.functional.one_hot(x, C).float() if task.vocab else x.reshape(len(x), T, C)
+        maps = R.jacobian_maps(model, feats, y, src, task.info.get("query_pos"))
+        kinds = [("jacobian", maps)]
+        if hasattr(model, "attention_maps"):
+            best = R.attention_scores(model.attention_maps(x), maps)
+            attn = model.attention_maps(x)[int(best["attn_layer"])][:, int(best["attn_head"])]
+            kinds = [(f"attention (layer {int(best['attn_layer'])}, head {int(best['attn_head'])})",
+                      R.attention_routing(attn, maps))]
+        recs = []
+        for kind, m in kinds:
+            for i in np.nonzero(m.example == example)[0]:
+                row = m.A[i] / max(m.A[i].sum(), 1e-300)
+                q = int(m.out_pos[i]) if m.out_pos[i] >= 0 else T - 1
+                recs += [(names[d], kind, example, q, s, float(row[s]), s == m.source[i]) for s in range(T)]
+        frames.append(pd.DataFrame(recs, columns=["run", "method", "example", "out_pos", "in_pos", "weight", "source"]))
+    return _with_config(frames, dirs, names)

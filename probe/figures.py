@@ -1,0 +1,89 @@
+"""`probe figures RUN... --out DIR`: every figure that applies to a set of runs, as PDF + PNG (issue 5).
+
+Loads the runs' tidy tables (probe/figdata.py), draws them (probe/plots.py) and writes:
+
+- ``PREFIXmeasures``: tracked measures over training steps, references as bands (runs that tracked measures);
+- ``PREFIXaccuracy``: test accuracy over steps;
+- ``PREFIXfields``: receptive fields at the first, middle and last checkpoint (or ``steps``), a row per run;
+- ``PREFIXspectra``: eigenvalue distribution of the last first layer with its power-law fit, per-unit spectra;
+- ``PREFIXrouting``: for sequence runs, each model's routing map on the same test example.
+
+A figure that does not apply (no tracked measures, no sequence runs) is skipped with a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe import figdata, plots
+from probe.config import ConfigError
+
+MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the first ones are drawn
+
+
+def make_figures(paths, out, group_by: str | None = None, hue: str | None = None, steps=None, prefix: str = "",
+                 which=("measures", "accuracy", "fields", "spectra", "routing"), measures=None,
+                 references=("gaussian", "permuted"), say=print) -> list[Path]:
+    """Draw the figures of the runs under ``paths`` into ``out``; returns the files written.
+
+    Args:
+        paths: run folders, or folders of run folders.
+        group_by, hue: config keys (``model``, ``width``, ``seed``, ``task_opts.gain``); see probe/plots.py.
+        steps: checkpoint steps for the field grids (nearest available); default first, middle, last.
+        prefix: prepended to every file name (``mnist1d_`` -> ``mnist1d_measures.png``).
+        which: the figures to draw.
+        measures: the measures to draw over steps (default: every tracked one).
+        references: the references drawn beside them (reference.json: gaussian, permuted, init).
+        say: where the one-line messages about skipped figures go.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    out = Path(out)
+    dirs = figdata.run_dirs(paths)
+    runs = figdata.load_runs(dirs)
+    for key in (group_by, hue):
+        if key is not None and key not in runs.columns:
+            valid = sorted(c for c in runs.columns if c not in ("run", "step", "metric", "value"))
+            raise ConfigError(f"--group-by/--hue {key}: no such config key in these runs; valid: {', '.join(valid)}")
+    written: list[Path] = []
+
+    def emit(name, make):
+        try:
+            fig = make()
+        except ValueError as e:  # the figure does not apply to these runs
+            say(f"{prefix}{name}: skipped ({e})")
+            return
+        written.extend(plots.save(fig, out, f"{prefix}{name}"))
+
+    if "measures" in which:
+        refs = figdata.load_references(dirs)
+        emit("measures", lambda: plots.measures_figure(runs, refs if len(refs) else None, measures, hue, group_by,
+                                                           references))
+    if "accuracy" in which:
+        emit("accuracy", lambda: plots.accuracy_figure(runs, hue=hue, group_by=group_by))
+    few = dirs[:MAX_WEIGHT_RUNS]
+    if len(dirs) > MAX_WEIGHT_RUNS and ({"fields", "spectra"} & set(which)):
+        say(f"fields and spectra: drawing the first {MAX_WEIGHT_RUNS} of {len(dirs)} runs")
+    if "fields" in which:
+        emit("fields", lambda: plots.fields_grid_figure(figdata.load_fields(few, steps)))
+    if "spectra" in which:
+        emit("spectra", lambda: plots.spectra_figure(*figdata.load_spectra(few), hue=hue))
+    if "routing" in which:
+        seq = [d for d in dirs if figdata.flat_config(d).get("task") in _sequence_tasks()]
+        if not seq:
+            say(f"{prefix}routing: skipped (no sequence runs)")
+        else:
+            try:
+                import probe.metrics.routing  # noqa: F401
+            except ImportError:
+                say(f"{prefix}routing: skipped (probe.metrics.routing is not available)")
+            else:
+                emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
+    return written
+
+
+def _sequence_tasks() -> set[str]:
+    from probe.tasks import task_specs
+
+    return {name for name, spec in task_specs().items() if spec.kind == "sequence"}

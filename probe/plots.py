@@ -1,0 +1,325 @@
+"""Figures of runs, each one function from a tidy table (probe/figdata.py) to a matplotlib Figure (issue 5).
+
+One shared theme (:func:`paper_theme`: seaborn ``context="paper"``, TrueType fonts in PDFs); scripts and notebooks
+restyle a returned figure or call the function inside their own theme. :func:`save` writes PDF and PNG.
+
+Lines: without ``group_by`` every run is its own line, coloured by ``hue`` (a config column, default the run).
+With ``group_by KEY`` the runs sharing KEY's value form one line, their mean, with a band of +-1 standard deviation
+over the runs in it (seeds); ``hue`` then colours groups (default KEY) and KEY sets the line style when they differ.
+Steps are on a symmetric-log axis so that step 0 (the initialization) stays on it, linear below the first logged
+step. References (reference.json) are horizontal lines in the colour of the line they belong to (dotted: Gaussian
+weights, dash-dot-dot: input positions permuted), with a band from lowest to highest over the line's runs (seeds).
+(Their dash patterns differ from the ones seaborn gives groups.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from probe.plots_fields import RC, draw_fields, save_figure
+
+# y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
+# panels are titled with the metric's own name, the key of metrics.jsonl and reference.json
+LABELS = {
+    "ipr": "ipr (1/|S| flat .. 1 pixel)",
+    "ipr_frac_above": "share of units",
+    "spread": "spread of fields (pixels)",
+    "window_mass_3": "share of field energy",
+    "window_mass_5": "share of field energy",
+    "hoyer": "sparsity (0 dense .. 1)",
+    "zero_frac": "share of weights at zero",
+    "movement": "||W - W0|| / ||W0||",
+    "shift_match": "mean cosine under shift",
+    "shift_match_units": "share of units matched",
+    "conv_distance_3": "relative distance",
+    "conv_distance_5": "relative distance",
+    "spectral_entropy": "spectral entropy (0 .. 1)",
+    "peak_frequency": "cycles per grid length",
+    "effective_rank": "effective rank (units)",
+    "stable_rank": "stable rank (units)",
+    "alpha": "power-law exponent alpha",
+    "test_acc": "test accuracy (%)",
+    "train_acc": "train accuracy (%)",
+    "test_loss": "test loss (nats)",
+    "train_loss": "train loss (nats)",
+}
+# dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
+REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4))}
+REFERENCE_TEXT = {"gaussian": "Gaussian weights", "permuted": "positions permuted", "init": "initialization"}
+STEP_LABEL = "training step (log scale, 0 = init)"
+
+
+@contextlib.contextmanager
+def paper_theme():
+    """The shared look: seaborn paper context, white grid, TrueType fonts embedded in PDFs (pdf.fonttype 42)."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"), mpl.rc_context(RC):
+        yield
+
+
+def save(fig: Figure, out_dir, name: str) -> list:
+    """Write ``fig`` as OUT_DIR/NAME.pdf and OUT_DIR/NAME.png; returns the two paths."""
+    from pathlib import Path
+
+    return save_figure(fig, Path(out_dir) / f"{name}.pdf")
+
+
+# -- lines over steps --------------------------------------------------------------------------------------------
+def colour_key(hue: str | None, group_by: str | None) -> str:
+    """The column that sets a line's colour."""
+    return hue or group_by or "run"
+
+
+def palette(d: pd.DataFrame, key: str) -> dict:
+    """Colour per value of ``key`` (as a string, the way :func:`_categorical` writes it), shared by lines and
+    their references. Numbers (widths, gains) are sorted and get a sequential palette; other values keep their
+    order of appearance and get seaborn's categorical colours."""
+    levels = list(dict.fromkeys(d[key]))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    if numeric and len(levels) > 2:
+        levels, colours = sorted(levels), sns.color_palette("flare", n_colors=len(levels))
+    else:
+        colours = sns.color_palette(n_colors=len(levels))
+    return dict(zip(map(str, levels), colours))
+
+
+def _line_kwargs(d: pd.DataFrame, hue: str | None, group_by: str | None, colours: dict) -> dict:
+    """seaborn.lineplot arguments for the line rules of the module docstring."""
+    key = colour_key(hue, group_by)
+    common = dict(hue=key, hue_order=list(colours), palette=colours)
+    if group_by is None:
+        return dict(units="run", estimator=None, **common)
+    style = group_by if key != group_by and d[group_by].nunique() > 1 else None
+    return dict(style=style, errorbar="sd", estimator="mean", **common)
+
+
+def _check_keys(d: pd.DataFrame, *keys) -> None:
+    for k in keys:
+        if k is not None and k not in d.columns:
+            cols = sorted(c for c in d.columns if c not in ("metric", "value", "step"))
+            raise KeyError(f"no config key {k!r} in these runs; valid keys: {', '.join(cols)}")
+
+
+def _step_axis(ax, steps) -> None:
+    positive = np.asarray(sorted(s for s in steps if s > 0))
+    ax.set_xscale("symlog", linthresh=float(positive[0]) if len(positive) else 1.0, linscale=0.8)
+    ax.set_xlim(0, max(steps) * 1.05 if len(steps) else 1)
+    ax.set_xlabel(STEP_LABEL)
+
+
+def _categorical(d: pd.DataFrame, *keys) -> pd.DataFrame:
+    """Hue/style columns as strings: seaborn would draw numbers (widths, gains) on a continuous colour scale."""
+    d = d.copy()
+    for k in keys:
+        if k is not None and k in d.columns:
+            d[k] = d[k].astype(str)
+    return d
+
+
+def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, colours: dict, kinds) -> list:
+    """Each line's references of ``metric`` (the runs sharing the values of ``keys``, colour first) as horizontal
+    lines in the line's colour, with a band from min to max over its runs (seeds); returns legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    if refs is None or not len(refs):
+        return handles
+    r = refs[refs.metric == metric]
+    for kind in kinds:
+        rk = r[r.reference == kind]
+        if not len(rk):
+            continue
+        for values, v in rk.groupby(keys, sort=False).value:
+            c = colours.get(values[0])
+            if c is None:
+                continue
+            if v.max() > v.min():
+                ax.axhspan(v.min(), v.max(), color=c, alpha=0.08, lw=0, gid="reference")
+            ax.axhline(v.mean(), color=c, ls=REFERENCE_STYLE[kind], lw=1.1, alpha=0.85, gid="reference")
+        handles.append(Line2D([], [], color="0.3", ls=REFERENCE_STYLE[kind], lw=1.1,
+                              label=f"reference: {REFERENCE_TEXT[kind]}"))
+    return handles
+
+
+def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
+    """One legend for the figure, right of the panels, from the first panel's lines plus the references. With
+    hue and style both in use seaborn writes their names as entries of their own: then no title."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        if ax.get_legend():
+            ax.get_legend().remove()
+    seen = set(labels)
+    extra = [h for h in extra if h.get_label() not in seen and not seen.add(h.get_label())]
+    handles, labels = handles + extra, labels + [h.get_label() for h in extra]
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", title=None if title in labels else title, frameon=False)
+
+
+def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measures=None, hue: str | None = None,
+                    group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3) -> Figure:
+    """Tracked measures over training steps, one panel per measure, references as horizontal lines.
+
+    Args:
+        runs: :func:`probe.figdata.load_runs` table.
+        refs: :func:`probe.figdata.load_references` table (None: no references drawn).
+        measures: metric names to draw (default: every tracked measure present, in :data:`LABELS` order).
+        hue, group_by: config keys (module docstring).
+        references: which references to draw, in each line's colour (``init`` is left out by default: it is
+            every line's value at step 0).
+    """
+    from probe.tracking import TRACKABLE
+
+    _check_keys(runs, hue, group_by)
+    present = set(runs.metric)
+    if measures is None:
+        tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
+        measures = [k for k in LABELS if k in present and k in tracked]
+        measures += sorted(m for m in present & tracked if m not in measures)
+    measures = [m for m in measures if m in present]
+    if not measures:
+        raise ValueError("no tracked measures in these runs (train with --track, or run probe analyze)")
+    key = colour_key(hue, group_by)
+    colours = palette(runs, key)
+    d = _categorical(runs[runs.metric.isin(measures)], hue, group_by, "run")
+    refs = _categorical(refs, hue, group_by, "run") if refs is not None else None
+    line_keys = [key] + ([group_by] if group_by and group_by != key else [])
+    ncols = min(ncols, len(measures))
+    nrows = -(-len(measures) // ncols)
+    with paper_theme():
+        fig = Figure(figsize=(2.9 * ncols + 1.9, 2.5 * nrows), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        extra = []
+        for ax, m in zip(axes, measures):
+            dm = d[d.metric == m]
+            sns.lineplot(data=dm, x="step", y="value", ax=ax, **_line_kwargs(dm, hue, group_by, colours))
+            extra += _draw_references(ax, refs, m, line_keys, colours, references)
+            _step_axis(ax, dm.step.unique())
+            ax.set_title(m)
+            ax.set_ylabel(LABELS.get(m, "value"))
+        for ax in axes[len(measures):]:
+            ax.set_axis_off()
+        _legend(fig, axes[: len(measures)], extra, key)
+    return fig
+
+
+def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | None = None) -> Figure:
+    """Test accuracy (%) over training steps, lines as :func:`measures_figure`; test loss for tasks without
+    accuracy (regression)."""
+    _check_keys(runs, hue, group_by)
+    metric = "test_acc" if (runs.metric == "test_acc").any() else "test_loss"
+    colours = palette(runs, colour_key(hue, group_by))
+    d = _categorical(runs[runs.metric == metric], hue, group_by, "run")
+    if not len(d):
+        raise ValueError("no test_acc or test_loss rows in these runs")
+    if metric == "test_acc":
+        d = d.assign(value=100 * d.value)
+    key = colour_key(hue, group_by)
+    with paper_theme():
+        fig = Figure(figsize=(4.8, 2.7), layout="constrained")
+        ax = fig.subplots()
+        sns.lineplot(data=d, x="step", y="value", ax=ax, **_line_kwargs(d, hue, group_by, colours))
+        _step_axis(ax, d.step.unique())
+        if metric == "test_loss":
+            ax.set_yscale("log")
+        ax.set_ylabel(LABELS[metric])
+        _legend(fig, [ax], [], key)
+    return fig
+
+
+# -- weights -------------------------------------------------------------------------------------------------
+def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -> Figure:
+    """Receptive fields of each run (rows) at each chosen step (columns), side by side.
+
+    Args:
+        fields: :func:`probe.figdata.load_fields` table (one row per run and step, with ``W`` and ``geometry``).
+        n_units: the most localized units drawn per panel (highest ipr at that step), via
+            :func:`probe.plots_fields.draw_fields`.
+    """
+    runs = list(dict.fromkeys(fields.run))
+    nsteps = fields.groupby("run").step.nunique().max()
+    n_units = min(n_units, max(W.shape[0] for W in fields.W))  # a one-unit network gets one panel, not four
+    ncols = min(ncols, n_units)
+    geo0 = fields.geometry.iloc[0]
+    panel_w, panel_h = (0.75, 0.8) if geo0.ndim == 2 else (0.85, 0.62)
+    rows_per = -(-n_units // ncols)
+    with paper_theme():
+        # a cell is at least 3 inches wide: draw_fields' captions above the panels must fit
+        cell_w = max(ncols * panel_w, 3.0)
+        fig = Figure(figsize=(nsteps * cell_w + 0.3, len(runs) * (rows_per * panel_h + 0.9)), layout="constrained")
+        grid = np.atleast_2d(fig.subfigures(len(runs), nsteps, squeeze=False))
+        for i, run in enumerate(runs):
+            r = fields[fields.run == run].sort_values("step")
+            for j in range(nsteps):
+                if j >= len(r):
+                    continue
+                row = r.iloc[j]
+                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=f"{run}\nstep {row.step}",
+                            ncols=ncols)
+    return fig
+
+
+def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = None) -> Figure:
+    """Left: the eigenvalue density of the first layer's W^T W (log-log) with its power-law fit (dashed, from
+    xmin); right: the mean per-unit power spectrum over spatial frequency. One colour per run (or ``hue``)."""
+    _check_keys(eigs, hue)
+    key = hue or "run"
+    eigs, spectra = _categorical(eigs, key), _categorical(spectra, key)
+    colours = dict(zip(dict.fromkeys(eigs[key]), sns.color_palette(n_colors=eigs[key].nunique())))
+    with paper_theme():
+        fig = Figure(figsize=(8.2, 2.8), layout="constrained")
+        ax_e, ax_f = fig.subplots(1, 2)
+        for run, e in eigs.groupby("run", sort=False):
+            ev = np.sort(e.eigenvalue.to_numpy())
+            ev = ev[ev > 1e-10 * ev.max()]
+            c = colours[e[key].iloc[0]]
+            bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), max(8, min(40, len(ev) // 4)))
+            hist, edges = np.histogram(ev, bins=bins, density=True)
+            mid = np.sqrt(edges[1:] * edges[:-1])
+            ax_e.plot(mid[hist > 0], hist[hist > 0], "o-", ms=2.5, lw=1, color=c)
+            a, xmin = float(e.alpha.iloc[0]), float(e.xmin.iloc[0])
+            if np.isfinite(a) and np.isfinite(xmin):
+                # p(lambda) = (n_tail / N) (alpha - 1) / xmin (lambda / xmin)^-alpha on the tail
+                share = (ev >= xmin).mean()
+                lam = np.logspace(np.log10(xmin), np.log10(ev.max()), 50)
+                ax_e.plot(lam, share * (a - 1) / xmin * (lam / xmin) ** -a, "--", color=c, lw=1,
+                          label=rf"$\alpha$ = {a:.2f}")
+        ax_e.set(xscale="log", yscale="log", xlabel=r"eigenvalue $\lambda$ of $W^\top W$", ylabel=r"density (per unit of $\lambda$)",
+                 title="eigenvalues, first layer")
+        ax_e.legend(title="power-law fits", fontsize=6, title_fontsize=6, frameon=False, loc="lower left")
+        for run, s in spectra.groupby("run", sort=False):
+            ax_f.plot(s.frequency, s.power, "o-", ms=2.5, lw=1, color=colours[s[key].iloc[0]], label=run)
+        ax_f.set(yscale="log", xlabel="spatial frequency |f| (cycles per grid length)",
+                 ylabel="power (share of a unit's, mean)", title="per-unit power spectra")
+        fig.legend(*ax_f.get_legend_handles_labels(), loc="outside right upper", frameon=False, title="run")
+    return fig
+
+
+def routing_figure(routing: pd.DataFrame) -> Figure:
+    """Routing maps of sequence runs side by side (an MLP's Jacobian map beside a transformer's attention) on the
+    same test example: rows are output positions, columns input positions, colour the share of the row; white
+    rings mark the ground-truth source positions."""
+    panels = list(routing.groupby(["run", "method"], sort=False))
+    if not panels:
+        raise ValueError("no routing maps (no sequence runs)")
+    T = int(routing.in_pos.max()) + 1
+    with paper_theme():
+        fig = Figure(figsize=(2.9 * len(panels) + 0.6, 2.9), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(panels)))
+        for ax, ((run, kind), r) in zip(axes, panels):
+            rows = sorted(r.out_pos.unique())
+            M = r.pivot_table(index="out_pos", columns="in_pos", values="weight").reindex(columns=range(T))
+            im = ax.imshow(M.to_numpy(), cmap="rocket_r", vmin=0, vmax=1, aspect="auto", interpolation="nearest",
+                           extent=(-0.5, T - 0.5, len(rows) - 0.5, -0.5))
+            src = r[r.source]
+            ax.scatter(src.in_pos, [rows.index(q) for q in src.out_pos], s=30, facecolors="none", edgecolors="w",
+                       linewidths=1)
+            ax.set_yticks(range(len(rows)), [str(q) for q in rows])
+            ax.set(xlabel="input position s", ylabel="output position q", title=f"{run}\n{kind}")
+            ax.grid(False)
+        fig.colorbar(im, ax=list(axes), label="share of the map (row sums to 1)", shrink=0.9)
+    return fig

@@ -1,0 +1,192 @@
+"""Structure tracking during training: cheap first-layer measures in the metrics rows (DESIGN §2, issue 5).
+
+``probe train --track ipr,hoyer,... --track-every N`` computes the named measures of the first layer (its dense
+matrix over the input geometry, so an MLP and its CNN/LCN controls are measured alike) inside the training loop
+and writes them into the same ``metrics.jsonl`` rows as the losses.
+
+Conventions (what later parts rely on):
+- Keys are the measure names themselves (``ipr``, ``window_mass_3``, ``movement``, ``shift_match_units``), the
+  same names as :data:`probe.metrics.WEIGHT_MEASURES`, ``reference.json`` and ``probe analyze``: one name means
+  one quantity everywhere, and no training key (``step``, ``lr``, ``*_loss``, ``*_acc``) is a measure name.
+- ``--track``: a comma list of :data:`TRACKABLE` names, ``default`` (:data:`DEFAULT_TRACK`, cheap: well under a
+  millisecond per 100 x 40 layer, tens of ms at 1024 x 3072) or ``none`` (no hook at all, so no cost per step).
+  Unknown names are a :class:`~probe.config.ConfigError` raised before anything is built or written.
+- ``--track-every N``: measures are computed at logged rows whose step is a multiple of N, at step 0 and at
+  the last step. N = 0 means every evaluation step (``--eval-every``). Rows are only written at multiples of
+  ``--log-every`` and ``--eval-every``, so N must be a multiple of one of them.
+- References (DESIGN §1): at the last step, ``RUN/reference.json`` gets the tracked measures on the run's
+  initialization (``init``), on Gaussian weights of the same shape and RMS (``gaussian``) and on the final
+  weights with input positions permuted (``permuted``): the null for contiguity has to keep the final fields'
+  concentration, so it is taken from the final weights, once per run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probe.checkpoint import atomic_write, load_checkpoint, step_path
+from probe.config import ConfigError, RunConfig
+from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
+from probe.metrics.locality import as_matrix
+
+DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
+# movement needs the run's initialization; the layer measures (one eigendecomposition) apply to any matrix
+TRACKABLE = (*WEIGHT_MEASURES, "movement", *LAYER_MEASURES)
+# measured with scripts/bench_analyze.py: seconds, not milliseconds, on a 4096 x 3072 layer; allowed, but
+# better computed at checkpoints afterwards with `probe analyze RUN --all-steps`
+EXPENSIVE = ("shift_match", "conv_distance_3", "conv_distance_5", "displacement", *LAYER_MEASURES)
+REFERENCE_FILE = "reference.json"
+
+
+def parse_track(spec: str) -> tuple[str, ...]:
+    """The measure names of a ``--track`` value: ``default``, ``none`` (or empty) or a comma list.
+
+    Duplicates are dropped, order kept. Raises ConfigError naming the unknown names and listing valid ones.
+    """
+    spec = (spec or "").strip()
+    if spec.lower() in ("", "none"):
+        return ()
+    names: list[str] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if item.lower() == "default":
+            names.extend(DEFAULT_TRACK)
+        elif item:
+            names.append(item)
+    unknown = [n for n in names if n not in TRACKABLE]
+    if unknown:
+        raise ConfigError(f"--track: unknown measure(s) {', '.join(unknown)}; valid: default, none, "
+                          f"{', '.join(TRACKABLE)}")
+    return tuple(dict.fromkeys(names))
+
+
+def check_tracking(cfg: RunConfig) -> tuple[str, ...]:
+    """Validate ``cfg.track`` and ``cfg.track_every`` (see module docstring); returns the measure names."""
+    names = parse_track(cfg.track)
+    N = cfg.track_every
+    if names and N and N % cfg.log_every and N % cfg.eval_every:
+        raise ConfigError(f"--track-every {N}: measures are computed at logged steps, so it must be a multiple of "
+                          f"--log-every ({cfg.log_every}) or --eval-every ({cfg.eval_every}), or 0 (every evaluation)")
+    return names
+
+
+def is_track_step(step: int, cfg: RunConfig) -> bool:
+    """Whether ``step`` is a tracking step: 0, the last step, and multiples of --track-every (or --eval-every)."""
+    return step == 0 or step == cfg.steps or step % (cfg.track_every or cfg.eval_every) == 0
+
+
+def dense_first_layer(model: torch.nn.Module) -> np.ndarray:
+    """The model's first layer as a dense (m, n) float64 numpy matrix on the CPU: the one device-to-host copy
+    per tracking step."""
+    with torch.no_grad():
+        return as_matrix(model.first_layer_dense().detach().float().cpu())
+
+
+class Tracker:
+    """The training hook ``hook(step, model) -> dict`` that computes the tracked measures at tracking steps.
+
+    Args:
+        names: measure names from :func:`parse_track`.
+        cfg: the run's config (cadence, seed of the references, last step).
+        geometry: the task's input geometry.
+        W0: the run's initial first layer (dense), for ``movement`` and the ``init`` reference.
+        out: the run folder, where ``reference.json`` is written at the last step (None: not written).
+    """
+
+    def __init__(self, names, cfg: RunConfig, geometry, W0: np.ndarray, out: Path | None = None):
+        self.names, self.cfg, self.geometry, self.out = tuple(names), cfg, geometry, out
+        self.W0 = np.array(W0, dtype=np.float64)
+        self.weight_names = [n for n in self.names if n in WEIGHT_MEASURES]
+        self.layer_names = [n for n in self.names if n in LAYER_MEASURES]
+
+    def keys(self) -> list[str]:
+        """The row keys this tracker writes (a measure returning a dict writes its MEASURE_KEYS)."""
+        return [k for n in self.names for k in MEASURE_KEYS.get(n, (n,))]
+
+    def measure(self, W: np.ndarray) -> dict[str, float]:
+        """The tracked measures of one dense first layer W, as one flat dict of floats."""
+        row = first_layer_measures(W, self.geometry, self.weight_names,
+                                   self.W0 if "movement" in self.names else None)
+        if self.layer_names:
+            lm = layer_measures(W)
+            row.update({k: lm[k] for k in self.layer_names})
+        return row
+
+    def __call__(self, step: int, model: torch.nn.Module) -> dict[str, float]:
+        if not is_track_step(step, self.cfg):
+            return {}
+        W = dense_first_layer(model)
+        if not np.isfinite(W).all():  # a diverged run kept going (--on-nan continue): nothing to measure
+            return {k: float("nan") for k in self.keys()}
+        # (no threadpoolctl limit here: entering one costs ~5 ms, twenty times the default measures of a 100 x 40
+        # layer; they are reductions, not BLAS calls, and the eigensolver of the layer measures limits itself)
+        try:
+            row = self.measure(W)
+        except ValueError:  # measures refuse an all-zero layer (L1 or beta-LASSO can prune it away): no fields
+            row = {k: float("nan") for k in self.keys()}
+            if "movement" in self.names:
+                row["movement"] = movement(W, self.W0)
+            return row
+        if step == self.cfg.steps and self.out is not None:
+            write_references(self.out, self.references(W), step, self.cfg.seed)
+        return row
+
+    def references(self, W: np.ndarray) -> dict[str, dict[str, float]]:
+        """The tracked measures on ``init``, ``gaussian`` and ``permuted`` (module docstring), for final weights W.
+
+        Uses :func:`probe.metrics.references`; ``movement`` is left out (it is defined against W0 itself).
+        """
+        from probe.metrics import references
+
+        out = references(W, self.geometry, self.W0, seed=self.cfg.seed, names=self.weight_names)
+        if self.layer_names:
+            # the same Gaussian draw as references() (seeded generator, first draw), for the spectral measures;
+            # a column permutation leaves singular values unchanged, so `permuted` equals W's own
+            rms = float(np.sqrt(np.mean(W**2))) or 1.0
+            gaussian = np.random.default_rng(self.cfg.seed).standard_normal(W.shape) * rms
+            for key, M in (("gaussian", gaussian), ("permuted", W), ("init", self.W0)):
+                lm = layer_measures(M)
+                out[key].update({k: lm[k] for k in self.layer_names})
+        return out
+
+
+def write_references(out: Path, refs: dict, step: int, seed: int) -> Path:
+    """Write ``reference.json``: {"step", "seed", "init": {...}, "gaussian": {...}, "permuted": {...}}."""
+    path = Path(out) / REFERENCE_FILE
+    payload = {"step": step, "seed": seed, **refs}
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    return path
+
+
+def read_references(run_dir) -> dict:
+    """The references of a run folder as {reference: {measure: value}}, or {} when it has none."""
+    p = Path(run_dir) / REFERENCE_FILE
+    if not p.exists():
+        return {}
+    d = json.loads(p.read_text())
+    return {k: v for k, v in d.items() if isinstance(v, dict)}
+
+
+def initial_first_layer(run) -> np.ndarray:
+    """The dense first layer at step 0: the live model before training, or, for a resumed run, the model
+    rebuilt from ``checkpoints/step_0.pt`` (the checkpoint every run writes first)."""
+    model = run.model  # not yet wrapped by torch.compile (train() does that)
+    if run.step == 0:
+        return dense_first_layer(model)
+    ck = load_checkpoint(step_path(run.out, 0), map_location="cpu")
+    clone = copy.deepcopy(model).cpu()
+    clone.load_state_dict(ck["state_dict"])
+    return dense_first_layer(clone)
+
+
+def tracking_hooks(run) -> tuple:
+    """The hooks that ``run_training`` adds for ``run.cfg.track``: () when tracking is off (no cost per step)."""
+    names = check_tracking(run.cfg)
+    if not names:
+        return ()
+    return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out),)

@@ -1,0 +1,124 @@
+"""Run the preset experiments and regenerate every figure of the README into figures/ (issue 5).
+
+    python scripts/make_figures.py                       # quick scale: under 30 minutes on 2 CPU cores in all
+    python scripts/make_figures.py --scale full --jobs 8 # the papers' scale, for a GPU machine
+    python scripts/make_figures.py --only mnist1d nlgp   # some experiments only
+    python scripts/make_figures.py --figures-only        # redraw from the runs already there
+
+Each experiment is a sweep preset of probe/experiments (`probe sweep --preset NAME`), run into RUNS/NAME
+(restartable: finished runs are skipped), then drawn with probe.figures.make_figures into OUT/<prefix>_*.png and
+.pdf. Every figure printed here can also be drawn by hand with `probe figures RUN... --out DIR` on the same runs.
+docs/figures.md shows them with their commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probe import runner
+from probe import sweep as sw
+from probe.figdata import flat_config, run_dirs
+from probe.figures import make_figures
+
+
+@dataclass
+class Fig:
+    """One call of make_figures on the runs of an experiment whose config matches ``where``."""
+
+    which: tuple
+    where: dict = field(default_factory=dict)
+    exclude: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+
+# experiment -> (sweep preset, figures); file names are EXPERIMENT_<figure>.png
+EXPERIMENTS = {
+    # MLP vs CNN vs LCN on clean and position-shuffled MNIST-1D (Greydanus & Kobak): accuracy, and how local and
+    # how far from init each first layer is over training; lines are means over seeds, styles clean / shuffled
+    "mnist1d": ("mnist1d-controls", [
+        Fig(("accuracy",), options=dict(hue="model", group_by="task")),
+        Fig(("measures",), exclude={"model": "linear"}, options=dict(hue="model", group_by="task")),
+        Fig(("fields", "spectra"), where={"seed": 0, "model": ("mlp", "cnn", "lcn")},
+            exclude={"task": "mnist1d-shuffled", "model": "lcn"}),
+    ]),
+    # one ReLU unit on NLGP inputs vs their Gaussian clone (Lufkin, Saxe & Grant): ipr over training per gain
+    "nlgp": ("nlgp-gain", [
+        Fig(("measures",), options=dict(hue="task_opts.gain", group_by="task", measures=["ipr", "window_mass_3"],
+                                        references=("gaussian",))),
+        Fig(("fields",), where={"seed": 0, "task_opts.gain": (1.0, 100.0)}),
+    ]),
+    # width x standard / mean-field parametrization on NLGP (gain 100): do wide MLPs move and localize?
+    "width": ("width-parametrization", [
+        Fig(("measures",), where={"task": "nlgp"},
+            options=dict(hue="width", group_by="param", measures=["ipr", "window_mass_3", "movement"],
+                         references=("gaussian",))),
+        Fig(("accuracy",), where={"task": "nlgp"}, options=dict(hue="width", group_by="param")),
+        Fig(("fields",), where={"task": "nlgp", "seed": 0, "width": (32, 1024)}),
+    ]),
+    # associative recall (4 pairs, length 16): the flattened MLP's routing map beside attention
+    "routing": ("routing", [
+        Fig(("routing", "accuracy"), where={"task": "mqar", "task_opts.pairs": 4}, options=dict(hue="model")),
+    ]),
+}
+
+
+def matches(cfg: dict, where: dict, exclude: dict) -> bool:
+    """Whether a flattened config matches every ``where`` key (a value or a tuple of values) and not all of
+    ``exclude`` (a run is left out only when it matches every key there)."""
+    def hit(k, v):
+        return cfg.get(k) in (v if isinstance(v, tuple) else (v,))
+
+    return all(hit(k, v) for k, v in where.items()) and not (exclude and all(hit(k, v) for k, v in exclude.items()))
+
+
+def run_experiment(name: str, preset: str, scale: str, runs: Path, jobs: int) -> Path:
+    spec = sw.expand(sw.load_spec(preset=preset), scale)
+    out = runs / preset
+    t0 = time.perf_counter()
+    print(f"== {name}: sweep {preset} ({spec.scale}), {len(spec.runs)} runs -> {out}", flush=True)
+    results = runner.run_sweep(spec, out, "local", jobs)
+    bad = [r for r in results if r["status"] not in ("done", "skipped")]
+    for r in bad:
+        print(f"   {r['run']}: {r['status']} {r.get('error', '')}")
+    print(f"   {len(results) - len(bad)} runs done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
+    dirs = [d for d in run_dirs([folder]) if (d / "metrics.jsonl").exists()]
+    written = []
+    for fig in figs:
+        chosen = [d for d in dirs if matches(flat_config(d), fig.where, fig.exclude)]
+        if not chosen:
+            print(f"   {name} {', '.join(fig.which)}: no runs match {fig.where}")
+            continue
+        written += make_figures(chosen, out, prefix=f"{name}_", which=fig.which,
+                                say=lambda m: print(f"   {m}"), **fig.options)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=("quick", "full"), default="quick")
+    parser.add_argument("--runs", type=Path, default=None, help="folder for the sweeps (default runs/figures-SCALE)")
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="folder for the figures (default figures)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
+    parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), help="these experiments only")
+    parser.add_argument("--figures-only", action="store_true", help="draw from the runs already there")
+    args = parser.parse_args()
+    runs = args.runs or Path("runs") / f"figures-{args.scale}"
+    t0 = time.perf_counter()
+    for name in args.only or EXPERIMENTS:
+        preset, figs = EXPERIMENTS[name]
+        folder = runs / preset if args.figures_only else run_experiment(name, preset, args.scale, runs, args.jobs)
+        for p in draw(name, figs, folder, args.out):
+            if p.suffix == ".png":
+                print(f"   {p}")
+    print(f"all done in {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
