@@ -8,7 +8,7 @@
 Each experiment is a sweep preset of probe/experiments (`probe sweep --preset NAME`), run into RUNS/NAME
 (restartable: finished runs are skipped), then drawn with probe.figures.make_figures into OUT/<prefix>_*.png and
 .pdf. Every figure printed here can also be drawn by hand with `probe figures RUN... --out DIR` on the same runs.
-docs/figures.md shows them with their commands.
+The README's Figures section shows them with their commands.
 """
 
 from __future__ import annotations
