@@ -391,15 +391,21 @@ def figures(
     hue: Optional[str] = typer.Option(None, help="Config key that colours lines (e.g. width, seed, task_opts.gain)."),
     steps: Optional[str] = typer.Option(None, help="Checkpoint steps for the receptive fields, e.g. 0,500,6000."),
     prefix: str = typer.Option("", help="Prepended to every file name."),
+    x: Optional[str] = typer.Option(None, "--x", help="Config key to draw end-of-run values against, with their "
+                                    "nulls (PREFIXfinal), e.g. task.n_train, task_opts.augment_shift, variant."),
+    measures: Optional[str] = typer.Option(None, help="Comma-separated metrics for the measures and final figures "
+                                           "(default: every tracked one; final adds test_acc)."),
 ):
-    """Figures of runs: measures and accuracy over steps, receptive fields, spectra, routing maps (sequences)."""
+    """Figures of runs: measures and accuracy over steps, receptive fields, spectra, routing maps (sequences),
+    end-of-run values against a swept key (--x), the loss between two solutions (procedure ecnn)."""
     from probe.figures import make_figures
 
     try:
         chosen = [int(s) for s in steps.split(",")] if steps else None
     except ValueError:
         raise ConfigError(f"--steps expects comma-separated integers, got {steps!r}") from None
-    written = make_figures(runs, out, group_by, hue, chosen, prefix,
+    names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
+    written = make_figures(runs, out, group_by, hue, chosen, prefix, measures=names, x=x, final=names,
                            say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False))
     for p in written:
         console.print(str(p), highlight=False, soft_wrap=True)

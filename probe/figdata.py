@@ -32,19 +32,32 @@ _NOT_METRICS = ("step", "lr")
 
 
 def run_dirs(paths) -> list[Path]:
-    """Run folders among ``paths``: each path is a run folder (has config.json) or a folder of run folders."""
+    """Run folders among ``paths``: each path is a run folder (has config.json) or a folder of run folders (a
+    sweep's in the order of its grid)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if (p / "config.json").is_file():
             out.append(p)
         elif p.is_dir():
             found = sorted(q.parent for q in p.glob("*/config.json"))
+            found.sort(key=_sweep_order(p))
             if not found:
                 raise ConfigError(f"{p}: not a run folder (no config.json) and holds no run folders")
             out.extend(found)
         else:
             raise ConfigError(f"{p}: no such run folder")
     return list(dict.fromkeys(out))
+
+
+def _sweep_order(folder: Path):
+    """Sort key for the run folders of ``folder``: a sweep's (sweep.json) in the order of its grid, so variants
+    keep the order the preset gives them (sgd, l1, beta-lasso, imp); other folders after, by name."""
+    try:
+        names = [r["name"] for r in json.loads((folder / "sweep.json").read_text())["runs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []
+    rank = {n: i for i, n in enumerate(names)}
+    return lambda d: (rank.get(d.name, len(rank)), d.name)
 
 
 def run_names(dirs: list[Path]) -> dict[Path, str]:
@@ -54,14 +67,24 @@ def run_names(dirs: list[Path]) -> dict[Path, str]:
 
 
 def flat_config(run_dir: Path) -> dict:
-    """The run's config.json flattened: nested dicts become ``key.sub`` columns."""
-    cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    """The run's config.json flattened: nested dicts become ``key.sub`` columns. A run of a sweep adds what its
+    sweep_run.json says beyond the config: ``variant`` (the preset's variant name) and ``procedure``."""
+    run_dir = Path(run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
     out = {}
     for k, v in cfg.items():
         if isinstance(v, dict):
             out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
         else:
             out[k] = v
+    try:
+        sweep_run = json.loads((run_dir / "sweep_run.json").read_text())
+    except (OSError, ValueError):
+        return out
+    if "variant" in sweep_run.get("varied", {}):
+        out["variant"] = sweep_run["varied"]["variant"]
+    if sweep_run.get("procedure"):
+        out["procedure"] = sweep_run["procedure"]
     return out
 
 
@@ -244,4 +267,65 @@ def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.Data
                 q = int(m.out_pos[i]) if m.out_pos[i] >= 0 else T - 1
                 recs += [(names[d], kind, example, q, s, float(row[s]), s == m.source[i]) for s in range(T)]
         frames.append(pd.DataFrame(recs, columns=["run", "method", "example", "out_pos", "in_pos", "weight", "source"]))
+    return _with_config(frames, dirs, names)
+
+
+# -- end-of-run values ------------------------------------------------------------------------------------------
+def load_final(paths) -> pd.DataFrame:
+    """``run, metric, value`` + config columns: one row per run and metric at the end of the run.
+
+    Metrics: the last logged value of every key of metrics.jsonl (accuracies, losses, tracked measures), the
+    final measures of a sweep run (result.json: ``lie_derivative``, ``shift_consistency_1``, ...) and the numeric
+    results of a procedure (procedure.json: ``cnn_test_acc``, ``line_barrier``, ``sparsity``, ...). Nulls of
+    final measures (``NAME@init``) are kept as metrics of their own; the tracked measures' nulls are in
+    :func:`load_references`. Config columns add ``task.n_train``, the training examples the run really had
+    (task.json; a config's ``n_train = 0`` means the whole split).
+    """
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        last: dict = {}
+        p = d / "metrics.jsonl"
+        for line in (p.read_text().splitlines() if p.exists() else []):
+            if line.strip():
+                last.update(json.loads(line))
+        extra = {}
+        for fname in ("result.json", "procedure.json"):
+            try:
+                obj = json.loads((d / fname).read_text())
+            except (OSError, ValueError):
+                continue
+            extra.update(obj.pop("measures", {}) if fname == "result.json" else obj)
+        values = {**{k: v for k, v in last.items() if k not in _NOT_METRICS}, **extra}
+        recs = [(names[d], k, float(v)) for k, v in values.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        f = pd.DataFrame(recs, columns=["run", "metric", "value"])
+        try:
+            f["task.n_train"] = json.loads((d / "task.json").read_text())["n_train"]
+        except (OSError, ValueError, KeyError):
+            pass
+        frames.append(f)
+    return _with_config(frames, dirs, names)
+
+
+def load_interpolation(paths) -> pd.DataFrame:
+    """``run, pair, alpha, split, loss`` + config columns: the losses on the straight lines that
+    :func:`probe.procedures.ecnn` writes to interpolation.json: ``pair`` "eCNN -> MLP" (alpha 0: the eCNN, 1: the
+    plain MLP) and its null "MLP -> MLP, another seed (null)". Runs without the file are skipped."""
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        try:
+            line = json.loads((d / "interpolation.json").read_text())
+        except (OSError, ValueError):
+            frames.append(None)
+            continue
+        recs = []
+        for pair, ln in (("eCNN -> MLP", line), ("MLP -> MLP, another seed (null)", line.get("null"))):
+            for split in ("train_loss", "test_loss") if ln else ():
+                recs += [(names[d], pair, a, split.removesuffix("_loss"), v)
+                         for a, v in zip(ln["alpha"], ln.get(split, []))]
+        frames.append(pd.DataFrame(recs, columns=["run", "pair", "alpha", "split", "loss"]))
     return _with_config(frames, dirs, names)

@@ -6,7 +6,9 @@ Loads the runs' tidy tables (probe/figdata.py), draws them (probe/plots.py) and 
 - ``PREFIXaccuracy``: test accuracy over steps;
 - ``PREFIXfields``: receptive fields at the first, middle and last checkpoint (or ``steps``), a row per run;
 - ``PREFIXspectra``: eigenvalue distribution of the last first layer with its power-law fit, per-unit spectra;
-- ``PREFIXrouting``: for sequence runs, each model's routing map on the same test example.
+- ``PREFIXrouting``: for sequence runs, each model's routing map on the same test example;
+- ``PREFIXfinal`` (with ``x``): end-of-run values against a swept config key, with their nulls;
+- ``PREFIXinterpolation``: the loss on the straight line eCNN -> plain MLP (procedure ecnn runs).
 
 A figure that does not apply (no tracked measures, no sequence runs) is skipped with a one-line message.
 """
@@ -22,8 +24,9 @@ MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the 
 
 
 def make_figures(paths, out, group_by: str | None = None, hue: str | None = None, steps=None, prefix: str = "",
-                 which=("measures", "accuracy", "fields", "spectra", "routing"), measures=None,
-                 references=("gaussian", "permuted"), say=print) -> list[Path]:
+                 which=("measures", "accuracy", "fields", "spectra", "routing", "interpolation"), measures=None,
+                 references=("gaussian", "permuted"), say=print, x: str | None = None, final=None,
+                 final_references=("gaussian", "permuted"), xlabel: str | None = None) -> list[Path]:
     """Draw the figures of the runs under ``paths`` into ``out``; returns the files written.
 
     Args:
@@ -35,6 +38,10 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
         measures: the measures to draw over steps (default: every tracked one).
         references: the references drawn beside them (reference.json: gaussian, permuted, init).
         say: where the one-line messages about skipped figures go.
+        x: config key of the ``final`` figure's x axis (``task.n_train``, ``task_opts.augment_shift``,
+            ``variant``); without it that figure is not drawn.
+        final: metrics of the ``final`` figure (default: test accuracy and every tracked measure), with
+            ``final_references`` beside them or their ``@init`` null; ``xlabel`` its axis label.
     """
     import matplotlib
 
@@ -42,6 +49,8 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
     out = Path(out)
     dirs = figdata.run_dirs(paths)
     runs = figdata.load_runs(dirs)
+    if x is not None and "final" not in which:
+        which = (*which, "final")
     for key in (group_by, hue):
         if key is not None and key not in runs.columns:
             valid = sorted(c for c in runs.columns if c not in ("run", "step", "metric", "value"))
@@ -62,6 +71,25 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                                                            references))
     if "accuracy" in which:
         emit("accuracy", lambda: plots.accuracy_figure(runs, hue=hue, group_by=group_by))
+    if "final" in which:
+        if x is None:
+            say(f"{prefix}final: skipped (no --x config key to draw end-of-run values against)")
+        else:
+            table = figdata.load_final(dirs)
+            refs = figdata.load_references(dirs)
+            if final is None:
+                from probe.tracking import TRACKABLE
+
+                tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
+                final = ["test_acc"] + [m for m in plots.LABELS if m in tracked and m in set(table.metric)]
+            for key in (x, hue):
+                if key is not None and key not in table.columns:
+                    valid = sorted(c for c in table.columns if c not in ("run", "metric", "value"))
+                    raise ConfigError(f"--x/--hue {key}: no such config key in these runs; valid: {', '.join(valid)}")
+            emit("final", lambda: plots.final_figure(table, x, final, refs if len(refs) else None, hue,
+                                                     final_references, xlabel=xlabel))
+    if "interpolation" in which and any((d / "interpolation.json").exists() for d in dirs):
+        emit("interpolation", lambda: plots.interpolation_figure(figdata.load_interpolation(dirs), hue=hue))
     few = dirs[:MAX_WEIGHT_RUNS]
     if len(dirs) > MAX_WEIGHT_RUNS and ({"fields", "spectra"} & set(which)):
         say(f"fields and spectra: drawing the first {MAX_WEIGHT_RUNS} of {len(dirs)} runs")

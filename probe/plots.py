@@ -48,10 +48,28 @@ LABELS = {
     "train_acc": "train accuracy (%)",
     "test_loss": "test loss (nats)",
     "train_loss": "train loss (nats)",
+    "displacement_mean": "pixels from the field's centre",
+    "displacement_median": "pixels from the field's centre",
+    "lie_derivative": "mean sq. logit change per pixel",
+    "shift_consistency_1": "share of predictions kept",
+    "shift_consistency_2": "share of predictions kept",
+    "shift_consistency_3": "share of predictions kept",
+    "cnn_test_acc": "test accuracy (%)",
+    "mlp_test_acc": "test accuracy (%)",
+    "dense_test_acc": "test accuracy (%)",
+    "line_barrier": "test loss barrier (nats)",
+    "line_barrier_train": "train loss barrier (nats)",
+    "sparsity": "share of weights pruned",
 }
+PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc")
 # dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
-REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4))}
-REFERENCE_TEXT = {"gaussian": "Gaussian weights", "permuted": "positions permuted", "init": "initialization"}
+REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4)),
+                   "mlps": (0, (2, 4))}
+REFERENCE_MARKER = {"gaussian": "v", "permuted": "D", "init": "s", "mlps": "X"}
+REFERENCE_TEXT = {"gaussian": "Gaussian weights", "permuted": "positions permuted", "init": "initialization",
+                  "mlps": "two plain MLPs, seeds differ"}
+# nulls of end-of-run values stored beside them as NAME@KIND (result.json, procedure.json), not in reference.json
+FINAL_NULLS = ("init", "mlps")
 STEP_LABEL = "training step (log scale, 0 = init)"
 
 
@@ -228,6 +246,149 @@ def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | 
             ax.set_yscale("log")
         ax.set_ylabel(LABELS[metric])
         _legend(fig, [ax], [], key)
+    return fig
+
+
+# -- end-of-run values against a swept key ---------------------------------------------------------------------
+def _ordered(values) -> list:
+    """Distinct values in order: numbers sorted, anything else in order of appearance."""
+    levels = list(dict.fromkeys(values))
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in levels):
+        return sorted(levels)
+    return levels
+
+
+def _tick(v) -> str:
+    return str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
+
+
+def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None = None, hue: str | None = None,
+                 references=("permuted",), ncols: int = 3, xlabel: str | None = None) -> Figure:
+    """End-of-run values against a swept config key, one panel per metric.
+
+    Each run is a small dot; each (hue, x) group's mean over its runs (seeds) a large marker, joined along x
+    when x is numeric. ``x``'s values are ordered categories, evenly spaced (numbers sorted, other values in
+    the order of the runs). References are hollow markers in the
+    group's colour, joined by the reference's dash pattern: for tracked measures the ``references`` kinds of
+    :func:`probe.figdata.load_references` (a kind equal to the value itself, like a permutation-invariant
+    measure's ``permuted``, is left out), for final measures without those their ``NAME@KIND`` nulls
+    (:data:`FINAL_NULLS`: ``init``, the run's own initialization; ``mlps``, the same line between two plain MLPs). Accuracies are in %; a metric spanning more than two decades is on a log axis.
+
+    Args:
+        final: :func:`probe.figdata.load_final` table.
+        x: config key along the x axis (``task_opts.n_train``, ``task.n_train``, ``variant``).
+        metrics: metric names, one panel each, in order (missing ones are left out).
+        refs: :func:`probe.figdata.load_references` table, or None.
+        hue: config key that colours groups (default: one colour).
+    """
+    from matplotlib.lines import Line2D
+
+    _check_keys(final, x, hue)
+    present = set(final.metric)
+    wanted, metrics = list(metrics), [m for m in metrics if m in present]
+    if not metrics:
+        raise ValueError(f"none of the metrics {', '.join(wanted) or '(none given)'} in these runs")
+    levels = _ordered(final[x])
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in levels)
+    pos = {str(v): i for i, v in enumerate(levels)}
+    key = hue or "__all__"  # without hue every group is one colour
+    if hue is None:
+        final = final.assign(__all__="all")
+    colours = palette(final, key)
+    d = _categorical(final, key, x)
+    r = None
+    if refs is not None and len(refs):  # each run's group and x from the final table (task.n_train is only there)
+        groups_of = d[["run", key, x]].drop_duplicates("run")
+        r = refs[["run", "reference", "metric", "value"]].merge(groups_of, on="run")
+    groups = list(colours)
+    offset = {g: (i - (len(groups) - 1) / 2) * min(0.12, 0.5 / max(len(groups), 1)) for i, g in enumerate(groups)}
+    ncols = min(ncols, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    used: dict = {}
+    with paper_theme():
+        fig = Figure(figsize=(2.9 * ncols + 1.9, 2.5 * nrows), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, m in zip(axes, metrics):
+            scale = 100.0 if m in PERCENT else 1.0
+            dm = d[d.metric == m]
+            lines = {}
+            for (g, xv), v in dm.groupby([key, x], sort=False).value:
+                px = pos[xv] + offset[g]
+                ax.scatter(np.full(len(v), px), scale * v, s=9, color=colours[g], alpha=0.45, lw=0)
+                lines.setdefault(g, []).append((px, scale * v.mean()))
+            for g, pts in lines.items():
+                pts.sort()
+                ax.plot(*zip(*pts), "o-" if numeric else "o", ms=4.5, lw=1.2, color=colours[g],
+                        label=g if hue else None)
+            null = {}
+            for k in references if r is not None else ():
+                rk = r[(r.metric == m) & (r.reference == k)]
+                same = rk.merge(dm[["run", "value"]], on="run", suffixes=("", "_run"))
+                # a null equal to the value itself (ipr, hoyer, zero_frac under a permutation of positions)
+                # says nothing: leave it out
+                if len(rk) and not np.allclose(same.value, same.value_run, rtol=1e-9, atol=1e-12):
+                    null[k] = rk
+            if not null:
+                null = {k: d[d.metric == f"{m}@{k}"] for k in FINAL_NULLS if f"{m}@{k}" in present}
+            for kind, rk in null.items():
+                pts = {}
+                for (g, xv), v in rk.groupby([key, x], sort=False).value:
+                    pts.setdefault(g, []).append((pos[xv] + offset[g], scale * v.mean()))
+                for g, p in pts.items():
+                    p.sort()
+                    ax.plot(*zip(*p), marker=REFERENCE_MARKER[kind], ms=4, mfc="none",
+                            ls=REFERENCE_STYLE[kind] if numeric else "none", lw=0.9, color=colours[g], alpha=0.85,
+                            gid="reference")
+                used[kind] = True
+            vals = scale * pd.concat([dm.value] + [v.value for v in null.values()]).to_numpy()
+            vals = vals[np.isfinite(vals)]
+            if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
+                ax.set_yscale("log")
+            ticks = [_tick(v) for v in levels]
+            long = not numeric and sum(len(t) + 2 for t in ticks) > 24  # names that would overlap: slanted
+            ax.set_xticks(range(len(levels)), ticks, rotation=30 if long else 0, ha="right" if long else "center",
+                          rotation_mode="anchor")
+            ax.set_xlim(-0.5, len(levels) - 0.5)
+            ax.set_xlabel(xlabel or x)
+            ax.set_title(m)
+            ax.set_ylabel(LABELS.get(m, "value"))
+        for ax in axes[len(metrics):]:
+            ax.set_axis_off()
+        extra = [Line2D([], [], color="0.3", marker=REFERENCE_MARKER[k], mfc="none", ls=REFERENCE_STYLE[k], lw=0.9,
+                        label=f"null: {REFERENCE_TEXT[k]}") for k in used]
+        extra.append(Line2D([], [], color="0.3", marker="o", ls="", ms=3, alpha=0.45, label="one run (seed)"))
+        _legend(fig, axes[: len(metrics)], extra, hue)
+    return fig
+
+
+def interpolation_figure(lines: pd.DataFrame, hue: str | None = None) -> Figure:
+    """Train and test loss on the straight line between two solutions (:func:`probe.figdata.load_interpolation`):
+    eCNN (alpha 0) -> plain MLP (alpha 1), one line per run coloured by ``hue``, and in grey the null, the same
+    line between two plain MLPs that differ only in their seed. Solid train, dashed test; log y."""
+    from matplotlib.lines import Line2D
+
+    if not len(lines):
+        raise ValueError("no interpolation.json in these runs (procedure ecnn writes it)")
+    _check_keys(lines, hue)
+    key = hue or "run"
+    colours = palette(lines, key)
+    d = _categorical(lines, key)
+    dashes = {"train": "-", "test": "--"}
+    with paper_theme():
+        fig = Figure(figsize=(6.6, 3.0), layout="constrained")
+        ax = fig.subplots()
+        for (run, pair, split), r in d.groupby(["run", "pair", "split"], sort=False):
+            null = pair.endswith("(null)")
+            ax.plot(r.alpha, r.loss, dashes[split], marker="o", ms=2.5, lw=1.1,
+                    color="0.6" if null else colours[r[key].iloc[0]], zorder=1 if null else 2)
+        ax.set_yscale("log")
+        ax.set(xlabel=r"$\alpha$ on $(1-\alpha)\,\theta_{\mathrm{start}} + \alpha\,\theta_{\mathrm{end}}$",
+               ylabel="loss (nats, log scale)", title="loss between two solutions")
+        handles = [Line2D([], [], color=c, marker="o", ms=2.5, label=f"eCNN -> MLP, {g}") for g, c in colours.items()]
+        if any(d.pair.str.endswith("(null)")):
+            handles.append(Line2D([], [], color="0.6", marker="o", ms=2.5, label="null: MLP -> MLP, another seed"))
+        handles += [Line2D([], [], color="0.3", ls=ls, label=f"{split} loss") for split, ls in dashes.items()]
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
     return fig
 
 

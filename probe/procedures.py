@@ -261,10 +261,14 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     steps (0: its initialization) in ``stages/cnn``; embed it into an MLP (:func:`embed_local_net`: width and depth
     come from the CNN, whatever ``cfg`` says) and train that MLP with ``cfg`` into ``out``. With ``interpolate``,
     also train a plain MLP of the same shape and seed (``stages/mlp``) and evaluate the loss at ``points`` points
-    on the straight line theta(a) = (1 - a) theta_eCNN + a theta_MLP (``out/interpolation.json``).
+    on the straight line theta(a) = (1 - a) theta_eCNN + a theta_MLP (``out/interpolation.json``). The null of
+    that line is the same line between two plain MLPs that differ only in their seed (``stages/mlp`` and
+    ``stages/mlp_null``, seed + NULL_SEED_OFFSET): independent solutions of one network are separated by a
+    barrier too (hidden units in another order), so a barrier says "another basin" only where it exceeds it.
 
     Results: ``width``, ``depth``, ``cnn_test_acc``, ``mlp_test_acc``, ``line_barrier`` (the largest excess of
-    the test loss on the line over the straight interpolation of its end values) and ``line_barrier_train``."""
+    the test loss on the line over the straight interpolation of its end values), ``line_barrier_train``, and
+    their nulls ``line_barrier@mlps`` and ``line_barrier_train@mlps``."""
     from probe.train import setup
 
     if cfg.model != "mlp" or cfg.param != "standard" or cfg.model_opts:
@@ -289,12 +293,19 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     if interpolate:
         results["mlp_test_acc"] = train_stage(mlp_cfg, out / STAGES / "mlp").get("test_acc")
         task_model = setup(mlp_cfg, out)  # task and an MLP of the right shape, on cfg's device
-        line = loss_on_line(task_model.model, task_model.task, last_state_dict(out),
-                            last_state_dict(out / STAGES / "mlp"), points)
-        _save_json(out / "interpolation.json", line)
-        results["line_barrier"] = _barrier(line["test_loss"], line["alpha"])
-        results["line_barrier_train"] = _barrier(line["train_loss"], line["alpha"])
+        train_stage(mlp_cfg.replace(seed=cfg.seed + NULL_SEED_OFFSET), out / STAGES / "mlp_null")
+        plain = last_state_dict(out / STAGES / "mlp")
+        line = loss_on_line(task_model.model, task_model.task, last_state_dict(out), plain, points)
+        null = loss_on_line(task_model.model, task_model.task, plain, last_state_dict(out / STAGES / "mlp_null"),
+                            points)
+        _save_json(out / "interpolation.json", {**line, "null": null})
+        for key, losses in (("line_barrier", "test_loss"), ("line_barrier_train", "train_loss")):
+            results[key] = _barrier(line[losses], line["alpha"])
+            results[f"{key}@mlps"] = _barrier(null[losses], null["alpha"])
     return row, results
+
+
+NULL_SEED_OFFSET = 10_000  # the second plain MLP of ecnn's null line: a seed no preset's grid uses
 
 
 def loss_on_line(model, task, a: dict, b: dict, points: int = 11) -> dict:

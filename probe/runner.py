@@ -111,10 +111,11 @@ def _finish(run_dir, result, t0) -> dict:
 def final_measures(run_dir: Path, names, n: int = 512) -> dict:
     """Functional measures of the final model (:data:`probe.sweep.FINAL_MEASURES`): ``lie_derivative`` and
     ``shift_consistency`` on up to ``n`` test inputs of an image task; ``routing``:
-    :func:`probe.metrics.routing.sequence_measures` on 256 test sequences."""
+    :func:`probe.metrics.routing.sequence_measures` on 256 test sequences. Each comes with its null, the same
+    measure of the run's own initialization (its step-0 checkpoint), as ``NAME@init``."""
     if not names:
         return {}
-    from probe.metrics.functional import lie_derivative, shift_consistency
+    from probe.checkpoint import list_checkpoints, load_checkpoint
     from probe.models import build_model
     from probe.procedures import last_state_dict
     from probe.tasks import make_task
@@ -123,6 +124,17 @@ def final_measures(run_dir: Path, names, n: int = 512) -> dict:
     task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
     model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
     model.load_state_dict(last_state_dict(run_dir))
+    out = _functional(model, task, names, n)
+    first = list_checkpoints(run_dir)[0]
+    if first[0] == 0:
+        model.load_state_dict(load_checkpoint(first[1])["state_dict"])
+        out.update({f"{k}@init": v for k, v in _functional(model, task, names, n).items()})
+    return out
+
+
+def _functional(model, task, names, n: int) -> dict:
+    from probe.metrics.functional import lie_derivative, shift_consistency
+
     model.eval()
     x, out = task.x_test[:n], {}
     if "lie_derivative" in names:

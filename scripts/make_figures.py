@@ -62,6 +62,34 @@ EXPERIMENTS = {
     "routing": ("routing", [
         Fig(("routing", "accuracy"), where={"task": "mqar", "task_opts.pairs": 4}, options=dict(hue="model")),
     ]),
+    # SGD vs L1 vs beta-LASSO vs IMP with rewinding (MNIST-1D MLP 40-500-500-10): end-of-run accuracy, sparsity
+    # and locality against the permuted null, and the fields of seed 0 at the last step
+    "sparsity": ("sparsity", [
+        Fig((), options=dict(x="variant", final=["test_acc", "zero_frac", "ipr", "window_mass_3",
+                                                 "displacement_mean", "movement"], xlabel="method")),
+        Fig(("fields",), where={"seed": 0}, options=dict(steps=[3000])),
+    ]),
+    # MLP vs CNN against the training-set size: accuracy and first-layer locality with their nulls
+    "data_size": ("data-size", [
+        Fig((), options=dict(x="task.n_train", hue="variant", xlabel="training examples",
+                             final=["test_acc", "ipr", "window_mass_3", "movement"])),
+    ]),
+    # CNN, plain MLP and eCNNs (CNN trained t steps, embedded, trained on as an MLP): conv_distance over
+    # training, end-of-run values, and the loss on the line eCNN -> plain MLP
+    "ecnn": ("ecnn", [
+        Fig(("measures",), options=dict(hue="variant", group_by="variant", references=("permuted",),
+                                        measures=["conv_distance_5", "window_mass_3", "movement"])),
+        Fig((), options=dict(x="variant", xlabel="model",
+                             final=["test_acc", "conv_distance_5", "window_mass_3", "line_barrier",
+                                    "line_barrier_train"])),
+        Fig(("interpolation",), where={"procedure": "ecnn"}, options=dict(hue="variant")),
+    ]),
+    # random circular shifts of up to k pixels: accuracy, shift consistency, Lie derivative, locality
+    "augmentation": ("augmentation", [
+        Fig((), options=dict(x="task_opts.augment_shift", hue="variant", xlabel="largest training shift k (pixels)",
+                             final=["test_acc", "shift_consistency_1", "lie_derivative", "window_mass_3",
+                                    "shift_match", "ipr"])),
+    ]),
 }
 
 

@@ -156,3 +156,110 @@ def test_cli_figures(runs, tmp_path):
     assert (tmp_path / "measures.png").stat().st_size > 0 and (tmp_path / "fields.pdf").stat().st_size > 0
     res = CliRunner().invoke(app, ["figures", str(tmp_path / "nothing"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "no such run folder" in res.output
+
+
+# -- end-of-run values against a swept key -------------------------------------------------------------------
+def _hand_run(root, name, variant, seed, last_acc, n_train, **files):
+    """A run folder written by hand: config, two metrics rows, task.json, sweep_run.json and ``files``."""
+    import json
+
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(RunConfig(seed=seed).to_dict()))
+    rows = [{"step": 0, "lr": 0.01, "test_acc": 0.1, "ipr": 0.05}, {"step": 10, "lr": 0.01, "test_acc": last_acc}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "task.json").write_text(json.dumps({"n_train": n_train}))
+    (d / "sweep_run.json").write_text(json.dumps({"varied": {"variant": variant, "seed": seed}, "procedure": "ecnn"}))
+    for fname, obj in files.items():
+        (d / f"{fname}.json").write_text(json.dumps(obj))
+    return d
+
+
+def test_load_final_takes_last_values_final_measures_and_procedure_results(tmp_path):
+    _hand_run(tmp_path, "r", "imp", 3, 0.7, 123,
+              result={"status": "done", "test_acc": 0.7, "measures": {"lie_derivative": 2.0, "lie_derivative@init": 5.0}},
+              procedure={"line_barrier": 0.5, "round_test_acc": [0.6, 0.7], "note": "x"})
+    f = figdata.load_final([tmp_path / "r"])
+    got = dict(zip(f.metric, f.value))
+    assert got == {"test_acc": 0.7, "ipr": 0.05, "lie_derivative": 2.0, "lie_derivative@init": 5.0, "line_barrier": 0.5}
+    assert set(f["task.n_train"]) == {123} and set(f.variant) == {"imp"} and set(f.procedure) == {"ecnn"}
+    assert set(f.seed) == {3}
+
+
+def test_a_sweeps_runs_come_in_the_order_of_its_grid(tmp_path):
+    import json
+
+    for name in ("a", "b", "c"):
+        _hand_run(tmp_path, name, name, 0, 0.5, 10)
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": [{"name": "c"}, {"name": "a"}]}))
+    assert [d.name for d in figdata.run_dirs([tmp_path])] == ["c", "a", "b"]  # b is not in the grid: last
+
+
+def _final_table():
+    """mlp and cnn x (250, 500, 1000) x seeds 0, 1: test_acc, window_mass_3 (with a permuted null that differs and
+    a gaussian null equal to the value) and lie_derivative spanning 3 decades with an @init null."""
+    rows, refs = [], []
+    for model in ("mlp", "cnn"):
+        for n in (1000, 250, 500):
+            for seed in (0, 1):
+                run = f"{model}-{n}-s{seed}"
+                wm = (0.2 if model == "mlp" else 0.8) + 0.01 * seed
+                cfg = {"run": run, "variant": model, "task.n_train": n, "seed": seed}
+                rows += [{**cfg, "metric": "test_acc", "value": n / 2000 + 0.01 * seed},
+                         {**cfg, "metric": "window_mass_3", "value": wm},
+                         {**cfg, "metric": "lie_derivative", "value": 10.0 ** (n // 250 - 1)},
+                         {**cfg, "metric": "lie_derivative@init", "value": 0.5}]
+                refs += [{"run": run, "reference": "permuted", "metric": "window_mass_3", "value": wm - 0.1},
+                         {"run": run, "reference": "gaussian", "metric": "window_mass_3", "value": wm}]
+    return pd.DataFrame(rows), pd.DataFrame(refs)
+
+
+def test_final_figure_draws_group_means_against_x_with_their_nulls():
+    final, refs = _final_table()
+    fig = plots.final_figure(final, "task.n_train", ["test_acc", "window_mass_3", "lie_derivative", "nope"], refs,
+                             hue="variant")
+    ax_acc, ax_wm, ax_ld = fig.axes[:3]
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["test_acc", "window_mass_3", "lie_derivative"]
+    mlp = next(line for line in model_lines(ax_acc) if line.get_label() == "mlp")
+    # x: 250, 500, 1000 evenly spaced (dodged by hue); y: the mean over seeds, in %
+    assert np.allclose(np.round(mlp.get_xdata()), [0, 1, 2])
+    assert np.allclose(mlp.get_ydata(), [100 * (n / 2000 + 0.005) for n in (250, 500, 1000)])
+    assert [t.get_text() for t in ax_acc.get_xticklabels()] == ["250", "500", "1000"]
+    wm_refs = [line for line in ax_wm.get_lines() if line.get_gid() == "reference"]
+    assert len(wm_refs) == 2  # permuted, one per model; the gaussian null equals the value and is left out
+    assert sorted(round(float(np.mean(line.get_ydata())), 3) for line in wm_refs) == [0.105, 0.705]
+    ld_refs = [line for line in ax_ld.get_lines() if line.get_gid() == "reference"]
+    assert len(ld_refs) == 2 and np.allclose(ld_refs[0].get_ydata(), 0.5)  # the @init null
+    assert ax_ld.get_yscale() == "log" and ax_acc.get_yscale() == "linear"
+
+
+def test_final_figure_with_categorical_x_draws_no_lines_across_categories():
+    final, refs = _final_table()
+    final["variant"] = final["variant"].map({"mlp": "imp", "cnn": "sgd"})
+    fig = plots.final_figure(final, "variant", ["test_acc"], refs)
+    means = [line for line in fig.axes[0].get_lines() if line.get_gid() != "reference"]
+    assert len(means) == 1 and means[0].get_linestyle() == "None"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["imp", "sgd"]  # order of the runs
+    with pytest.raises(ValueError, match="none of the metrics nope"):
+        plots.final_figure(final, "variant", ["nope"])
+    with pytest.raises(KeyError, match="no config key 'widht'"):
+        plots.final_figure(final, "widht", ["test_acc"])
+
+
+def test_make_figures_draws_final_and_interpolation_figures_of_hand_made_runs(tmp_path):
+    null = {"alpha": [0.0, 0.5, 1.0], "train_loss": [0.02, 0.5, 0.03], "test_loss": [1.5, 1.7, 1.4]}
+    line = {"alpha": [0.0, 0.5, 1.0], "train_loss": [0.01, 2.0, 0.02], "test_loss": [1.0, 2.5, 1.5], "null": null}
+    for i, v in enumerate(("ecnn-t0", "ecnn-t300")):
+        _hand_run(tmp_path / "sw", v, v, 0, 0.6 + 0.1 * i, 4000, interpolation=line,
+                  result={"status": "done", "measures": {"shift_consistency_1": 0.7, "shift_consistency_1@init": 0.3}})
+    lines = figdata.load_interpolation([tmp_path / "sw"])
+    assert len(lines) == 24 and set(lines.split) == {"train", "test"}
+    mid = lines[(lines.split == "test") & (lines.alpha == 0.5)]
+    assert dict(zip(mid.pair, mid.loss)) == {"eCNN -> MLP": 2.5, "MLP -> MLP, another seed (null)": 1.7}
+    said = []
+    written = make_figures([tmp_path / "sw"], tmp_path / "out", hue="variant", x="variant", say=said.append,
+                           which=("interpolation",), final=["test_acc", "shift_consistency_1"])
+    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in ("final", "interpolation") for e in ("pdf", "png"))
+    assert said == []
+    with pytest.raises(ConfigError, match="--x/--hue widht: no such config key"):
+        make_figures([tmp_path / "sw"], tmp_path / "out", x="widht", which=())

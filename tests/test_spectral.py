@@ -172,3 +172,16 @@ def test_input_pc_share_of_random_rows_is_about_k_over_n():
     rng = np.random.default_rng(9)
     X = rng.standard_normal((300, 100)) * np.linspace(1, 5, 100)
     assert input_pc_share(rng.standard_normal((2000, 100)), X, k=10) == pytest.approx(0.1, abs=0.02)
+
+
+@pytest.mark.parametrize("shape", [(60, 40), (40, 60)])
+def test_eigenvalues_on_a_torch_device_match_the_cpu_solver(shape):
+    # the GPU path (device=None on a cuda machine) is this code with device="cuda"
+    W = np.random.default_rng(0).standard_normal(shape)
+    ref = eigenvalues(W, device=None) if not torch.cuda.is_available() else None
+    got = eigenvalues(W, device="cpu")
+    sv = np.linalg.svd(W, compute_uv=False)
+    assert got.shape == (40,) and np.all(np.diff(got) >= 0)
+    assert np.allclose(got, np.sort(sv**2), rtol=1e-9, atol=1e-9 * sv.max() ** 2)
+    if ref is not None:
+        assert np.allclose(got, ref, rtol=1e-9, atol=1e-9 * sv.max() ** 2)

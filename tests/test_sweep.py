@@ -238,8 +238,32 @@ def test_ecnn_procedure_starts_from_the_cnn_and_measures_the_line(tmp_path):
     assert first["test_loss"] == pytest.approx(cnn_last["test_loss"], rel=1e-4)  # step 0 is the CNN's function
     line = json.loads((run / "interpolation.json").read_text())
     assert line["alpha"] == [0.0, 0.5, 1.0] and len(line["test_loss"]) == 3
+    # the null line runs between the plain MLP and one of another seed: their ends are those two solutions
+    assert line["null"]["test_loss"][0] == pytest.approx(line["test_loss"][-1], rel=1e-5)
+    null_cfg = json.loads((run / "stages" / "mlp_null" / "config.json").read_text())
+    assert null_cfg["seed"] == cfg["seed"] + 10_000 and (null_cfg["width"], null_cfg["depth"]) == (40, 2)
     row = summarize(tmp_path / "sw").iloc[0]
-    assert {"line_barrier", "cnn_test_acc", "mlp_test_acc"} <= set(row.index)
+    assert {"line_barrier", "cnn_test_acc", "mlp_test_acc", "line_barrier@mlps", "line_barrier_train@mlps"} <= set(row.index)
+
+
+def test_final_measures_come_with_the_same_measures_of_the_runs_initialization(tmp_path):
+    from probe.metrics.functional import lie_derivative
+    from probe.models import build_model
+    from probe.tasks import make_task
+
+    s = expand(spec(TINY, final_measures=["lie_derivative", "shift_consistency"]))
+    (r,) = run_sweep(s, tmp_path / "sw", "local")
+    m = r["measures"]
+    assert {"lie_derivative", "lie_derivative@init", "shift_consistency_1", "shift_consistency_1@init"} <= set(m)
+    cfg = RunConfig(**TINY)
+    task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
+    model = build_model(cfg.model, task, cfg.width, cfg.depth)
+    run = tmp_path / "sw" / r["run"]
+    model.load_state_dict(load_checkpoint(list_checkpoints(run)[0][1])["state_dict"])
+    model.eval()
+    assert m["lie_derivative@init"] == pytest.approx(lie_derivative(model, task.x_test[:512], task.geometry))
+    assert m["lie_derivative@init"] != pytest.approx(m["lie_derivative"])  # trained 20 steps: not the init
+    assert {"lie_derivative@init"} <= set(summarize(tmp_path / "sw").columns)
 
 
 def test_shift_augment_rolls_the_batches_of_the_plain_order():
