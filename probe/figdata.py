@@ -281,25 +281,14 @@ def load_final(paths) -> pd.DataFrame:
     :func:`load_references`. Config columns add ``task.n_train``, the training examples the run really had
     (task.json; a config's ``n_train = 0`` means the whole split).
     """
+    from probe.sweep import end_values
+
     dirs = run_dirs(paths)
     names = run_names(dirs)
     frames = []
     for d in dirs:
-        last: dict = {}
-        p = d / "metrics.jsonl"
-        for line in (p.read_text().splitlines() if p.exists() else []):
-            if line.strip():
-                last.update(json.loads(line))
-        extra = {}
-        for fname in ("result.json", "procedure.json"):
-            try:
-                obj = json.loads((d / fname).read_text())
-            except (OSError, ValueError):
-                continue
-            extra.update(obj.pop("measures", {}) if fname == "result.json" else obj)
-        values = {**{k: v for k, v in last.items() if k not in _NOT_METRICS}, **extra}
-        recs = [(names[d], k, float(v)) for k, v in values.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        recs = [(names[d], k, float(v)) for k, v in end_values(d).items()
+                if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)]
         f = pd.DataFrame(recs, columns=["run", "metric", "value"])
         try:
             f["task.n_train"] = json.loads((d / "task.json").read_text())["n_train"]

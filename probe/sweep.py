@@ -284,17 +284,15 @@ def summarize(sweep_dir, write: bool = True):
     for name, varied in runs:
         d = sweep_dir / name
         row = {"run": name, "status": run_status(d), **varied}
-        row.update({k: v for k, v in last_values(d).items() if k != "lr"})
+        row.update({k: v for k, v in end_values(d).items() if k != "lr"})
         for ref, measures in read_references(d).items():
             row.update({f"{m}@{ref}": v for m, v in measures.items()})
-        for fname in ("procedure.json", RESULT_FILE):
-            try:
-                extra = json.loads((d / fname).read_text())
-            except (OSError, ValueError):
-                continue
-            extra = {**extra, **extra.pop("measures", {})} if fname == RESULT_FILE else extra
-            row.update({k: v for k, v in extra.items() if k not in ("run", "status", "test_acc", "test_loss")
-                        and (v is None or isinstance(v, (int, float, str)))})
+        try:  # how the run ended (seconds, an error), beside what it measured
+            result = json.loads((d / RESULT_FILE).read_text())
+        except (OSError, ValueError):
+            result = {}
+        row.update({k: v for k, v in result.items() if k not in ("run", "status", "test_acc", "test_loss", "measures")
+                    and (v is None or isinstance(v, (int, float, str)))})
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
@@ -307,6 +305,24 @@ def summarize(sweep_dir, write: bool = True):
         except ImportError:  # pyarrow (or fastparquet) not installed: CSV only
             pass
     return df
+
+
+def end_values(run_dir) -> dict:
+    """What a run ended with: every key of metrics.jsonl at its last logged value, the numeric results of its
+    procedure (procedure.json: ``cnn_test_acc``, ``line_barrier``, ``sparsity``, ...) and its final measures with
+    their nulls (result.json's ``measures``: ``lie_derivative``, ``lie_derivative@init``, ...)."""
+    from probe.runner import RESULT_FILE
+
+    d = Path(run_dir)
+    out = last_values(d)
+    for fname in ("procedure.json", RESULT_FILE):
+        try:
+            extra = json.loads((d / fname).read_text())
+        except (OSError, ValueError):
+            continue
+        extra = extra.get("measures", {}) if fname == RESULT_FILE else extra
+        out.update({k: v for k, v in extra.items() if v is None or isinstance(v, (int, float, str))})
+    return out
 
 
 def _manifest_runs(sweep_dir: Path):
