@@ -51,10 +51,7 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
     runs = figdata.load_runs(dirs)
     if x is not None and "final" not in which:
         which = (*which, "final")
-    for key in (group_by, hue):
-        if key is not None and key not in runs.columns:
-            valid = sorted(c for c in runs.columns if c not in ("run", "step", "metric", "value"))
-            raise ConfigError(f"--group-by/--hue {key}: no such config key in these runs; valid: {', '.join(valid)}")
+    _check_keys(runs, "--group-by/--hue", group_by, hue)
     written: list[Path] = []
 
     def emit(name, make):
@@ -78,14 +75,8 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
             table = figdata.load_final(dirs)
             refs = figdata.load_references(dirs)
             if final is None:
-                from probe.tracking import TRACKABLE
-
-                tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
-                final = ["test_acc"] + [m for m in plots.LABELS if m in tracked and m in set(table.metric)]
-            for key in (x, hue):
-                if key is not None and key not in table.columns:
-                    valid = sorted(c for c in table.columns if c not in ("run", "metric", "value"))
-                    raise ConfigError(f"--x/--hue {key}: no such config key in these runs; valid: {', '.join(valid)}")
+                final = ["test_acc"] + plots.tracked_in(table.metric)
+            _check_keys(table, "--x/--hue", x, hue)
             emit("final", lambda: plots.final_figure(table, x, final, refs if len(refs) else None, hue,
                                                      final_references, xlabel=xlabel))
     if "interpolation" in which and any((d / "interpolation.json").exists() for d in dirs):
@@ -109,6 +100,14 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
             else:
                 emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
     return written
+
+
+def _check_keys(table, flags: str, *keys) -> None:
+    """A one-line error naming the valid config keys when one of ``keys`` is not a column of ``table``."""
+    for key in keys:
+        if key is not None and key not in table.columns:
+            valid = sorted(c for c in table.columns if c not in ("run", "step", "metric", "value"))
+            raise ConfigError(f"{flags} {key}: no such config key in these runs; valid: {', '.join(valid)}")
 
 
 def _sequence_tasks() -> set[str]:

@@ -178,6 +178,15 @@ def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
         fig.legend(handles, labels, loc="outside right upper", title=None if title in labels else title, frameon=False)
 
 
+def tracked_in(metrics) -> list[str]:
+    """The tracked measures among ``metrics`` (and the keys they write), in :data:`LABELS` order, then the rest."""
+    from probe.tracking import TRACKABLE
+
+    tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
+    present = set(metrics) & tracked
+    return [k for k in LABELS if k in present] + sorted(present - set(LABELS))
+
+
 def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measures=None, hue: str | None = None,
                     group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3) -> Figure:
     """Tracked measures over training steps, one panel per measure, references as horizontal lines.
@@ -190,14 +199,10 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
         references: which references to draw, in each line's colour (``init`` is left out by default: it is
             every line's value at step 0).
     """
-    from probe.tracking import TRACKABLE
-
     _check_keys(runs, hue, group_by)
     present = set(runs.metric)
     if measures is None:
-        tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
-        measures = [k for k in LABELS if k in present and k in tracked]
-        measures += sorted(m for m in present & tracked if m not in measures)
+        measures = tracked_in(present)
     measures = [m for m in measures if m in present]
     if not measures:
         raise ValueError("no tracked measures in these runs (train with --track, or run probe analyze)")
