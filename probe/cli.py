@@ -156,6 +156,10 @@ def train(
                  log_every=log_every, checkpoints=checkpoints, track=track, track_every=track_every, compile=compile,
                  on_nan=on_nan)
     if resume is not None:
+        if out is not None and out.resolve() != resume.resolve():
+            raise ConfigError(f"--resume continues the run in its own folder {resume}; drop --out {out}")
+        if config is not None:
+            raise ConfigError("--resume takes the run's stored config; drop --config")
         cfg = _resume_config(resume, flags, task_opt, model_opt)
         out = resume
     else:

@@ -306,6 +306,12 @@ def test_resume_folders_that_are_not_runs(tmp_path, run):
     assert one_line(res.output) == f"error: --resume {tmp_path / 'nockpt'}: no checkpoints to resume from"
     res = runner.invoke(app, ["train", "--resume", str(run), "--lr", "0.1"])
     assert res.exit_code == 2 and "--resume takes the run's stored config; drop --lr" in one_line(res.output)
+    res = runner.invoke(app, ["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")])
+    assert res.exit_code == 2
+    assert one_line(res.output) == f"error: --resume continues the run in its own folder {run}; drop --out {tmp_path / 'elsewhere'}"
+    assert not (tmp_path / "elsewhere").exists()
+    res = runner.invoke(app, ["train", "--resume", str(run), "--config", str(run / "config.json")])
+    assert res.exit_code == 2 and one_line(res.output) == "error: --resume takes the run's stored config; drop --config"
 
 
 def test_help_still_works():
