@@ -61,8 +61,7 @@ def train_stage(cfg: RunConfig, out: Path, prepare=None, hooks=()) -> dict:
     ``prepare(run, fresh)``, when given, runs after the model is built and before training: with ``fresh`` it may
     replace the initial weights (they become the step-0 checkpoint); in every case it may register optimizer
     hooks. Returns the last metrics row (with every key at its last logged value)."""
-    from probe.train import check_out, check_space, restore, run_training, setup, train, write_run_files
-    from probe.tracking import check_tracking, tracking_hooks
+    from probe.train import run_training
 
     out = Path(out)
     state = stage_state(out, cfg.steps)
@@ -70,21 +69,7 @@ def train_stage(cfg: RunConfig, out: Path, prepare=None, hooks=()) -> dict:
         return last_values(out)
     if state == "fresh":  # a start that died before its first checkpoint: start over
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    if prepare is None:
-        run_training(cfg, out, hooks=hooks, progress=False, resume=state == "partial")
-        return last_values(out)
-    # probe.train.run_training with a prepare step between building the model and training it
-    check_tracking(cfg)
-    run = setup(cfg, out)
-    check_out(out)
-    prepare(run, state == "fresh")
-    if state == "partial":
-        restore(run)
-    hooks = (*hooks, *tracking_hooks(run))
-    check_space(run)
-    if state == "fresh":
-        write_run_files(run)
-    train(run, hooks=hooks, progress=False)
+    run_training(cfg, out, hooks=hooks, progress=False, resume=state == "partial", prepare=prepare)
     return last_values(out)
 
 

@@ -509,8 +509,12 @@ def _progress(cfg, enabled, start):
     return _Bar(cfg, start) if enabled else None
 
 
-def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: bool = False) -> dict:
-    """Set up, write the run folder, train; the library entry point behind ``probe train``."""
+def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: bool = False, prepare=None) -> dict:
+    """Set up, write the run folder, train; the library entry point behind ``probe train``.
+
+    ``prepare(run, fresh)``, when given, runs after the model is built and before training (probe/procedures.py):
+    with ``fresh`` (not ``resume``) it may replace the initial weights, which become the step-0 checkpoint; in
+    every case it may register optimizer hooks."""
     out = Path(out)
     if not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
@@ -519,6 +523,8 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out)
     check_out(out)
+    if prepare is not None:
+        prepare(run, not resume)
     if resume:
         restore(run)
     hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/tracking.py)
