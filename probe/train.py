@@ -15,7 +15,7 @@ Design choices that later parts rely on:
   (:class:`DivergenceError`); a failed write names the file and keeps the earlier checkpoints
   (:class:`StorageError`). On CPU a resumed run ends bit for bit where an uninterrupted one would, given the
   same machine and torch thread count (matmul reductions are split by thread: 1 and 2 threads differ in the
-  last bits).
+  last bits). The run folder's files, resuming and these safety checks live in probe/runfolder.py.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,56 +32,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from probe.checkpoint import (CheckpointError, atomic_write, checkpoint_steps, is_probe_checkpoint, list_checkpoints,
-                              load_checkpoint, remove_temp_files, rng_state, save_checkpoint, set_rng_state, step_path)
+from probe.checkpoint import checkpoint_steps, rng_state, save_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.models import build_model
+# the run folder and its safety; the errors and folder functions are part of probe.train's surface too
+from probe.runfolder import (DivergenceError, RunFailed, StorageError, TrainingInterrupted,  # noqa: F401
+                             check_out, check_space, diverged, first_line, raw_model, restore, save, stop_requests,
+                             write_run_files)
 from probe.tasks import Task, make_task
 
 EVAL_BATCH = 4096
-
-
-class RunFailed(RuntimeError):
-    """Training stopped for a reason the message gives in one line (the CLI exits with code 1)."""
-
-
-class DivergenceError(RunFailed):
-    """The loss (or the weights) became NaN or inf."""
-
-
-class StorageError(RunFailed):
-    """A run file could not be written (disk full, permissions); the checkpoints written before are kept."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped training at ``step``; the checkpoint written there is ``path``."""
-
-    def __init__(self, signum: int, step: int, path: Path):
-        super().__init__(f"{signal.Signals(signum).name} at step {step}, checkpoint {path}")
-        self.signum, self.step, self.path = signum, step, path
-
-
-@contextlib.contextmanager
-def _stop_requests():
-    """While training, SIGINT and SIGTERM only append to the yielded list, which the loop reads between steps, so
-    the run stops at a step boundary with a consistent checkpoint. A second signal stops at once (no checkpoint).
-    Signal handlers can only be set from the main thread; elsewhere signals keep their usual effect."""
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def handler(signum, frame):
-        if got:
-            raise KeyboardInterrupt
-        got.append(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield got
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,7 +177,7 @@ class Run:
             geometry=self.task.geometry.to_dict(),
             task_info=self.task.info,
             model=self.cfg.model,
-            state_dict={k: v.detach().cpu() for k, v in _raw(self.model).state_dict().items()},
+            state_dict={k: v.detach().cpu() for k, v in raw_model(self.model).state_dict().items()},
             step=step,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
@@ -229,10 +185,6 @@ class Run:
             loss_accum={"sum": self.loss_sum.detach().cpu(), "n": self.n_loss},
         )
         return path
-
-
-def _raw(model):
-    return getattr(model, "_orig_mod", model)
 
 
 def setup(cfg: RunConfig, out: Path) -> Run:
@@ -245,7 +197,7 @@ def setup(cfg: RunConfig, out: Path) -> Run:
     try:
         model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts).to(device)
     except RuntimeError as e:  # torch refusing a shape: the options are at fault (a negative channel count)
-        raise ConfigError(f"model {cfg.model}{_opts(cfg)} cannot be built ({_first_line(e)})") from None
+        raise ConfigError(f"model {cfg.model}{_opts(cfg)} cannot be built ({first_line(e)})") from None
     task.to(device)
     _check_forward(model, task, cfg)
     opt = make_optimizer(model, cfg, device)
@@ -263,7 +215,7 @@ def _check_forward(model: nn.Module, task: Task, cfg: RunConfig) -> None:
         with torch.no_grad():
             model(task.x_train[:2])
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        raise ConfigError(f"model {cfg.model}{_opts(cfg)} does not run on task {cfg.task} ({_first_line(e)})") from None
+        raise ConfigError(f"model {cfg.model}{_opts(cfg)} does not run on task {cfg.task} ({first_line(e)})") from None
     finally:
         model.train(was_training)
 
@@ -272,128 +224,10 @@ def _opts(cfg: RunConfig) -> str:
     return f" with options {cfg.model_opts}" if cfg.model_opts else ""
 
 
-def _first_line(e: BaseException) -> str:
-    msg = str(e).strip()
-    return (msg.splitlines()[0] if msg else type(e).__name__)[:160]
-
-
-def write_run_files(run: Run) -> None:
-    run.out.mkdir(parents=True, exist_ok=True)
-    (run.out / "checkpoints").mkdir(exist_ok=True)
-    atomic_write(run.out / "config.json", lambda f: f.write(json.dumps(run.cfg.to_dict(), indent=2).encode()))
-    meta = {"geometry": run.task.geometry.to_dict(), "info": run.task.info, "n_train": len(run.task.x_train),
-            "n_test": len(run.task.x_test), "n_outputs": run.task.n_outputs, "loss": run.task.loss,
-            "n_params": sum(p.numel() for p in run.model.parameters())}
-    atomic_write(run.out / "task.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
-
-
-def restore(run: Run) -> None:
-    """Load the run folder's last checkpoint into ``run`` (model, optimizer, scheduler, RNG, step) and drop
-    metrics rows logged after it, so the resumed run writes exactly the rows an uninterrupted one would."""
-    remove_temp_files(run.out)  # left by a write that a crash or kill -9 cut short
-    ckpts = list_checkpoints(run.out)
-    if not ckpts:
-        raise ConfigError(f"--resume {run.out}: no checkpoints to resume from")
-    step, path = ckpts[-1]
-    ck = load_checkpoint(path, map_location=run.device)
-    missing = [k for k in _RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
-    if not is_probe_checkpoint(ck) or missing:
-        raise CheckpointError(f"checkpoint {path}: not a probe checkpoint with training state (missing "
-                              f"{', '.join(missing) or 'format'}); cannot resume from it")
-    stored = RunConfig.from_dict(ck["config"], source=f"checkpoint {path}").replace(device=run.cfg.device)
-    if stored != run.cfg:
-        diff = [k for k, v in run.cfg.to_dict().items() if stored.to_dict()[k] != v]
-        raise CheckpointError(f"checkpoint {path}: written with another config than {run.out / 'config.json'} "
-                              f"(differs in {', '.join(diff)}); cannot resume from it")
-    try:
-        _raw(run.model).load_state_dict(ck["state_dict"])
-        run.optimizer.load_state_dict(ck["optimizer"])
-        run.scheduler.load_state_dict(ck["scheduler"])
-        set_rng_state(ck["rng"])
-        run.step = int(ck["step"])
-        run.loss_sum = ck["loss_accum"]["sum"].to(run.device)
-        run.n_loss = int(ck["loss_accum"]["n"])
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {path}: its training state does not fit this run ({_first_line(e)})") from None
-    metrics = run.out / "metrics.jsonl"
-    if metrics.exists():
-        rows = [line for line in metrics.read_text().splitlines() if line.strip()]
-        keep = []
-        for line in rows:
-            try:
-                if json.loads(line)["step"] <= run.step:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                break  # a row cut by a crash: drop it and all after
-        atomic_write(metrics, lambda f: f.write("".join(r + "\n" for r in keep).encode()))
-
-
-_RESUME_KEYS = ("config", "state_dict", "optimizer", "scheduler", "rng", "step", "loss_accum")
-
-
-def check_out(out: Path) -> None:
-    """Fail early, naming --out, if the run folder cannot be created or written to."""
-    try:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = out / "checkpoints" / f".write-test.tmp-{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-
-
-def check_space(run: Run) -> None:
-    """Fail before training if the disk under --out cannot hold the checkpoints still to come (weights plus
-    optimizer state, estimated from the parameter count)."""
-    state = {"adam": 2, "adamw": 2}.get(run.cfg.optimizer, 1 if run.cfg.momentum else 0)
-    per_ckpt = sum(p.numel() * p.element_size() for p in run.model.parameters()) * (1 + state)
-    need = per_ckpt * (1 + sum(1 for s in run.ckpt_steps if s > run.step))
-    free = shutil.disk_usage(run.out).free
-    if need > free:
-        raise ConfigError(f"--out {run.out}: the checkpoints need about {need / 1e6:.1f} MB but only "
-                          f"{free / 1e6:.1f} MB is free there (use fewer --checkpoints or another --out)")
-
-
 def _last_row(out: Path) -> dict:
     p = out / "metrics.jsonl"
     lines = p.read_text().splitlines() if p.exists() else []
     return json.loads(lines[-1]) if lines else {}
-
-
-def _last_checkpoint(run: Run) -> str:
-    ckpts = list_checkpoints(run.out)
-    return str(ckpts[-1][1]) if ckpts else "none"
-
-
-def _diverged(run: Run, what: str) -> DivergenceError:
-    return DivergenceError(f"training diverged: {what}; stopped, last good checkpoint {_last_checkpoint(run)} "
-                           "(try a smaller --lr, or --on-nan continue to keep training)")
-
-
-def _save(run: Run, step: int) -> Path:
-    """Write the checkpoint at ``step``, after making sure (unless --on-nan continue) that it holds no NaN or inf:
-    the loss is only read at log steps, so a checkpoint step can come after a NaN that no row has seen yet. Then
-    drop older checkpoints that are not on the log-spaced schedule (written when a run was interrupted): they were
-    only there to resume from, and the run folder ends as an uninterrupted run's would."""
-    if run.cfg.on_nan == "stop":
-        params = [v for v in _raw(run.model).state_dict().values() if v.is_floating_point()]
-        finite = torch.stack([torch.isfinite(run.loss_sum), *[torch.isfinite(v).all() for v in params]])
-        if not bool(finite.all()):  # one host sync, at checkpoint steps only
-            what = "train_loss" if not bool(finite[0]) else "the weights"
-            raise _diverged(run, f"{what} became NaN or inf before step {step}")
-    path = step_path(run.out, step)
-    try:
-        run.checkpoint(step)
-    except OSError as e:
-        raise StorageError(f"cannot write {path} ({e.strerror or e}); the checkpoints before it are kept, "
-                           f"continue with --resume {run.out} once there is room") from None
-    for s, p in list_checkpoints(run.out):
-        if s < step and s not in run.ckpt_steps:
-            p.unlink(missing_ok=True)
-    return path
 
 
 def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
@@ -427,7 +261,7 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
             if "acc" in tr:
                 row["train_acc"] = tr["acc"]
         for hook in hooks:
-            row.update(hook(step, _raw(model)))
+            row.update(hook(step, raw_model(model)))
         bad = [k for k in ("train_loss", "test_loss") if k in row and not math.isfinite(row[k])]
         try:
             metrics_f.write(json.dumps(row) + "\n")
@@ -436,23 +270,23 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
             raise StorageError(f"cannot write {run.out / 'metrics.jsonl'} ({e.strerror or e}); the checkpoints are "
                                f"kept, continue with --resume {run.out} once there is room") from None
         if bad and cfg.on_nan == "stop":
-            raise _diverged(run, f"{bad[0]} became {row[bad[0]]} at step {step}")
+            raise diverged(run, f"{bad[0]} became {row[bad[0]]} at step {step}")
         if on_log:
             on_log(row)
         return row
 
     with contextlib.ExitStack() as stack:
-        stop = stack.enter_context(_stop_requests())
+        stop = stack.enter_context(stop_requests())
         stack.callback(metrics_f.close)
         if bar:
             stack.callback(bar.close)
         if run.step == 0:
             last_row = log(0, True)
-            _save(run, 0)
+            save(run, 0)
         model.train()
         for step in range(run.step, cfg.steps):
             if stop:  # SIGINT/SIGTERM arrived during the previous step: stop here, with a checkpoint
-                path = step_path(run.out, step) if step in run.ckpt_steps else _save(run, step)
+                path = step_path(run.out, step) if step in run.ckpt_steps else save(run, step)
                 raise TrainingInterrupted(stop[0], step, path)
             x, y = batches(step)
             with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -478,7 +312,7 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
                 if bar:
                     bar.update(done, last_row)
             if done in run.ckpt_steps:
-                _save(run, done)
+                save(run, done)
     elapsed = time.perf_counter() - t0
     last_row = dict(last_row)
     last_row["seconds"] = elapsed

@@ -15,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import probe.runfolder
 import probe.train
 from probe.checkpoint import checkpoint_steps, list_checkpoints, step_path
 from probe.cli import app
@@ -257,7 +258,7 @@ def test_read_only_out_is_reported_before_training(tmp_path):
 def test_a_disk_too_full_for_the_checkpoints_is_reported_before_training(tmp_path, monkeypatch):
     import shutil
 
-    monkeypatch.setattr(probe.train.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 20_000))
+    monkeypatch.setattr(probe.runfolder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 20_000))
     out = tmp_path / "r"
     res = runner.invoke(app, ["train", "--task", "mnist1d", "--width", "16", "--depth", "1", "-q", "--out", str(out)])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
