@@ -69,14 +69,10 @@ def run_names(dirs: list[Path]) -> dict[Path, str]:
 def flat_config(run_dir: Path) -> dict:
     """The run's config.json flattened: nested dicts become ``key.sub`` columns. A run of a sweep adds what its
     sweep_run.json says beyond the config: ``variant`` (the preset's variant name) and ``procedure``."""
+    from probe.sweep import flatten_config
+
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
-            out[k] = v
+    out = flatten_config(json.loads((run_dir / "config.json").read_text()))
     try:
         sweep_run = json.loads((run_dir / "sweep_run.json").read_text())
     except (OSError, ValueError):

@@ -335,13 +335,14 @@ def _manifest_runs(sweep_dir: Path):
     found = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
     if not found:
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no {MANIFEST}, no run folders with config.json)")
-    flat = [_flatten(json.loads((d / "config.json").read_text())) for d in found]
+    flat = [flatten_config(json.loads((d / "config.json").read_text())) for d in found]
     keys = [k for k in flat[0] if any(f.get(k) != flat[0].get(k) for f in flat)]
     keys += sorted({k for f in flat for k in f} - set(flat[0]))
     return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
 
 
-def _flatten(cfg: dict) -> dict:
+def flatten_config(cfg: dict) -> dict:
+    """A config dict with nested dicts (task_opts, model_opts) as ``key.sub`` entries."""
     out = {}
     for k, v in cfg.items():
         if isinstance(v, dict):

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from probe.geometry import Geometry
@@ -11,13 +10,7 @@ from probe.models.tokens import TokenMLP, shared_table_dense
 from probe.tasks import Task, make_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and two threads fight other processes for the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def seq_geometry(C, T):

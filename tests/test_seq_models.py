@@ -14,13 +14,7 @@ TASKS = {"mqar": {"n_train": 32, "n_test": 16}, "induction": {"n_train": 32, "n_
 MODELS = {"mlp": {}, "transformer": {"heads": 2}, "mixer": {}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and two threads fight other processes for the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def onehot(task, x):

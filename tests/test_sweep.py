@@ -8,7 +8,7 @@ from probe.checkpoint import list_checkpoints, load_checkpoint
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
 from probe.procedures import embed_local_net, prune_masks
-from probe.runner import is_finished, run_one, run_sweep
+from probe.runner import is_finished, run_sweep
 from probe.sweep import expand, load_spec, presets, summarize
 
 TINY = dict(task="mnist1d", model="mlp", width=8, depth=1, steps=20, batch_size=50, eval_every=10, log_every=10,
@@ -17,13 +17,7 @@ TINY = dict(task="mnist1d", model="mlp", width=8, depth=1, steps=20, batch_size=
 NLGP = dict(TINY, task="nlgp", task_opts={"n_train": 200, "n_test": 100, "size": 16})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models on shared cores: two threads per process thrash (a backward of a 40-8-10 MLP took 60 ms)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def spec(base=None, **top):
