@@ -61,7 +61,7 @@ def clean_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from probe.checkpoint import CheckpointError
+        from probe.run.checkpoint import CheckpointError
 
         def say(msg):
             err.print(msg, markup=False, highlight=False, soft_wrap=True)
@@ -82,7 +82,7 @@ def clean_errors(fn):
                 f"continue with `probe train --resume {run_dir}`")
             raise typer.Exit(128 + e.signum) from None
         except Exception as e:
-            from probe.train import RunFailed  # imported only here: a failed run has imported it already
+            from probe.run.folder import RunFailed  # imported only here: a failed run has imported it already
 
             if not isinstance(e, RunFailed):
                 raise
@@ -148,7 +148,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a model on a task and write a run folder (config, metrics.jsonl, checkpoints)."""
-    from probe.train import run_training
+    from probe.run.loop import run_training
 
     flags = dict(task=task, model=model, width=width, depth=depth, param=param, steps=steps, batch_size=batch_size,
                  lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
@@ -265,7 +265,7 @@ def analyze(
     seed: int = typer.Option(0, help="Seed of the Gaussian and permuted references and of the units drawn."),
 ):
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
-    from probe import analyze as an
+    from probe.analysis import report as an
 
     shape = an.parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -292,7 +292,7 @@ def analyze(
         if csv_file is not None:
             an.reports_frame(reports).to_csv(csv_file, index=False)
         if fields is not None:
-            from probe.plots_fields import fields_figure, save_figure
+            from probe.figures.fields import fields_figure, save_figure
 
             layers, geo = an.load_layers(reports[-1].checkpoint, shape, periodic)
             name, W = next(iter(layers.items()))
@@ -323,8 +323,8 @@ def sweep(
 ):
     """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
     a sweep folder."""
-    from probe import runner
-    from probe import sweep as sw
+    from probe.sweep import execute as runner
+    from probe.sweep import spec as sw, summary as sweep_summary
 
     if list_:
         t = Table("preset", "hypothesis", box=None)
@@ -333,13 +333,13 @@ def sweep(
         console.print(t)
         return
     if summary and target is not None and not target.is_file():  # a sweep folder (or a mistyped one)
-        return _print_sweep_summary(sw.summarize(target), target)
+        return _print_sweep_summary(sweep_summary.summarize(target), target)
     if (target is None) == (preset is None):
         raise ConfigError("give a spec file or --preset NAME (see `probe sweep --list`), or a sweep folder with --summary")
     spec = sw.expand(sw.load_spec(target, preset), scale, parse_kv(set_, "--set"))
     out = out or sw.default_out(spec)
     if summary:
-        return _print_sweep_summary(sw.summarize(out), out)
+        return _print_sweep_summary(sweep_summary.summarize(out), out)
     head = f"sweep {spec.name}" + (f" ({spec.scale})" if spec.scale else "") + f": {len(spec.runs)} runs -> {out}"
     console.print(head, highlight=False, soft_wrap=True)
     if dry_run:
@@ -367,7 +367,7 @@ def sweep(
     if any(r["status"] == "submitted" for r in results):
         console.print(f"submitted; when the jobs are done: probe sweep {out} --summary", highlight=False)
         return
-    _print_sweep_summary(sw.summarize(out), out)
+    _print_sweep_summary(sweep_summary.summarize(out), out)
     if any(r["status"] not in ("done", "skipped") for r in results):
         raise typer.Exit(1)
 
@@ -402,7 +402,7 @@ def figures(
 ):
     """Figures of runs: measures and accuracy over steps, receptive fields, spectra, routing maps (sequences),
     end-of-run values against a swept key (--x), the loss between two solutions (procedure ecnn)."""
-    from probe.figures import make_figures
+    from probe.figures.make import make_figures
 
     try:
         chosen = [int(s) for s in steps.split(",")] if steps else None

@@ -15,12 +15,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from probe.checkpoint import list_checkpoints, load_checkpoint
+from probe.run.checkpoint import list_checkpoints, load_checkpoint
 from probe.config import RunConfig
 from probe.geometry import Geometry
 from probe.metrics import first_layer_measures, references
 from probe.metrics.locality import unit_ipr
-from probe.train import run_training
+from probe.run.loop import run_training
 
 DEMO_MEASURES = ("ipr", "ipr_frac_above", "window_mass_5", "spread", "shift_match")
 BLOCKS = " ▁▂▃▄▅▆▇█"

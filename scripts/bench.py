@@ -2,7 +2,7 @@
 
 Both loops train the same MLP (same layers, init seed, batch, AdamW, bf16 autocast on CUDA, data already in
 memory as tensors on the device) in one process, and they take turns every few steps so that both see the same
-machine load: probe trains through ``probe train``'s own code path (:func:`probe.train.run_training` on a
+machine load: probe trains through ``probe train``'s own code path (:func:`probe.run.loop.run_training` on a
 synthetic task), logging every ``chunk`` steps, and a hook at each log step runs ``chunk`` steps of each bare
 loop. Probe's time between two log steps (its steps, the metrics row, the device sync that reads the loss)
 and each bare loop's time for its chunk are clocked with the device synchronized; the first chunk (warm-up,
@@ -17,7 +17,7 @@ Loops per case:
   two evaluations and two checkpoints. Their cost at the default cadence (6000 steps, eval every 500, 10
   checkpoints) is measured separately and printed as a share of such a run.
 - ``probe compile`` against ``bare compile`` (CUDA, ``--compile``): both loops through torch.compile.
-- Tracking (when probe.tracking exists) runs at evaluation rows only, so like evaluations and checkpoints it
+- Tracking (when probe.run.tracking exists) runs at evaluation rows only, so like evaluations and checkpoints it
   is timed on its own and printed as its share of a default-cadence run, with the ratio of tracking on to off.
 
 Targets: probe >= 0.95x bare, tracking >= 0.9x off. Peak resident memory (VmHWM, else ru_maxrss) of the
@@ -48,8 +48,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import probe.train
-from probe.checkpoint import checkpoint_steps
+import probe.run.loop
+from probe.run.checkpoint import checkpoint_steps
 from probe.config import RunConfig
 from probe.geometry import Geometry
 from probe.tasks import Task
@@ -132,13 +132,13 @@ class BareLoop:
 # -- probe ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def task_override(task: Task):
-    """Make ``probe.train.setup`` build ``task`` whatever the config names (nothing is registered in probe)."""
-    original = probe.train.make_task
-    probe.train.make_task = lambda name, opts=None, seed=0: task
+    """Make ``probe.run.loop.setup`` build ``task`` whatever the config names (nothing is registered in probe)."""
+    original = probe.run.loop.make_task
+    probe.run.loop.make_task = lambda name, opts=None, seed=0: task
     try:
         yield
     finally:
-        probe.train.make_task = original
+        probe.run.loop.make_task = original
 
 
 def probe_cfg(case: Case, steps: int, eval_every: int | None = None, **kw) -> RunConfig:
@@ -154,7 +154,7 @@ def run_probe(cfg: RunConfig, task: Task, workdir: Path, hooks=()) -> dict:
     out = Path(tempfile.mkdtemp(dir=workdir))
     try:
         with task_override(task):
-            return probe.train.run_training(cfg, out, hooks=hooks, progress=False)
+            return probe.run.loop.run_training(cfg, out, hooks=hooks, progress=False)
     finally:
         shutil.rmtree(out)  # checkpoints of the 8192-wide model are GBs each
 
@@ -190,18 +190,18 @@ def interleaved(case: Case, task: Task, cfg: RunConfig, bares: dict, workdir: Pa
 # -- measuring ---------------------------------------------------------------------------------------------
 def fixed_costs(case: Case, task: Task, workdir: Path, tracking: bool) -> dict:
     """Seconds of what a probe run does beside its steps, each timed on its own (median of 3): an evaluation
-    row (test set + 5000 training samples, as probe.train's log() does), a checkpoint (with Adam's state) and,
+    row (test set + 5000 training samples, as probe.run.loop's log() does), a checkpoint (with Adam's state) and,
     when tracking exists, a row of the default tracked measures and the last one (which adds the references)."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     try:
         # eval_every=1: every row is an evaluation row, and so a tracked row
         cfg = probe_cfg(case, 4, eval_every=1).replace(track="default" if tracking else "none")
         with task_override(task):
-            run = probe.train.setup(cfg, out)
-        probe.train.write_run_files(run)
+            run = probe.run.loop.setup(cfg, out)
+        probe.run.loop.write_run_files(run)
         hook_s, hook_rows = {}, {}
         if tracking:
-            from probe.tracking import tracking_hooks
+            from probe.run.tracking import tracking_hooks
 
             def timed_hook(hook):
                 def h(step, model):
@@ -214,12 +214,12 @@ def fixed_costs(case: Case, task: Task, workdir: Path, tracking: bool) -> dict:
                 return h
 
             hooks = tuple(timed_hook(h) for h in tracking_hooks(run))
-        probe.train.train(run, hooks=hooks if tracking else (), progress=False)
+        probe.run.loop.train(run, hooks=hooks if tracking else (), progress=False)
         amp = case.device == "cuda"
 
         def evaluation():
-            probe.train.evaluate(run.model, task.x_test, task.y_test, task.loss, amp)
-            probe.train.evaluate(run.model, task.x_train[:5000], task.y_train[:5000], task.loss, amp)
+            probe.run.loop.evaluate(run.model, task.x_test, task.y_test, task.loss, amp)
+            probe.run.loop.evaluate(run.model, task.x_train[:5000], task.y_train[:5000], task.loss, amp)
 
         def timed(fn):
             ts = []
@@ -359,7 +359,7 @@ def print_table(results: list[dict], rss: dict, tracking: bool) -> None:
                   f"{c['tracking_last_s']:.3f} s the last (references) -> +{100 * d['tracking_overhead']:.1f}%; "
                   f"tracking on / off {d['tracking_ratio']:.3f} (target >= 0.9)")
     if not tracking:
-        print("tracking: not yet available (no probe.tracking)")
+        print("tracking: not yet available (no probe.run.tracking)")
     if rss:
         b, q = rss["bare"], rss["probe"]
         print(f"peak RSS, cpu cifar case (fresh processes): bare {b['maxrss_mib']:,.0f} MiB, probe "
@@ -381,7 +381,7 @@ def main(argv=None) -> None:
     if a.rss_child:
         return rss_child(a.rss_child, a.quick)
     try:
-        import probe.tracking  # noqa: F401
+        import probe.run.tracking  # noqa: F401
 
         tracking = True
     except ImportError:

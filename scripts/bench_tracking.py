@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-import probe.tracking
-import probe.train
+import probe.run.tracking
+import probe.run.loop
 from probe.config import RunConfig
-from probe.train import run_training
+from probe.run.loop import run_training
 
 CASES = {
     # the MNIST-1D baseline of Greydanus & Kobak (40-100-100-10, Adam, batch 100): small, Python-bound steps
@@ -48,7 +48,7 @@ class HookTimer:
 
     def __init__(self):
         self.seconds, self.calls = 0.0, 0
-        self.real = probe.tracking.Tracker.__call__
+        self.real = probe.run.tracking.Tracker.__call__
         timer = self
 
         def timed(tracker, step, model):
@@ -59,15 +59,15 @@ class HookTimer:
                 timer.calls += 1
             return out
 
-        probe.tracking.Tracker.__call__ = timed
+        probe.run.tracking.Tracker.__call__ = timed
 
 
 class TrainCPU:
-    """Wraps probe.train.train (run_training calls it by module global) to record its thread's CPU seconds."""
+    """Wraps probe.run.loop.train (run_training calls it by module global) to record its thread's CPU seconds."""
 
     def __init__(self):
         self.last = 0.0
-        real = probe.train.train
+        real = probe.run.loop.train
 
         def timed(*a, **k):
             c0 = time.thread_time()
@@ -76,7 +76,7 @@ class TrainCPU:
             finally:
                 self.last = time.thread_time() - c0
 
-        probe.train.train = timed
+        probe.run.loop.train = timed
 
 
 CPU = TrainCPU()

@@ -6,7 +6,7 @@
     python scripts/make_figures.py --figures-only        # redraw from the runs already there
 
 Each experiment is a sweep preset of probe/experiments (`probe sweep --preset NAME`), run into RUNS/NAME
-(restartable: finished runs are skipped), then drawn with probe.figures.make_figures into OUT/<prefix>_*.png and
+(restartable: finished runs are skipped), then drawn with probe.figures.make.make_figures into OUT/<prefix>_*.png and
 .pdf. Every figure printed here can also be drawn by hand with `probe figures RUN... --out DIR` on the same runs.
 The README's Figures section shows them with their commands.
 """
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe import runner
-from probe import sweep as sw
-from probe.figdata import flat_config, run_dirs
-from probe.figures import make_figures
+from probe.sweep import execute as runner
+from probe.sweep import spec as sw
+from probe.figures.tables import flat_config, run_dirs
+from probe.figures.make import make_figures
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from probe.checkpoint import list_checkpoints, load_checkpoint
+from probe.run.checkpoint import list_checkpoints, load_checkpoint
 from probe.config import RunConfig
 from probe.metrics.routing import jacobian_maps, mean_routing_map, sequence_measures
 from probe.models import build_model

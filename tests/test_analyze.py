@@ -1,4 +1,4 @@
-"""`probe analyze` and probe.analyze: layout, references, plain state_dicts, --all-steps, CNN vs MLP, pictures,
+"""`probe analyze` and probe.analysis.report: layout, references, plain state_dicts, --all-steps, CNN vs MLP, pictures,
 one-line errors."""
 
 import json
@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from typer.testing import CliRunner
 
-from probe.analyze import analyze_checkpoint, analyze_run, load_layers
+from probe.analysis.report import analyze_checkpoint, analyze_run, load_layers
 from probe.cli import app
 from probe.metrics import references
 

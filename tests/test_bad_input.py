@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probe.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from probe.run.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from probe.cli import app
 from probe.config import RunConfig
-from probe.train import run_training
+from probe.run.loop import run_training
 
 runner = CliRunner()
 TINY = dict(task="mnist1d", width=8, depth=1, steps=20, batch_size=50, eval_every=10, log_every=10, checkpoints=3)

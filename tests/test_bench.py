@@ -1,4 +1,4 @@
-"""scripts/bench.py drives probe.train from outside (a synthetic task, hooks, run folders it removes): keep it
+"""scripts/bench.py drives probe.run.loop from outside (a synthetic task, hooks, run folders it removes): keep it
 working as train.py changes. Speed targets live in the script, not here."""
 
 import importlib.util
@@ -20,7 +20,7 @@ TINY = bench.Case("tiny", Geometry(1, (4, 4)), 8, 1, 16, "cpu", 512, 64, 5, 6)
 
 
 def test_bench_case_times_probe_and_bare_loops_and_cleans_up(tmp_path):
-    tracking = importlib.util.find_spec("probe.tracking") is not None
+    tracking = importlib.util.find_spec("probe.run.tracking") is not None
     res = bench.bench_case(TINY, quick=False, repeats=1, compile=False, tracking=tracking, workdir=tmp_path)
     rows = {r["loop"]: r for r in res["rows"]}
     assert set(rows) == {"probe", "bare", "bare fused"}
@@ -36,7 +36,7 @@ def test_run_probe_trains_the_synthetic_task_and_restores_make_task(tmp_path):
     task = bench.synthetic_task(TINY)
     row = bench.run_probe(bench.probe_cfg(TINY, 10), task, tmp_path)
     assert row["step"] == 10 and math.isfinite(row["test_loss"])
-    assert bench.probe.train.make_task is not None and "lambda" not in repr(bench.probe.train.make_task)
+    assert bench.probe.run.loop.make_task is not None and "lambda" not in repr(bench.probe.run.loop.make_task)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -10,11 +10,11 @@ import pytest
 from matplotlib.collections import PolyCollection
 from typer.testing import CliRunner
 
-from probe import figdata, plots
+from probe.figures import tables as figdata, plots
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.figures import make_figures
-from probe.train import run_training
+from probe.figures.make import make_figures
+from probe.run.loop import run_training
 
 TINY = dict(task="mnist1d", width=8, depth=1, steps=40, batch_size=50, eval_every=20, log_every=10, checkpoints=3,
             device="cpu")

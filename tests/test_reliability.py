@@ -15,12 +15,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import probe.runfolder
-import probe.train
-from probe.checkpoint import checkpoint_steps, list_checkpoints, step_path
+import probe.run.folder
+import probe.run.loop
+from probe.run.checkpoint import checkpoint_steps, list_checkpoints, step_path
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.train import TrainingInterrupted, run_training
+from probe.run.folder import TrainingInterrupted
+from probe.run.loop import run_training
 
 runner = CliRunner()
 TINY = dict(task="mnist1d", width=16, depth=1, steps=120, batch_size=50, eval_every=60, log_every=20, checkpoints=6)
@@ -61,7 +62,7 @@ def reference(tmp_path_factory):
 
 def signal_at(monkeypatch, steps, signum=signal.SIGINT):
     """Send ``signum`` to this process while the batch of each step in ``steps`` is drawn."""
-    real = probe.train.Batches
+    real = probe.run.loop.Batches
 
     class Signalling(real):
         def __call__(self, step):
@@ -69,7 +70,7 @@ def signal_at(monkeypatch, steps, signum=signal.SIGINT):
                 os.kill(os.getpid(), signum)
             return super().__call__(step)
 
-    monkeypatch.setattr(probe.train, "Batches", Signalling)
+    monkeypatch.setattr(probe.run.loop, "Batches", Signalling)
 
 
 # -- 1. interruption ----------------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def test_sigterm_and_repeated_interrupts_resume_identically(tmp_path, monkeypatc
 
 def test_a_second_signal_stops_at_once_and_the_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, reference):
     out = tmp_path / "r"
-    real = probe.train.Batches
+    real = probe.run.loop.Batches
 
     class Twice(real):
         def __call__(self, step):
@@ -119,7 +120,7 @@ def test_a_second_signal_stops_at_once_and_the_run_resumes_from_its_last_checkpo
                 os.kill(os.getpid(), signal.SIGINT)
             return super().__call__(step)
 
-    monkeypatch.setattr(probe.train, "Batches", Twice)
+    monkeypatch.setattr(probe.run.loop, "Batches", Twice)
     with pytest.raises(KeyboardInterrupt) as info:
         run_training(RunConfig(**TINY), out, progress=False)
     assert not isinstance(info.value, TrainingInterrupted)
@@ -190,7 +191,7 @@ def test_cli_signalled_mid_run_saves_says_where_and_resumes_bit_identically(tmp_
 KILL_DURING_WRITE = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from probe.checkpoint import save_checkpoint
+    from probe.run.checkpoint import save_checkpoint
 
     def killed_midway(obj, f, *args, **kwargs):  # half a checkpoint reaches the disk, then kill -9
         f.write(b"PK\\x03\\x04" + b"\\0" * 5000)
@@ -258,7 +259,7 @@ def test_read_only_out_is_reported_before_training(tmp_path):
 def test_a_disk_too_full_for_the_checkpoints_is_reported_before_training(tmp_path, monkeypatch):
     import shutil
 
-    monkeypatch.setattr(probe.runfolder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 20_000))
+    monkeypatch.setattr(probe.run.folder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 20_000))
     out = tmp_path / "r"
     res = runner.invoke(app, ["train", "--task", "mnist1d", "--width", "16", "--depth", "1", "-q", "--out", str(out)])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
@@ -322,7 +323,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_only_finite_checkpoints(tmp_path
 
 def test_nan_at_a_log_step_is_reported_with_the_row_written(tmp_path):
     cfg = RunConfig(**{**DIVERGING, "checkpoints": 2, "log_every": 10})
-    with pytest.raises(probe.train.DivergenceError, match=r"train_loss became (nan|inf) at step 10; stopped, last good "
+    with pytest.raises(probe.run.folder.DivergenceError, match=r"train_loss became (nan|inf) at step 10; stopped, last good "
                                                           r"checkpoint .*step_0.pt"):
         run_training(cfg, tmp_path / "r", progress=False)
     assert json.loads(rows(tmp_path / "r").splitlines()[-1])["step"] == 10

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from probe.config import ConfigError, RunConfig
 from probe.models import build_model
 from probe.tasks import make_task
-from probe.train import run_training
+from probe.run.loop import run_training
 
 TASKS = {"mqar": {"n_train": 32, "n_test": 16}, "induction": {"n_train": 32, "n_test": 16, "length": 12, "prefix": 4},
          "icl-regression": {"n_train": 32, "n_test": 16, "dim": 3, "context": 5}, "parity": {"n_train": 32, "n_test": 16}}

@@ -4,12 +4,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probe.checkpoint import list_checkpoints, load_checkpoint
+from probe.run.checkpoint import list_checkpoints, load_checkpoint
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.procedures import embed_local_net, prune_masks
-from probe.runner import is_finished, run_sweep
-from probe.sweep import expand, load_spec, presets, summarize
+from probe.run.procedures import embed_local_net, prune_masks
+from probe.sweep.execute import is_finished, run_sweep
+from probe.sweep.spec import expand, load_spec, presets
+from probe.sweep.summary import summarize
 
 TINY = dict(task="mnist1d", model="mlp", width=8, depth=1, steps=20, batch_size=50, eval_every=10, log_every=10,
             checkpoints=3)
@@ -162,7 +163,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_summary_of_a_folder_of_plain_runs_finds_the_keys_that_differ(tmp_path):
-    from probe.train import run_training
+    from probe.run.loop import run_training
 
     for w in (4, 6):
         run_training(RunConfig(**dict(TINY, width=w)), tmp_path / f"w{w}", progress=False)
@@ -262,7 +263,7 @@ def test_final_measures_come_with_the_same_measures_of_the_runs_initialization(t
 
 def test_shift_augment_rolls_the_batches_of_the_plain_order():
     from probe.tasks import make_task
-    from probe.train import Batches
+    from probe.run.loop import Batches
 
     plain, aug = make_task("mnist1d", {}), make_task("mnist1d", {"augment_shift": 3})
     b0, b1 = Batches(plain, 50, 5, torch.device("cpu")), Batches(aug, 50, 5, torch.device("cpu"))

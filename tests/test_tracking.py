@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import probe.tracking
-import probe.train
+import probe.run.tracking
+import probe.run.loop
 from probe.config import ConfigError, RunConfig
 from probe.metrics import first_layer_measures
-from probe.tracking import DEFAULT_TRACK, TRACKABLE, Tracker, parse_track
-from probe.train import TrainingInterrupted, run_training
+from probe.run.tracking import DEFAULT_TRACK, TRACKABLE, Tracker, parse_track
+from probe.run.folder import TrainingInterrupted
+from probe.run.loop import run_training
 
 TINY = dict(task="mnist1d", width=16, depth=1, steps=120, batch_size=50, eval_every=60, log_every=20, checkpoints=3)
 
@@ -56,8 +57,8 @@ def test_tracked_values_are_the_measures_of_the_checkpointed_weights(tmp_path):
 
 def test_references_are_written_once_at_the_last_step(tmp_path, monkeypatch):
     calls = []
-    real = probe.tracking.write_references
-    monkeypatch.setattr(probe.tracking, "write_references", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = probe.run.tracking.write_references
+    monkeypatch.setattr(probe.run.tracking, "write_references", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     run_training(RunConfig(**{**TINY, "track": "ipr,window_mass_3,alpha"}), tmp_path / "r", progress=False)
     assert calls == [120]
     ref = json.loads((tmp_path / "r" / "reference.json").read_text())
@@ -83,7 +84,7 @@ def test_track_every_off_the_logged_steps_is_rejected(tmp_path):
 
 
 def test_track_none_adds_no_hook_and_no_references(tmp_path, monkeypatch):
-    monkeypatch.setattr(probe.tracking.Tracker, "__call__", lambda *a: pytest.fail("tracker called"))
+    monkeypatch.setattr(probe.run.tracking.Tracker, "__call__", lambda *a: pytest.fail("tracker called"))
     run_training(RunConfig(**{**TINY, "track": "none"}), tmp_path / "r", progress=False)
     assert not any(k in r for r in rows(tmp_path / "r") for k in TRACKABLE)
     assert not (tmp_path / "r" / "reference.json").exists()
@@ -105,7 +106,7 @@ def test_controls_are_tracked_through_their_dense_first_layer(tmp_path):
 def test_resumed_run_measures_movement_against_its_step_0(tmp_path, monkeypatch):
     ref_run = tmp_path / "ref"
     run_training(RunConfig(**TINY), ref_run, progress=False)
-    real = probe.train.Batches
+    real = probe.run.loop.Batches
 
     class Interrupting(real):
         def __call__(self, step):
@@ -113,7 +114,7 @@ def test_resumed_run_measures_movement_against_its_step_0(tmp_path, monkeypatch)
                 os.kill(os.getpid(), signal.SIGINT)
             return super().__call__(step)
 
-    monkeypatch.setattr(probe.train, "Batches", Interrupting)
+    monkeypatch.setattr(probe.run.loop, "Batches", Interrupting)
     with pytest.raises(TrainingInterrupted):
         run_training(RunConfig(**TINY), tmp_path / "r", progress=False)
     monkeypatch.undo()

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from probe.checkpoint import FORMAT, checkpoint_steps, list_checkpoints
+from probe.run.checkpoint import FORMAT, checkpoint_steps, list_checkpoints
 from probe.config import ConfigError, RunConfig
-from probe.train import run_training
+from probe.run.loop import run_training
 
 TINY = dict(task="mnist1d", width=16, depth=1, steps=120, batch_size=50, eval_every=60, log_every=20, checkpoints=4)
 

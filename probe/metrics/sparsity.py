@@ -97,5 +97,6 @@ def displacement_histogram(W, geometry: Geometry) -> dict[str, float]:
         return {}
     half = [L / 2 if geometry.periodic else L - 1 for L in geometry.spatial]
     n_bins = int(np.floor(np.sqrt(sum(h * h for h in half)))) + 1
-    counts = np.bincount(np.minimum(np.floor(d).astype(int), n_bins - 1), minlength=n_bins)
+    # round first: a distance of exactly 2 computed as 1.9999999999999998 belongs to bin 2, not bin 1
+    counts = np.bincount(np.minimum(np.floor(np.round(d, 9)).astype(int), n_bins - 1), minlength=n_bins)
     return {str(b): float(c / d.size) for b, c in enumerate(counts)}

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from probe.models import register
-from probe.models.mlp import _activation
+from probe.models.blocks import make_activation
 from probe.models.tokens import embed, layout, shared_table_dense
 
 
@@ -27,7 +27,7 @@ class MixerBlock(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.tok1, self.tok2 = nn.Linear(T, token_mult * T), nn.Linear(token_mult * T, T)
         self.ch1, self.ch2 = nn.Linear(d, channel_mult * d), nn.Linear(channel_mult * d, d)
-        self.act = _activation(activation)
+        self.act = make_activation(activation)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         t = self.ln1(h).transpose(1, 2)  # (B, d, T): mix along positions

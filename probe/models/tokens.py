@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from probe.models.mlp import MLP
+from probe.models.blocks import MLP
 
 
 def layout(task) -> tuple[int, int, bool]:

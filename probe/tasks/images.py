@@ -79,7 +79,7 @@ class ShiftAugment:
         n = len(x)
         B = min(batch, n)
         epoch, i = divmod(step, max(1, n // B))
-        if epoch != self._epoch:  # the permutation of probe.train.Batches
+        if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             self._perm, self._epoch = torch.randperm(n, generator=g).to(x.device), epoch
         idx = self._perm[i * B : (i + 1) * B]

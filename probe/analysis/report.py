@@ -1,7 +1,7 @@
 """`probe analyze`: every measure of DESIGN §3 for a checkpoint or a run, beside its references (DESIGN §1).
 
 What is measured (the CLI only prints and writes what these functions return):
-- Layers as :mod:`probe.weights` lists them: 2-D weight tensors in network order, the dense first layer first.
+- Layers as :mod:`probe.analysis.load` lists them: 2-D weight tensors in network order, the dense first layer first.
   The first layer gets the geometric measures (:func:`probe.metrics.first_layer_measures`), every layer the
   spectral ones (:func:`probe.metrics.layer_measures`) and ``movement`` when the run's step-0 checkpoint exists.
 - With the task's data at hand (probe checkpoints, ``data=True``): ``input_pc_share`` of the first layer, and a
@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe.checkpoint import CheckpointError, list_checkpoints
+from probe.run.checkpoint import CheckpointError, list_checkpoints
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.metrics import (first_layer_measures, input_pc_share, layer_measures, lie_derivative, movement,
                            permute_positions, shift_consistency)
-from probe.weights import (Source, build_probe_model, load_layers, load_task, model_layers, parse_input_shape,
+from probe.analysis.load import (Source, build_probe_model, load_layers, load_task, model_layers, parse_input_shape,
                            plain_layers, read_source, resolve_checkpoint)
 
 REFERENCES = ("init", "gaussian", "permuted")
@@ -226,7 +226,7 @@ def function_measures(model, task, n: int = 512, seed: int = 0) -> dict[str, flo
     """The data-dependent measures of a model on its task: ``test_loss`` (and ``test_acc`` for classes) on the
     whole test split; for image tasks ``lie_derivative`` and ``shift_consistency_1..3`` (classes only) on the first
     n test inputs; for sequence tasks :func:`probe.metrics.routing.sequence_measures` on n seeded test inputs."""
-    from probe.train import evaluate
+    from probe.run.loop import evaluate
 
     model.eval()
     ev = evaluate(model, task.x_test, task.y_test, task.loss)

@@ -1,4 +1,4 @@
-"""Tidy tables from run folders, the input of every figure in :mod:`probe.plots` (DESIGN §2, issue 5).
+"""Tidy tables from run folders, the input of every figure in :mod:`probe.figures.plots` (DESIGN §2, issue 5).
 
 Every table has one row per observation and the run's config as columns, flattened with dots
 (``task_opts.gain``, ``model_opts.kernel``), so figures can group and colour runs by any config key:
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe.checkpoint import list_checkpoints
+from probe.run.checkpoint import list_checkpoints
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
-from probe.tracking import read_references
+from probe.run.tracking import read_references
 
 # training keys of metrics.jsonl that are not observations of the model
 _NOT_METRICS = ("step", "lr")
@@ -69,7 +69,7 @@ def run_names(dirs: list[Path]) -> dict[Path, str]:
 def flat_config(run_dir: Path) -> dict:
     """The run's config.json flattened: nested dicts become ``key.sub`` columns. A run of a sweep adds what its
     sweep_run.json says beyond the config: ``variant`` (the preset's variant name) and ``procedure``."""
-    from probe.sweep import flatten_config
+    from probe.sweep.summary import flatten_config
 
     run_dir = Path(run_dir)
     out = flatten_config(json.loads((run_dir / "config.json").read_text()))
@@ -131,7 +131,7 @@ def load_references(paths) -> pd.DataFrame:
 # -- weights back from checkpoints (probe/weights.py, shared with `probe analyze`) ---------------------------------
 @lru_cache(maxsize=8)
 def _task(cfg_json: str):
-    from probe.weights import load_task
+    from probe.analysis.load import load_task
 
     return load_task(RunConfig.from_dict(json.loads(cfg_json)))
 
@@ -151,7 +151,7 @@ def _checkpoint(run_dir: Path, step: int) -> Path:
 
 def model_at(run_dir: Path, step: int):
     """(model, geometry, config) of a run at checkpoint ``step``, on the CPU in eval mode."""
-    from probe.weights import build_probe_model, read_source
+    from probe.analysis.load import build_probe_model, read_source
 
     source = read_source(_checkpoint(run_dir, step))
     return build_probe_model(source, task_of(source.config)), source.geometry, source.config
@@ -159,7 +159,7 @@ def model_at(run_dir: Path, step: int):
 
 def first_layer_at(run_dir: Path, step: int) -> tuple[np.ndarray, Geometry]:
     """The dense first layer (m, n) and geometry at checkpoint ``step`` (a CNN's or LCN's written out densely)."""
-    from probe.weights import load_layers
+    from probe.analysis.load import load_layers
 
     layers, geo = load_layers(_checkpoint(run_dir, step))
     return next(iter(layers.values())), geo
@@ -180,7 +180,7 @@ def load_fields(paths, steps=None) -> pd.DataFrame:
     """First layers at chosen steps, one row per (run, step): ``run, step, W, geometry`` + config columns.
 
     ``W`` holds the dense (m, n) first layer as the model saw its inputs and ``geometry`` its Geometry
-    (:func:`probe.plots_fields.draw_fields` undoes a shuffle). ``steps``: checkpoint steps to show (the nearest
+    (:func:`probe.figures.fields.draw_fields` undoes a shuffle). ``steps``: checkpoint steps to show (the nearest
     available ones); default the first, middle and last checkpoint.
     """
     dirs = run_dirs(paths)
@@ -277,7 +277,7 @@ def load_final(paths) -> pd.DataFrame:
     :func:`load_references`. Config columns add ``task.n_train``, the training examples the run really had
     (task.json; a config's ``n_train = 0`` means the whole split).
     """
-    from probe.sweep import end_values
+    from probe.sweep.summary import end_values
 
     dirs = run_dirs(paths)
     names = run_names(dirs)
@@ -296,7 +296,7 @@ def load_final(paths) -> pd.DataFrame:
 
 def load_interpolation(paths) -> pd.DataFrame:
     """``run, pair, alpha, split, loss`` + config columns: the losses on the straight lines that
-    :func:`probe.procedures.ecnn` writes to interpolation.json: ``pair`` "eCNN -> MLP" (alpha 0: the eCNN, 1: the
+    :func:`probe.run.procedures.ecnn` writes to interpolation.json: ``pair`` "eCNN -> MLP" (alpha 0: the eCNN, 1: the
     plain MLP) and its null "MLP -> MLP, another seed (null)". Runs without the file are skipped."""
     dirs = run_dirs(paths)
     names = run_names(dirs)

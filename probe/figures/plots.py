@@ -22,7 +22,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from probe.plots_fields import RC, draw_fields, save_figure
+from probe.figures.fields import RC, draw_fields, save_figure
 
 # y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
 # panels are titled with the metric's own name, the key of metrics.jsonl and reference.json
@@ -180,7 +180,7 @@ def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
 
 def tracked_in(metrics) -> list[str]:
     """The tracked measures among ``metrics`` (and the keys they write), in :data:`LABELS` order, then the rest."""
-    from probe.tracking import TRACKABLE
+    from probe.run.tracking import TRACKABLE
 
     tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
     present = set(metrics) & tracked
@@ -192,8 +192,8 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
     """Tracked measures over training steps, one panel per measure, references as horizontal lines.
 
     Args:
-        runs: :func:`probe.figdata.load_runs` table.
-        refs: :func:`probe.figdata.load_references` table (None: no references drawn).
+        runs: :func:`probe.figures.tables.load_runs` table.
+        refs: :func:`probe.figures.tables.load_references` table (None: no references drawn).
         measures: metric names to draw (default: every tracked measure present, in :data:`LABELS` order).
         hue, group_by: config keys (module docstring).
         references: which references to draw, in each line's colour (``init`` is left out by default: it is
@@ -275,15 +275,15 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
     when x is numeric. ``x``'s values are ordered categories, evenly spaced (numbers sorted, other values in
     the order of the runs). References are hollow markers in the
     group's colour, joined by the reference's dash pattern: for tracked measures the ``references`` kinds of
-    :func:`probe.figdata.load_references` (a kind equal to the value itself, like a permutation-invariant
+    :func:`probe.figures.tables.load_references` (a kind equal to the value itself, like a permutation-invariant
     measure's ``permuted``, is left out), for final measures without those their ``NAME@KIND`` nulls
     (:data:`FINAL_NULLS`: ``init``, the run's own initialization; ``mlps``, the same line between two plain MLPs). Accuracies are in %; a metric spanning more than two decades is on a log axis.
 
     Args:
-        final: :func:`probe.figdata.load_final` table.
+        final: :func:`probe.figures.tables.load_final` table.
         x: config key along the x axis (``task_opts.n_train``, ``task.n_train``, ``variant``).
         metrics: metric names, one panel each, in order (missing ones are left out).
-        refs: :func:`probe.figdata.load_references` table, or None.
+        refs: :func:`probe.figures.tables.load_references` table, or None.
         hue: config key that colours groups (default: one colour).
     """
     from matplotlib.lines import Line2D
@@ -367,7 +367,7 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
 
 
 def interpolation_figure(lines: pd.DataFrame, hue: str | None = None) -> Figure:
-    """Train and test loss on the straight line between two solutions (:func:`probe.figdata.load_interpolation`):
+    """Train and test loss on the straight line between two solutions (:func:`probe.figures.tables.load_interpolation`):
     eCNN (alpha 0) -> plain MLP (alpha 1), one line per run coloured by ``hue``, and in grey the null, the same
     line between two plain MLPs that differ only in their seed. Solid train, dashed test; log y."""
     from matplotlib.lines import Line2D
@@ -402,9 +402,9 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
     """Receptive fields of each run (rows) at each chosen step (columns), side by side.
 
     Args:
-        fields: :func:`probe.figdata.load_fields` table (one row per run and step, with ``W`` and ``geometry``).
+        fields: :func:`probe.figures.tables.load_fields` table (one row per run and step, with ``W`` and ``geometry``).
         n_units: the most localized units drawn per panel (highest ipr at that step), via
-            :func:`probe.plots_fields.draw_fields`.
+            :func:`probe.figures.fields.draw_fields`.
     """
     runs = list(dict.fromkeys(fields.run))
     nsteps = fields.groupby("run").step.nunique().max()

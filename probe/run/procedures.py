@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.checkpoint import atomic_write, list_checkpoints, load_checkpoint
+from probe.run.checkpoint import atomic_write, list_checkpoints, load_checkpoint
 from probe.config import ConfigError, RunConfig
 
 STAGES = "stages"
@@ -61,7 +61,7 @@ def train_stage(cfg: RunConfig, out: Path, prepare=None, hooks=()) -> dict:
     ``prepare(run, fresh)``, when given, runs after the model is built and before training: with ``fresh`` it may
     replace the initial weights (they become the step-0 checkpoint); in every case it may register optimizer
     hooks. Returns the last metrics row (with every key at its last logged value)."""
-    from probe.train import run_training
+    from probe.run.loop import run_training
 
     out = Path(out)
     state = stage_state(out, cfg.steps)
@@ -254,7 +254,7 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     Results: ``width``, ``depth``, ``cnn_test_acc``, ``mlp_test_acc``, ``line_barrier`` (the largest excess of
     the test loss on the line over the straight interpolation of its end values), ``line_barrier_train``, and
     their nulls ``line_barrier@mlps`` and ``line_barrier_train@mlps``."""
-    from probe.train import setup
+    from probe.run.loop import setup
 
     if cfg.model != "mlp" or cfg.param != "standard" or cfg.model_opts:
         raise ConfigError("procedure ecnn: the run must be a plain model=mlp, param=standard, without model_opts "
@@ -295,7 +295,7 @@ NULL_SEED_OFFSET = 10_000  # the second plain MLP of ecnn's null line: a seed no
 
 def loss_on_line(model, task, a: dict, b: dict, points: int = 11) -> dict:
     """Train and test loss (and accuracy) of ``model`` with weights (1 - alpha) a + alpha b, alpha in [0, 1]."""
-    from probe.train import evaluate
+    from probe.run.loop import evaluate
 
     alphas = np.linspace(0, 1, points)
     line = {"alpha": alphas.tolist(), "train_loss": [], "test_loss": [], "test_acc": []}

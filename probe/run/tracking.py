@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.checkpoint import atomic_write, load_checkpoint, step_path
+from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
 from probe.metrics.locality import as_matrix

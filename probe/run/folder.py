@@ -1,6 +1,6 @@
 """The run folder and what keeps it safe (DESIGN §2, issue 8): the files a run writes, resuming from the last
 checkpoint, checks before training (the folder is writable, the disk can hold the checkpoints), checkpoints that
-never hold NaN or inf, and stopping at a step boundary on SIGINT/SIGTERM. The loop itself is probe/train.py.
+never hold NaN or inf, and stopping at a step boundary on SIGINT/SIGTERM. The loop itself is :mod:`probe.run.loop`.
 
 Errors a run can end with, each one line for the CLI: :class:`RunFailed` (exit 1) and its kinds
 :class:`DivergenceError` and :class:`StorageError`; :class:`TrainingInterrupted` (exit 130/143) carries the
@@ -16,16 +16,15 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn as nn
 
-from probe.checkpoint import (CheckpointError, atomic_write, is_probe_checkpoint, list_checkpoints, load_checkpoint,
-                              remove_temp_files, set_rng_state, step_path)
+from probe.run.checkpoint import (CheckpointError, atomic_write, is_probe_checkpoint, list_checkpoints, load_checkpoint,
+                                  remove_temp_files, rng_state, save_checkpoint, set_rng_state, step_path)
 from probe.config import ConfigError, RunConfig
-
-if TYPE_CHECKING:
-    from probe.train import Run
+from probe.tasks import Task
 
 
 class RunFailed(RuntimeError):
@@ -46,6 +45,43 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int, step: int, path: Path):
         super().__init__(f"{signal.Signals(signum).name} at step {step}, checkpoint {path}")
         self.signum, self.step, self.path = signum, step, path
+
+
+# -- what a run holds ----------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """Everything a training run holds; built by :func:`setup`, advanced by :func:`train`."""
+
+    cfg: RunConfig
+    out: Path
+    task: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    step: int = 0
+    ckpt_steps: list = field(default_factory=list)
+    # training loss summed since the last logged row (on the device), and how many steps it holds; stored in
+    # checkpoints so that a resumed run logs exactly the rows an uninterrupted one would
+    loss_sum: torch.Tensor | None = None
+    n_loss: int = 0
+
+    def checkpoint(self, step: int) -> Path:
+        path = step_path(self.out, step)
+        save_checkpoint(
+            path,
+            config=self.cfg.to_dict(),
+            geometry=self.task.geometry.to_dict(),
+            task_info=self.task.info,
+            model=self.cfg.model,
+            state_dict={k: v.detach().cpu() for k, v in raw_model(self.model).state_dict().items()},
+            step=step,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=rng_state(),
+            loss_accum={"sum": self.loss_sum.detach().cpu(), "n": self.n_loss},
+        )
+        return path
 
 
 @contextlib.contextmanager
@@ -80,7 +116,7 @@ def first_line(e: BaseException) -> str:
     return (msg.splitlines()[0] if msg else type(e).__name__)[:160]
 
 
-def write_run_files(run: "Run") -> None:
+def write_run_files(run: Run) -> None:
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / "checkpoints").mkdir(exist_ok=True)
     atomic_write(run.out / "config.json", lambda f: f.write(json.dumps(run.cfg.to_dict(), indent=2).encode()))
@@ -90,7 +126,7 @@ def write_run_files(run: "Run") -> None:
     atomic_write(run.out / "task.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
-def restore(run: "Run") -> None:
+def restore(run: Run) -> None:
     """Load the run folder's last checkpoint into ``run`` (model, optimizer, scheduler, RNG, step) and drop
     metrics rows logged after it, so the resumed run writes exactly the rows an uninterrupted one would."""
     remove_temp_files(run.out)  # left by a write that a crash or kill -9 cut short
@@ -148,7 +184,7 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
-def check_space(run: "Run") -> None:
+def check_space(run: Run) -> None:
     """Fail before training if the disk under --out cannot hold the checkpoints still to come (weights plus
     optimizer state, estimated from the parameter count)."""
     state = {"adam": 2, "adamw": 2}.get(run.cfg.optimizer, 1 if run.cfg.momentum else 0)
@@ -160,17 +196,17 @@ def check_space(run: "Run") -> None:
                           f"{free / 1e6:.1f} MB is free there (use fewer --checkpoints or another --out)")
 
 
-def last_checkpoint(run: "Run") -> str:
+def last_checkpoint(run: Run) -> str:
     ckpts = list_checkpoints(run.out)
     return str(ckpts[-1][1]) if ckpts else "none"
 
 
-def diverged(run: "Run", what: str) -> DivergenceError:
+def diverged(run: Run, what: str) -> DivergenceError:
     return DivergenceError(f"training diverged: {what}; stopped, last good checkpoint {last_checkpoint(run)} "
                            "(try a smaller --lr, or --on-nan continue to keep training)")
 
 
-def save(run: "Run", step: int) -> Path:
+def save(run: Run, step: int) -> Path:
     """Write the checkpoint at ``step``, after making sure (unless --on-nan continue) that it holds no NaN or inf:
     the loss is only read at log steps, so a checkpoint step can come after a NaN that no row has seen yet. Then
     drop older checkpoints that are not on the log-spaced schedule (written when a run was interrupted): they were

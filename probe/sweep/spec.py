@@ -20,7 +20,7 @@ A sweep spec (the presets in ``probe/experiments/*.toml`` are examples)::
     name = "cnn"                         # its label (run folder names, the summary column); default: its values
     model = "cnn"
     "model_opts.channels" = 32
-    procedure = "train"                  # or a multi-stage procedure of probe.procedures (imp, ecnn) ...
+    procedure = "train"                  # or a multi-stage procedure of probe.run.procedures (imp, ecnn) ...
     procedure_opts = { rounds = 3 }      # ... with its options
 
     # Several zipped axes: [[variants.AXIS]] tables instead of [[variants]] (whose axis is called "variant").
@@ -36,7 +36,7 @@ One run's config, lowest to highest precedence: RunConfig defaults, [base], the 
 axis order), the grid values, ``--set KEY=VALUE``. Run folder names join the variant labels and the grid values
 (``cnn_task=mnist1d-shuffled_s0``); the summary has one column per axis and per grid key.
 
-Running the runs is :mod:`probe.runner`'s job (``probe sweep`` calls it). Sweep folder: ``sweep.json`` (the
+Running the runs is :mod:`probe.sweep.execute`'s job (``probe sweep`` calls it). Sweep folder: ``sweep.json`` (the
 expanded runs), and one run folder per run holding, beside the usual run files,
 ``sweep_run.json`` (what the worker runs), ``result.json`` (status, seconds, final measures) and, for procedures,
 ``procedure.json``. A run is finished when its last checkpoint is at ``steps`` and its result says done; starting
@@ -55,7 +55,7 @@ from importlib import resources
 from pathlib import Path
 
 from probe.config import ConfigError, RunConfig, load_config_file
-from probe.procedures import last_values, procedure_options
+from probe.run.procedures import procedure_options
 
 SCALES = ("quick", "full")
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
@@ -260,93 +260,3 @@ def _fmt(v) -> str:
 
 def _safe(s: str) -> str:
     return re.sub(r"[^\w.=+,-]", "-", s)
-
-
-# -- summary ---------------------------------------------------------------------------------------------------
-FIRST_COLUMNS = ("run", "status")
-RESULT_COLUMNS = ("step", "test_acc", "test_loss", "train_acc", "train_loss")
-
-
-def summarize(sweep_dir, write: bool = True):
-    """One row per run: run, status, the varied keys, the last logged value of every metric (accuracies, losses,
-    tracked measures), the tracked measures on their references as ``MEASURE@REFERENCE`` (init, gaussian,
-    permuted), procedure results, final measures and seconds. Writes ``summary.csv`` (and ``summary.parquet``
-    when pyarrow is installed) into the sweep folder. A folder without ``sweep.json`` is read as a folder of run
-    folders whose varied keys are the config keys that differ."""
-    import pandas as pd
-
-    from probe.runner import RESULT_FILE, run_status
-    from probe.tracking import read_references
-
-    sweep_dir = Path(sweep_dir)
-    runs, columns = _manifest_runs(sweep_dir)
-    rows = []
-    for name, varied in runs:
-        d = sweep_dir / name
-        row = {"run": name, "status": run_status(d), **varied}
-        row.update({k: v for k, v in end_values(d).items() if k != "lr"})
-        for ref, measures in read_references(d).items():
-            row.update({f"{m}@{ref}": v for m, v in measures.items()})
-        try:  # how the run ended (seconds, an error), beside what it measured
-            result = json.loads((d / RESULT_FILE).read_text())
-        except (OSError, ValueError):
-            result = {}
-        row.update({k: v for k, v in result.items() if k not in ("run", "status", "test_acc", "test_loss", "measures")
-                    and (v is None or isinstance(v, (int, float, str)))})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if len(df):
-        first = [c for c in (*FIRST_COLUMNS, *columns, *RESULT_COLUMNS) if c in df.columns]
-        df = df[first + [c for c in df.columns if c not in first]]
-    if write:
-        df.to_csv(sweep_dir / "summary.csv", index=False)
-        try:
-            df.to_parquet(sweep_dir / "summary.parquet", index=False)
-        except ImportError:  # pyarrow (or fastparquet) not installed: CSV only
-            pass
-    return df
-
-
-def end_values(run_dir) -> dict:
-    """What a run ended with: every key of metrics.jsonl at its last logged value, the numeric results of its
-    procedure (procedure.json: ``cnn_test_acc``, ``line_barrier``, ``sparsity``, ...) and its final measures with
-    their nulls (result.json's ``measures``: ``lie_derivative``, ``lie_derivative@init``, ...)."""
-    from probe.runner import RESULT_FILE
-
-    d = Path(run_dir)
-    out = last_values(d)
-    for fname in ("procedure.json", RESULT_FILE):
-        try:
-            extra = json.loads((d / fname).read_text())
-        except (OSError, ValueError):
-            continue
-        extra = extra.get("measures", {}) if fname == RESULT_FILE else extra
-        out.update({k: v for k, v in extra.items() if v is None or isinstance(v, (int, float, str))})
-    return out
-
-
-def _manifest_runs(sweep_dir: Path):
-    manifest = sweep_dir / MANIFEST
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
-        return [(r["name"], r["varied"]) for r in m["runs"]], tuple(m["columns"])
-    if not sweep_dir.is_dir():
-        raise ConfigError(f"{sweep_dir}: not a sweep folder")
-    found = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
-    if not found:
-        raise ConfigError(f"{sweep_dir}: not a sweep folder (no {MANIFEST}, no run folders with config.json)")
-    flat = [flatten_config(json.loads((d / "config.json").read_text())) for d in found]
-    keys = [k for k in flat[0] if any(f.get(k) != flat[0].get(k) for f in flat)]
-    keys += sorted({k for f in flat for k in f} - set(flat[0]))
-    return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
-
-
-def flatten_config(cfg: dict) -> dict:
-    """A config dict with nested dicts (task_opts, model_opts) as ``key.sub`` entries."""
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{s}": w for s, w in v.items()})
-        else:
-            out[k] = v
-    return out

@@ -15,7 +15,7 @@ Design choices that later parts rely on:
   (:class:`DivergenceError`); a failed write names the file and keeps the earlier checkpoints
   (:class:`StorageError`). On CPU a resumed run ends bit for bit where an uninterrupted one would, given the
   same machine and torch thread count (matmul reductions are split by thread: 1 and 2 threads differ in the
-  last bits). The run folder's files, resuming and these safety checks live in probe/runfolder.py.
+  last bits). The run folder's files, resuming and these safety checks live in :mod:`probe.run.folder`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from probe.checkpoint import checkpoint_steps, rng_state, save_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.models import build_model
-# the run folder and its safety; the errors and folder functions are part of probe.train's surface too
-from probe.runfolder import (DivergenceError, RunFailed, StorageError, TrainingInterrupted,  # noqa: F401
-                             check_out, check_space, diverged, first_line, raw_model, restore, save, stop_requests,
-                             write_run_files)
+from probe.run.checkpoint import checkpoint_steps, step_path
+from probe.run.folder import (Run, StorageError, TrainingInterrupted, check_out, check_space, diverged, first_line,
+                              raw_model, restore, save, stop_requests, write_run_files)
 from probe.tasks import Task, make_task
 
 EVAL_BATCH = 4096
@@ -148,43 +145,6 @@ def lr_lambda(cfg: RunConfig):
 def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
     """Parameters that are weights (2-D or more), the ones L1 and beta-LASSO act on; biases and norms are not."""
     return [p for p in model.parameters() if p.dim() >= 2]
-
-
-# -- the run ----------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """Everything a training run holds; built by :func:`setup`, advanced by :func:`train`."""
-
-    cfg: RunConfig
-    out: Path
-    task: Task
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    device: torch.device
-    step: int = 0
-    ckpt_steps: list = field(default_factory=list)
-    # training loss summed since the last logged row (on the device), and how many steps it holds; stored in
-    # checkpoints so that a resumed run logs exactly the rows an uninterrupted one would
-    loss_sum: torch.Tensor | None = None
-    n_loss: int = 0
-
-    def checkpoint(self, step: int) -> Path:
-        path = step_path(self.out, step)
-        save_checkpoint(
-            path,
-            config=self.cfg.to_dict(),
-            geometry=self.task.geometry.to_dict(),
-            task_info=self.task.info,
-            model=self.cfg.model,
-            state_dict={k: v.detach().cpu() for k, v in raw_model(self.model).state_dict().items()},
-            step=step,
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            rng=rng_state(),
-            loss_accum={"sum": self.loss_sum.detach().cpu(), "n": self.n_loss},
-        )
-        return path
 
 
 def setup(cfg: RunConfig, out: Path) -> Run:
@@ -352,7 +312,7 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     out = Path(out)
     if not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
-    from probe.tracking import check_tracking, tracking_hooks
+    from probe.run.tracking import check_tracking, tracking_hooks
 
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out)

@@ -2,7 +2,7 @@
 through submitit (Slurm job arrays), restartable. The spec and its expansion are in :mod:`probe.sweep`.
 
 Each run folder gets ``sweep_run.json`` (what to run: config, procedure, final measures), which is all a worker
-needs: ``python -m probe.runner RUN_DIR`` runs one. The worker writes ``result.json`` (status done, failed or
+needs: ``python -m probe.sweep.execute RUN_DIR`` runs one. The worker writes ``result.json`` (status done, failed or
 interrupted; seconds; final measures) and, for a failure, ``error.txt`` with the traceback.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from probe.config import ConfigError, RunConfig
-from probe.procedures import run_procedure, stage_state, train_stage
-from probe.sweep import MANIFEST, Sweep
+from probe.run.procedures import run_procedure, stage_state, train_stage
+from probe.sweep.spec import MANIFEST, Sweep
 
 RUN_FILE, RESULT_FILE = "sweep_run.json", "result.json"
 
@@ -115,9 +115,9 @@ def final_measures(run_dir: Path, names, n: int = 512) -> dict:
     measure of the run's own initialization (its step-0 checkpoint), as ``NAME@init``."""
     if not names:
         return {}
-    from probe.checkpoint import list_checkpoints, load_checkpoint
+    from probe.run.checkpoint import list_checkpoints, load_checkpoint
     from probe.models import build_model
-    from probe.procedures import last_state_dict
+    from probe.run.procedures import last_state_dict
     from probe.tasks import make_task
 
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
@@ -199,7 +199,7 @@ def _run_local(dirs, jobs, on_result) -> list[dict]:
                 d = pending.pop(0)
                 log = open(d / "log.txt", "ab")
                 # a session of its own: Ctrl-C reaches only this process, which passes it on once (below)
-                p = subprocess.Popen([sys.executable, "-m", "probe.runner", str(d), "--threads", str(threads)],
+                p = subprocess.Popen([sys.executable, "-m", "probe.sweep.execute", str(d), "--threads", str(threads)],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
                 running[p] = (d, log)
             for p in [p for p in running if p.poll() is not None]:
@@ -281,7 +281,7 @@ def _run_submitit(dirs, executor, jobs, slurm, folder, wait, on_result) -> list[
 
 
 def _write_json(path: Path, obj) -> None:
-    from probe.checkpoint import atomic_write
+    from probe.run.checkpoint import atomic_write
 
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
 
@@ -302,7 +302,7 @@ def run_status(run_dir: Path) -> str:
 
 # -- worker entry point ------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    """``python -m probe.runner RUN_DIR [--threads N]``: run one prepared run (the local executor's worker)."""
+    """``python -m probe.sweep.execute RUN_DIR [--threads N]``: run one prepared run (the local executor's worker)."""
     args = list(sys.argv[1:] if argv is None else argv)
     threads = None
     if "--threads" in args:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.checkpoint import CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint
+from probe.run.checkpoint import CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe import figdata, plots
+from probe.figures import tables as figdata, plots
 from probe.config import ConfigError
 
 MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the first ones are drawn
