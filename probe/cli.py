@@ -265,22 +265,23 @@ def analyze(
     seed: int = typer.Option(0, help="Seed of the Gaussian and permuted references and of the units drawn."),
 ):
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
-    from probe.analysis import report as an
+    from probe.analysis import report as an, terminal
+    from probe.analysis.load import load_layers, parse_input_shape
 
-    shape = an.parse_input_shape(input_shape) if input_shape is not None else None
+    shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
     if all_steps and shape is not None:
         raise ConfigError("--all-steps reads a probe run folder; --input-shape is for plain state_dicts")
     if all_steps:
         reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed)
-        console.print(f"{an.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
-        tables = an.steps_tables(reports)
+        console.print(f"{terminal.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
+        tables = terminal.steps_tables(reports)
     else:
         reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
                                          n_data=n_data, seed=seed)]
-        console.print(an.header(reports[0]), highlight=False, soft_wrap=True)
-        tables = an.report_tables(reports[0])
+        console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
+        tables = terminal.report_tables(reports[0])
     for note in dict.fromkeys(n for r in reports for n in r.notes):
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for t in tables:
@@ -294,7 +295,7 @@ def analyze(
         if fields is not None:
             from probe.figures.fields import fields_figure, save_figure
 
-            layers, geo = an.load_layers(reports[-1].checkpoint, shape, periodic)
+            layers, geo = load_layers(reports[-1].checkpoint, shape, periodic)
             name, W = next(iter(layers.items()))
             fig = fields_figure(W, geo, seed=seed, title=f"{reports[-1].checkpoint}: {name}")
             console.print("fields -> " + ", ".join(map(str, save_figure(fig, fields))), highlight=False)

@@ -206,3 +206,14 @@ def coerce_opts(opts: dict, defaults: dict, where: str) -> dict:
             raise ConfigError(f"{where}: option {k} must be {type(d).__name__} (default {d!r}), got {v!r}") from None
         out[k] = v
     return out
+
+
+def flatten_config(cfg: dict) -> dict:
+    """A config dict with nested dicts (task_opts, model_opts) as ``key.sub`` entries."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{s}": w for s, w in v.items()})
+        else:
+            out[k] = v
+    return out

@@ -15,12 +15,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from probe.run.checkpoint import list_checkpoints, load_checkpoint
+from probe.analysis.load import first_layer
 from probe.config import RunConfig
-from probe.geometry import Geometry
 from probe.metrics import first_layer_measures, references
 from probe.metrics.locality import unit_ipr
-from probe.run.loop import run_training
+from probe.run.folder import run_state
+from probe.run.loop import train_or_resume
 
 DEMO_MEASURES = ("ipr", "ipr_frac_above", "window_mass_5", "spread", "shift_match")
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -32,39 +32,25 @@ def sparkline(values: np.ndarray) -> str:
     return "".join(BLOCKS[int(round(v * (len(BLOCKS) - 1)))] for v in a)
 
 
-def first_layer(run_dir: Path, step: int | None = None) -> tuple[np.ndarray, Geometry]:
-    ckpts = dict(list_checkpoints(run_dir))
-    ck = load_checkpoint(ckpts[max(ckpts) if step is None else step])
-    return ck["state_dict"]["layers.0.weight"].numpy(), Geometry.from_dict(ck["geometry"])
-
-
 def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
     out = Path(out)
     results = {}
     for model in ("mlp", "cnn"):
         run_dir = out / f"mnist1d-{model}-s{seed}"
         cfg = RunConfig(task="mnist1d", model=model, steps=steps, seed=seed)
-        if (run_dir / "metrics.jsonl").exists():
-            # a finished demo run is reused (and an interrupted one resumed) rather than refused
-            last = max(s for s, _ in list_checkpoints(run_dir)) if list_checkpoints(run_dir) else -1
-            if last != steps:
-                results[model] = run_training(cfg, run_dir, progress=console.is_terminal, resume=True)
-            else:
-                import json
-
-                rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-                results[model] = [r for r in rows if "test_acc" in r][-1]
-        else:
+        # a finished demo run is reused (and an interrupted one resumed) rather than refused
+        if run_state(run_dir, steps) != "done":
             console.print(f"training {model} on MNIST-1D ({steps} steps) -> {run_dir}", highlight=False)
-            results[model] = run_training(cfg, run_dir, progress=console.is_terminal)
+        results[model] = train_or_resume(cfg, run_dir, progress=console.is_terminal)
     console.print()
     t = Table("model", "test accuracy", "published (Greydanus & Kobak)", title="MNIST-1D, seed %d" % seed)
     t.add_row("MLP 40-100-100-10", f"{results['mlp']['test_acc']:.1%}", "68%")
     t.add_row("CNN (3 conv layers)", f"{results['cnn']['test_acc']:.1%}", "94%")
     console.print(t)
 
-    W, geo = first_layer(out / f"mnist1d-mlp-s{seed}")
-    W0, _ = first_layer(out / f"mnist1d-mlp-s{seed}", 0)
+    mlp_dir = out / f"mnist1d-mlp-s{seed}"
+    W, geo = first_layer(mlp_dir)
+    W0, _ = first_layer(mlp_dir, step=0)
     vals = first_layer_measures(W, geo, names=DEMO_MEASURES, W0=W0)
     refs = references(W, geo, W0=W0, seed=seed, names=DEMO_MEASURES)
     t = Table("measure", "trained", "at init", "random Gaussian", "inputs permuted",

@@ -31,7 +31,6 @@ CIFAR-sized CPU case is measured for each loop in a fresh subprocess; target pro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -130,17 +129,6 @@ class BareLoop:
 
 
 # -- probe ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def task_override(task: Task):
-    """Make ``probe.run.loop.setup`` build ``task`` whatever the config names (nothing is registered in probe)."""
-    original = probe.run.loop.make_task
-    probe.run.loop.make_task = lambda name, opts=None, seed=0: task
-    try:
-        yield
-    finally:
-        probe.run.loop.make_task = original
-
-
 def probe_cfg(case: Case, steps: int, eval_every: int | None = None, **kw) -> RunConfig:
     """Evaluation at 0 and the end (and every ``eval_every``), a row every ``chunk`` steps, checkpoints at 0 and
     the end only."""
@@ -153,8 +141,7 @@ def run_probe(cfg: RunConfig, task: Task, workdir: Path, hooks=()) -> dict:
     """Run ``probe train``'s code path in a fresh folder under workdir (removed after); returns the last row."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     try:
-        with task_override(task):
-            return probe.run.loop.run_training(cfg, out, hooks=hooks, progress=False)
+        return probe.run.loop.run_training(cfg, out, hooks=hooks, progress=False, task=task)
     finally:
         shutil.rmtree(out)  # checkpoints of the 8192-wide model are GBs each
 
@@ -196,8 +183,7 @@ def fixed_costs(case: Case, task: Task, workdir: Path, tracking: bool) -> dict:
     try:
         # eval_every=1: every row is an evaluation row, and so a tracked row
         cfg = probe_cfg(case, 4, eval_every=1).replace(track="default" if tracking else "none")
-        with task_override(task):
-            run = probe.run.loop.setup(cfg, out)
+        run = probe.run.loop.setup(cfg, out, task)
         probe.run.loop.write_run_files(run)
         hook_s, hook_rows = {}, {}
         if tracking:

@@ -22,11 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from probe.run.checkpoint import list_checkpoints, load_checkpoint
-from probe.config import RunConfig
+from probe.analysis.load import load_run
 from probe.metrics.routing import jacobian_maps, mean_routing_map, sequence_measures
-from probe.models import build_model
-from probe.tasks import make_task
+from probe.run.folder import METRICS_FILE, read_metrics
 
 ADAMW = ["--optimizer", "adamw", "--seed", "0"]
 RUNS = {
@@ -51,7 +49,7 @@ RUNS = {
 
 def train(name: str, out: Path) -> list[str]:
     cmd = ["probe", "train", *RUNS[name], "--out", str(out / name), "--quiet"]
-    if not (out / name / "metrics.jsonl").exists():
+    if not (out / name / METRICS_FILE).exists():
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run([sys.executable, "-m", "probe.cli", *cmd[1:]], check=True, env=env)
     return cmd
@@ -59,13 +57,8 @@ def train(name: str, out: Path) -> list[str]:
 
 def load(run: Path, step: int | None = None):
     """(model, task, cfg) at a checkpoint of a run folder (the last one by default)."""
-    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
-    ckpts = dict(list_checkpoints(run))
-    step = max(ckpts) if step is None else step
-    task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
-    model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
-    model.load_state_dict(load_checkpoint(ckpts[step], map_location="cpu")["state_dict"])
-    return model.eval(), task, cfg
+    loaded = load_run(run, step)
+    return loaded.model, loaded.task, loaded.config
 
 
 def reverse_map(run: Path) -> list[list[float]]:
@@ -89,7 +82,7 @@ def main(argv=None):
     for name in args.only:
         cmd = train(name, args.out)
         run = args.out / name
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metrics(run)
         evals = [r for r in rows if "test_loss" in r]
         final, init = load(run), load(run, 0)
         res = {"command": " ".join(cmd), "steps": final[2].steps, "test_acc": evals[-1].get("test_acc"),

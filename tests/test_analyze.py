@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 from typer.testing import CliRunner
 
-from probe.analysis.report import analyze_checkpoint, analyze_run, load_layers
+from probe.analysis.load import load_layers
+from probe.analysis.report import analyze_checkpoint, analyze_run
 from probe.cli import app
 from probe.metrics import references
 

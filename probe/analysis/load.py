@@ -1,5 +1,6 @@
-"""The weights of a checkpoint, as `probe analyze` reads them: a file, a run folder or a plain state_dict, the
-probe model rebuilt from its config, and its layers in network order with the dense first layer first.
+"""Reading a run back: the one loader from a checkpoint file, a run folder or a plain state_dict to its config,
+task, model and layers (:func:`load_run`), used by `probe analyze`, the figures, the sweeps' final measures, the
+demo and the scripts.
 
 Layers are the 2-D weight tensors of the state_dict, in state_dict order, named by their key without ``.weight``.
 For probe models the first layer is ``model.first_layer_dense()``: when that is not itself a 2-D tensor of the
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -155,37 +157,105 @@ def build_probe_model(source: Source, task=None) -> torch.nn.Module:
 
 
 def load_task(cfg: RunConfig):
-    """The run's task rebuilt from its config, seeded as training seeded it, without touching global RNGs."""
+    """The run's task rebuilt from its config, seeded as training seeded it, without touching global RNGs.
+
+    Cached (the checkpoints of a run, and the runs of one task and seed, share it): treat it as read-only."""
+    key = {k: v for k, v in cfg.to_dict().items() if k in ("task", "task_opts", "seed")}
+    return _cached_task(json.dumps(key, sort_keys=True))
+
+
+@lru_cache(maxsize=8)
+def _cached_task(key: str):
     from probe.tasks import make_task
 
+    cfg = json.loads(key)
     state = np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            np.random.seed(cfg.seed % 2**32)
-            return make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
+            torch.manual_seed(cfg["seed"])
+            np.random.seed(cfg["seed"] % 2**32)
+            return make_task(cfg["task"], cfg["task_opts"], seed=cfg["seed"])
     finally:
         np.random.set_state(state)
 
 
+# -- the one loader -----------------------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    """What :func:`load_run` read: the checkpoint (``source``: state_dict, geometry, step, config, run folder), the
+    rebuilt model in eval mode on the CPU (None for a plain state_dict), the task (None without ``data`` or for a
+    plain state_dict) and the layers in network order with the dense first layer first."""
+
+    source: Source
+    model: torch.nn.Module | None
+    task: object | None
+    layers: dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def config(self) -> RunConfig | None:
+        return self.source.config
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.source.geometry
+
+    @property
+    def step(self) -> int | None:
+        return self.source.step
+
+    @property
+    def first_layer(self) -> np.ndarray:
+        return next(iter(self.layers.values()))
+
+
+def load_run(path, step: int | None = None, *, data: bool = True, input_shape=None,
+             periodic: bool = False) -> Loaded:
+    """Load a run folder (its checkpoint at ``step``, default the last), a checkpoint file, or a plain state_dict
+    (which needs ``input_shape``, "C,L" or "C,H,W" as a tuple).
+
+    With ``data``, a probe run's task is rebuilt from its config (as training seeded it) and the model is built on
+    it; without, the model is built on a data-free stand-in. Raises CheckpointError or ConfigError with one line.
+    """
+    source = read_source(checkpoint_at(path, step), input_shape, periodic)
+    if source.config is None:
+        return Loaded(source, None, None, plain_layers(source.state_dict))
+    task = load_task(source.config) if data else None
+    model = build_probe_model(source, task)
+    return Loaded(source, model, task, model_layers(model, source.state_dict))
+
+
+def first_layer(path, step: int | None = None) -> tuple[np.ndarray, Geometry]:
+    """The dense first layer (m, n) and the input geometry of a checkpoint or run folder (at ``step``): a CNN's
+    or LCN's first layer written out densely, a shuffled task's in the order the model saw its inputs."""
+    loaded = load_run(path, step, data=False)
+    return loaded.first_layer, loaded.geometry
+
+
 def load_layers(path, input_shape=None, periodic: bool = False) -> tuple[dict[str, np.ndarray], Geometry]:
     """(layers, geometry) of any checkpoint ``analyze`` takes: layers in network order, the dense first layer
-    first. A run folder means its last checkpoint. For figures that draw weights (receptive fields)."""
-    path = resolve_checkpoint(path)
-    source = read_source(path, input_shape, periodic)
-    if source.config is None:
-        return plain_layers(source.state_dict), source.geometry
-    return model_layers(build_probe_model(source), source.state_dict), source.geometry
+    first. A run folder means its last checkpoint."""
+    loaded = load_run(path, data=False, input_shape=input_shape, periodic=periodic)
+    return loaded.layers, loaded.geometry
+
+
+def checkpoint_at(path, step: int | None = None) -> Path:
+    """A run folder -> its checkpoint at ``step`` (default: the last); a file -> itself (``step`` must be None)."""
+    path = Path(path)
+    if not path.is_dir():
+        if step is not None:
+            raise ConfigError(f"{path}: a checkpoint file has one step; give its run folder to choose step {step}")
+        return path
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise CheckpointError(f"run folder {path}: no checkpoints (checkpoints/step_<N>.pt)")
+    if step is None:
+        return ckpts[-1][1]
+    found = dict(ckpts)
+    if step not in found:
+        raise ConfigError(f"{path}: no checkpoint at step {step} (has {', '.join(map(str, sorted(found)))})")
+    return found[step]
 
 
 def resolve_checkpoint(path) -> Path:
     """A run folder -> its last checkpoint; a file -> itself."""
-    path = Path(path)
-    if path.is_dir():
-        ckpts = list_checkpoints(path)
-        if not ckpts:
-            raise CheckpointError(f"run folder {path}: no checkpoints (checkpoints/step_<N>.pt)")
-        return ckpts[-1][1]
-    return path
-
-
+    return checkpoint_at(path)

@@ -11,7 +11,7 @@ What is measured (the CLI only prints and writes what these functions return):
   Gaussian weights of the layer's shape) and, for the first layer's geometric measures, ``permuted`` (the same
   weights with input positions permuted, the null for contiguity). ``*_random`` keys of sequence_measures become
   the ``gaussian`` reference of their measure.
-- The Gaussian and permuted references are drawn as :func:`probe.metrics.references` draws them (one generator
+- The Gaussian and permuted references are drawn as :func:`probe.metrics.nulls.references` draws them (one generator
   seeded ``seed``: the Gaussian matrix, then the permutation), so the numbers agree with it. Every measure is
   scale-free, so one unit-variance Gaussian per layer shape serves every checkpoint of a run.
 """
@@ -27,13 +27,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe.run.checkpoint import CheckpointError, list_checkpoints
+from probe.analysis.function import function_measures
+from probe.analysis.load import (Source, build_probe_model, checkpoint_at, load_task, model_layers, plain_layers,
+                                 read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import (first_layer_measures, input_pc_share, layer_measures, lie_derivative, movement,
-                           permute_positions, shift_consistency)
-from probe.analysis.load import (Source, build_probe_model, load_layers, load_task, model_layers, parse_input_shape,
-                           plain_layers, read_source, resolve_checkpoint)
+from probe.metrics import first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics.nulls import null_draws, permute_positions
+from probe.run.checkpoint import CheckpointError, list_checkpoints
+from probe.run.loop import evaluate
 
 REFERENCES = ("init", "gaussian", "permuted")
 FUNCTION = "function"  # the section of the model's data-dependent measures, beside the layers
@@ -163,9 +165,7 @@ class Subject:
         """(measures of a seeded Gaussian matrix of this shape, the position permutation), as references() draws."""
         key = (shape, first)
         if key not in self._nulls:
-            rng = np.random.default_rng(self.seed)
-            G = rng.standard_normal(shape)
-            perm = rng.permutation(self.geometry.n_positions)
+            G, perm = null_draws(shape, self.geometry.n_positions, self.seed)
             self._nulls[key] = (self._values(G, first), perm)
         return self._nulls[key]
 
@@ -184,7 +184,11 @@ class Subject:
 
     def _function(self) -> dict[str, float]:
         """Data-dependent measures of ``self.model`` as it is now loaded (empty without data)."""
-        return {} if self.task is None else function_measures(self.model, self.task, self.n_data, self.seed)
+        if self.task is None:
+            return {}
+        ev = evaluate(self.model.eval(), self.task.x_test, self.task.y_test, self.task.loss)
+        out = {"test_loss": ev["loss"], **({"test_acc": ev["acc"]} if "acc" in ev else {})}
+        return {**out, **function_measures(self.model, self.task, n=self.n_data, seed=self.seed)}
 
     def report(self, source: Source, layer: str | None = None) -> Report:
         """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer."""
@@ -222,87 +226,10 @@ class Subject:
         return rep
 
 
-def function_measures(model, task, n: int = 512, seed: int = 0) -> dict[str, float]:
-    """The data-dependent measures of a model on its task: ``test_loss`` (and ``test_acc`` for classes) on the
-    whole test split; for image tasks ``lie_derivative`` and ``shift_consistency_1..3`` (classes only) on the first
-    n test inputs; for sequence tasks :func:`probe.metrics.routing.sequence_measures` on n seeded test inputs."""
-    from probe.run.loop import evaluate
-
-    model.eval()
-    ev = evaluate(model, task.x_test, task.y_test, task.loss)
-    out = {"test_loss": ev["loss"], **({"test_acc": ev["acc"]} if "acc" in ev else {})}
-    geo = task.geometry
-    if geo.kind == "sequence":
-        try:
-            from probe.metrics.routing import sequence_measures
-        except ImportError:  # routing measures not present in this version
-            return out
-        return {**out, **{k: float(v) for k, v in sequence_measures(model, task, n=n, seed=seed).items()}}
-    x = task.x_test[:n]
-    out["lie_derivative"] = lie_derivative(model, x, geo)
-    if task.loss == "ce":
-        out.update(shift_consistency(model, x, geo))
-    return out
-
-
 def _split_random(function: dict, gaussian: dict) -> None:
     """Move ``X_random`` keys (random-weight values sequence_measures returns) to the gaussian reference of X."""
     for key in [k for k in function if k.endswith("_random") and k[: -len("_random")] in function]:
         gaussian.setdefault(FUNCTION, {})[key[: -len("_random")]] = function.pop(key)
-
-
-# -- tables for the terminal -------------------------------------------------------------------------------------
-def fmt(v) -> str:
-    """A value for a table cell: 4 significant digits, counts as integers, a dash for missing or NaN."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    if float(v).is_integer() and abs(v) >= 1:
-        return f"{int(v)}"
-    return f"{v:.4g}"
-
-
-def _title(rep: Report, name: str) -> str:
-    if name == FUNCTION:
-        return "function (test data)"
-    m, n = rep.shapes[name]
-    return f"{name}  ({m} x {n}{', first layer' if name == next(iter(rep.layers)) else ''})"
-
-
-def report_tables(rep: Report) -> list:
-    """One rich Table per layer (and the function section): each measure with its references beside it."""
-    from rich.table import Table
-
-    tables = []
-    for name, values in rep.sections().items():
-        t = Table("measure", "value", *REFERENCES, title=_title(rep, name), title_justify="left", box=None)
-        for measure, v in values.items():
-            t.add_row(measure, fmt(v), *[fmt(rep.reference.get(r, {}).get(name, {}).get(measure)) for r in REFERENCES])
-        tables.append(t)
-    return tables
-
-
-def steps_tables(reps: list[Report]) -> list:
-    """One rich Table per layer over a run's steps: a column per step, the last step's references beside."""
-    from rich.table import Table
-
-    last = reps[-1]
-    tables = []
-    for name, values in last.sections().items():
-        cols = [f"step {r.step}" for r in reps] + [f"{ref} (last)" for ref in ("gaussian", "permuted")]
-        t = Table("measure", *cols, title=_title(last, name), title_justify="left", box=None)
-        for measure in values:
-            row = [fmt(r.sections().get(name, {}).get(measure)) for r in reps]
-            row += [fmt(last.reference.get(ref, {}).get(name, {}).get(measure)) for ref in ("gaussian", "permuted")]
-            t.add_row(measure, *row)
-        tables.append(t)
-    return tables
-
-
-def header(rep: Report) -> str:
-    """One line saying what was measured."""
-    what = f"{rep.model} on {rep.task}" if rep.model else "plain state_dict"
-    step = f", step {rep.step}" if rep.step is not None else ""
-    return f"{rep.checkpoint}: {what}{step}, input {rep.geometry.describe()}"
 
 
 # -- public entry points -----------------------------------------------------------------------------------------
@@ -323,7 +250,7 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
 
     Raises CheckpointError or ConfigError with a one-line message for anything the user can fix.
     """
-    source = read_source(resolve_checkpoint(path), input_shape, periodic)
+    source = read_source(checkpoint_at(path), input_shape, periodic)
     return Subject.of(source, data, n_data, seed).report(source, layer)
 
 
@@ -354,7 +281,3 @@ def analyze_run(run_dir, all_steps: bool = True, **kwargs) -> pd.DataFrame:
     if all_steps:
         return reports_frame(analyze_steps(run_dir, **kwargs))
     return analyze_checkpoint(run_dir, **kwargs).to_frame()
-
-
-__all__ = ["Report", "Subject", "analyze_checkpoint", "analyze_steps", "analyze_run", "reports_frame", "write_json",
-           "load_layers", "parse_input_shape", "function_measures", "report_tables", "steps_tables", "header", "COLUMNS", "REFERENCES", "FUNCTION"]

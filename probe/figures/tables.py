@@ -15,17 +15,18 @@ Every table has one row per observation and the run's config as columns, flatten
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from probe.analysis.load import first_layer, load_run
+from probe.config import ConfigError, flatten_config
 from probe.run.checkpoint import list_checkpoints
-from probe.config import ConfigError, RunConfig
-from probe.geometry import Geometry
+from probe.run.folder import read_metrics
 from probe.run.tracking import read_references
+from probe.sweep.summary import end_values
 
 # training keys of metrics.jsonl that are not observations of the model
 _NOT_METRICS = ("step", "lr")
@@ -69,8 +70,6 @@ def run_names(dirs: list[Path]) -> dict[Path, str]:
 def flat_config(run_dir: Path) -> dict:
     """The run's config.json flattened: nested dicts become ``key.sub`` columns. A run of a sweep adds what its
     sweep_run.json says beyond the config: ``variant`` (the preset's variant name) and ``procedure``."""
-    from probe.sweep.summary import flatten_config
-
     run_dir = Path(run_dir)
     out = flatten_config(json.loads((run_dir / "config.json").read_text()))
     try:
@@ -105,11 +104,7 @@ def load_runs(paths) -> pd.DataFrame:
     frames = []
     for d in dirs:
         recs = []
-        p = d / "metrics.jsonl"
-        for line in (p.read_text().splitlines() if p.exists() else []):
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for row in read_metrics(d):
             recs += [(names[d], row["step"], k, float(v)) for k, v in row.items()
                      if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)]
         frames.append(pd.DataFrame(recs, columns=["run", "step", "metric", "value"]))
@@ -128,43 +123,7 @@ def load_references(paths) -> pd.DataFrame:
     return _with_config(frames, dirs, names)
 
 
-# -- weights back from checkpoints (probe/weights.py, shared with `probe analyze`) ---------------------------------
-@lru_cache(maxsize=8)
-def _task(cfg_json: str):
-    from probe.analysis.load import load_task
-
-    return load_task(RunConfig.from_dict(json.loads(cfg_json)))
-
-
-def task_of(cfg: RunConfig):
-    """The run's task rebuilt from its config (cached: the checkpoints of a run, and runs of one task, share it)."""
-    key = {k: v for k, v in cfg.to_dict().items() if k in ("task", "task_opts", "seed")}
-    return _task(json.dumps(key, sort_keys=True))
-
-
-def _checkpoint(run_dir: Path, step: int) -> Path:
-    ckpts = dict(list_checkpoints(run_dir))
-    if step not in ckpts:
-        raise ConfigError(f"{run_dir}: no checkpoint at step {step} (has {', '.join(map(str, sorted(ckpts)))})")
-    return ckpts[step]
-
-
-def model_at(run_dir: Path, step: int):
-    """(model, geometry, config) of a run at checkpoint ``step``, on the CPU in eval mode."""
-    from probe.analysis.load import build_probe_model, read_source
-
-    source = read_source(_checkpoint(run_dir, step))
-    return build_probe_model(source, task_of(source.config)), source.geometry, source.config
-
-
-def first_layer_at(run_dir: Path, step: int) -> tuple[np.ndarray, Geometry]:
-    """The dense first layer (m, n) and geometry at checkpoint ``step`` (a CNN's or LCN's written out densely)."""
-    from probe.analysis.load import load_layers
-
-    layers, geo = load_layers(_checkpoint(run_dir, step))
-    return next(iter(layers.values())), geo
-
-
+# -- weights back from checkpoints (probe.analysis.load, shared with `probe analyze`) ------------------------------
 def chosen_steps(run_dir: Path, steps=None) -> list[int]:
     """The checkpoint steps to show: ``steps`` (nearest checkpoints), or the first, middle and last."""
     have = [s for s, _ in list_checkpoints(run_dir)]
@@ -187,7 +146,7 @@ def load_fields(paths, steps=None) -> pd.DataFrame:
     names = run_names(dirs)
     frames = []
     for d in dirs:
-        recs = [(names[d], s, *first_layer_at(d, s)) for s in chosen_steps(d, steps)]
+        recs = [(names[d], s, *first_layer(d, s)) for s in chosen_steps(d, steps)]
         frames.append(pd.DataFrame(recs, columns=["run", "step", "W", "geometry"]))
     return _with_config(frames, dirs, names)
 
@@ -208,7 +167,7 @@ def load_spectra(paths, step: int | None = None) -> tuple[pd.DataFrame, pd.DataF
     eig_frames, spec_frames = [], []
     for d in dirs:
         s = chosen_steps(d, None if step is None else [step])[-1]
-        W, geo = first_layer_at(d, s)
+        W, geo = first_layer(d, s)
         ev = eigenvalues(W)
         fit = alpha_fit(W, ev)
         eig_frames.append(pd.DataFrame({"run": names[d], "step": s, "eigenvalue": ev, "alpha": fit["alpha"],
@@ -238,11 +197,11 @@ def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.Data
     frames = []
     for d in dirs:
         last = chosen_steps(d)[-1]
-        model, geo, cfg = model_at(d, last)
+        run = load_run(d, last)
+        model, geo, task = run.model, run.geometry, run.task
         if geo.kind != "sequence":
             frames.append(None)
             continue
-        task = task_of(cfg)
         T, C = geo.spatial[0], geo.channels
         idx = torch.randperm(len(task.x_test), generator=torch.Generator().manual_seed(seed))[:n]
         x, y = task.x_test.cpu()[idx], task.y_test.cpu()[idx]
@@ -277,8 +236,6 @@ def load_final(paths) -> pd.DataFrame:
     :func:`load_references`. Config columns add ``task.n_train``, the training examples the run really had
     (task.json; a config's ``n_train = 0`` means the whole split).
     """
-    from probe.sweep.summary import end_values
-
     dirs = run_dirs(paths)
     names = run_names(dirs)
     frames = []

@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.equivariance import conv_distance, flat_from_fields, shift_match
+from probe.metrics.equivariance import conv_distance, shift_match
 from probe.metrics.functional import lie_derivative, shift_consistency
 from probe.metrics.locality import as_matrix, ipr, ipr_frac_above, spread, window_mass
 from probe.metrics.sparsity import displacement, hoyer, movement, zero_frac
@@ -111,42 +111,7 @@ def layer_measures(W) -> dict[str, float]:
     })
 
 
-def permute_positions(W, geometry: Geometry, perm) -> np.ndarray:
-    """W with its input positions permuted (all channels of a position move together).
-
-    Returns W' in the layout of ``geometry.without_perm()`` whose fields are fields(W)[:, :, perm]: the
-    same concentration per unit, contiguity destroyed.
-    """
-    F = geometry.fields(as_matrix(W))
-    m = len(F)
-    F = F.reshape(m, geometry.channels, -1)[:, :, np.asarray(perm)]
-    return flat_from_fields(F.reshape(m, geometry.channels, *geometry.spatial), geometry.without_perm())
-
-
-def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None) -> dict[str, dict[str, float]]:
-    """The first-layer measures on the references every measure is read against (DESIGN §1).
-
-    Returns a dict of :func:`first_layer_measures` results:
-        ``gaussian``: seeded i.i.d. Gaussian weights of W's shape, scaled to W's root-mean-square
-            (most measures are scale-free; this keeps the others comparable).
-        ``permuted``: W with its input positions permuted by a seeded permutation
-            (:func:`permute_positions`): the null for contiguity. ipr, hoyer and zero_frac are
-            unchanged there by construction; spread, window_mass, shift_match and conv_distance are not.
-        ``init``: W0, the run's initialization, when given.
-    """
-    W = checked_matrix(W)
-    rng = np.random.default_rng(seed)
-    rms = float(np.sqrt(np.mean(W**2))) or 1.0
-    gaussian = rng.standard_normal(W.shape) * rms
-    perm = rng.permutation(geometry.n_positions)
-    out = {
-        "gaussian": first_layer_measures(gaussian, geometry, names),
-        "permuted": first_layer_measures(permute_positions(W, geometry, perm), geometry.without_perm(), names),
-    }
-    if W0 is not None:
-        out["init"] = first_layer_measures(W0, geometry, names)
-    return out
-
+from probe.metrics.nulls import null_draws, permute_positions, references  # noqa: E402  (they use the registry above)
 
 __all__ = [
     "WEIGHT_MEASURES",
@@ -155,6 +120,7 @@ __all__ = [
     "first_layer_measures",
     "layer_measures",
     "references",
+    "null_draws",
     "permute_positions",
     "input_pc_share",
     "lie_derivative",

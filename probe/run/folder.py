@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -116,6 +117,44 @@ def first_line(e: BaseException) -> str:
     return (msg.splitlines()[0] if msg else type(e).__name__)[:160]
 
 
+# -- the files of a run folder ------------------------------------------------------------------------------------
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The rows of a run's metrics.jsonl in order ([] when there is none); a row cut short by a crash, and every
+    row after it, is left out (resuming drops them the same way)."""
+    p = Path(run_dir) / METRICS_FILE
+    rows = []
+    for line in (p.read_text().splitlines() if p.exists() else []):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
+
+
+def last_values(run_dir) -> dict:
+    """Every key of metrics.jsonl at its last logged value (tracked measures are logged at fewer steps than
+    losses), with ``step`` the last row's step; {} when nothing is logged."""
+    merged: dict = {}
+    for row in read_metrics(run_dir):
+        merged.update(row)
+    return merged
+
+
+def run_state(run_dir, steps: int) -> str:
+    """``done`` (last checkpoint at ``steps``), ``partial`` (checkpoints to resume from) or ``fresh``."""
+    ckpts = list_checkpoints(run_dir)
+    if ckpts and ckpts[-1][0] == steps:
+        return "done"
+    if ckpts and (Path(run_dir) / "config.json").exists():
+        return "partial"
+    return "fresh"
+
+
 def write_run_files(run: Run) -> None:
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / "checkpoints").mkdir(exist_ok=True)
@@ -154,16 +193,9 @@ def restore(run: Run) -> None:
         run.n_loss = int(ck["loss_accum"]["n"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path}: its training state does not fit this run ({first_line(e)})") from None
-    metrics = run.out / "metrics.jsonl"
+    metrics = run.out / METRICS_FILE
     if metrics.exists():
-        rows = [line for line in metrics.read_text().splitlines() if line.strip()]
-        keep = []
-        for line in rows:
-            try:
-                if json.loads(line)["step"] <= run.step:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                break  # a row cut by a crash: drop it and all after
+        keep = [json.dumps(r) for r in read_metrics(run.out) if r.get("step", math.inf) <= run.step]
         atomic_write(metrics, lambda f: f.write("".join(r + "\n" for r in keep).encode()))
 
 

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 
 from probe.config import ConfigError, RunConfig
 from probe.models import build_model
+from probe.seeding import stream
 from probe.run.checkpoint import checkpoint_steps, step_path
-from probe.run.folder import (Run, StorageError, TrainingInterrupted, check_out, check_space, diverged, first_line,
-                              raw_model, restore, save, stop_requests, write_run_files)
+from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_out, check_space, diverged,
+                              first_line, last_values, raw_model, read_metrics, restore, run_state, save,
+                              stop_requests, write_run_files)
 from probe.tasks import Task, make_task
 
 EVAL_BATCH = 4096
@@ -103,7 +105,7 @@ class Batches:
             return self.task.sampler(self.seed, step, self.B, self.device)
         epoch, i = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = stream(self.seed, epoch)
             perm = torch.randperm(self.n, generator=g)
             if self.device.type == "cuda":  # from pageable memory the copy may wait for the queued steps
                 perm = perm.pin_memory()
@@ -147,12 +149,13 @@ def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.dim() >= 2]
 
 
-def setup(cfg: RunConfig, out: Path) -> Run:
-    """Build task, model and optimizer for ``cfg`` (seeded), ready to train from step 0."""
+def setup(cfg: RunConfig, out: Path, task: Task | None = None) -> Run:
+    """Build task (unless ``task`` is given), model and optimizer for ``cfg`` (seeded), ready to train from step 0."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
+    if task is None:
+        task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
     torch.manual_seed(cfg.seed)  # model init independent of how much randomness the task used
     try:
         model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts).to(device)
@@ -184,12 +187,6 @@ def _opts(cfg: RunConfig) -> str:
     return f" with options {cfg.model_opts}" if cfg.model_opts else ""
 
 
-def _last_row(out: Path) -> dict:
-    p = out / "metrics.jsonl"
-    lines = p.read_text().splitlines() if p.exists() else []
-    return json.loads(lines[-1]) if lines else {}
-
-
 def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
     """Train ``run`` from ``run.step`` to ``cfg.steps``. Returns the last logged row."""
     cfg, model, task = run.cfg, run.model, run.task
@@ -199,8 +196,8 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
         model = torch.compile(model)
     weights = weight_matrices(model)
     threshold = cfg.beta_lasso * cfg.l1
-    last_row: dict = _last_row(run.out) if run.step else {}  # a resumed run that is already done reports its end
-    metrics_f = open(run.out / "metrics.jsonl", "a")
+    last_row: dict = (read_metrics(run.out) or [{}])[-1] if run.step else {}  # a finished resumed run: its end
+    metrics_f = open(run.out / METRICS_FILE, "a")
     bar = _progress(cfg, progress, run.step)
     t0, step0 = time.perf_counter(), run.step
 
@@ -227,7 +224,7 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
             metrics_f.write(json.dumps(row) + "\n")
             metrics_f.flush()
         except OSError as e:
-            raise StorageError(f"cannot write {run.out / 'metrics.jsonl'} ({e.strerror or e}); the checkpoints are "
+            raise StorageError(f"cannot write {run.out / METRICS_FILE} ({e.strerror or e}); the checkpoints are "
                                f"kept, continue with --resume {run.out} once there is room") from None
         if bad and cfg.on_nan == "stop":
             raise diverged(run, f"{bad[0]} became {row[bad[0]]} at step {step}")
@@ -303,29 +300,54 @@ def _progress(cfg, enabled, start):
     return _Bar(cfg, start) if enabled else None
 
 
-def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: bool = False, prepare=None) -> dict:
-    """Set up, write the run folder, train; the library entry point behind ``probe train``.
+def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: bool = False, prepare=None,
+                 task: Task | None = None, on_log=None) -> dict:
+    """Set up, write the run folder, train; the library entry point behind ``probe train``. Returns the last row.
 
-    ``prepare(run, fresh)``, when given, runs after the model is built and before training (probe/procedures.py):
-    with ``fresh`` (not ``resume``) it may replace the initial weights, which become the step-0 checkpoint; in
-    every case it may register optimizer hooks."""
+    Args:
+        cfg: the run's config; ``out``: its run folder (refused when it already holds a run, unless ``resume``).
+        hooks: callables ``hook(step, model) -> dict`` run at logged steps; what they return joins the row.
+        resume: continue the run in ``out`` from its last checkpoint.
+        prepare: ``prepare(run, fresh)`` runs after the model is built and before training
+            (:mod:`probe.run.procedures`): with ``fresh`` (not ``resume``) it may replace the initial weights, which
+            become the step-0 checkpoint; in every case it may register optimizer hooks.
+        task: a task built already (by :func:`probe.tasks.make_task` or by hand, e.g. in a benchmark); default:
+            built from ``cfg.task`` and ``cfg.task_opts``. ``cfg`` should still name it, as config.json records it.
+        on_log: ``on_log(row)`` after each metrics row is written (logging integrations).
+    """
     out = Path(out)
-    if not resume and (out / "metrics.jsonl").exists():
+    if not resume and (out / METRICS_FILE).exists():
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
     from probe.run.tracking import check_tracking, tracking_hooks
 
     check_tracking(cfg)  # a bad --track fails before anything is built or written
-    run = setup(cfg, out)
+    run = setup(cfg, out, task)
     check_out(out)
     if prepare is not None:
         prepare(run, not resume)
     if resume:
         restore(run)
-    hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/tracking.py)
+    hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/run/tracking.py)
     check_space(run)
     if not resume:
         try:
             write_run_files(run)
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    return train(run, hooks=hooks, progress=progress)
+    return train(run, hooks=hooks, progress=progress, on_log=on_log)
+
+
+def train_or_resume(cfg: RunConfig, out, prepare=None, hooks=(), task: Task | None = None,
+                    progress: bool = False) -> dict:
+    """Train ``cfg`` into run folder ``out``, or resume it, or, when it is finished, only read its result: the one
+    "train, resume or skip" that sweeps, procedures and the demo share (:func:`probe.run.folder.run_state`).
+
+    Returns the last metrics row with every key at its last logged value (:func:`probe.run.folder.last_values`)."""
+    out = Path(out)
+    state = run_state(out, cfg.steps)
+    if state == "done":
+        return last_values(out)
+    if state == "fresh":  # a start that died before its first checkpoint: start over
+        (out / METRICS_FILE).unlink(missing_ok=True)
+    run_training(cfg, out, hooks=hooks, progress=progress, resume=state == "partial", prepare=prepare, task=task)
+    return last_values(out)

@@ -24,53 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.run.checkpoint import atomic_write, list_checkpoints, load_checkpoint
 from probe.config import ConfigError, RunConfig
+from probe.run.checkpoint import atomic_write, list_checkpoints, load_checkpoint
+from probe.run.folder import read_metrics
+from probe.run.loop import evaluate, setup, train_or_resume
 
 STAGES = "stages"
-
-
-# -- one restartable stage ------------------------------------------------------------------------------------
-def stage_state(out: Path, steps: int) -> str:
-    """``done`` (last checkpoint at ``steps``), ``partial`` (checkpoints to resume from) or ``fresh``."""
-    ckpts = list_checkpoints(out)
-    if ckpts and ckpts[-1][0] == steps:
-        return "done"
-    if ckpts and (Path(out) / "config.json").exists():
-        return "partial"
-    return "fresh"
-
-
-def last_values(out: Path) -> dict:
-    """Every key of metrics.jsonl at its last logged value (tracked measures are logged at fewer steps than
-    losses), with ``step`` the last row's step; {} when nothing is logged."""
-    p = Path(out) / "metrics.jsonl"
-    merged: dict = {}
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                merged.update(json.loads(line))
-            except ValueError:
-                break  # a row cut short by a crash
-    return merged
-
-
-def train_stage(cfg: RunConfig, out: Path, prepare=None, hooks=()) -> dict:
-    """Train ``cfg`` into run folder ``out``, or resume it, or return its result when it is finished.
-
-    ``prepare(run, fresh)``, when given, runs after the model is built and before training: with ``fresh`` it may
-    replace the initial weights (they become the step-0 checkpoint); in every case it may register optimizer
-    hooks. Returns the last metrics row (with every key at its last logged value)."""
-    from probe.run.loop import run_training
-
-    out = Path(out)
-    state = stage_state(out, cfg.steps)
-    if state == "done":
-        return last_values(out)
-    if state == "fresh":  # a start that died before its first checkpoint: start over
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    run_training(cfg, out, hooks=hooks, progress=False, resume=state == "partial", prepare=prepare)
-    return last_values(out)
 
 
 def last_state_dict(out: Path) -> dict:
@@ -171,7 +130,7 @@ def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind:
     out = Path(out)
     folders = [out / STAGES / f"round_{r}" for r in range(rounds)] + [out]
     rewind_file = folders[0] / "rewind.pt"
-    rows = [train_stage(cfg, folders[0], hooks=(_SaveAt(rewind, rewind_file),))]
+    rows = [train_or_resume(cfg, folders[0], hooks=(_SaveAt(rewind, rewind_file),))]
     rewind_state = _rewind_state(folders[0], rewind)
     state = last_state_dict(folders[0])
     masks = {k: torch.ones_like(state[k], dtype=torch.bool) for k in prunable(state, scope, readout)}
@@ -179,7 +138,7 @@ def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind:
         masks = prune_masks(state, masks, prune, scope)
         folders[r].mkdir(parents=True, exist_ok=True)
         atomic_write(folders[r] / "mask.pt", lambda f: torch.save(masks, f))  # for analysis; recomputed on restart
-        rows.append(train_stage(cfg, folders[r], prepare=_masked(masks, rewind_state)))
+        rows.append(train_or_resume(cfg, folders[r], prepare=_masked(masks, rewind_state)))
         state = last_state_dict(folders[r])
     pruned = sum(int((~m).sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
@@ -254,8 +213,6 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     Results: ``width``, ``depth``, ``cnn_test_acc``, ``mlp_test_acc``, ``line_barrier`` (the largest excess of
     the test loss on the line over the straight interpolation of its end values), ``line_barrier_train``, and
     their nulls ``line_barrier@mlps`` and ``line_barrier_train@mlps``."""
-    from probe.run.loop import setup
-
     if cfg.model != "mlp" or cfg.param != "standard" or cfg.model_opts:
         raise ConfigError("procedure ecnn: the run must be a plain model=mlp, param=standard, without model_opts "
                           "(the CNN goes in procedure_opts.source and source_opts)")
@@ -265,20 +222,20 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     out = Path(out)
     cnn_cfg = cfg.replace(model=source, model_opts=dict(source_opts or {}), steps=max(cnn_steps, 1))
     if cnn_steps:
-        train_stage(cnn_cfg, out / STAGES / "cnn")
+        train_or_resume(cnn_cfg, out / STAGES / "cnn")
     cnn = setup(cnn_cfg, out / STAGES / "cnn").model.cpu()  # the seeded initialization (nothing is written)
     if cnn_steps:
         cnn.load_state_dict(last_state_dict(out / STAGES / "cnn"))
     width, depth, state = embed_local_net(cnn)
     mlp_cfg = cfg.replace(width=width, depth=depth)
-    row = train_stage(mlp_cfg, out, prepare=_load_weights(state))
+    row = train_or_resume(mlp_cfg, out, prepare=_load_weights(state))
     # step 0 of the eCNN computes the CNN's function: its first row holds the CNN's accuracy after cnn_steps
-    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    first = read_metrics(out)[0]
     results = {"width": width, "depth": depth, "cnn_test_acc": first.get("test_acc")}
     if interpolate:
-        results["mlp_test_acc"] = train_stage(mlp_cfg, out / STAGES / "mlp").get("test_acc")
+        results["mlp_test_acc"] = train_or_resume(mlp_cfg, out / STAGES / "mlp").get("test_acc")
         task_model = setup(mlp_cfg, out)  # task and an MLP of the right shape, on cfg's device
-        train_stage(mlp_cfg.replace(seed=cfg.seed + NULL_SEED_OFFSET), out / STAGES / "mlp_null")
+        train_or_resume(mlp_cfg.replace(seed=cfg.seed + NULL_SEED_OFFSET), out / STAGES / "mlp_null")
         plain = last_state_dict(out / STAGES / "mlp")
         line = loss_on_line(task_model.model, task_model.task, last_state_dict(out), plain, points)
         null = loss_on_line(task_model.model, task_model.task, plain, last_state_dict(out / STAGES / "mlp_null"),
@@ -295,8 +252,6 @@ NULL_SEED_OFFSET = 10_000  # the second plain MLP of ecnn's null line: a seed no
 
 def loss_on_line(model, task, a: dict, b: dict, points: int = 11) -> dict:
     """Train and test loss (and accuracy) of ``model`` with weights (1 - alpha) a + alpha b, alpha in [0, 1]."""
-    from probe.run.loop import evaluate
-
     alphas = np.linspace(0, 1, points)
     line = {"alpha": alphas.tolist(), "train_loss": [], "test_loss": [], "test_acc": []}
     dev = next(model.parameters()).device

@@ -32,6 +32,7 @@ import torch
 from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
+from probe.metrics.nulls import references
 from probe.metrics.locality import as_matrix
 
 DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
@@ -137,22 +138,10 @@ class Tracker:
         return row
 
     def references(self, W: np.ndarray) -> dict[str, dict[str, float]]:
-        """The tracked measures on ``init``, ``gaussian`` and ``permuted`` (module docstring), for final weights W.
-
-        Uses :func:`probe.metrics.references`; ``movement`` is left out (it is defined against W0 itself).
-        """
-        from probe.metrics import references
-
-        out = references(W, self.geometry, self.W0, seed=self.cfg.seed, names=self.weight_names)
-        if self.layer_names:
-            # the same Gaussian draw as references() (seeded generator, first draw), for the spectral measures;
-            # a column permutation leaves singular values unchanged, so `permuted` equals W's own
-            rms = float(np.sqrt(np.mean(W**2))) or 1.0
-            gaussian = np.random.default_rng(self.cfg.seed).standard_normal(W.shape) * rms
-            for key, M in (("gaussian", gaussian), ("permuted", W), ("init", self.W0)):
-                lm = layer_measures(M)
-                out[key].update({k: lm[k] for k in self.layer_names})
-        return out
+        """The tracked measures on ``init``, ``gaussian`` and ``permuted`` (:mod:`probe.metrics.nulls`), for final
+        weights W; ``movement`` is left out (it is defined against W0 itself)."""
+        return references(W, self.geometry, self.W0, seed=self.cfg.seed, names=self.weight_names,
+                          layer_names=self.layer_names)
 
 
 def write_references(out: Path, refs: dict, step: int, seed: int) -> Path:

@@ -18,8 +18,13 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from probe.analysis.function import function_measures
+from probe.analysis.load import load_run
 from probe.config import ConfigError, RunConfig
-from probe.run.procedures import run_procedure, stage_state, train_stage
+from probe.run.checkpoint import list_checkpoints
+from probe.run.folder import run_state
+from probe.run.loop import train_or_resume
+from probe.run.procedures import run_procedure
 from probe.sweep.spec import MANIFEST, Sweep
 
 RUN_FILE, RESULT_FILE = "sweep_run.json", "result.json"
@@ -67,7 +72,7 @@ def is_finished(run_dir: Path) -> bool:
         steps = json.loads((run_dir / "config.json").read_text())["steps"]
     except (OSError, ValueError, KeyError):
         return False
-    return result.get("status") == "done" and stage_state(run_dir, steps) == "done"
+    return result.get("status") == "done" and run_state(run_dir, steps) == "done"
 
 
 def run_one(run_dir, threads: int | None = None) -> dict:
@@ -85,7 +90,7 @@ def run_one(run_dir, threads: int | None = None) -> dict:
     try:
         cfg = RunConfig.from_dict(spec["config"], source=str(run_dir / RUN_FILE))
         if spec["procedure"] == "train":
-            row = train_stage(cfg, run_dir)
+            row = train_or_resume(cfg, run_dir)
         else:
             row, extra = run_procedure(spec["procedure"], cfg, run_dir, spec["procedure_opts"])
             _write_json(run_dir / "procedure.json", extra)
@@ -109,42 +114,16 @@ def _finish(run_dir, result, t0) -> dict:
 
 
 def final_measures(run_dir: Path, names, n: int = 512) -> dict:
-    """Functional measures of the final model (:data:`probe.sweep.FINAL_MEASURES`): ``lie_derivative`` and
-    ``shift_consistency`` on up to ``n`` test inputs of an image task; ``routing``:
-    :func:`probe.metrics.routing.sequence_measures` on 256 test sequences. Each comes with its null, the same
-    measure of the run's own initialization (its step-0 checkpoint), as ``NAME@init``."""
+    """Functional measures ``names`` of the final model (:mod:`probe.analysis.function`: ``lie_derivative``,
+    ``shift_consistency``, ``routing``) on n test inputs, each with its null, the same measure of the run's own
+    initialization (its step-0 checkpoint), as ``NAME@init``."""
     if not names:
         return {}
-    from probe.run.checkpoint import list_checkpoints, load_checkpoint
-    from probe.models import build_model
-    from probe.run.procedures import last_state_dict
-    from probe.tasks import make_task
-
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
-    model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
-    model.load_state_dict(last_state_dict(run_dir))
-    out = _functional(model, task, names, n)
-    first = list_checkpoints(run_dir)[0]
-    if first[0] == 0:
-        model.load_state_dict(load_checkpoint(first[1])["state_dict"])
-        out.update({f"{k}@init": v for k, v in _functional(model, task, names, n).items()})
-    return out
-
-
-def _functional(model, task, names, n: int) -> dict:
-    from probe.metrics.functional import lie_derivative, shift_consistency
-
-    model.eval()
-    x, out = task.x_test[:n], {}
-    if "lie_derivative" in names:
-        out["lie_derivative"] = lie_derivative(model, x, task.geometry)
-    if "shift_consistency" in names:
-        out.update(shift_consistency(model, x, task.geometry))
-    if "routing" in names:
-        from probe.metrics.routing import sequence_measures
-
-        out.update(sequence_measures(model, task, n=256, seed=0))
+    final = load_run(run_dir)
+    out = function_measures(final.model, final.task, names, n)
+    if list_checkpoints(run_dir)[0][0] == 0:
+        init = load_run(run_dir, 0)
+        out.update({f"{k}@init": v for k, v in function_measures(init.model, init.task, names, n).items()})
     return out
 
 

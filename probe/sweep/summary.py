@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from probe.config import ConfigError
-from probe.run.procedures import last_values
+from probe.config import ConfigError, flatten_config
+from probe.run.folder import last_values
 from probe.run.tracking import read_references
 from probe.sweep.execute import RESULT_FILE, run_status
 from probe.sweep.spec import MANIFEST
@@ -83,14 +83,3 @@ def _manifest_runs(sweep_dir: Path):
     keys = [k for k in flat[0] if any(f.get(k) != flat[0].get(k) for f in flat)]
     keys += sorted({k for f in flat for k in f} - set(flat[0]))
     return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
-
-
-def flatten_config(cfg: dict) -> dict:
-    """A config dict with nested dicts (task_opts, model_opts) as ``key.sub`` entries."""
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{s}": w for s, w in v.items()})
-        else:
-            out[k] = v
-    return out

@@ -19,6 +19,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
+from probe.seeding import AUGMENT, stream
 from probe.tasks import Task, register
 
 
@@ -80,10 +81,10 @@ class ShiftAugment:
         B = min(batch, n)
         epoch, i = divmod(step, max(1, n // B))
         if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            g = stream(seed, epoch)
             self._perm, self._epoch = torch.randperm(n, generator=g).to(x.device), epoch
         idx = self._perm[i * B : (i + 1) * B]
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step + 2**40)  # a stream apart from the order's
+        g = stream(seed, AUGMENT + step)
         shift = torch.randint(-self.k, self.k + 1, (len(idx), 1), generator=g).to(x.device)
         L = x.shape[1]
         cols = (torch.arange(L, device=x.device)[None, :] - shift) % L  # rolled: x'[s] = x[s - shift]

@@ -20,6 +20,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
+from probe.seeding import SAMPLER, stream
 from probe.tasks import Task, register
 
 
@@ -73,7 +74,7 @@ class _Sampler:
         return self._on[key]
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu", generator: torch.Generator | None = None):
-        g = generator or torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + int(step) + 17)
+        g = generator or stream(seed, SAMPLER + int(step))
         y = torch.randint(0, 2, (batch,), generator=g)
         eps = torch.randn(batch, self.factors[0].shape[0], generator=g)
         facs = self._factors(device)

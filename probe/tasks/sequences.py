@@ -22,13 +22,9 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
+from probe.seeding import TEST_SET, TRAIN_SET, stream
 from probe.tasks import Task, register
 
-_TRAIN_STREAM, _TEST_STREAM = 2**40, 2**41  # far from the sampler's seed * 1_000_003 + step
-
-
-def _gen(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(stream))
 
 
 def _uniform_choice(g, n, k, low, high):
@@ -43,7 +39,7 @@ class _Sampler:
         self.gen, self.params = gen, params
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu"):
-        x, y, _ = self.gen(_gen(seed, step), batch, **self.params)
+        x, y, _ = self.gen(stream(seed, step), batch, **self.params)
         return x.to(device), y.to(device)
 
 
@@ -55,8 +51,8 @@ def _check(name: str, ok: bool, what: str):
 def _task(name, gen, params, seed, n_train, n_test, fresh, *, channels, T, n_outputs, vocab, info, extras=None,
           loss="ce") -> Task:
     _check(name, n_train >= 1 and n_test >= 1, f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
-    x_tr, y_tr, _ = gen(_gen(seed, _TRAIN_STREAM), n_train, **params)
-    x_te, y_te, src = gen(_gen(seed, _TEST_STREAM), n_test, **params)
+    x_tr, y_tr, _ = gen(stream(seed, TRAIN_SET), n_train, **params)
+    x_te, y_te, src = gen(stream(seed, TEST_SET), n_test, **params)
     extras = dict(extras or {})
     if src is not None:
         extras["source_test"] = src
@@ -225,7 +221,7 @@ def all_pairs(p: int) -> tuple[torch.Tensor, torch.Tensor]:
 def modadd(seed: int = 0, p: int = 113, train_frac: float = 0.5) -> Task:
     _check("modadd", p >= 2 and 0 < train_frac < 1, f"need p >= 2 and 0 < train_frac < 1, got {p}, {train_frac}")
     x, y = all_pairs(p)
-    perm = torch.randperm(p * p, generator=_gen(seed, _TRAIN_STREAM))
+    perm = torch.randperm(p * p, generator=stream(seed, TRAIN_SET))
     n_tr = int(round(train_frac * p * p))
     tr, te = perm[:n_tr], perm[n_tr:]
     geo = Geometry(channels=p + 1, spatial=(3,), channels_last=True, kind="sequence")
@@ -244,7 +240,7 @@ def gen_parity(g, n, bits, relevant):
 def parity(seed: int = 0, n: int = 20, k: int = 3, n_train: int = 1000, n_test: int = 1000,
            fresh: bool = False) -> Task:
     _check("parity", 1 <= k <= n, f"need 1 <= k <= n, got n={n}, k={k}")
-    relevant = torch.randperm(n, generator=_gen(seed, 7))[:k].sort().values
+    relevant = torch.randperm(n, generator=stream(seed, 7))[:k].sort().values
     params = dict(bits=n, relevant=relevant)
     info = {"n": n, "k": k, "relevant": relevant.tolist()}
     return _task("parity", gen_parity, params, seed, n_train, n_test, fresh, channels=2, T=n, n_outputs=2, vocab=2,

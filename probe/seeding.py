@@ -1,0 +1,26 @@
+"""Seeded random streams: every random draw that must be reproducible from (seed, step) comes from here.
+
+A stream is a ``torch.Generator`` seeded with ``seed * STRIDE + offset``. The offsets in use, far enough apart that
+no two streams of one seed meet in any run shorter than 2^40 steps:
+
+- ``epoch``: the order of the training examples in that epoch (:class:`probe.run.loop.Batches`; the shift
+  augmentation's sampler reproduces it);
+- ``AUGMENT + step``: the shifts drawn by the augmentation at that step;
+- ``SAMPLER + step``: the fresh examples NLGP's online sampler draws at that step; ``step``: those of an online
+  sequence sampler (sequence tasks have no epochs, so this never meets an epoch's stream);
+- ``TRAIN_SET``, ``TEST_SET``: the fixed splits of the generated sequence tasks (7: the relevant bits of parity).
+"""
+
+from __future__ import annotations
+
+import torch
+
+STRIDE = 1_000_003  # a prime: seeds s and s + 1 never share a stream
+SAMPLER = 17
+AUGMENT = TRAIN_SET = 2**40
+TEST_SET = 2**41
+
+
+def stream(seed: int, offset: int) -> torch.Generator:
+    """The CPU generator of stream ``offset`` of ``seed`` (module docstring)."""
+    return torch.Generator().manual_seed(int(seed) * STRIDE + int(offset))
