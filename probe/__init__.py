@@ -1,6 +1,57 @@
-"""probe: measure how close trained MLPs come to convolutional and attention structure."""
+"""probe: measure how close trained MLPs come to convolutional and attention structure.
+
+The public surface, for scripts and notebooks (the `probe` command is built on the same functions)::
+
+    import probe
+    cfg = probe.RunConfig(task="mnist1d", width=100, steps=2000)
+    probe.run_training(cfg, "runs/mlp")                      # a run folder, as `probe train` writes it
+    run = probe.load_run("runs/mlp")                         # config, task, model, layers of its last checkpoint
+    report = probe.analyze_checkpoint("runs/mlp")            # every measure beside its references
+    probe.first_layer_measures(run.first_layer, run.geometry)
+
+Training: :class:`RunConfig`, :func:`make_task`, :func:`build_model`, :func:`run_training`. Reading runs back:
+:func:`load_run` (one checkpoint's model), :func:`read_metrics` (a run's rows), :func:`load_runs` (many runs' rows
+as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame).
+Measures: :data:`MEASURES` (the registry), :func:`first_layer_measures`, :func:`layer_measures`,
+:func:`function_measures`, :func:`references`; every measure function is in :mod:`probe.metrics`.
+"""
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
 from probe.geometry import Geometry
 
-__version__ = "0.1.0"
-__all__ = ["Geometry", "__version__"]
+# name -> module: imported on first use, so that `import probe` (and `probe --help`) stays fast without torch
+_PUBLIC = {
+    "MEASURES": "probe.metrics.registry",
+    "RunConfig": "probe.config",
+    "analyze_checkpoint": "probe.analysis.report",
+    "analyze_run": "probe.analysis.report",
+    "build_model": "probe.models",
+    "first_layer_measures": "probe.metrics",
+    "function_measures": "probe.analysis.function",
+    "layer_measures": "probe.metrics",
+    "load_run": "probe.analysis.load",
+    "load_runs": "probe.figures.tables",
+    "make_task": "probe.tasks",
+    "read_metrics": "probe.run.folder",
+    "references": "probe.metrics",
+    "run_training": "probe.run.loop",
+}
+
+try:
+    __version__ = version("probe")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was not installed
+    __version__ = "0+unknown"
+
+__all__ = ["Geometry", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'probe' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -239,6 +239,31 @@ def models(name: Optional[str] = typer.Argument(None, help="A model to show the 
 
 @app.command()
 @clean_errors
+def measures(name: Optional[str] = typer.Argument(None, help="A measure to show in full.")):
+    """List the measures (probe/metrics/registry.py): what each is computed on, whether --track takes it, its keys."""
+    from probe.metrics.registry import MEASURES
+
+    if name is None:
+        t = Table("measure", "on", "--track", "keys it writes (when not its name)", box=None)
+        for n, m in MEASURES.items():
+            track = ("yes, slow" if m.expensive else "yes") if m.trackable else ""
+            t.add_row(n, m.scope, track, " ".join(m.keys))
+        console.print(t)
+        console.print("`probe measures NAME` says what high and low values mean.", style="dim")
+        console.print("on: first = the first layer over the input grid, layer = any weight matrix, init = against "
+                      "the initialization, data = against the inputs, function = the model on its task", style="dim")
+        return
+    if name not in MEASURES:
+        raise ConfigError(f"unknown measure {name!r}; valid measures: {', '.join(MEASURES)}")
+    m = MEASURES[name]
+    console.print(f"[bold]{m.name}[/bold] ({m.group.lower()}; formula in probe.{m.formula})", highlight=False)
+    console.print(f"  high: {m.high}\n  low: {m.low}\n  keys: {', '.join(m.outputs)}\n  "
+                  f"tracked during training: {'yes' if m.trackable else 'no'}"
+                  f"{' (seconds per step on large layers)' if m.expensive else ''}", highlight=False)
+
+
+@app.command()
+@clean_errors
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the two runs."),
          steps: int = typer.Option(6000, help="Steps for each model."),
          seed: int = typer.Option(0, help="Random seed.")):

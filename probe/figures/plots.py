@@ -23,37 +23,17 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from probe.figures.fields import RC, draw_fields, save_figure
+from probe.metrics import registry
 
 # y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
 # panels are titled with the metric's own name, the key of metrics.jsonl and reference.json
 LABELS = {
-    "ipr": "ipr (1/|S| flat .. 1 pixel)",
-    "ipr_frac_above": "share of units",
-    "spread": "spread of fields (pixels)",
-    "window_mass_3": "share of field energy",
-    "window_mass_5": "share of field energy",
-    "hoyer": "sparsity (0 dense .. 1)",
-    "zero_frac": "share of weights at zero",
-    "movement": "||W - W0|| / ||W0||",
-    "shift_match": "mean cosine under shift",
-    "shift_match_units": "share of units matched",
-    "conv_distance_3": "relative distance",
-    "conv_distance_5": "relative distance",
-    "spectral_entropy": "spectral entropy (0 .. 1)",
-    "peak_frequency": "cycles per grid length",
-    "effective_rank": "effective rank (units)",
-    "stable_rank": "stable rank (units)",
-    "alpha": "power-law exponent alpha",
+    **registry.labels(),  # every measure's, from its record
     "test_acc": "test accuracy (%)",
     "train_acc": "train accuracy (%)",
     "test_loss": "test loss (nats)",
     "train_loss": "train loss (nats)",
-    "displacement_mean": "pixels from the field's centre",
-    "displacement_median": "pixels from the field's centre",
-    "lie_derivative": "mean sq. logit change per pixel",
-    "shift_consistency_1": "share of predictions kept",
-    "shift_consistency_2": "share of predictions kept",
-    "shift_consistency_3": "share of predictions kept",
+    # results of procedures (probe/run/procedures.py)
     "cnn_test_acc": "test accuracy (%)",
     "mlp_test_acc": "test accuracy (%)",
     "dense_test_acc": "test accuracy (%)",
@@ -180,9 +160,7 @@ def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
 
 def tracked_in(metrics) -> list[str]:
     """The tracked measures among ``metrics`` (and the keys they write), in :data:`LABELS` order, then the rest."""
-    from probe.run.tracking import TRACKABLE
-
-    tracked = set(TRACKABLE) | {"shift_match_units", "displacement_mean", "displacement_median"}
+    tracked = {k for m in registry.MEASURES.values() if m.trackable for k in m.outputs}
     present = set(metrics) & tracked
     return [k for k in LABELS if k in present] + sorted(present - set(LABELS))
 

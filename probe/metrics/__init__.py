@@ -3,6 +3,7 @@
 Every measure is a pure function of weights (numpy arrays or torch tensors, float64 inside) plus the
 input :class:`~probe.geometry.Geometry`; functional measures take a model and a batch instead.
 
+- :data:`~probe.metrics.registry.MEASURES`: one record per measure (function, keys, label, cost, trackable).
 - :data:`WEIGHT_MEASURES`: name -> f(W, geometry) for first-layer weights; each returns a float, or a
   dict of floats whose keys are listed in :data:`MEASURE_KEYS`.
 - :func:`first_layer_measures`: the registry on one matrix, as one flat dict of floats.
@@ -12,48 +13,26 @@ input :class:`~probe.geometry.Geometry`; functional measures take a model and a 
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.equivariance import conv_distance, shift_match
 from probe.metrics.functional import lie_derivative, shift_consistency
-from probe.metrics.locality import as_matrix, ipr, ipr_frac_above, spread, window_mass
-from probe.metrics.sparsity import displacement, hoyer, movement, zero_frac
+from probe.metrics.locality import as_matrix
+from probe.metrics.registry import MEASURES, of_scope
+from probe.metrics.sparsity import movement
 from probe.metrics.spectral import (
     alpha,
     effective_rank,
     eigenvalues,
     input_pc_share,
-    peak_frequency,
-    spectral_entropy,
     stable_rank,
 )
 
-WEIGHT_MEASURES = {
-    "ipr": ipr,
-    "ipr_frac_above": ipr_frac_above,
-    "spread": spread,
-    "window_mass_3": partial(window_mass, k=3),
-    "window_mass_5": partial(window_mass, k=5),
-    "hoyer": hoyer,
-    "zero_frac": zero_frac,
-    "displacement": displacement,
-    "shift_match": shift_match,
-    "conv_distance_3": partial(conv_distance, k=3),
-    "conv_distance_5": partial(conv_distance, k=5),
-    "spectral_entropy": spectral_entropy,
-    "peak_frequency": peak_frequency,
-}
-
-# the output keys of registry entries that return a dict (the others return their own name)
-MEASURE_KEYS = {
-    "displacement": ("displacement_mean", "displacement_median"),
-    "shift_match": ("shift_match", "shift_match_units"),
-}
-
-LAYER_MEASURES = ("effective_rank", "stable_rank", "alpha")
+# tables derived from the registry (probe/metrics/registry.py), one record per measure
+WEIGHT_MEASURES = {n: m.fn for n, m in of_scope("first").items()}  # name -> f(W, geometry)
+# the output keys of measures that return a dict (the others return their own name)
+MEASURE_KEYS = {n: m.keys for n, m in MEASURES.items() if m.keys}
+LAYER_MEASURES = tuple(of_scope("layer"))  # the spectral measures, which apply to any matrix
 
 
 def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str, float]:

@@ -33,14 +33,16 @@ from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
 from probe.metrics.nulls import references
+from probe.metrics.registry import MEASURES
 from probe.metrics.locality import as_matrix
 
 DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
-# movement needs the run's initialization; the layer measures (one eigendecomposition) apply to any matrix
-TRACKABLE = (*WEIGHT_MEASURES, "movement", *LAYER_MEASURES)
-# measured with scripts/bench_analyze.py: seconds, not milliseconds, on a 4096 x 3072 layer; allowed, but
-# better computed at checkpoints afterwards with `probe analyze RUN --all-steps`
-EXPENSIVE = ("shift_match", "conv_distance_3", "conv_distance_5", "displacement", *LAYER_MEASURES)
+# from the registry (probe/metrics/registry.py): the first-layer measures, movement (against the run's
+# initialization) and the layer measures (one eigendecomposition), which apply to any matrix
+TRACKABLE = tuple(n for n, m in MEASURES.items() if m.trackable)
+# seconds, not milliseconds, on a 4096 x 3072 layer (scripts/bench_analyze.py); allowed, but better computed at
+# checkpoints afterwards with `probe analyze RUN --all-steps`
+EXPENSIVE = tuple(n for n, m in MEASURES.items() if m.expensive)
 REFERENCE_FILE = "reference.json"
 
 

@@ -1,0 +1,172 @@
+"""The measure registry: one record per measure, from which everything else that lists measures is derived.
+
+:data:`MEASURES` says, for each measure, how it is computed (``fn`` and its ``scope``), which keys it writes, how
+a figure labels its axis, what a high and a low value mean, whether it is cheap enough to track during training,
+and where its formula is written (the docstring of ``fn``). :mod:`probe.metrics` builds its tables from it
+(``WEIGHT_MEASURES``, ``MEASURE_KEYS``, ``LAYER_MEASURES``), tracking its ``TRACKABLE`` and ``EXPENSIVE``
+names, the figures their axis labels, ``probe measures`` its list and the README its tables
+(``python -m probe.metrics.registry`` prints them; a test keeps the README equal to it). Adding a measure is
+one function with its formula and tests, and one record here.
+
+Scopes (what ``fn`` takes):
+- ``first``: ``fn(W, geometry)``, the first layer over the input geometry;
+- ``layer``: ``fn(W)``, any weight matrix (the spectral measures);
+- ``init``: ``fn(W, W0)``, a layer against the run's initialization;
+- ``data``: ``fn(W, X)``, the first layer against the task's training inputs;
+- ``function``: the model on its task (:mod:`probe.analysis.function` computes them; ``fn`` is where the formula
+  is written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from probe.metrics import functional, locality, routing, sparsity, spectral
+from probe.metrics.equivariance import conv_distance, shift_match
+
+SCOPES = ("first", "layer", "init", "data", "function")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measure: its name, how it is computed, the keys it writes and how to read it."""
+
+    name: str
+    fn: Callable
+    scope: str
+    group: str  # the README table it is listed in
+    label: str  # a figure's axis label: what the number is, with its unit or range
+    high: str  # what a high value means
+    low: str  # what a low value means
+    keys: tuple[str, ...] = ()  # the keys it writes, when not just its name
+    trackable: bool = False  # computed during training by --track
+    expensive: bool = False  # seconds, not milliseconds, on a 4096 x 3072 layer (scripts/bench_analyze.py)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.keys or (self.name,)
+
+    @property
+    def formula(self) -> str:
+        """Where the formula is written: the module and name of ``fn`` under probe."""
+        fn = self.fn.func if isinstance(self.fn, partial) else self.fn
+        return f"{fn.__module__.removeprefix('probe.')}.{fn.__name__}"
+
+
+_LOCALITY, _TRANSLATION, _SPECTRA, _EVERY, _FUNCTION = (
+    "First layer: locality and sparsity", "First layer: translation structure", "First layer: spectra per unit, "
+    "and the data", "Every layer", "Function section (needs the task's data)")
+
+MEASURES: dict[str, Measure] = {m.name: m for m in (
+    # -- the first layer over the input geometry -----------------------------------------------------------------
+    Measure("ipr", locality.ipr, "first", _LOCALITY, "ipr (1/|S| flat .. 1 pixel)",
+            "energy concentrated on few positions (1 = a single pixel)",
+            "spread over the grid (1/\\|S\\| flat; ≈ (C+2)/(C\\|S\\|) random Gaussian)", trackable=True),
+    Measure("ipr_frac_above", locality.ipr_frac_above, "first", _LOCALITY, "share of units",
+            "many units individually localized (share above twice the Gaussian ipr)",
+            "none stands out (≈ 0 for Gaussian weights)", trackable=True),
+    Measure("spread", locality.spread, "first", _LOCALITY, "spread of fields (pixels)",
+            "fields wide (pixels from their centre of mass)", "fields compact around one place", trackable=True),
+    Measure("window_mass_3", partial(locality.window_mass, k=3), "first", _LOCALITY, "share of field energy",
+            "most energy inside one contiguous k (k x k) window (1 = a kernel ≤ k)",
+            "energy scattered, not contiguous", trackable=True),
+    Measure("window_mass_5", partial(locality.window_mass, k=5), "first", _LOCALITY, "share of field energy",
+            "as window_mass_3, with k = 5", "energy scattered, not contiguous", trackable=True),
+    Measure("hoyer", sparsity.hoyer, "first", _LOCALITY, "sparsity (0 dense .. 1)",
+            "few large weights per unit (1 = one nonzero)", "dense, even weights (0 = all equal magnitude)",
+            trackable=True),
+    Measure("zero_frac", sparsity.zero_frac, "first", _LOCALITY, "share of weights at zero",
+            "many exactly-zero weights (pruned, beta-LASSO)", "dense layer (0)", trackable=True),
+    Measure("displacement", sparsity.displacement, "first", _LOCALITY, "pixels from the field's centre",
+            "surviving connections far from their unit's centre",
+            "surviving connections close: local masks (read on sparse layers, against the references)",
+            keys=("displacement_mean", "displacement_median"), trackable=True, expensive=True),
+    Measure("shift_match", shift_match, "first", _TRANSLATION, "mean cosine under shift",
+            "the rows are (nearly) closed under one-pixel shifts, as a convolution's (1); beware, phase-shifted "
+            "sinusoids and smooth fields also score high: read with locality",
+            "no shifted copies among the units (random null, which rises for few units); `shift_match_units`: "
+            "how many units were matched (a seeded sample when m > 1024)",
+            keys=("shift_match", "shift_match_units"), trackable=True, expensive=True),
+    Measure("conv_distance_3", partial(conv_distance, k=3), "first", _TRANSLATION, "relative distance",
+            "far from any layer a stride-1 convolution with kernel k could produce (1 = random, or local but "
+            "unshared)", "convolutional (0 = exact conv with kernel ≤ k; < 0.3 conv up to small noise)",
+            trackable=True, expensive=True),
+    Measure("conv_distance_5", partial(conv_distance, k=5), "first", _TRANSLATION, "relative distance",
+            "as conv_distance_3, with k = 5", "as conv_distance_3, with k = 5", trackable=True, expensive=True),
+    Measure("spectral_entropy", spectral.spectral_entropy, "first", _SPECTRA, "spectral entropy (0 .. 1)",
+            "broad power spectra: localized (or random) fields", "peaked spectra: Fourier-like fields",
+            trackable=True),
+    Measure("peak_frequency", spectral.peak_frequency, "first", _SPECTRA, "cycles per grid length",
+            "fields dominated by fine detail (cycles per grid length)", "smooth, low-frequency fields",
+            trackable=True),
+    Measure("input_pc_share", spectral.input_pc_share, "data", _SPECTRA, "share of the field in the top PCs",
+            "the layer reads mostly the top-10 principal components of the inputs",
+            "reads directions of little input variance (≈ 10/n at random)"),
+    # -- every layer -----------------------------------------------------------------------------------------------
+    Measure("movement", sparsity.movement, "init", _EVERY, "||W - W0|| / ||W0||",
+            "training took the layer far from its initialization: ‖W − W₀‖ / ‖W₀‖",
+            "lazy training, the layer stayed near init (0)", trackable=True),
+    Measure("effective_rank", spectral.effective_rank, "layer", _EVERY, "effective rank (units)",
+            "many singular values matter (exp of the entropy of normalized singular values)",
+            "a few directions carry the layer", trackable=True, expensive=True),
+    Measure("stable_rank", spectral.stable_rank, "layer", _EVERY, "stable rank (units)",
+            "energy spread over many directions: ‖W‖_F² / ‖W‖₂²", "one direction dominates (weightwatcher's "
+            "`stable_rank`)", trackable=True, expensive=True),
+    Measure("alpha", spectral.alpha, "layer", _EVERY, "power-law exponent alpha",
+            "a light eigenvalue tail, as random matrices give (their fits are noisy, usually above 4)",
+            "a heavy-tailed spectrum, strongly correlated weights (weightwatcher reads 2-4 as well trained)",
+            trackable=True, expensive=True),
+    # -- the model on its task ---------------------------------------------------------------------------------------
+    Measure("lie_derivative", functional.lie_derivative, "function", _FUNCTION, "mean sq. logit change per pixel",
+            "logits change fast under a sub-pixel translation (not invariant): E‖d/dt f(T_t x)‖² / dim f",
+            "translation-invariant function (0)"),
+    Measure("shift_consistency", functional.shift_consistency, "function", _FUNCTION, "share of predictions kept",
+            "predictions survive circular shifts by 1-3 pixels (1 = invariant)", "predictions change when the "
+            "input moves", keys=("shift_consistency_1", "shift_consistency_2", "shift_consistency_3")),
+    Measure("position_ipr", routing.position_ipr, "function", _FUNCTION, "ipr over positions",
+            "(sequences) each unit reads one position", "units read all positions alike (1/T)"),
+    Measure("position_sharing", routing.position_sharing, "function", _FUNCTION, "share of shared projection",
+            "every position is read through one shared projection, as attention's Q, K, V (1)",
+            "each position read differently (≈ r/C at random)"),
+    Measure("routing_accuracy", routing.routing_accuracy, "function", _FUNCTION, "share of answers routed",
+            "the answer's Jacobian (attention) peaks at the true source position", "routing not found",
+            keys=("routing_accuracy", "attn_routing_accuracy")),
+    Measure("intervention_follow", routing.intervention_follow, "function", _FUNCTION, "share of answers following",
+            "changing the source token changes the answer to it: content is routed", "the answer ignores the source"),
+    Measure("input_dependence", routing.input_dependence, "function", _FUNCTION, "routing map change",
+            "the routing map depends on the content, as attention's", "static mixing (0), as copy/reverse need"),
+    Measure("self_mass", routing.self_mass, "function", _FUNCTION, "share of routing on the query",
+            "the answer mostly reads its own query position", "it reads elsewhere"),
+    Measure("perm_equivariance", routing.perm_equivariance, "function", _FUNCTION, "output change",
+            "reordering blocks the answer ignores changes the output", "equivariant to that reordering (0)",
+            keys=("perm_equivariance_error", "perm_flip_rate")),
+)}
+
+
+def of_scope(*scopes: str) -> dict[str, Measure]:
+    """The measures of the given scopes, in registry order."""
+    return {n: m for n, m in MEASURES.items() if m.scope in scopes}
+
+
+def labels() -> dict[str, str]:
+    """Axis label per output key."""
+    return {k: m.label for m in MEASURES.values() for k in m.outputs}
+
+
+def markdown() -> str:
+    """The README's measure tables, one per group: measure keys, what high and low mean, where the formula is."""
+    out = []
+    for group in dict.fromkeys(m.group for m in MEASURES.values()):
+        out += [f"#### {group}", "", "| measure | high means | low means | formula |", "| --- | --- | --- | --- |"]
+        for m in MEASURES.values():
+            if m.group == group:
+                keys = ", ".join(f"`{k}`" for k in m.outputs)
+                out.append(f"| {keys} | {m.high} | {m.low} | `{m.formula}` |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown(), end="")

@@ -1,0 +1,72 @@
+"""The measure registry is the one list of measures: everything that lists measures is derived from it."""
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from probe import metrics
+from probe.cli import app
+from probe.figures.plots import LABELS
+from probe.geometry import Geometry
+from probe.metrics.registry import MEASURES, SCOPES, markdown
+from probe.run.tracking import EXPENSIVE, TRACKABLE, Tracker
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_every_record_is_complete_and_its_function_documents_a_formula():
+    for name, m in MEASURES.items():
+        assert m.scope in SCOPES, name
+        assert m.label and m.high and m.low, name
+        fn = m.fn.func if hasattr(m.fn, "func") else m.fn
+        assert len(inspect.getdoc(fn) or "") > 40, f"{name}: {m.formula} has no docstring formula"
+    keys = [k for m in MEASURES.values() for k in m.outputs]
+    assert len(keys) == len(set(keys)), "two measures write the same key"
+
+
+def test_derived_tables_follow_the_registry():
+    assert set(metrics.WEIGHT_MEASURES) == {n for n, m in MEASURES.items() if m.scope == "first"}
+    assert metrics.LAYER_MEASURES == ("effective_rank", "stable_rank", "alpha")
+    assert set(TRACKABLE) == {n for n, m in MEASURES.items() if m.trackable}
+    assert set(EXPENSIVE) <= set(TRACKABLE)
+    assert all(LABELS[k] == MEASURES[n].label for n in MEASURES for k in MEASURES[n].outputs)
+
+
+def test_a_tracker_of_every_trackable_measure_writes_exactly_their_keys():
+    from probe.config import RunConfig
+
+    g = Geometry(1, (12,))
+    rng = np.random.default_rng(0)
+    W0 = rng.standard_normal((16, 12))
+    cfg = RunConfig(task="mnist1d", steps=10, eval_every=5, log_every=5)
+    tracker = Tracker(TRACKABLE, cfg, g, W0)
+    row = tracker.measure(W0 + 0.1 * rng.standard_normal(W0.shape))
+    assert set(row) == set(tracker.keys()) == {k for n in TRACKABLE for k in MEASURES[n].outputs}
+
+
+def test_readme_tables_are_the_registrys():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- measure tables")
+    block = readme[readme.index("\n", start) + 1 : readme.index("<!-- end of measure tables -->")]
+    assert block == markdown(), "README measure tables are stale: python -m probe.metrics.registry"
+
+
+def test_probe_measures_lists_the_registry_and_refuses_unknown_names():
+    runner = CliRunner()
+    res = runner.invoke(app, ["measures"])
+    assert res.exit_code == 0
+    assert all(n in res.output for n in MEASURES)
+    res = runner.invoke(app, ["measures", "window_mass_3"])
+    assert res.exit_code == 0 and MEASURES["window_mass_3"].high in " ".join(res.output.split())
+    res = runner.invoke(app, ["measures", "nosuch"])
+    assert res.exit_code == 2 and "unknown measure 'nosuch'" in res.output
+
+
+@pytest.mark.parametrize("name", [n for n, m in MEASURES.items() if m.scope == "first"])
+def test_every_first_layer_measure_runs_on_a_random_layer(name):
+    W = np.random.default_rng(1).standard_normal((20, 24))
+    out = metrics.first_layer_measures(W, Geometry(2, (12,)), names=[name])
+    assert set(out) <= set(MEASURES[name].outputs) and out
