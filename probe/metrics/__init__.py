@@ -1,4 +1,4 @@
-"""Measures of how close weights and models come to convolutional structure (DESIGN §3).
+"""Measures of how close weights and models come to convolutional structure (docs/design.md §4).
 
 Every measure is a pure function of weights (numpy arrays or torch tensors, float64 inside) plus the
 input :class:`~probe.geometry.Geometry`; functional measures take a model and a batch instead.
@@ -124,7 +124,7 @@ def permute_positions(W, geometry: Geometry, perm) -> np.ndarray:
 
 
 def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None) -> dict[str, dict[str, float]]:
-    """The first-layer measures on the references every measure is read against (DESIGN §1).
+    """The first-layer measures on the references every measure is read against (docs/design.md §4.3).
 
     Returns a dict of :func:`first_layer_measures` results:
         ``gaussian``: seeded i.i.d. Gaussian weights of W's shape, scaled to W's root-mean-square
