@@ -132,6 +132,8 @@ def field_help(name: str) -> str:
 def field_option(f: dataclasses.Field, annotation) -> inspect.Parameter:
     """The `probe train` option of one RunConfig field: --name-with-dashes (--name/--no-name for a bool), the
     field's type and help text, and the field's default, which --help shows."""
+    if annotation is dict:  # no default to show, and no one flag can hold a dict
+        raise TypeError(f"RunConfig.{f.name}: a dict field needs its KEY=VALUE option in KEY_VALUE_OPTIONS")
     flag = "--" + f.name.replace("_", "-")
     if annotation is bool:
         flag += f"/--no-{flag[2:]}"

@@ -2,6 +2,7 @@
 probe/config.py, and --help shows them."""
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -75,3 +76,26 @@ def test_readme_lists_every_option_and_points_to_help_for_defaults():
         name = KEY_VALUE_OPTIONS.get(f.name, f.name)
         assert f"`{flag(name)}" in section, f"README's probe train table lacks {flag(name)}"
     assert "probe train --help" in section
+
+
+def test_a_flag_equal_to_its_default_still_counts_as_given(tmp_path, monkeypatch):
+    """Options have RunConfig's defaults, so 'given' is where click found the value, not whether it differs."""
+    import probe.run.loop
+
+    seen = {}
+
+    def run_training(cfg, out, **kwargs):  # no training: only the config the CLI built matters here
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr(probe.run.loop, "run_training", run_training)
+    (tmp_path / "c.toml").write_text('task = "mnist1d"\nwidth = 12\nlr = 0.5\n')
+    res = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.toml"), "--width", "100", "-q",
+                                   "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert (seen["cfg"].width, seen["cfg"].lr) == (100, 0.5)  # the flag beats the file; the file beats the default
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(RunConfig().to_dict()))
+    res = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "run"), "--lr", "0.01"])
+    assert res.exit_code == 2 and "drop --lr" in res.output
