@@ -37,8 +37,8 @@ def _or(choices) -> str:
 def option(default, help: str):
     """A RunConfig field with the help text that `probe train --help` shows beside its default. The CLI builds
     one option per field from these (probe/cli.py), so a default is written here and nowhere else."""
-    if isinstance(default, dict):  # a mutable default needs a factory; every dict field starts empty
-        return field(default_factory=dict, metadata={"help": help})
+    if isinstance(default, dict):  # a mutable default needs a factory: each config gets its own copy
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
