@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,7 +21,8 @@ from probe.config import ConfigError, RunConfig, load_config_file, parse_kv
 
 
 # the click that typer runs on: typer._click in recent typer releases, the click package in older ones
-_click_errors = (getattr(typer.core, "_click", None) or getattr(typer.core, "click")).exceptions
+_click = getattr(typer.core, "_click", None) or getattr(typer.core, "click")
+_click_errors = _click.exceptions
 
 
 class _OneLineErrors(TyperGroup):
@@ -113,48 +117,81 @@ def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | Non
     return RunConfig.from_dict(d, source=str(config) if config else "options")
 
 
+# -- `probe train`: one option per RunConfig field ---------------------------------------------------------------
+# RunConfig's dict fields are set by repeatable KEY=VALUE options, which `train` declares itself
+KEY_VALUE_OPTIONS = {"task_opts": "task_opt", "model_opts": "model_opt"}
+# fields whose default --help does not show: the CLI asks for a task rather than fall back to RunConfig's mnist1d
+NO_DEFAULT_SHOWN = {"task": "Required unless --config names one."}
+CONFIG_PANEL = "Run config (saved as RUN/config.json)"
+
+
+def field_help(name: str) -> str:
+    return next(f for f in dataclasses.fields(RunConfig) if f.name == name).metadata["help"]
+
+
+def field_option(f: dataclasses.Field, annotation) -> inspect.Parameter:
+    """The `probe train` option of one RunConfig field: --name-with-dashes (--name/--no-name for a bool), the
+    field's type and help text, and the field's default, which --help shows."""
+    if annotation is dict:  # no default to show, and no one flag can hold a dict
+        raise TypeError(f"RunConfig.{f.name}: a dict field needs its KEY=VALUE option in KEY_VALUE_OPTIONS")
+    flag = "--" + f.name.replace("_", "-")
+    if annotation is bool:
+        flag += f"/--no-{flag[2:]}"
+    if f.name in NO_DEFAULT_SHOWN:
+        info = typer.Option(None, flag, help=f"{f.metadata['help']} {NO_DEFAULT_SHOWN[f.name]}", show_default=False,
+                            rich_help_panel=CONFIG_PANEL)
+        annotation = Optional[annotation]
+    else:
+        info = typer.Option(f.default, flag, help=f.metadata["help"], rich_help_panel=CONFIG_PANEL)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+def with_config_options(command):
+    """Give ``command`` (which takes ``ctx`` and ``**options``) one option per RunConfig field, in the fields'
+    order, before its own options; a dict field's place goes to the KEY=VALUE option that ``command`` declares.
+    typer reads a command's options from its signature, so this sets ``__signature__``."""
+    own = inspect.signature(command).parameters
+    types = typing.get_type_hints(RunConfig)
+    params = [own["ctx"]]
+    for f in dataclasses.fields(RunConfig):
+        name = KEY_VALUE_OPTIONS.get(f.name)
+        params.append(own[name] if name else field_option(f, types[f.name]))
+    taken = {p.name for p in params}
+    params += [p for p in own.values() if p.name not in taken and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    # typer passes every option by keyword; keyword-only lets them stand in any order
+    command.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
+    return command
+
+
+def given_flags(ctx: typer.Context, options: dict) -> dict:
+    """RunConfig's fields (but the dicts) as :func:`build_config` takes them, in the fields' order: the value of
+    each option given on the command line, None for the others, so that a --config file or the stored config of
+    --resume sets those. (An option's default alone cannot tell: `--lr 0.01` is given, and equals it.)"""
+    default = _click.core.ParameterSource.DEFAULT
+    return {f.name: None if ctx.get_parameter_source(f.name) is default else options[f.name]
+            for f in dataclasses.fields(RunConfig) if f.name not in KEY_VALUE_OPTIONS}
+
+
 @app.command()
 @clean_errors
+@with_config_options
 def train(
-    task: Optional[str] = typer.Option(None, help="Task name (see `probe tasks`), or npz:PATH."),
-    task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", help="Task parameter KEY=VALUE (repeatable)."),
-    model: Optional[str] = typer.Option(None, help="Model name (see `probe models`). [default: mlp]"),
-    model_opt: Optional[List[str]] = typer.Option(None, "--model-opt", help="Model option KEY=VALUE (repeatable)."),
-    width: Optional[int] = typer.Option(None, help="Hidden units per layer. [default: 100]"),
-    depth: Optional[int] = typer.Option(None, help="Number of hidden layers. [default: 2]"),
-    param: Optional[str] = typer.Option(None, help="Parametrization: standard or mean-field."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps. [default: 6000]"),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size. [default: 100]"),
-    lr: Optional[float] = typer.Option(None, help="Learning rate. [default: 0.01]"),
-    optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw. [default: adam]"),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum. [default: 0]"),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay. [default: 0]"),
-    schedule: Optional[str] = typer.Option(None, help="Learning-rate schedule: constant or cosine."),
-    warmup: Optional[int] = typer.Option(None, help="Linear warm-up steps. [default: 0]"),
-    l1: Optional[float] = typer.Option(None, help="L1 penalty strength lambda on weight matrices. [default: 0]"),
-    beta_lasso: Optional[float] = typer.Option(None, help="beta-LASSO: after each step zero weights below beta*lambda."),
-    seed: Optional[int] = typer.Option(None, help="Random seed. [default: 0]"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda. [default: auto]"),
-    out: Optional[Path] = typer.Option(None, help="Run folder. [default: runs/TASK-MODEL-sSEED-TIME]"),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate on the test split every N steps. [default: 500]"),
-    log_every: Optional[int] = typer.Option(None, help="Write a metrics row every N steps. [default: 100]"),
-    checkpoints: Optional[int] = typer.Option(None, help="How many log-spaced checkpoints (with 0 and the last)."),
-    track: Optional[str] = typer.Option(None, help="Measures tracked during training: comma list, 'default' or 'none'."),
-    track_every: Optional[int] = typer.Option(None, help="Track every N steps (0: at every evaluation)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    on_nan: Optional[str] = typer.Option(None, help="On a NaN/inf loss: stop (default) or continue."),
-    config: Optional[Path] = typer.Option(None, help="TOML or JSON file of these options; flags override it."),
+    ctx: typer.Context,
+    task_opt: Optional[List[str]] = typer.Option(None, "--task-opt", metavar="KEY=VALUE", help=field_help("task_opts"),
+                                                 rich_help_panel=CONFIG_PANEL),
+    model_opt: Optional[List[str]] = typer.Option(None, "--model-opt", metavar="KEY=VALUE",
+                                                  help=field_help("model_opts"), rich_help_panel=CONFIG_PANEL),
+    out: Optional[Path] = typer.Option(None, help="Run folder; by default runs/TASK-MODEL-sSEED-TIME."),
+    config: Optional[Path] = typer.Option(None, help="TOML or JSON file of the run config; flags override it."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **options,
 ):
     """Train a model on a task and write a run folder (config, metrics.jsonl, checkpoints)."""
     from probe.run.loop import run_training
 
-    flags = dict(task=task, model=model, width=width, depth=depth, param=param, steps=steps, batch_size=batch_size,
-                 lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-                 warmup=warmup, l1=l1, beta_lasso=beta_lasso, seed=seed, device=device, eval_every=eval_every,
-                 log_every=log_every, checkpoints=checkpoints, track=track, track_every=track_every, compile=compile,
-                 on_nan=on_nan)
+    flags = given_flags(ctx, options)
+    task = flags["task"]
     if resume is not None:
         if out is not None and out.resolve() != resume.resolve():
             raise ConfigError(f"--resume continues the run in its own folder {resume}; drop --out {out}")
@@ -333,15 +370,15 @@ def analyze(
 def sweep(
     target: Optional[Path] = typer.Argument(None, help="A sweep spec (.toml); with --summary, a sweep folder."),
     preset: Optional[str] = typer.Option(None, help="A preset shipped with probe (see --list)."),
-    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes) or full (a GPU). [default: quick]"),
-    out: Optional[Path] = typer.Option(None, help="Sweep folder. [default: runs/sweeps/NAME-SCALE]"),
+    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes) or full (a GPU); by default quick."),
+    out: Optional[Path] = typer.Option(None, help="Sweep folder; by default runs/sweeps/NAME-SCALE."),
     executor: str = typer.Option("local", help="local, slurm, or submitit-local (submitit's local executor)."),
     jobs: int = typer.Option(1, min=1, help="Runs at once: local worker processes, or the Slurm array's parallelism."),
-    partition: Optional[str] = typer.Option(None, help="Slurm partition. [default: the cluster's]"),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition; by default the cluster's."),
     time_min: int = typer.Option(60, min=1, help="Time limit per run (submitit), minutes."),
     gpus: int = typer.Option(1, min=0, help="GPUs per Slurm job."),
     cpus: int = typer.Option(4, min=1, help="CPUs per Slurm job (its torch threads)."),
-    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs. [default: not on slurm]"),
+    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
     summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and .parquet)."),

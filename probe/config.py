@@ -1,4 +1,4 @@
-"""One typed config per run: every `probe train` option is a field here, with its default.
+"""One typed config per run: every `probe train` option is a field here, with its default and help text.
 
 The config is saved as ``config.json`` in the run folder and inside every checkpoint, so a run can be rebuilt
 from either alone (``probe train --config RUN/config.json`` reruns it).
@@ -29,37 +29,56 @@ DEVICES = ("auto", "cpu", "cuda")
 NAN_POLICIES = ("stop", "continue")
 
 
+def _or(choices) -> str:
+    """("a", "b", "c") -> "a, b or c", for help texts that list the valid values."""
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
+def option(default, help: str):
+    """A RunConfig field with the help text that `probe train --help` shows beside its default. The CLI builds
+    one option per field from these (probe/cli.py), so a default is written here and nowhere else."""
+    if isinstance(default, dict):  # a mutable default needs a factory: each config gets its own copy
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything needed to rerun a training run. Defaults reproduce the MNIST-1D MLP baseline
-    (Greydanus & Kobak: MLP 40-100-100-10, Adam lr 1e-2, batch 100, 6000 steps)."""
+    (Greydanus & Kobak: MLP 40-100-100-10, Adam lr 1e-2, batch 100, 6000 steps).
 
-    task: str = "mnist1d"
-    task_opts: dict = field(default_factory=dict)
-    model: str = "mlp"
-    model_opts: dict = field(default_factory=dict)
-    width: int = 100
-    depth: int = 2
-    param: str = "standard"
-    steps: int = 6000
-    batch_size: int = 100
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup: int = 0
-    l1: float = 0.0
-    beta_lasso: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 500
-    log_every: int = 100
-    checkpoints: int = 10
-    track: str = "default"
-    track_every: int = 0
-    compile: bool = False
-    on_nan: str = "stop"
+    Each field is a `probe train` option (``--batch-size`` for ``batch_size``) and a key of ``--config`` files;
+    its help text is in the field's metadata (:func:`option`)."""
+
+    task: str = option("mnist1d", "Task name (see `probe tasks`), or npz:PATH.")
+    task_opts: dict = option({}, "Task parameter KEY=VALUE (repeatable; `probe tasks NAME` lists them).")
+    model: str = option("mlp", "Model name (see `probe models`).")
+    model_opts: dict = option({}, "Model option KEY=VALUE (repeatable; `probe models NAME` lists them).")
+    width: int = option(100, "Hidden units per layer (MLP, transformer).")
+    depth: int = option(2, "Number of hidden layers.")
+    param: str = option("standard", f"Parametrization: {_or(PARAMETRIZATIONS)} (readout x 1/width; with SGD "
+                                    "every layer's lr x width).")
+    steps: int = option(6000, "Optimizer steps.")
+    batch_size: int = option(100, "Batch size.")
+    lr: float = option(1e-2, "Learning rate.")
+    optimizer: str = option("adam", f"Optimizer: {_or(OPTIMIZERS)}.")
+    momentum: float = option(0.0, "SGD momentum.")
+    weight_decay: float = option(0.0, "Weight decay.")
+    schedule: str = option("constant", f"Learning-rate schedule: {_or(SCHEDULES)}.")
+    warmup: int = option(0, "Linear warm-up steps.")
+    l1: float = option(0.0, "L1 penalty strength lambda on weight matrices.")
+    beta_lasso: float = option(0.0, "beta-LASSO: after each step zero weights below beta x lambda (needs --l1).")
+    seed: int = option(0, "Random seed.")
+    device: str = option("auto", f"{_or(DEVICES)}; auto takes cuda when there is one (then bf16 autocast and "
+                                 "fused optimizers).")
+    eval_every: int = option(500, "Evaluate on the test split every N steps.")
+    log_every: int = option(100, "Write a metrics row every N steps.")
+    checkpoints: int = option(10, "How many log-spaced checkpoints (with step 0 and the last).")
+    track: str = option("default", "First-layer measures tracked during training: a comma list, 'default' or "
+                                   "'none'.")
+    track_every: int = option(0, "Track every N steps (0: at every evaluation).")
+    compile: bool = option(False, "torch.compile the model.")
+    on_nan: str = option("stop", f"What a NaN/inf loss does: {_or(NAN_POLICIES)} (to study divergence).")
 
     def __post_init__(self):
         check_config(self)

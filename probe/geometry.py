@@ -1,4 +1,4 @@
-"""Geometry: how a flat input vector maps onto channels x a spatial grid (DESIGN §2).
+"""Geometry: how a flat input vector maps onto channels x a spatial grid (docs/design.md §3).
 
 Every task declares one, every run folder and checkpoint stores one, every geometric measure reads one.
 

@@ -1,4 +1,4 @@
-"""Throughput of probe's training loop against a bare PyTorch loop (DESIGN §6: speed is measured, not guessed).
+"""Throughput of probe's training loop against a bare PyTorch loop (docs/design.md §8: speed is measured, not guessed).
 
 Both loops train the same MLP (same layers, init seed, batch, AdamW, bf16 autocast on CUDA, data already in
 memory as tensors on the device) in one process, and they take turns every few steps so that both see the same
@@ -10,7 +10,7 @@ compilation) and the last interval (final evaluation) are left out.
 
 Loops per case:
 - ``bare``: about 15 lines of PyTorch (:class:`BareLoop`), the optimizer as a user writes it: PyTorch's
-  default AdamW on CPU (a Python for-loop over parameters), fused AdamW on CUDA (as DESIGN §6's reference).
+  default AdamW on CPU (a Python for-loop over parameters), fused AdamW on CUDA (as docs/design.md §8's reference).
 - ``bare fused`` (CPU): the same loop with ``fused=True``, the implementation probe uses on CPU too.
 - ``probe``: evaluation only at step 0 and the end, checkpoints only at 0 and the end. ``loop`` rates hold
   the per-step cost; ``run`` rates are the whole train() call less the hook's time, so they include probe's
@@ -66,7 +66,7 @@ class Case:
     device: str
     n_train: int
     n_test: int
-    chunk: int  # steps per turn: about a third of a second at DESIGN §6's rates
+    chunk: int  # steps per turn: about a third of a second at docs/design.md §8's rates
     chunks: int  # turns per run (quick: half)
 
 

@@ -1,4 +1,4 @@
-"""Time every weight-only measure against layer size (DESIGN §6: speed is measured, not guessed).
+"""Time every weight-only measure against layer size (docs/design.md §8: speed is measured, not guessed).
 
 Layers of m = 256 .. 8192 random Gaussian units over a 3 x 32 x 32 image geometry (n = 3072). Prints one
 row per measure with the seconds at each m and the growth exponent b of t ~ m^b, a least-squares line in

@@ -1,4 +1,4 @@
-"""Locality measures on constructions whose answer is known exactly (DESIGN §3), and the registry."""
+"""Locality measures on constructions whose answer is known exactly (docs/design.md §4.4), and the registry."""
 
 import numpy as np
 import pytest

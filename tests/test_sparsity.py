@@ -1,4 +1,4 @@
-"""Sparsity measures and weight movement on constructions with known answers (DESIGN §3)."""
+"""Sparsity measures and weight movement on constructions with known answers (docs/design.md §4.4)."""
 
 import numpy as np
 import pytest

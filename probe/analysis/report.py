@@ -1,4 +1,4 @@
-"""`probe analyze`: every measure of DESIGN §3 for a checkpoint or a run, beside its references (DESIGN §1).
+"""`probe analyze`: every measure of docs/design.md §4 for a checkpoint or a run, beside its references (§4.3).
 
 What is measured (the CLI only prints and writes what these functions return):
 - Layers as :mod:`probe.analysis.load` lists them: 2-D weight tensors in network order, the dense first layer first.

@@ -1,4 +1,4 @@
-"""Tidy tables from run folders, the input of every figure in :mod:`probe.figures.plots` (DESIGN §2, issue 5).
+"""Tidy tables from run folders, the input of every figure in :mod:`probe.figures.plots` (docs/design.md §5, issue 5).
 
 Every table has one row per observation and the run's config as columns, flattened with dots
 (``task_opts.gain``, ``model_opts.kernel``), so figures can group and colour runs by any config key:

@@ -1,4 +1,4 @@
-"""Measures of how close weights and models come to convolutional structure (DESIGN §3).
+"""Measures of how close weights and models come to convolutional structure (docs/design.md §4).
 
 Every measure is a pure function of weights (numpy arrays or torch tensors, float64 inside) plus the
 input :class:`~probe.geometry.Geometry`; functional measures take a model and a batch instead.

@@ -1,7 +1,7 @@
-"""Translation structure of first-layer weights (DESIGN §3, "Translation structure").
+"""Translation structure of first-layer weights (docs/design.md §4.5).
 
 Hidden units have no order, so structure is only defined up to a permutation of units: every measure
-here is a function of the *set* of rows. Notation (DESIGN §3): W is m x n with rows w_i, fields
+here is a function of the *set* of rows. Notation (docs/design.md §4.2): W is m x n with rows w_i, fields
 F = geometry.fields(W) of shape (m, C, *S), in the original (unshuffled) position order.
 
 - :func:`shift_match`: is the set of rows closed under a one-pixel shift (equivariance)?

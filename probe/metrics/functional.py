@@ -1,4 +1,4 @@
-"""Functional translation measures of a model (DESIGN §3, "Translation structure", functional).
+"""Functional translation measures of a model (docs/design.md §4.5, functional).
 
 A model is any callable f mapping a batch of flat inputs x (B, n), in the geometry's layout, to outputs
 (B, K) (logits). Translations act on the image, not on the vector the model sees: inputs are taken

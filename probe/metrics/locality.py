@@ -1,6 +1,6 @@
-"""Locality of first-layer receptive fields (DESIGN §3, "Locality and sparsity").
+"""Locality of first-layer receptive fields (docs/design.md §4.4).
 
-Notation (DESIGN §3): W is m x n, F = geometry.fields(W) has shape (m, C, *S), the energy map of unit i
+Notation (docs/design.md §4.2): W is m x n, F = geometry.fields(W) has shape (m, C, *S), the energy map of unit i
 is e_i(s) = sum_c F[i, c, s]^2 and p_i = e_i / sum_s e_i(s).
 
 Units whose weights are all zero (pruned away, dead) have no p_i; every mean here is over the other

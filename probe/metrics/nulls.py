@@ -1,4 +1,4 @@
-"""The references every measure is read against (docs/design.md §1): the one place that draws them.
+"""The references every measure is read against (docs/design.md §4.3): the one place that draws them.
 
 - ``gaussian``: i.i.d. Gaussian weights of the layer's shape, scaled to its root-mean-square (most measures are
   scale-free; this keeps the others comparable);

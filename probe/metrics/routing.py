@@ -1,4 +1,4 @@
-"""Routing measures for sequence models (DESIGN §3, "Sequences").
+"""Routing measures for sequence models (docs/design.md §4.7).
 
 Input: T positions x C features per position (C = vocab for one-hot tokens). First-layer weights W (m x T*C)
 are read as blocks W_t (m x C), the part of the layer that reads position t.

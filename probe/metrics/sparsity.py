@@ -1,6 +1,6 @@
-"""Sparsity of first-layer weights and how far training moved them (DESIGN §3, "Locality and sparsity").
+"""Sparsity of first-layer weights and how far training moved them (docs/design.md §4.4).
 
-Notation (DESIGN §3): W is m x n with rows w_i; fields F = geometry.fields(W) of shape (m, C, *S).
+Notation (docs/design.md §4.2): W is m x n with rows w_i; fields F = geometry.fields(W) of shape (m, C, *S).
 All-zero rows (pruned-away units) are left out of the per-unit means, as in :mod:`locality`.
 """
 

@@ -1,4 +1,4 @@
-"""Spectra of weights (DESIGN §3, "Spectra").
+"""Spectra of weights (docs/design.md §4.6).
 
 Per unit (first layer, needs a geometry): the power spectrum of each receptive field over the grid,
 its entropy and peak frequency. Localized fields have broad spectra; Fourier-like fields one peak.

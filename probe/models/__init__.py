@@ -3,7 +3,7 @@
 A model builder is a function ``fn(task, width, depth, param, **opts)`` registered with :func:`register`;
 its keyword arguments after those four are the model options (``--model-opt KEY=VALUE``). Every model has
 ``first_layer_dense()``: its first layer written as a dense (m x n) matrix over the input geometry, so an MLP
-and its controls are measured by the same code (DESIGN §2). Models may define ``lr_multipliers()``, a dict
+and its controls are measured by the same code (docs/design.md §3.3). Models may define ``lr_multipliers()``, a dict
 from parameter name to learning-rate factor (mean-field scaling uses it).
 """
 

@@ -1,4 +1,4 @@
-"""The run folder and what keeps it safe (DESIGN §2, issue 8): the files a run writes, resuming from the last
+"""The run folder and what keeps it safe (docs/design.md §5, issue 8): the files a run writes, resuming from the last
 checkpoint, checks before training (the folder is writable, the disk can hold the checkpoints), checkpoints that
 never hold NaN or inf, and stopping at a step boundary on SIGINT/SIGTERM. The loop itself is :mod:`probe.run.loop`.
 

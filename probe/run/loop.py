@@ -1,4 +1,4 @@
-"""The training loop: one run = one RunConfig -> one run folder (DESIGN §2).
+"""The training loop: one run = one RunConfig -> one run folder (docs/design.md §2.1, §5).
 
 Run folder: ``config.json``, ``task.json`` (geometry and task facts), ``metrics.jsonl`` (a row per logged step)
 and ``checkpoints/step_<N>.pt`` at log-spaced steps including 0 and the last.

@@ -1,4 +1,4 @@
-"""Structure tracking during training: cheap first-layer measures in the metrics rows (DESIGN §2, issue 5).
+"""Structure tracking during training: cheap first-layer measures in the metrics rows (docs/design.md §2.1, issue 5).
 
 ``probe train --track ipr,hoyer,... --track-every N`` computes the named measures of the first layer (its dense
 matrix over the input geometry, so an MLP and its CNN/LCN controls are measured alike) inside the training loop
@@ -14,7 +14,7 @@ Conventions (what later parts rely on):
 - ``--track-every N``: measures are computed at logged rows whose step is a multiple of N, at step 0 and at
   the last step. N = 0 means every evaluation step (``--eval-every``). Rows are only written at multiples of
   ``--log-every`` and ``--eval-every``, so N must be a multiple of one of them.
-- References (DESIGN §1): at the last step, ``RUN/reference.json`` gets the tracked measures on the run's
+- References (docs/design.md §4.3): at the last step, ``RUN/reference.json`` gets the tracked measures on the run's
   initialization (``init``), on Gaussian weights of the same shape and RMS (``gaussian``) and on the final
   weights with input positions permuted (``permuted``): the null for contiguity has to keep the final fields'
   concentration, so it is taken from the final weights, once per run.

@@ -1,4 +1,4 @@
-"""Tasks: named data sets that declare their geometry (DESIGN §4).
+"""Tasks: named data sets that declare their geometry (docs/design.md §7).
 
 A task is a function registered with :func:`register`; its keyword arguments and defaults are its task
 options (``--task-opt KEY=VALUE``), which is also what ``probe tasks NAME`` lists. It returns a :class:`Task`:

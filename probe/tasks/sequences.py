@@ -1,4 +1,4 @@
-"""Sequence tasks (DESIGN §4): static routing (copy, reverse), content routing (mqar, induction), sort,
+"""Sequence tasks (docs/design.md §7): static routing (copy, reverse), content routing (mqar, induction), sort,
 in-context regression, modular addition and sparse parity.
 
 Conventions shared by every task here:
