@@ -1,4 +1,4 @@
-"""Figures (probe/plots.py), their tidy tables (probe/figdata.py) and `probe figures` (probe/figures.py)."""
+"""Figures (probe/figures/plots.py), their tidy tables (probe/figures/tables.py) and `probe figures` (probe/figures.py)."""
 
 import matplotlib
 

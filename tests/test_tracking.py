@@ -1,4 +1,4 @@
-"""Structure tracking inside the training loop (probe/tracking.py)."""
+"""Structure tracking inside the training loop (probe/run/tracking.py)."""
 
 import json
 import os

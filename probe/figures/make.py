@@ -1,6 +1,6 @@
 """`probe figures RUN... --out DIR`: every figure that applies to a set of runs, as PDF + PNG (issue 5).
 
-Loads the runs' tidy tables (probe/figdata.py), draws them (probe/plots.py) and writes:
+Loads the runs' tidy tables (probe/figures/tables.py), draws them (probe/figures/plots.py) and writes:
 
 - ``PREFIXmeasures``: tracked measures over training steps, references as bands (runs that tracked measures);
 - ``PREFIXaccuracy``: test accuracy over steps;
@@ -31,7 +31,7 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
 
     Args:
         paths: run folders, or folders of run folders.
-        group_by, hue: config keys (``model``, ``width``, ``seed``, ``task_opts.gain``); see probe/plots.py.
+        group_by, hue: config keys (``model``, ``width``, ``seed``, ``task_opts.gain``); see probe/figures/plots.py.
         steps: checkpoint steps for the field grids (nearest available); default first, middle, last.
         prefix: prepended to every file name (``mnist1d_`` -> ``mnist1d_measures.png``).
         which: the figures to draw.

@@ -1,4 +1,4 @@
-"""Figures of runs, each one function from a tidy table (probe/figdata.py) to a matplotlib Figure (issue 5).
+"""Figures of runs, each one function from a tidy table (probe/figures/tables.py) to a matplotlib Figure (issue 5).
 
 One shared theme (:func:`paper_theme`: seaborn ``context="paper"``, TrueType fonts in PDFs); scripts and notebooks
 restyle a returned figure or call the function inside their own theme. :func:`save` writes PDF and PNG.

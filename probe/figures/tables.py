@@ -4,7 +4,7 @@ Every table has one row per observation and the run's config as columns, flatten
 (``task_opts.gain``, ``model_opts.kernel``), so figures can group and colour runs by any config key:
 
 - :func:`load_runs`: ``run, step, metric, value`` from ``metrics.jsonl`` (losses, accuracies, tracked measures).
-- :func:`load_references`: ``run, reference, metric, value`` from ``reference.json`` (probe/tracking.py).
+- :func:`load_references`: ``run, reference, metric, value`` from ``reference.json`` (probe/run/tracking.py).
 - :func:`load_fields`: ``run, step, W, geometry``: the dense first layer at chosen steps (for receptive fields).
 - :func:`load_spectra`: eigenvalues of the first layer's W^T W with their power-law fit, and per-unit power spectra.
 - :func:`load_routing`: for sequence runs, each model's routing map on the same test inputs (probe/metrics/routing.py).

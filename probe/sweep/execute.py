@@ -1,5 +1,5 @@
 """Running a sweep's runs: prepare the sweep folder, run each run (or resume, or skip it), on this machine or
-through submitit (Slurm job arrays), restartable. The spec and its expansion are in :mod:`probe.sweep`.
+through submitit (Slurm job arrays), restartable. The spec and its expansion are in :mod:`probe.sweep.spec`.
 
 Each run folder gets ``sweep_run.json`` (what to run: config, procedure, final measures), which is all a worker
 needs: ``python -m probe.sweep.execute RUN_DIR`` runs one. The worker writes ``result.json`` (status done, failed or

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from probe.analysis.function import FUNCTION_MEASURES
 from probe.config import ConfigError, RunConfig, load_config_file
 from probe.run.procedures import procedure_options
 
@@ -61,7 +62,7 @@ SCALES = ("quick", "full")
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
 SCALE_KEYS = ("base", "grid", "variants", "final_measures")
 OPT_TABLES = ("task_opts", "model_opts", "procedure_opts")
-FINAL_MEASURES = ("lie_derivative", "shift_consistency", "routing")
+FINAL_MEASURES = FUNCTION_MEASURES  # the functional measures a spec may ask for (probe.analysis.function)
 MANIFEST = "sweep.json"
 
 
