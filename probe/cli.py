@@ -184,7 +184,7 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run folder; by default runs/TASK-MODEL-sSEED-TIME."),
     config: Optional[Path] = typer.Option(None, help="TOML or JSON file of the run config; flags override it."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (a bar on a terminal, a line every few seconds in a log)."),
     **options,
 ):
     """Train a model on a task and write a run folder (config, metrics.jsonl, checkpoints)."""
@@ -204,7 +204,7 @@ def train(
             raise ConfigError("--task is required (see `probe tasks`), or give --config FILE")
         cfg = build_config(config, flags, task_opt, model_opt)
         out = out or default_out(cfg)
-    row = run_training(cfg, out, progress=not quiet and sys.stderr.isatty(), resume=resume is not None)
+    row = run_training(cfg, out, progress=not quiet, resume=resume is not None)
     console.print(summary_line(cfg, row, out), highlight=False, soft_wrap=True)
 
 
@@ -336,7 +336,7 @@ def analyze(
     if all_steps and shape is not None:
         raise ConfigError("--all-steps reads a probe run folder; --input-shape is for plain state_dicts")
     if all_steps:
-        reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed)
+        reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed, progress=True)
         console.print(f"{terminal.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
         tables = terminal.steps_tables(reports)
     else:
@@ -411,15 +411,19 @@ def sweep(
             t.add_row(r.name, *[str(r.varied[c]) for c in spec.columns], r.procedure)
         console.print(t)
         return
-    done = [0]
+    done, ran, t0 = [0], [0], time.perf_counter()
 
     def show(r):
         done[0] += 1
+        ran[0] += r["status"] not in ("skipped", "submitted")
         acc = f" test_acc {r['test_acc']:.4f}" if isinstance(r.get("test_acc"), float) else ""
         why = f": {r['error']}" if r.get("error") else (f" job {r['job_id']}" if r.get("job_id") else "")
         secs = f" ({r['seconds']:.0f} s)" if r.get("seconds") else ""
-        console.print(f"[{done[0]}/{len(spec.runs)}] {r['run']}: {r['status']}{acc}{secs}{why}", highlight=False,
-                      soft_wrap=True, markup=False)
+        left = len(spec.runs) - done[0]
+        # runs finish at the rate they have so far (skipped ones cost nothing): that rate times what is left
+        eta = f", ~{_minutes((time.perf_counter() - t0) / ran[0] * left)} left" if ran[0] and left else ""
+        console.print(f"[{done[0]}/{len(spec.runs)}{eta}] {r['run']}: {r['status']}{acc}{secs}{why}",
+                      highlight=False, soft_wrap=True, markup=False)
 
     slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus)
     try:
@@ -433,6 +437,10 @@ def sweep(
     _print_sweep_summary(sweep_summary.summarize(out), out)
     if any(r["status"] not in ("done", "skipped") for r in results):
         raise typer.Exit(1)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _print_sweep_summary(df, folder: Path) -> None:
@@ -473,7 +481,7 @@ def figures(
         raise ConfigError(f"--steps expects comma-separated integers, got {steps!r}") from None
     names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
     written = make_figures(runs, out, group_by, hue, chosen, prefix, measures=names, x=x, final=names,
-                           say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False))
+                           say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False), progress=True)
     for p in written:
         console.print(str(p), highlight=False, soft_wrap=True)
 

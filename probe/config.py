@@ -77,6 +77,8 @@ class RunConfig:
     track: str = option("default", "First-layer measures tracked during training: a comma list, 'default' or "
                                    "'none'.")
     track_every: int = option(0, "Track every N steps (0: at every evaluation).")
+    threads: int = option(0, "Torch CPU threads; 0: one for small models (parameters x batch < 1e7, where more "
+                             "threads only fight other processes for the cores), torch's setting otherwise.")
     compile: bool = option(False, "torch.compile the model.")
     on_nan: str = option("stop", f"What a NaN/inf loss does: {_or(NAN_POLICIES)} (to study divergence).")
 
@@ -149,7 +151,7 @@ def check_config(c: RunConfig) -> None:
     for name in ("width", "steps", "batch_size", "eval_every", "log_every", "checkpoints"):
         if getattr(c, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(c, name)}")
-    for name in ("depth", "warmup", "track_every"):
+    for name in ("depth", "warmup", "track_every", "threads"):
         if getattr(c, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(c, name)}")
     for name in ("lr", "momentum", "weight_decay", "l1", "beta_lasso"):

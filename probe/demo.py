@@ -41,7 +41,7 @@ def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
         # a finished demo run is reused (and an interrupted one resumed) rather than refused
         if run_state(run_dir, steps) != "done":
             console.print(f"training {model} on MNIST-1D ({steps} steps) -> {run_dir}", highlight=False)
-        results[model] = train_or_resume(cfg, run_dir, progress=console.is_terminal)
+        results[model] = train_or_resume(cfg, run_dir, progress=True)
     console.print()
     t = Table("model", "test accuracy", "published (Greydanus & Kobak)", title="MNIST-1D, seed %d" % seed)
     t.add_row("MLP 40-100-100-10", f"{results['mlp']['test_acc']:.1%}", "68%")

@@ -34,6 +34,7 @@ from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.metrics import first_layer_measures, input_pc_share, layer_measures, movement
 from probe.metrics.nulls import null_draws, permute_positions
+from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, list_checkpoints
 from probe.run.loop import evaluate
 
@@ -255,10 +256,11 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
 
 
 def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_data: int = 512,
-                  seed: int = 0) -> list[Report]:
-    """One :class:`Report` per checkpoint of a run folder, by step (arguments as :func:`analyze_checkpoint`).
-    A checkpoint file inside a run folder means that run. Model and task are built once, the step-0 measures
-    (every step's ``init``) computed once, the Gaussian references once per layer shape."""
+                  seed: int = 0, progress: bool = False) -> list[Report]:
+    """One :class:`Report` per checkpoint of a run folder, by step (arguments as :func:`analyze_checkpoint`;
+    ``progress``: a bar, or a line every few seconds, on standard error). A checkpoint file inside a run folder
+    means that run. Model and task are built once, the step-0 measures (every step's ``init``) computed once,
+    the Gaussian references once per layer shape."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir() and run_dir.parent.name == "checkpoints":
         run_dir = run_dir.parent.parent
@@ -271,8 +273,13 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
     if first.config is None:
         raise CheckpointError(f"checkpoint {first.path}: not a probe checkpoint")
     subject = Subject.of(first, data, n_data, seed)
-    # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights)
-    return [subject.report(first if i == 0 else read_source(p), layer) for i, (_, p) in enumerate(ckpts)]
+    reports = []
+    with Progress(len(ckpts), f"analyze {run_dir}", "checkpoint", enabled=progress) as bar:
+        for i, (step, p) in enumerate(ckpts):
+            # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights)
+            reports.append(subject.report(first if i == 0 else read_source(p), layer))
+            bar.update(i + 1, f"step {step}")
+    return reports
 
 
 def analyze_run(run_dir, all_steps: bool = True, **kwargs) -> pd.DataFrame:

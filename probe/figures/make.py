@@ -19,6 +19,7 @@ from pathlib import Path
 
 from probe.figures import tables as figdata, plots
 from probe.config import ConfigError
+from probe.progress import Progress
 
 MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the first ones are drawn
 
@@ -26,7 +27,8 @@ MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the 
 def make_figures(paths, out, group_by: str | None = None, hue: str | None = None, steps=None, prefix: str = "",
                  which=("measures", "accuracy", "fields", "spectra", "routing", "interpolation"), measures=None,
                  references=("gaussian", "permuted"), say=print, x: str | None = None, final=None,
-                 final_references=("gaussian", "permuted"), xlabel: str | None = None) -> list[Path]:
+                 final_references=("gaussian", "permuted"), xlabel: str | None = None,
+                 progress: bool = False) -> list[Path]:
     """Draw the figures of the runs under ``paths`` into ``out``; returns the files written.
 
     Args:
@@ -42,6 +44,7 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
             ``variant``); without it that figure is not drawn.
         final: metrics of the ``final`` figure (default: test accuracy and every tracked measure), with
             ``final_references`` beside them or their ``@init`` null; ``xlabel`` its axis label.
+        progress: show which figure is being drawn (a bar, or a line every few seconds, on standard error).
     """
     import matplotlib
 
@@ -53,52 +56,58 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
         which = (*which, "final")
     _check_keys(runs, "--group-by/--hue", group_by, hue)
     written: list[Path] = []
+    bar = Progress(len(which), f"figures of {len(dirs)} runs", "figure", enabled=progress)
+    drawn: list[str] = []
 
     def emit(name, make):
+        drawn.append(name)
+        bar.update(len(drawn) - 1, f"drawing {name}")
         try:
             fig = make()
         except ValueError as e:  # the figure does not apply to these runs
             say(f"{prefix}{name}: skipped ({e})")
             return
         written.extend(plots.save(fig, out, f"{prefix}{name}"))
+        bar.update(len(drawn), f"drew {name}")
 
-    if "measures" in which:
-        refs = figdata.load_references(dirs)
-        emit("measures", lambda: plots.measures_figure(runs, refs if len(refs) else None, measures, hue, group_by,
-                                                           references))
-    if "accuracy" in which:
-        emit("accuracy", lambda: plots.accuracy_figure(runs, hue=hue, group_by=group_by))
-    if "final" in which:
-        if x is None:
-            say(f"{prefix}final: skipped (no --x config key to draw end-of-run values against)")
-        else:
-            table = figdata.load_final(dirs)
+    with bar:
+        if "measures" in which:
             refs = figdata.load_references(dirs)
-            if final is None:
-                final = ["test_acc"] + plots.tracked_in(table.metric)
-            _check_keys(table, "--x/--hue", x, hue)
-            emit("final", lambda: plots.final_figure(table, x, final, refs if len(refs) else None, hue,
-                                                     final_references, xlabel=xlabel))
-    if "interpolation" in which and any((d / "interpolation.json").exists() for d in dirs):
-        emit("interpolation", lambda: plots.interpolation_figure(figdata.load_interpolation(dirs), hue=hue))
-    few = dirs[:MAX_WEIGHT_RUNS]
-    if len(dirs) > MAX_WEIGHT_RUNS and ({"fields", "spectra"} & set(which)):
-        say(f"fields and spectra: drawing the first {MAX_WEIGHT_RUNS} of {len(dirs)} runs")
-    if "fields" in which:
-        emit("fields", lambda: plots.fields_grid_figure(figdata.load_fields(few, steps)))
-    if "spectra" in which:
-        emit("spectra", lambda: plots.spectra_figure(*figdata.load_spectra(few), hue=hue))
-    if "routing" in which:
-        seq = [d for d in dirs if figdata.flat_config(d).get("task") in _sequence_tasks()]
-        if not seq:
-            say(f"{prefix}routing: skipped (no sequence runs)")
-        else:
-            try:
-                import probe.metrics.routing  # noqa: F401
-            except ImportError:
-                say(f"{prefix}routing: skipped (probe.metrics.routing is not available)")
+            emit("measures", lambda: plots.measures_figure(runs, refs if len(refs) else None, measures, hue, group_by,
+                                                               references))
+        if "accuracy" in which:
+            emit("accuracy", lambda: plots.accuracy_figure(runs, hue=hue, group_by=group_by))
+        if "final" in which:
+            if x is None:
+                say(f"{prefix}final: skipped (no --x config key to draw end-of-run values against)")
             else:
-                emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
+                table = figdata.load_final(dirs)
+                refs = figdata.load_references(dirs)
+                if final is None:
+                    final = ["test_acc"] + plots.tracked_in(table.metric)
+                _check_keys(table, "--x/--hue", x, hue)
+                emit("final", lambda: plots.final_figure(table, x, final, refs if len(refs) else None, hue,
+                                                         final_references, xlabel=xlabel))
+        if "interpolation" in which and any((d / "interpolation.json").exists() for d in dirs):
+            emit("interpolation", lambda: plots.interpolation_figure(figdata.load_interpolation(dirs), hue=hue))
+        few = dirs[:MAX_WEIGHT_RUNS]
+        if len(dirs) > MAX_WEIGHT_RUNS and ({"fields", "spectra"} & set(which)):
+            say(f"fields and spectra: drawing the first {MAX_WEIGHT_RUNS} of {len(dirs)} runs")
+        if "fields" in which:
+            emit("fields", lambda: plots.fields_grid_figure(figdata.load_fields(few, steps)))
+        if "spectra" in which:
+            emit("spectra", lambda: plots.spectra_figure(*figdata.load_spectra(few), hue=hue))
+        if "routing" in which:
+            seq = [d for d in dirs if figdata.flat_config(d).get("task") in _sequence_tasks()]
+            if not seq:
+                say(f"{prefix}routing: skipped (no sequence runs)")
+            else:
+                try:
+                    import probe.metrics.routing  # noqa: F401
+                except ImportError:
+                    say(f"{prefix}routing: skipped (probe.metrics.routing is not available)")
+                else:
+                    emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
     return written
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from probe.config import ConfigError, RunConfig
 from probe.models import build_model
+from probe.progress import Progress
 from probe.seeding import stream
 from probe.run.checkpoint import checkpoint_steps, step_path
 from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_out, check_space, diverged,
@@ -41,6 +42,9 @@ from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupt
 from probe.tasks import Task, make_task
 
 EVAL_BATCH = 4096
+# parameters x batch below which one CPU thread beats several: measured on 2 shared cores, a 40-100-100-10 MLP
+# at batch 100 (1.5e6) took 1.8 ms/step on one thread and 37 ms on two (scripts/bench.py --cases threads)
+SMALL_WORK = 1e7
 
 
 def resolve_device(name: str) -> torch.device:
@@ -198,7 +202,7 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
     threshold = cfg.beta_lasso * cfg.l1
     last_row: dict = (read_metrics(run.out) or [{}])[-1] if run.step else {}  # a finished resumed run: its end
     metrics_f = open(run.out / METRICS_FILE, "a")
-    bar = _progress(cfg, progress, run.step)
+    bar = Progress(cfg.steps, f"{cfg.model} on {cfg.task}", "step", run.step, enabled=progress)
     t0, step0 = time.perf_counter(), run.step
 
     def log(step: int, evaluate_now: bool) -> dict:
@@ -235,8 +239,7 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(stop_requests())
         stack.callback(metrics_f.close)
-        if bar:
-            stack.callback(bar.close)
+        stack.enter_context(bar)
         if run.step == 0:
             last_row = log(0, True)
             save(run, 0)
@@ -266,8 +269,7 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
             is_eval = done % cfg.eval_every == 0 or done == cfg.steps
             if is_eval or done % cfg.log_every == 0:
                 last_row = log(done, is_eval)
-                if bar:
-                    bar.update(done, last_row)
+                bar.update(done, _status(last_row))
             if done in run.ckpt_steps:
                 save(run, done)
     elapsed = time.perf_counter() - t0
@@ -277,27 +279,10 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
     return last_row
 
 
-class _Bar:
-    def __init__(self, cfg, start):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn(f"{cfg.model} on {cfg.task}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-        self.t = self.p.add_task("train", total=cfg.steps, completed=start, info="")
-        self.p.start()
-
-    def update(self, step, row):
-        info = f"loss {row.get('train_loss', float('nan')):.4f}"
-        if "test_acc" in row:
-            info += f" acc {row['test_acc']:.3f}"
-        self.p.update(self.t, completed=step, info=info)
-
-    def close(self):
-        self.p.stop()
-
-
-def _progress(cfg, enabled, start):
-    return _Bar(cfg, start) if enabled else None
+def _status(row: dict) -> str:
+    """A metrics row as the progress status: the training loss and, at evaluations, the test accuracy."""
+    status = f"loss {row['train_loss']:.4f}" if "train_loss" in row else ""
+    return status + (f" acc {row['test_acc']:.3f}" if "test_acc" in row else "")
 
 
 def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: bool = False, prepare=None,
@@ -334,7 +319,29 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
             write_run_files(run)
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    return train(run, hooks=hooks, progress=progress, on_log=on_log)
+    with _threads(cpu_threads(cfg, run.model)):
+        return train(run, hooks=hooks, progress=progress, on_log=on_log)
+
+
+def cpu_threads(cfg: RunConfig, model: nn.Module) -> int:
+    """The torch CPU threads a run uses: ``cfg.threads``, or for 0 one thread for a small model (parameters x batch
+    below :data:`SMALL_WORK`) and torch's current setting otherwise (a sweep worker's share of the cores)."""
+    if cfg.threads:
+        return cfg.threads
+    work = sum(p.numel() for p in model.parameters()) * cfg.batch_size
+    return 1 if work < SMALL_WORK else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's CPU threads set to n inside the block, and back afterwards (a library call leaves them as it found
+    them). The count is part of a run's reproducibility: matmul reductions are split by thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_or_resume(cfg: RunConfig, out, prepare=None, hooks=(), task: Task | None = None,
