@@ -141,9 +141,10 @@ class Geometry:
 
     def describe(self) -> str:
         grid = "x".join(map(str, self.spatial))
-        s = f"{self.channels}x{grid}" + (" periodic" if self.periodic else "")
-        if self.channels_last:
-            s += " (positions x features)"
+        if self.channels_last:  # a sequence: T positions, each a vector of C features (one-hot tokens)
+            s = f"{grid} positions x {self.channels} features" + (" periodic" if self.periodic else "")
+        else:
+            s = f"{self.channels}x{grid}" + (" periodic" if self.periodic else "")
         if self.perm is not None:
             s += " shuffled"
         return s

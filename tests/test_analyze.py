@@ -170,5 +170,18 @@ def test_sequence_checkpoint_reports_routing_measures(tmp_path):
     assert {"test_acc", "position_ipr", "routing_accuracy"} <= set(rep.function)
     assert "position_ipr_random" not in rep.function  # moved beside its measure as the gaussian reference
     assert rep.reference["gaussian"]["function"]["position_ipr"] > 0
+    # the image measures of the first layer do not apply to a token layer: left out, and the report says so
+    assert not {"ipr", "window_mass_3", "shift_match"} & set(rep.layers["mlp.layers.0"])
+    assert any("sequence task" in n for n in rep.notes)
     # without data the model is rebuilt from a task shell and gives the same weights
-    assert analyze_checkpoint(run, data=False).layers["mlp.layers.0"]["ipr"] == rep.layers["mlp.layers.0"]["ipr"]
+    assert analyze_checkpoint(run, data=False).layers["mlp.layers.0"]["stable_rank"] == \
+        rep.layers["mlp.layers.0"]["stable_rank"]
+
+
+def test_a_cnn_report_names_the_conv_layers_it_leaves_out(tmp_path):
+    run = _train(tmp_path / "cnn3", "--task", "mnist1d", "--model", "cnn", "--model-opt", "channels=4",
+                 "--steps", "2", "--checkpoints", "1")
+    rep = analyze_checkpoint(run, data=False)
+    assert list(rep.layers)[0] == "layers.0.dense"
+    note = next(n for n in rep.notes if n.startswith("left out"))
+    assert "layers.1 (4x4x5)" in note and "layers.2 (4x4x5)" in note and "layers.0 " not in note

@@ -150,3 +150,16 @@ def test_a_pruned_away_layer_is_tracked_as_nan_with_its_movement():
     t = Tracker(("ipr", "movement"), RunConfig(**TINY), Geometry(1, (40,)), np.ones((4, 40)))
     row = t(0, model)
     assert row["ipr"] != row["ipr"] and row["movement"] == pytest.approx(1.0)
+
+
+def test_a_sequence_task_tracks_only_what_applies_to_it(tmp_path):
+    cfg = RunConfig(task="mqar", task_opts={"n_train": 64, "n_test": 32}, width=8, depth=1, steps=4, eval_every=2,
+                    log_every=2, checkpoints=1, device="cpu")
+    assert parse_track("default", "sequence") == ("movement",)
+    run_training(cfg, tmp_path / "default", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "default" / "metrics.jsonl").read_text().splitlines()]
+    assert "movement" in rows[-1] and not {"ipr", "window_mass_3", "hoyer"} & set(rows[-1])
+    # an image measure asked for by name is refused in one line, before the run folder is made
+    with pytest.raises(ConfigError, match=r"--track: ipr .* do not apply to a sequence task; it can track movement"):
+        run_training(cfg.replace(track="ipr,movement"), tmp_path / "named", progress=False)
+    assert not (tmp_path / "named").exists()

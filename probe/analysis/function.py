@@ -14,6 +14,8 @@ from __future__ import annotations
 from probe.metrics.functional import lie_derivative, shift_consistency
 
 FUNCTION_MEASURES = ("lie_derivative", "shift_consistency", "routing")
+# facts sequence_measures returns beside its measures: which attention head the attn_* measures are of
+NOT_MEASURES = ("attn_layer", "attn_head")
 
 
 def applicable(task) -> tuple[str, ...]:
@@ -23,9 +25,10 @@ def applicable(task) -> tuple[str, ...]:
     return ("lie_derivative", "shift_consistency") if task.loss == "ce" else ("lie_derivative",)
 
 
-def function_measures(model, task, names=None, n: int = 512, seed: int = 0) -> dict[str, float]:
+def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info: dict | None = None) -> dict[str, float]:
     """The functional measures ``names`` (default: every one that applies) of ``model`` on ``task``, as one flat
-    dict of floats; names that do not apply to the task are left out (module docstring)."""
+    dict of floats; names that do not apply to the task are left out (module docstring). Facts that are not
+    measures (:data:`NOT_MEASURES`: the attention head the ``attn_*`` measures read) go into ``info``."""
     names = applicable(task) if names is None else [m for m in names if m in applicable(task)]
     model.eval()
     out: dict[str, float] = {}
@@ -37,5 +40,10 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0) -> d
     if "routing" in names:
         from probe.metrics.routing import sequence_measures
 
-        out.update({k: float(v) for k, v in sequence_measures(model, task, n=n, seed=seed).items()})
+        for k, v in sequence_measures(model, task, n=n, seed=seed).items():
+            if k in NOT_MEASURES:
+                if info is not None:
+                    info[k] = int(v)
+            else:
+                out[k] = float(v)
     return out

@@ -32,7 +32,8 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, load_
                                  read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics import WEIGHT_MEASURES, first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics.registry import applies
 from probe.metrics.nulls import null_draws, permute_positions
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, list_checkpoints
@@ -126,6 +127,7 @@ class Subject:
         self._nulls: dict = {}
         self._init: tuple | None = None
         self._X = None  # inputs for input_pc_share, in the model's flat layout
+        self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
 
     @classmethod
     def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0) -> "Subject":
@@ -146,13 +148,17 @@ class Subject:
 
     # one entry's measures, the same for a checkpoint and for its init
     def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None) -> dict[str, float]:
-        if first:
-            out = first_layer_measures(W, self.geometry, W0=W0)
+        if first:  # the first layer's measures that apply to this task's kind (registry), movement with W0
+            out = first_layer_measures(W, self.geometry, self._first_names, W0=W0)
             if self._inputs() is not None:
                 out["input_pc_share"] = input_pc_share(W, self._inputs())
         else:
             out = {"movement": movement(W, W0)} if W0 is not None and W0.shape == W.shape else {}
         return {**out, **layer_measures(W)}
+
+    @property
+    def _first_names(self) -> list[str]:
+        return [n for n in WEIGHT_MEASURES if applies(n, self.geometry.kind)]
 
     def _inputs(self):
         if self._X is None and self.task is not None:
@@ -189,7 +195,10 @@ class Subject:
             return {}
         ev = evaluate(self.model.eval(), self.task.x_test, self.task.y_test, self.task.loss)
         out = {"test_loss": ev["loss"], **({"test_acc": ev["acc"]} if "acc" in ev else {})}
-        return {**out, **function_measures(self.model, self.task, n=self.n_data, seed=self.seed)}
+        info: dict = {}
+        out.update(function_measures(self.model, self.task, n=self.n_data, seed=self.seed, info=info))
+        self._info = info
+        return out
 
     def report(self, source: Source, layer: str | None = None) -> Report:
         """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer."""
@@ -213,18 +222,37 @@ class Subject:
                 rep.reference["init"][name] = init[1][name]
             if first:
                 Wp = permute_positions(W, self.geometry, perm)
-                rep.reference["permuted"][name] = first_layer_measures(Wp, self.geometry.without_perm())
+                rep.reference["permuted"][name] = first_layer_measures(Wp, self.geometry.without_perm(),
+                                                                       self._first_names)
                 units = rep.layers[name].get("shift_match_units", W.shape[0])
                 if units < W.shape[0]:
                     rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
         if layer is None or layer == names[0]:
             rep.function = self._function()  # the model holds this checkpoint's weights (self.layers loaded them)
+            if "attn_layer" in self._info:
+                rep.notes.append(f"attn_* measures: the attention head that routes best, layer "
+                                 f"{self._info['attn_layer']} head {self._info['attn_head']}")
             _split_random(rep.function, rep.reference["gaussian"])
             if init and init[2]:
                 rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items() if not k.endswith("_random")}
         if init is None and self.config is not None:
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
+        if self.geometry.kind == "sequence":
+            rep.notes.append("sequence task: the first layer's image measures (locality, translation) do not apply; "
+                             "its routing measures are in the function section")
+        left_out = unmeasured(source.state_dict, names)
+        if left_out:
+            rep.notes.append("left out, not dense matrices (only a CNN's or LCN's first layer is written out "
+                             "densely): " + ", ".join(left_out))
         return rep
+
+
+def unmeasured(state_dict: dict, layers) -> list[str]:
+    """The weight tensors of more than two dimensions (conv kernels) that no layer of the report stands for, as
+    ``name (shape)``; a first layer written out densely (``layers.0.dense``) stands for its kernel."""
+    shown = {n.removesuffix(".dense") for n in layers}
+    return [f"{k.removesuffix('.weight')} ({'x'.join(map(str, v.shape))})" for k, v in state_dict.items()
+            if torch.is_tensor(v) and v.dim() > 2 and v.is_floating_point() and k.removesuffix(".weight") not in shown]
 
 
 def _split_random(function: dict, gaussian: dict) -> None:

@@ -29,9 +29,11 @@ def report_tables(rep: Report) -> list:
     """One rich Table per layer (and the function section): each measure with its references beside it."""
     tables = []
     for name, values in rep.sections().items():
-        t = Table("measure", "value", *REFERENCES, title=_title(rep, name), title_justify="left", box=None)
+        # a reference with no value in this section (permuted beyond the first layer) gets no column
+        refs = [r for r in REFERENCES if any(m in rep.reference.get(r, {}).get(name, {}) for m in values)]
+        t = Table("measure", "value", *refs, title=_title(rep, name), title_justify="left", box=None)
         for measure, v in values.items():
-            t.add_row(measure, fmt(v), *[fmt(rep.reference.get(r, {}).get(name, {}).get(measure)) for r in REFERENCES])
+            t.add_row(measure, fmt(v), *[fmt(rep.reference[r][name].get(measure)) for r in refs])
         tables.append(t)
     return tables
 

@@ -19,7 +19,7 @@ Scopes (what ``fn`` takes):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
@@ -43,6 +43,13 @@ class Measure:
     keys: tuple[str, ...] = ()  # the keys it writes, when not just its name
     trackable: bool = False  # computed during training by --track
     expensive: bool = False  # seconds, not milliseconds, on a 4096 x 3072 layer (scripts/bench_analyze.py)
+    kinds: tuple[str, ...] = ()  # the task kinds it applies to; default: image for the first layer's, else both
+
+    @property
+    def task_kinds(self) -> tuple[str, ...]:
+        """Image measures read the first layer over a grid of pixels; on a sequence task that layer is a token
+        table, where they are trivially 0 or 1 (the routing measures are the sequence analogues)."""
+        return self.kinds or (("image",) if self.scope == "first" else ("image", "sequence"))
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -121,10 +128,10 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     # -- the model on its task ---------------------------------------------------------------------------------------
     Measure("lie_derivative", functional.lie_derivative, "function", _FUNCTION, "mean sq. logit change per pixel",
             "logits change fast under a sub-pixel translation (not invariant): E‖d/dt f(T_t x)‖² / dim f",
-            "translation-invariant function (0)"),
+            "translation-invariant function (0)", kinds=("image",)),
     Measure("shift_consistency", functional.shift_consistency, "function", _FUNCTION, "share of predictions kept",
             "predictions survive circular shifts by 1-3 pixels (1 = invariant)", "predictions change when the "
-            "input moves", keys=("shift_consistency_1", "shift_consistency_2", "shift_consistency_3")),
+            "input moves", keys=("shift_consistency_1", "shift_consistency_2", "shift_consistency_3"), kinds=("image",)),
     Measure("position_ipr", routing.position_ipr, "function", _FUNCTION, "ipr over positions",
             "(sequences) each unit reads one position", "units read all positions alike (1/T)"),
     Measure("position_sharing", routing.position_sharing, "function", _FUNCTION, "share of shared projection",
@@ -143,6 +150,16 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "reordering blocks the answer ignores changes the output", "equivariant to that reordering (0)",
             keys=("perm_equivariance_error", "perm_flip_rate")),
 )}
+
+
+# the routing measures are the sequence tasks' own
+MEASURES.update({n: replace(m, kinds=("sequence",)) for n, m in MEASURES.items()
+                 if m.fn.__module__ == routing.__name__})
+
+
+def applies(name: str, kind: str) -> bool:
+    """Whether measure ``name`` applies to tasks of ``kind`` (image, sequence)."""
+    return kind in MEASURES[name].task_kinds
 
 
 def of_scope(*scopes: str) -> dict[str, Measure]:

@@ -307,6 +307,7 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
 
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out, task)
+    check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
     check_out(out)
     if prepare is not None:
         prepare(run, not resume)

@@ -33,7 +33,7 @@ from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
 from probe.metrics.nulls import references
-from probe.metrics.registry import MEASURES
+from probe.metrics.registry import MEASURES, applies
 from probe.metrics.locality import as_matrix
 
 DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
@@ -46,10 +46,12 @@ EXPENSIVE = tuple(n for n, m in MEASURES.items() if m.expensive)
 REFERENCE_FILE = "reference.json"
 
 
-def parse_track(spec: str) -> tuple[str, ...]:
+def parse_track(spec: str, kind: str | None = None) -> tuple[str, ...]:
     """The measure names of a ``--track`` value: ``default``, ``none`` (or empty) or a comma list.
 
-    Duplicates are dropped, order kept. Raises ConfigError naming the unknown names and listing valid ones.
+    Duplicates are dropped, order kept. Raises ConfigError naming the unknown names and listing valid ones. With
+    the task's ``kind``, ``default`` keeps the measures that apply to it (a sequence task: ``movement``) and a
+    named measure that does not apply (an image measure on a sequence task) is a ConfigError.
     """
     spec = (spec or "").strip()
     if spec.lower() in ("", "none"):
@@ -58,19 +60,25 @@ def parse_track(spec: str) -> tuple[str, ...]:
     for item in spec.split(","):
         item = item.strip()
         if item.lower() == "default":
-            names.extend(DEFAULT_TRACK)
+            names.extend(n for n in DEFAULT_TRACK if kind is None or applies(n, kind))
         elif item:
             names.append(item)
     unknown = [n for n in names if n not in TRACKABLE]
     if unknown:
         raise ConfigError(f"--track: unknown measure(s) {', '.join(unknown)}; valid: default, none, "
                           f"{', '.join(TRACKABLE)}")
+    wrong = [n for n in names if kind is not None and not applies(n, kind)]
+    if wrong:
+        valid = ", ".join(n for n in TRACKABLE if applies(n, kind))
+        raise ConfigError(f"--track: {', '.join(wrong)} measure(s) the first layer over an image grid and do not "
+                          f"apply to a {kind} task; it can track {valid}")
     return tuple(dict.fromkeys(names))
 
 
-def check_tracking(cfg: RunConfig) -> tuple[str, ...]:
-    """Validate ``cfg.track`` and ``cfg.track_every`` (see module docstring); returns the measure names."""
-    names = parse_track(cfg.track)
+def check_tracking(cfg: RunConfig, kind: str | None = None) -> tuple[str, ...]:
+    """Validate ``cfg.track`` (for a task of ``kind``, when known) and ``cfg.track_every`` (see module
+    docstring); returns the measure names."""
+    names = parse_track(cfg.track, kind)
     N = cfg.track_every
     if names and N and N % cfg.log_every and N % cfg.eval_every:
         raise ConfigError(f"--track-every {N}: measures are computed at logged steps, so it must be a multiple of "
@@ -177,7 +185,7 @@ def initial_first_layer(run) -> np.ndarray:
 
 def tracking_hooks(run) -> tuple:
     """The hooks that ``run_training`` adds for ``run.cfg.track``: () when tracking is off (no cost per step)."""
-    names = check_tracking(run.cfg)
+    names = check_tracking(run.cfg, run.task.geometry.kind)
     if not names:
         return ()
     return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out),)
