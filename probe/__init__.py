@@ -9,7 +9,7 @@ The public surface, for scripts and notebooks (the `probe` command is built on t
     report = probe.analyze_checkpoint("runs/mlp")            # every measure beside its references
     probe.first_layer_measures(run.first_layer, run.geometry)
 
-Training: :class:`RunConfig`, :func:`make_task`, :func:`build_model`, :func:`run_training`. Reading runs back:
+Training: :class:`RunConfig`, :func:`config_for` (a task's own training defaults), :func:`make_task`, :func:`build_model`, :func:`run_training`. Reading runs back:
 :func:`load_run` (one checkpoint's model), :func:`read_metrics` (a run's rows), :func:`load_runs` (many runs' rows
 as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame).
 Measures: :data:`MEASURES` (the registry), :func:`first_layer_measures`, :func:`layer_measures`,
@@ -28,6 +28,7 @@ _PUBLIC = {
     "analyze_checkpoint": "probe.analysis.report",
     "analyze_run": "probe.analysis.report",
     "build_model": "probe.models",
+    "config_for": "probe.tasks",
     "first_layer_measures": "probe.metrics",
     "function_measures": "probe.analysis.function",
     "layer_measures": "probe.metrics",

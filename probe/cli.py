@@ -102,14 +102,17 @@ def default_out(cfg: RunConfig) -> Path:
 
 
 def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | None, model_opts: list[str] | None) -> RunConfig:
-    """Defaults <- config file <- flags given on the command line (None = not given)."""
+    """RunConfig's defaults <- the task's training defaults <- config file <- flags given on the command line
+    (None = not given)."""
+    from probe.tasks import get_spec
+
     d = load_config_file(config) if config else {}
     if config and "task" not in d and flags.get("task") is None:
         raise ConfigError(f"config file {config}: no task given (set task or pass --task)")
-    d = {**RunConfig().to_dict(), **d}
     for k, v in flags.items():
         if v is not None:
             d[k] = v
+    d = {**RunConfig().to_dict(), **get_spec(d.get("task", RunConfig.task)).training, **d}
     if task_opts:
         d["task_opts"] = {**d.get("task_opts", {}), **parse_kv(task_opts, "--task-opt")}
     if model_opts:
@@ -235,6 +238,7 @@ def summary_line(cfg: RunConfig, row: dict, out) -> str:
 def tasks(name: Optional[str] = typer.Argument(None, help="A task to show the parameters of.")):
     """List the tasks, or one task's parameters and defaults."""
     from probe.tasks import get_spec, task_specs
+    from probe.tasks.options import option_help
 
     if name is None:
         t = Table("task", "kind", "description", box=None)
@@ -243,12 +247,15 @@ def tasks(name: Optional[str] = typer.Argument(None, help="A task to show the pa
         console.print(t)
         return
     spec = get_spec(name)
-    console.print(f"[bold]{spec.name}[/bold]: {spec.description}")
-    t = Table("option (--task-opt KEY=VALUE)", "default", box=None)
+    console.print(f"[bold]{spec.name}[/bold] ({spec.kind}): {spec.description}", highlight=False)
+    t = Table("--task-opt KEY", "default", "meaning", box=None)
     for k, v in spec.options().items():
         if k != "path":
-            t.add_row(k, repr(v))
+            t.add_row(k, repr(v), option_help(spec.name, k) or "")
     console.print(t)
+    if spec.training:
+        own = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in spec.training.items())
+        console.print(f"training defaults of this task (flags override them): {own}", highlight=False)
 
 
 @app.command()

@@ -56,6 +56,7 @@ from pathlib import Path
 
 from probe.analysis.function import FUNCTION_MEASURES
 from probe.config import ConfigError, RunConfig, load_config_file
+from probe.tasks import get_spec
 from probe.run.procedures import procedure_options
 
 SCALES = ("quick", "full")
@@ -171,7 +172,8 @@ def default_out(sweep: Sweep) -> Path:
 def _run_spec(run_name, varied, d, final, where) -> RunSpec:
     procedure = str(d.pop("procedure", "train"))
     popts = d.pop("procedure_opts", {})
-    cfg = RunConfig.from_dict({**RunConfig().to_dict(), **d}, source=f"{where} run {run_name}")
+    task_training = get_spec(d["task"]).training if "task" in d else {}  # the task's own defaults, then the spec's
+    cfg = RunConfig.from_dict({**RunConfig().to_dict(), **task_training, **d}, source=f"{where} run {run_name}")
     _check_options(cfg, procedure, popts, f"{where} run {run_name}")
     return RunSpec(run_name, varied, cfg.to_dict(), procedure, popts, final)
 

@@ -23,7 +23,7 @@ import torch
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.seeding import TEST_SET, TRAIN_SET, stream
-from probe.tasks import Task, register
+from probe.tasks import SEQUENCE_TRAINING, Task, register
 
 
 
@@ -217,7 +217,7 @@ def all_pairs(p: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register("modadd", "modular addition a + b mod p over all pairs, a seeded train fraction (Nanda et al.)",
-          kind="sequence")
+          kind="sequence", training={**SEQUENCE_TRAINING, "weight_decay": 1.0, "batch_size": 512})
 def modadd(seed: int = 0, p: int = 113, train_frac: float = 0.5) -> Task:
     _check("modadd", p >= 2 and 0 < train_frac < 1, f"need p >= 2 and 0 < train_frac < 1, got {p}, {train_frac}")
     x, y = all_pairs(p)

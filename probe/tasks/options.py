@@ -1,0 +1,44 @@
+"""What each task option means, for `probe tasks NAME`: by option name, and by (task, option) where one name means
+different things in different tasks. A test checks that every option of every task is described here."""
+
+from __future__ import annotations
+
+BY_NAME = {
+    "n_train": "training examples (0: the whole training split)",
+    "n_test": "test examples",
+    "fresh": "draw a fresh training batch at every step (an unlimited stream) instead of a fixed training set",
+    "data_seed": "seed of the data set itself (which examples, which split), apart from the run's --seed",
+    "test_frac": "share of the examples held out as the test split",
+    "data_dir": "folder holding the data files (nothing is downloaded)",
+    "vocab": "vocabulary size (tokens are one-hot vectors of this length)",
+    "length": "sequence length T",
+    "num_samples": "examples the mnist1d generator makes (train and test together)",
+    "augment_shift": "k > 0: roll each training input by a random shift in [-k, k] (circular)",
+    "perm_seed": "seed of the fixed permutation of the 40 positions",
+    "path": "the .npz file (given as the task name npz:PATH)",
+    "size": "grid side: positions per axis",
+    "xi0": "correlation length of class 0",
+    "xi1": "correlation length of class 1",
+    "gain": "gain g of erf(g z): the higher, the further from Gaussian the marginals",
+    "periodic": "the grid wraps around",
+}
+
+BY_TASK = {
+    ("nlgp", "dim"): "grid dimensions (1: a line, 2: a square)",
+    ("nlgp-gauss", "dim"): "grid dimensions (1: a line, 2: a square)",
+    ("icl-regression", "dim"): "input dimension of each (x, y) example",
+    ("icl-regression", "context"): "examples in context before the query",
+    ("icl-regression", "noise"): "standard deviation of the label noise",
+    ("mqar", "pairs"): "key-value pairs before the queries",
+    ("induction", "prefix"): "length of the prefix that is repeated",
+    ("induction", "fixed_offset"): "0: the repeat starts at a random offset; > 0: always at this one (static routing)",
+    ("modadd", "p"): "the modulus p (inputs a, b in 0..p-1)",
+    ("modadd", "train_frac"): "share of all p^2 pairs used for training",
+    ("parity", "n"): "input bits",
+    ("parity", "k"): "bits whose XOR is the label",
+}
+
+
+def option_help(task: str, option: str) -> str | None:
+    """What ``option`` of ``task`` means, or None when it is not described."""
+    return BY_TASK.get((task, option), BY_NAME.get(option))
