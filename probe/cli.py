@@ -345,7 +345,9 @@ def analyze(
     if all_steps:
         reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed, progress=True)
         console.print(f"{terminal.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
-        tables = terminal.steps_tables(reports)
+        tables, note = terminal.steps_tables(reports, console.width)
+        if note:
+            reports[-1].notes.append(note)
     else:
         reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
                                          n_data=n_data, seed=seed)]

@@ -1,6 +1,7 @@
 """`probe analyze` and probe.analysis.report: layout, references, plain state_dicts, --all-steps, CNN vs MLP, pictures,
 one-line errors."""
 
+import io
 import json
 
 import numpy as np
@@ -185,3 +186,21 @@ def test_a_cnn_report_names_the_conv_layers_it_leaves_out(tmp_path):
     assert list(rep.layers)[0] == "layers.0.dense"
     note = next(n for n in rep.notes if n.startswith("left out"))
     assert "layers.1 (4x4x5)" in note and "layers.2 (4x4x5)" in note and "layers.0 " not in note
+
+
+def test_all_steps_table_fits_the_terminal_with_full_names(mlp_run):
+    from probe.analysis.report import analyze_steps
+    from probe.analysis.terminal import shown_steps, steps_tables
+    from rich.console import Console
+
+    assert shown_steps(10, 200, 20, 2) == list(range(10))
+    assert shown_steps(10, 80, 20, 2) == [0, 4, 9]  # first, last, evenly spaced between
+    reps = analyze_steps(mlp_run, data=False)
+    tables, note = steps_tables(reps, 80)
+    assert note and "--csv" in note
+    console = Console(width=80, record=True, file=io.StringIO())
+    for t in tables:
+        console.print(t)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text and "displacement_median" in text and "shift_match_units" in text

@@ -38,19 +38,46 @@ def report_tables(rep: Report) -> list:
     return tables
 
 
-def steps_tables(reps: list[Report]) -> list:
-    """One rich Table per layer over a run's steps: a column per step, the last step's references beside."""
+CELL = 11  # characters of a value column: "step 10000" or "0.0001234", and rich's padding of one on each side
+
+
+def shown_steps(n: int, width: int, label: int, refs: int) -> list[int]:
+    """Indices of the steps whose columns fit ``width`` characters beside a measure column of ``label`` characters
+    and ``refs`` reference columns: every step when they fit, else the first, the last and evenly spaced ones."""
+    fit = max(2, (width - (label + 2) - refs * CELL) // CELL)
+    if n <= fit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (fit - 1)) for i in range(fit)})
+
+
+def steps_tables(reps: list[Report], width: int = 120) -> tuple[list, str | None]:
+    """One rich Table per layer over a run's steps: a row per measure, a column per step (as many as fit
+    ``width``: the first, the last and evenly spaced ones), the last step's references beside. Returns the tables
+    and a note saying which steps were left out (None when all fit)."""
     last = reps[-1]
+    refs = ("gaussian", "permuted")
+    label = max((len(m) for r in reps for v in r.sections().values() for m in v), default=10)
+    keep = shown_steps(len(reps), width, label, len(refs))
     tables = []
     for name, values in last.sections().items():
-        cols = [f"step {r.step}" for r in reps] + [f"{ref} (last)" for ref in ("gaussian", "permuted")]
-        t = Table("measure", *cols, title=_title(last, name), title_justify="left", box=None)
+        have = [ref for ref in refs if last.reference.get(ref, {}).get(name)]
+        t = Table(title=_title(last, name) + (f"; {', '.join(have)}: of step {last.step}" if have else ""),
+                  title_justify="left", box=None)
+        t.add_column("measure", no_wrap=True)  # full names: never cut
+        for i in keep:
+            t.add_column(f"step {reps[i].step}", justify="right", no_wrap=True)
+        for ref in have:
+            t.add_column(ref, justify="right", no_wrap=True)
         for measure in values:
-            row = [fmt(r.sections().get(name, {}).get(measure)) for r in reps]
-            row += [fmt(last.reference.get(ref, {}).get(name, {}).get(measure)) for ref in ("gaussian", "permuted")]
+            row = [fmt(reps[i].sections().get(name, {}).get(measure)) for i in keep]
+            row += [fmt(last.reference[ref][name].get(measure)) for ref in have]
             t.add_row(measure, *row)
         tables.append(t)
-    return tables
+    note = None
+    if len(keep) < len(reps):
+        note = (f"showing {len(keep)} of {len(reps)} checkpoints (steps {', '.join(str(reps[i].step) for i in keep)}) "
+                f"to fit {width} columns; --csv FILE writes every step, or widen the terminal")
+    return tables, note
 
 
 def header(rep: Report) -> str:
