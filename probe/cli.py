@@ -54,6 +54,20 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _version(value: bool):
+    if value:
+        from probe import __version__
+
+        console.print(f"probe {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print probe's version and exit.")):
+    """Train MLPs and controls, and measure how convolutional or attention-like they become."""
+
+
 class ProbeError(Exception):
     """Any error the user can fix; printed as one line, exit code 2."""
 
@@ -191,6 +205,7 @@ def train(
     **options,
 ):
     """Train a model on a task and write a run folder (config, metrics.jsonl, checkpoints)."""
+    from probe.models import check_applies
     from probe.run.loop import run_training
 
     flags = given_flags(ctx, options)
@@ -206,6 +221,7 @@ def train(
         if task is None and config is None:
             raise ConfigError("--task is required (see `probe tasks`), or give --config FILE")
         cfg = build_config(config, flags, task_opt, model_opt)
+        check_applies(cfg.model, [k for k, v in flags.items() if v is not None])
         out = out or default_out(cfg)
     row = run_training(cfg, out, progress=not quiet, resume=resume is not None)
     console.print(summary_line(cfg, row, out), highlight=False, soft_wrap=True)
@@ -390,7 +406,7 @@ def sweep(
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
-    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and .parquet)."),
+    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and summary.parquet when pyarrow is installed)."),
     list_: bool = typer.Option(False, "--list", help="List the presets with their hypotheses."),
 ):
     """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
@@ -463,7 +479,8 @@ def _print_sweep_summary(df, folder: Path) -> None:
         t.add_row(*["" if v != v or v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
                     for v in (row[c] for c in shown)])
     console.print(t)
-    console.print(f"summary of {len(df)} runs -> {folder / 'summary.csv'}", highlight=False, soft_wrap=True)
+    written = [folder / f for f in ("summary.csv", "summary.parquet") if (folder / f).exists()]
+    console.print(f"summary of {len(df)} runs -> {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
 
 
 @app.command()

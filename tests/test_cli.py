@@ -20,10 +20,10 @@ def test_train_writes_a_run_folder_and_a_summary_line(tmp_path):
 
 
 def test_options_map_onto_config_fields(tmp_path):
-    res = runner.invoke(app, ["train", *TINY[2:], "--task", "mnist1d-shuffled", "--out", str(tmp_path / "r"), "--model", "cnn", "--model-opt", "channels=3",
+    res = runner.invoke(app, ["train", *TINY[6:], "--task", "mnist1d-shuffled", "--out", str(tmp_path / "r"), "--model", "cnn", "--model-opt", "channels=3",
                               "--model-opt", "kernel=3", "--task-opt", "perm_seed=2", "--optimizer", "sgd", "--lr", "0.05",
                               "--momentum", "0.9", "--weight-decay", "1e-4", "--seed", "7", "--batch-size", "32",
-                              "--param", "standard", "--device", "cpu"])
+                              "--device", "cpu"])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["model_opts"] == {"channels": 3, "kernel": 3} and cfg["task_opts"] == {"perm_seed": 2}
@@ -70,3 +70,48 @@ def test_bad_options_get_one_line_and_exit_code_2(args, message):
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_version():
+    from probe import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"probe {__version__}"
+
+
+@pytest.mark.parametrize("model, flags, named", [("cnn", ["--width", "7", "--depth", "9"], "--width, --depth"),
+                                                 ("linear", ["--param", "mean-field"], "--param")])
+def test_options_a_model_does_not_use_are_refused_by_name(tmp_path, model, flags, named):
+    res = runner.invoke(app, ["train", "--task", "mnist1d", "--model", model, *flags, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and f"{named}: model {model} does not use" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_log_tensorboard_writes_every_row_as_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    res = runner.invoke(app, ["train", *TINY, "--log", "tensorboard", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train_loss")]
+    assert logged == [(r["step"], pytest.approx(r["train_loss"], rel=1e-6)) for r in rows if "train_loss" in r]
+    assert {"test_acc", "lr"} <= set(events.Tags()["scalars"])
+
+
+def test_log_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_tensorboard(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    res = runner.invoke(app, ["train", *TINY, "--log", "tensorboard", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--log tensorboard needs the tensorboard package" in res.output
+    assert not (tmp_path / "r").exists()

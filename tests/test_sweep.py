@@ -327,3 +327,20 @@ def test_slurm_executor_without_slurm_is_a_one_line_error(tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="--executor slurm: .*srun"):
         run_sweep(expand(spec()), tmp_path / "sw", "slurm")
+
+
+def test_readme_spec_example_expands():
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("### `probe sweep`: the spec format"):]
+    text = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    spec = tomllib.loads(text)
+    spec["hypothesis"] = spec["anchor"] = "x"
+    sweep = expand(spec)
+    assert sweep.scale == "quick" and len(sweep.runs) == 6  # [quick] keeps seed 0: 3 gains x 2 variants
+    assert {r.config["task_opts"]["gain"] for r in sweep.runs} == {1, 3, 10}
+    assert {r.config["model"] for r in sweep.runs} == {"mlp", "cnn"} and {r.config["steps"] for r in sweep.runs} == {500}

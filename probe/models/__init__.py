@@ -26,6 +26,7 @@ class ModelSpec:
     fn: Callable
     description: str
     kinds: tuple[str, ...]  # task kinds it accepts: "image", "sequence"
+    uses: tuple[str, ...] = ("width", "depth", "param")  # the RunConfig fields it reads (beyond its options)
 
     def options(self) -> dict:
         sig = inspect.signature(self.fn)
@@ -35,9 +36,12 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register(name: str, description: str, kinds=("image",)):
+def register(name: str, description: str, kinds=("image",), uses=("width", "depth", "param")):
+    """Register a model builder. ``uses``: which of --width, --depth and --param it reads; giving one it does not
+    read is refused (a CNN's size is set by its options, not by --width)."""
+
     def deco(fn):
-        MODELS[name] = ModelSpec(name, fn, description, tuple(kinds))
+        MODELS[name] = ModelSpec(name, fn, description, tuple(kinds), tuple(uses))
         return fn
 
     return deco
@@ -51,6 +55,20 @@ def model_specs() -> dict[str, ModelSpec]:
     except ImportError:  # pragma: no cover - sequence models not yet present
         pass
     return MODELS
+
+
+def check_applies(name: str, given) -> None:
+    """ConfigError naming the options among ``given`` (RunConfig field names a user set) that model ``name``
+    does not read."""
+    specs = model_specs()
+    if name not in specs:
+        return  # build_model names the valid models
+    unused = [k for k in ("width", "depth", "param") if k in given and k not in specs[name].uses]
+    if unused:
+        flags = ", ".join(f"--{k}" for k in unused)
+        opts = ", ".join(f"{k}=" for k in specs[name].options()) or "none"
+        raise ConfigError(f"{flags}: model {name} does not use {'it' if len(unused) == 1 else 'them'} (its own "
+                          f"options: --model-opt {opts})")
 
 
 def build_model(name: str, task, width: int, depth: int, param: str = "standard", opts: dict | None = None) -> nn.Module:

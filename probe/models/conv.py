@@ -141,11 +141,12 @@ class LocalNet(nn.Module):
                            first.stride[0], first.padding[0], self.circular)
 
 
-@register("cnn", "convolutional reference: `layers` conv layers of `channels`, kernel `kernel`, flattened readout")
+@register("cnn", "convolutional reference: `layers` conv layers of `channels`, kernel `kernel`, flattened readout",
+          uses=())
 def cnn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2):
     return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=True)
 
 
-@register("lcn", "locally connected control: the CNN's local support without weight sharing")
+@register("lcn", "locally connected control: the CNN's local support without weight sharing", uses=())
 def lcn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2):
     return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=False)

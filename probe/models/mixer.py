@@ -73,7 +73,7 @@ class Mixer(nn.Module):
 
 
 @register("mixer", "MLP-Mixer: --depth blocks of token mixing and channel mixing, --width channels",
-          kinds=("sequence",))
+          kinds=("sequence",), uses=("width", "depth"))
 def mixer(task, width, depth, param, token_mult: int = 4, channel_mult: int = 4, activation: str = "gelu"):
     if param != "standard":
         raise ValueError("the mixer supports --param standard only")

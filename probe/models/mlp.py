@@ -29,6 +29,6 @@ def mlp(task, width, depth, param, activation: str = "relu", bias: bool = True, 
     raise ValueError(f"arch must be plain or bottleneck, got {arch!r}")
 
 
-@register("linear", "linear model (multinomial logistic regression for classes)", kinds=("image",))
+@register("linear", "linear model (multinomial logistic regression for classes)", kinds=("image",), uses=())
 def linear(task, width, depth, param, bias: bool = True):
     return MLP(task.n_inputs, task.n_outputs, width, 0, "identity", bias, "standard")

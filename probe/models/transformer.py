@@ -104,7 +104,7 @@ class Transformer(nn.Module):
 
 
 @register("transformer", "pre-LN transformer: --depth layers of --width (d_model), learned positions",
-          kinds=("sequence",))
+          kinds=("sequence",), uses=("width", "depth"))
 def transformer(task, width, depth, param, heads: int = 2, causal: bool = True, mlp_ratio: int = 4, norm: bool = True,
                 activation: str = "gelu"):
     if param != "standard":

@@ -308,6 +308,8 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out, task)
     check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
+    if cfg.log == "tensorboard":
+        _summary_writer()  # a missing package is a one-line error before --out is touched
     check_out(out)
     if prepare is not None:
         prepare(run, not resume)
@@ -320,8 +322,8 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
             write_run_files(run)
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    with _threads(cpu_threads(cfg, run.model)):
-        return train(run, hooks=hooks, progress=progress, on_log=on_log)
+    with _threads(cpu_threads(cfg, run.model)), _loggers(cfg, out, on_log) as log_row:
+        return train(run, hooks=hooks, progress=progress, on_log=log_row)
 
 
 def cpu_threads(cfg: RunConfig, model: nn.Module) -> int:
@@ -343,6 +345,38 @@ def _threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--log tensorboard needs the tensorboard package: pip install 'probe[tensorboard]' "
+                          "(or pip install tensorboard)") from None
+    return SummaryWriter
+
+
+@contextlib.contextmanager
+def _loggers(cfg: RunConfig, out: Path, on_log=None):
+    """The ``on_log(row)`` that training calls after each metrics row: the caller's, and with ``--log tensorboard``
+    one that writes every number of the row as a scalar under its key (``RUN/tensorboard``; a resumed run
+    appends to the same folder, and TensorBoard shows the rows by step)."""
+    if cfg.log != "tensorboard":
+        yield on_log
+        return
+    writer = _summary_writer()(log_dir=str(Path(out) / "tensorboard"))
+
+    def log_row(row: dict) -> None:
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, row["step"])
+        if on_log is not None:
+            on_log(row)
+
+    try:
+        yield log_row
+    finally:
+        writer.close()
 
 
 def train_or_resume(cfg: RunConfig, out, prepare=None, hooks=(), task: Task | None = None,

@@ -2,37 +2,41 @@
 
 A sweep spec (the presets in ``probe/experiments/*.toml`` are examples)::
 
-    name = "mnist1d-controls"            # default: the file name
+    name = "nlgp-example"                # default: the file name
     hypothesis = "..."                   # one line: what the sweep tests (`probe sweep --list` shows it)
     anchor = "..."                       # the published number it is read against
     final_measures = ["lie_derivative"]  # optional: functional measures of each final model (FINAL_MEASURES)
 
-    [base]                               # config keys of every run (RunConfig fields; unset: RunConfig defaults)
-    task = "mnist1d"
-    steps = 6000
-    task_opts = { n_train = 0 }          # option tables merge key by key
+    [base]                               # config keys of every run (RunConfig fields; unset: their defaults)
+    task = "nlgp"
+    steps = 2000
+    task_opts = { n_train = 4000 }       # option tables merge key by key
 
     [grid]                               # crossed: one run per combination of these lists
     seed = [0, 1]
     "task_opts.gain" = [1, 3, 10]        # a dotted key sets one entry of task_opts, model_opts or procedure_opts
 
     [[variants]]                         # zipped: each entry sets several keys together, one run per entry
-    name = "cnn"                         # its label (run folder names, the summary column); default: its values
+    name = "mlp"                         # its label (run folder names, the summary column); default: its values
+    model = "mlp"
+
+    [[variants]]
+    name = "cnn"
     model = "cnn"
     "model_opts.channels" = 32
-    procedure = "train"                  # or a multi-stage procedure of probe.run.procedures (imp, ecnn) ...
-    procedure_opts = { rounds = 3 }      # ... with its options
+    # procedure = "imp" and procedure_opts = { rounds = 3 }: a multi-stage procedure of probe.run.procedures
+    # (imp, ecnn) instead of one plain training run ("train", the default)
 
     # Several zipped axes: [[variants.AXIS]] tables instead of [[variants]] (whose axis is called "variant").
     # Axes are crossed with each other and with the grid.
 
     [quick]                              # a scale: `--scale quick` (the default when the spec has it)
-    base = { steps = 2000 }              # merged over [base]
+    base = { steps = 500 }               # merged over [base]
     grid = { seed = [0] }                # replaces those grid keys
     # variants = [...] / [[quick.variants.AXIS]]: replaces those axes
-    [full]                               # `--scale full`: same form
+    # [full]                             # `--scale full`: same form
 
-One run's config, lowest to highest precedence: RunConfig defaults, [base], the scale's base, the variants (in
+One run's config, lowest to highest precedence: RunConfig defaults, the task's training defaults, [base], the scale's base, the variants (in
 axis order), the grid values, ``--set KEY=VALUE``. Run folder names join the variant labels and the grid values
 (``cnn_task=mnist1d-shuffled_s0``); the summary has one column per axis and per grid key.
 

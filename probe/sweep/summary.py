@@ -48,8 +48,8 @@ def summarize(sweep_dir, write: bool = True):
         df.to_csv(sweep_dir / "summary.csv", index=False)
         try:
             df.to_parquet(sweep_dir / "summary.parquet", index=False)
-        except ImportError:  # pyarrow (or fastparquet) not installed: CSV only
-            pass
+        except ImportError:  # pyarrow (or fastparquet) not installed: CSV only, and no stale parquet beside it
+            (sweep_dir / "summary.parquet").unlink(missing_ok=True)
     return df
 
 
