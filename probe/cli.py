@@ -348,6 +348,8 @@ def analyze(
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write a tidy table (a row per step, layer, measure)."),
     fields: Optional[Path] = typer.Option(None, help="Draw the first layer's receptive fields (.png, .pdf or .svg)."),
     seed: int = typer.Option(0, help="Seed of the Gaussian and permuted references and of the units drawn."),
+    init: Optional[Path] = typer.Option(None, help="The initial weights of an outside checkpoint (same format): the "
+                                                   "init reference and movement."),
 ):
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
     from probe.analysis import report as an, terminal
@@ -356,8 +358,8 @@ def analyze(
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
-    if all_steps and shape is not None:
-        raise ConfigError("--all-steps reads a probe run folder; --input-shape is for plain state_dicts")
+    if all_steps and (shape is not None or init is not None):
+        raise ConfigError("--all-steps reads a probe run folder; --input-shape and --init are for outside checkpoints")
     if all_steps:
         reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed, progress=True)
         console.print(f"{terminal.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
@@ -366,7 +368,7 @@ def analyze(
             reports[-1].notes.append(note)
     else:
         reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
-                                         n_data=n_data, seed=seed)]
+                                         n_data=n_data, seed=seed, init=init)]
         console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
         tables = terminal.report_tables(reports[0])
     for note in dict.fromkeys(n for r in reports for n in r.notes):

@@ -90,3 +90,42 @@ def test_seeded_streams_are_reproducible_and_distinct():
     assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
     assert not torch.equal(torch.rand(4, generator=stream(3, 5)), torch.rand(4, generator=stream(3, 6)))
     assert stream(1, 0).initial_seed() == STRIDE
+
+
+def test_outside_checkpoints_wrapped_conv_first_with_their_initial_weights(tmp_path):
+    import torch.nn as nn
+
+    from probe.analysis.load import parse_input_shape
+    from probe.analysis.report import analyze_checkpoint
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3))
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(0.5)
+    torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "lightning.pt")  # wrapped, as trainers save
+    torch.save(init, tmp_path / "init.pt")
+    rep = analyze_checkpoint(tmp_path / "lightning.pt", input_shape=(1, 6, 6), init=tmp_path / "init.pt")
+    # the conv first layer is measured through its dense matrix, which computes the convolution
+    layers = load_run(tmp_path / "lightning.pt", input_shape=(1, 6, 6)).layers
+    x = torch.randn(2, 1, 6, 6)
+    dense = x.flatten(1).double().numpy() @ layers["0.dense"].T
+    conv = torch.nn.functional.conv2d(x, net[0].weight, padding=1).flatten(1).detach().double().numpy()
+    assert np.allclose(dense, conv, atol=1e-5)
+    assert list(rep.layers)[:2] == ["0.dense", "4"] and rep.layers["0.dense"]["movement"] > 0
+    assert "0.dense" in rep.reference["init"] and any("stride 1" in n for n in rep.notes)
+    assert any(n.startswith("left out") and "2 (4x4x3x3)" in n for n in rep.notes)
+    # a two-number shape that could be read two ways is refused, naming both
+    with pytest.raises(ConfigError, match=r"8,8 is ambiguous: 8 channels x 8 positions \(write 8,8,1\) or one channel "
+                                          r"on an 8 x 8 grid \(write 1,8,8\)"):
+        parse_input_shape("8,8")
+    assert parse_input_shape("8,8,1") == (8, 8) and parse_input_shape("1,40") == (1, 40)
+
+
+def test_a_whole_pickled_model_is_refused_with_what_to_do(tmp_path):
+    import torch.nn as nn
+
+    torch.save(nn.Sequential(nn.Linear(4, 2)), tmp_path / "whole.pt")
+    with pytest.raises(CheckpointError, match=r"a whole pickled model \(Sequential\); .*torch.save\(model.state_dict"):
+        load_checkpoint(tmp_path / "whole.pt")

@@ -26,13 +26,23 @@ from probe.geometry import Geometry
 
 # -- what a path holds ----------------------------------------------------------------------------------------
 def parse_input_shape(text: str) -> tuple[int, ...]:
-    """``"C,L"`` or ``"C,H,W"`` -> a tuple of positive ints; ConfigError otherwise."""
+    """``"C,L"`` or ``"C,H,W"`` -> a tuple of positive ints; ConfigError otherwise.
+
+    Two numbers A,B with A > 1 could be A channels over B positions or one channel on an A x B grid: refused, naming
+    both readings and how to write each (``1,A,B`` for the grid; ``A,B,1``, a grid one pixel wide, for the signal,
+    which is read as C = A channels over L = B positions)."""
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(","))
     except ValueError:
         shape = ()
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ConfigError(f"--input-shape must be C,L or C,H,W (positive integers), got {text!r}")
+    if len(shape) == 2 and shape[0] > 1:
+        a, b = shape
+        raise ConfigError(f"--input-shape {text} is ambiguous: {a} channels x {b} positions (write {a},{b},1) or one "
+                          f"channel on an {a} x {b} grid (write 1,{a},{b})")
+    if len(shape) == 3 and shape[2] == 1:  # C,L,1: a 1-D signal written unambiguously
+        shape = shape[:2]
     return shape
 
 
@@ -68,22 +78,67 @@ def read_source(path, input_shape=None, periodic: bool = False) -> Source:
                               f"own geometry {geo.describe()}; drop --input-shape")
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return Source(path, sd, geo, step, cfg, run_dir)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]  # {"state_dict": ...} as several trainers save it
+    obj = unwrap_state_dict(obj)
     if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path}: neither a probe checkpoint nor a state_dict of tensors")
+        raise CheckpointError(f"checkpoint {path}: neither a probe checkpoint nor a state_dict of tensors (nor one "
+                              f"under {', '.join(repr(k) for k in WRAPPER_KEYS)})")
     if input_shape is None:
         raise CheckpointError(f"checkpoint {path}: not a probe checkpoint and no --input-shape given")
     geo = Geometry.from_shape(input_shape, periodic)
     source = Source(path, dict(obj), geo)
-    layers = plain_layers(source.state_dict)
-    if not layers:
-        raise CheckpointError(f"checkpoint {path}: no 2-D weight tensors (Linear layers) in it")
-    name, W = next(iter(layers.items()))
-    if W.shape[1] != geo.n_inputs:
+    first = first_weight(source.state_dict)
+    if first is None:
+        raise CheckpointError(f"checkpoint {path}: no weight matrices or conv kernels in it")
+    key, W = first
+    name, shape = _layer_name(key), ",".join(map(str, input_shape))
+    if W.dim() == 2 and W.shape[1] != geo.n_inputs:
         raise CheckpointError(f"checkpoint {path}: its first layer {name} takes {W.shape[1]} inputs but --input-shape "
-                              f"{','.join(map(str, input_shape))} gives {geo.n_inputs}")
+                              f"{shape} gives {geo.n_inputs}")
+    if W.dim() > 2 and (W.dim() - 2 != geo.ndim or W.shape[1] != geo.channels):
+        kernel = "x".join(map(str, W.shape))
+        raise CheckpointError(f"checkpoint {path}: its first layer {name} is a {W.dim() - 2}-D convolution kernel "
+                              f"{kernel} (out x in x kernel) that reads {W.shape[1]} input channel(s), but --input-shape "
+                              f"{shape} gives {geo.channels} on a {geo.ndim}-D grid")
     return source
+
+
+# the keys under which training scripts (Lightning, most hand-written loops) wrap a model's state_dict
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+
+
+def unwrap_state_dict(obj):
+    """A checkpoint dict's state_dict: the object itself when it maps names to tensors, else the first entry under
+    :data:`WRAPPER_KEYS` that does (``{"model": state_dict, "epoch": 3}``); otherwise ``obj`` unchanged."""
+    if not isinstance(obj, Mapping) or all(torch.is_tensor(v) for v in obj.values()):
+        return obj
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(torch.is_tensor(v) for v in inner.values()):
+            return inner
+    return obj
+
+
+def first_weight(state_dict: dict):
+    """(name, tensor) of the first weight of a plain state_dict: a matrix, or a conv kernel (out, in, *k) of 3 or
+    4 dimensions; None when there is none."""
+    for k, v in state_dict.items():
+        if torch.is_tensor(v) and v.is_floating_point() and 2 <= v.dim() <= 4 and not k.endswith("bias"):
+            return k, v
+    return None
+
+
+def conv_dense(kernel: torch.Tensor, geometry: Geometry) -> np.ndarray:
+    """A conv kernel (O, C, *k) as the dense (O*|S|, C*|S|) matrix it computes on the input grid, read as stride 1
+    with zero padding k // 2 ("same": one output unit per kernel and position, padding clipping the fields at the
+    border), circular on a periodic grid. probe cannot read the stride and padding from a state_dict: these are
+    the assumptions `probe analyze` states in its notes."""
+    from probe.models.conv import local_dense
+
+    O, C = kernel.shape[:2]
+    P = geometry.n_positions
+    w = kernel.detach().double().cpu()[:, None].expand(O, P, *kernel.shape[1:])
+    M = local_dense(w, geometry.spatial, 1, kernel.shape[-1] // 2, geometry.periodic)
+    return M.numpy()
 
 
 def _layer_name(key: str) -> str:
@@ -94,10 +149,17 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def plain_layers(state_dict: dict) -> dict[str, np.ndarray]:
-    """The 2-D floating-point tensors of a state_dict, in its order, as float64 arrays named without .weight."""
-    return {_layer_name(k): _numpy(v) for k, v in state_dict.items()
-            if torch.is_tensor(v) and v.dim() == 2 and v.is_floating_point()}
+def plain_layers(state_dict: dict, geometry: Geometry | None = None) -> dict[str, np.ndarray]:
+    """The 2-D floating-point tensors of a state_dict, in its order, as float64 arrays named without .weight.
+
+    With the input ``geometry``, a first weight that is a conv kernel is written out densely (:func:`conv_dense`)
+    as ``<name>.dense`` and comes first."""
+    layers = {_layer_name(k): _numpy(v) for k, v in state_dict.items()
+              if torch.is_tensor(v) and v.dim() == 2 and v.is_floating_point()}
+    first = first_weight(state_dict) if geometry is not None else None
+    if first is not None and first[1].dim() > 2:
+        layers = {_layer_name(first[0]) + ".dense": conv_dense(first[1], geometry), **layers}
+    return layers
 
 
 def model_layers(model: torch.nn.Module, state_dict: dict) -> dict[str, np.ndarray]:
@@ -218,7 +280,7 @@ def load_run(path, step: int | None = None, *, data: bool = True, input_shape=No
     """
     source = read_source(checkpoint_at(path, step), input_shape, periodic)
     if source.config is None:
-        return Loaded(source, None, None, plain_layers(source.state_dict))
+        return Loaded(source, None, None, plain_layers(source.state_dict, source.geometry))
     task = load_task(source.config) if data else None
     model = build_probe_model(source, task)
     return Loaded(source, model, task, model_layers(model, source.state_dict))

@@ -128,11 +128,15 @@ class Subject:
         self._init: tuple | None = None
         self._X = None  # inputs for input_pc_share, in the model's flat layout
         self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
+        self.init_path = None  # the initial weights' file, when not the run's step-0 checkpoint (--init)
+        self.layers_of_source: list[str] = []
 
     @classmethod
-    def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0) -> "Subject":
+    def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0, init=None) -> "Subject":
         if source.config is None:
-            return cls(source.geometry, source=source, n_data=n_data, seed=seed)
+            subject = cls(source.geometry, source=source, n_data=n_data, seed=seed)
+            subject.init_path, subject.layers_of_source = init, list(subject.layers(source))
+            return subject
         task, notes = None, []
         if data:
             try:
@@ -140,11 +144,16 @@ class Subject:
             except (ConfigError, OSError, ValueError) as e:  # e.g. a CIFAR folder that is not on this machine
                 notes.append(f"task data not available ({str(e).splitlines()[0][:160]}): functional measures skipped")
         model = build_probe_model(source, task)
-        return cls(source.geometry, model, task, source, n_data, seed, notes)
+        subject = cls(source.geometry, model, task, source, n_data, seed, notes)
+        subject.init_path = init
+        subject.layers_of_source = list(subject.layers(source))
+        return subject
 
     def layers(self, source: Source) -> dict[str, np.ndarray]:
         """The checkpoint's layers; for a probe model this also loads the weights into ``self.model``."""
-        return plain_layers(source.state_dict) if self.model is None else model_layers(self.model, source.state_dict)
+        if self.model is None:
+            return plain_layers(source.state_dict, self.geometry)
+        return model_layers(self.model, source.state_dict)
 
     # one entry's measures, the same for a checkpoint and for its init
     def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None) -> dict[str, float]:
@@ -180,11 +189,17 @@ class Subject:
         """(layers, measures, function) of the run's step-0 checkpoint, or None if there is none."""
         if self._init is None:
             steps = dict(list_checkpoints(self.run_dir)) if self.run_dir is not None else {}
-            if 0 not in steps:
+            path = self.init_path or steps.get(0)
+            if path is None:
                 self._init = (None,)
             else:
-                src = read_source(steps[0])
+                # an outside checkpoint's initial weights (--init) read with its own geometry
+                shape = None if self.config else (self.geometry.channels, *self.geometry.spatial)
+                src = read_source(path, shape, self.geometry.periodic)
                 layers = self.layers(src)
+                if self.init_path and list(layers) != list(self.layers_of_source):
+                    raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the checkpoint's "
+                                      f"({', '.join(self.layers_of_source)})")
                 values = {n: self._values(W, i == 0) for i, (n, W) in enumerate(layers.items())}
                 self._init = (layers, values, self._function())
         return None if self._init[0] is None else self._init
@@ -237,6 +252,11 @@ class Subject:
                 rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items() if not k.endswith("_random")}
         if init is None and self.config is not None:
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
+        if init is None and self.config is None:
+            rep.notes.append("no init reference and no movement: give the initial weights with --init FILE")
+        if self.config is None and names and names[0].endswith(".dense"):
+            rep.notes.append(f"{names[0]}: the first layer's convolution kernel written out densely, read as stride 1 "
+                             "with zero padding k // 2 (a state_dict does not store stride or padding)")
         if self.geometry.kind == "sequence":
             rep.notes.append("sequence task: the first layer's image measures (locality, translation) do not apply; "
                              "its routing measures are in the function section")
@@ -263,7 +283,7 @@ def _split_random(function: dict, gaussian: dict) -> None:
 
 # -- public entry points -----------------------------------------------------------------------------------------
 def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: bool = True, layer: str | None = None,
-                       n_data: int = 512, seed: int = 0) -> Report:
+                       n_data: int = 512, seed: int = 0, init=None) -> Report:
     """Measure one checkpoint (a run folder: its last one) beside its references.
 
     Args:
@@ -276,11 +296,13 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
         layer: report only this layer (ConfigError listing the valid names if there is none of that name).
         n_data: test inputs for the functional measures; input_pc_share uses up to 4 x n_data training inputs.
         seed: seeds the Gaussian weights, the position permutation and the sequence measures' samples.
+        init: the initial weights (a file like ``path``), for the ``init`` reference and ``movement`` of a
+            checkpoint without a step-0 checkpoint beside it (an outside state_dict).
 
     Raises CheckpointError or ConfigError with a one-line message for anything the user can fix.
     """
     source = read_source(checkpoint_at(path), input_shape, periodic)
-    return Subject.of(source, data, n_data, seed).report(source, layer)
+    return Subject.of(source, data, n_data, seed, init).report(source, layer)
 
 
 def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_data: int = 512,

@@ -121,7 +121,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # untrusted input: whatever fails is a bad file, reported in one line
         detail = _load_error_detail(e)
-        m = re.search(r"unsupported GLOBAL ([\w.]+)", detail)
+        m = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(e), re.IGNORECASE)
+        if m and m.group(1).startswith("torch.nn."):
+            raise CheckpointError(f"checkpoint {p}: a whole pickled model ({m.group(1).rsplit('.', 1)[-1]}); probe reads "
+                                  "weights without running code: save them with torch.save(model.state_dict(), PATH) "
+                                  "and analyze that file") from None
         if m:
             raise CheckpointError(f"checkpoint {p}: refused, loading it would call {m.group(1)}, which can run code; "
                                   "probe loads only tensors, numbers and containers (weights_only), so nothing "
