@@ -14,7 +14,6 @@ TASKS = {"mqar": {"n_train": 32, "n_test": 16}, "induction": {"n_train": 32, "n_
 MODELS = {"mlp": {}, "transformer": {"heads": 2}, "mixer": {}}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def onehot(task, x):

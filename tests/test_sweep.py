@@ -18,7 +18,6 @@ TINY = dict(task="mnist1d", model="mlp", width=8, depth=1, steps=20, batch_size=
 NLGP = dict(TINY, task="nlgp", task_opts={"n_train": 200, "n_test": 100, "size": 16})
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def spec(base=None, **top):
