@@ -1,4 +1,16 @@
-"""Fixtures and settings shared by every test file."""
+"""Settings and fixtures shared by every test file, and the two test tiers.
+
+Tiers: a test is marked ``slow`` (pyproject.toml declares the marker; --strict-markers refuses unknown ones) when
+it trains a real run, runs a CLI command end to end (train, analyze or figures of a trained run, a sweep), or
+spawns a Python process. Three ways to say so, by what the test does:
+
+* ``@pytest.mark.slow`` on a test that does it in its body;
+* ``pytestmark = pytest.mark.slow`` in a module where every test does (test_reliability.py);
+* a fixture that trains a run requests ``slow_setup``; every test that uses such a fixture, directly or through
+  another fixture, is marked by :func:`pytest_collection_modifyitems` below.
+
+``python -m pytest -q`` runs both tiers; ``python -m pytest -q -m "not slow"`` only the fast one.
+"""
 
 import os
 
@@ -19,3 +31,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def slow_setup():
+    """Requested by fixtures that train a real run: the tests using them belong to the slow tier."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "slow_setup" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -25,13 +25,13 @@ def _train(out, *args):
 
 
 @pytest.fixture(scope="module")
-def mlp_run(tmp_path_factory):
+def mlp_run(tmp_path_factory, slow_setup):
     return _train(tmp_path_factory.mktemp("mlp") / "run", "--task", "mnist1d", "--width", "16", "--depth", "2",
                   "--steps", "40", "--checkpoints", "4")
 
 
 @pytest.fixture(scope="module")
-def cnn_run(tmp_path_factory):
+def cnn_run(tmp_path_factory, slow_setup):
     # stride 1: the first layer written densely is a (zero-padded) convolution
     return _train(tmp_path_factory.mktemp("cnn") / "run", "--task", "mnist1d", "--model", "cnn", "--model-opt",
                   "stride=1", "--model-opt", "layers=1", "--model-opt", "channels=4", "--model-opt", "kernel=3",
@@ -160,6 +160,7 @@ def test_files_that_are_not_checkpoints_get_one_line(tmp_path):
     assert "no checkpoints" in _one_error_line(runner.invoke(app, ["analyze", str(tmp_path / "empty_run")]))
 
 
+@pytest.mark.slow
 def test_sequence_checkpoint_reports_routing_measures(tmp_path):
     pytest.importorskip("probe.metrics.routing")
     run = _train(tmp_path / "seq", "--task", "mqar", "--task-opt", "n_train=256", "--task-opt", "n_test=128",

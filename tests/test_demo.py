@@ -6,6 +6,7 @@ from rich.console import Console
 from probe.demo import run_demo, sparkline
 
 
+@pytest.mark.slow
 def test_demo_reports_both_accuracies_and_the_first_layer_beside_its_references(tmp_path):
     buf = io.StringIO()
     res = run_demo(tmp_path, steps=60, seed=0, console=Console(file=buf, width=120))
