@@ -14,13 +14,22 @@ def rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+# MNIST-1D: chance is 0.1, and no linear classifier gets far past 0.32 (Greydanus 2020: logistic regression 32%;
+# probe's linear model trained 3000 steps: 0.305 and 0.322 for seeds 0, 1; 300 steps: 0.29-0.32). Accuracies below
+# were measured with 300 steps, seeds 0-2, on one CPU thread.
+LINEAR_CEILING = 0.35
+SHORT = {**TINY, "steps": 300, "eval_every": 150}
+
+
 @pytest.mark.slow
-def test_short_training_lowers_the_loss_and_beats_chance(tmp_path):
-    last = run_training(RunConfig(**TINY), tmp_path / "r", progress=False)
+def test_short_training_lowers_the_loss_and_beats_a_linear_model(tmp_path):
+    last = run_training(RunConfig(**{**SHORT, "width": 64}), tmp_path / "r", progress=False)
     r = rows(tmp_path / "r")
     assert r[0]["step"] == 0 and "test_acc" in r[0]
     assert r[-1]["test_loss"] < 0.8 * r[0]["test_loss"]
-    assert last["test_acc"] > 0.25  # chance is 0.1
+    linear = run_training(RunConfig(**{**SHORT, "model": "linear"}), tmp_path / "linear", progress=False)
+    # one hidden layer of 64 learns what no linear map can: measured 0.52-0.57 against the linear model's 0.29-0.32
+    assert last["test_acc"] > 0.45 and last["test_acc"] > linear["test_acc"] + 0.15
 
 
 @pytest.mark.slow
@@ -99,9 +108,9 @@ def test_cosine_schedule_with_warmup(tmp_path):
 
 @pytest.mark.slow
 def test_sgd_momentum_and_mean_field_train(tmp_path):
-    cfg = RunConfig(**{**TINY, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "param": "mean-field", "width": 32})
+    cfg = RunConfig(**{**SHORT, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "param": "mean-field", "width": 32})
     last = run_training(cfg, tmp_path / "m", progress=False)
-    assert last["test_acc"] > 0.2
+    assert last["test_acc"] > LINEAR_CEILING + 0.05  # measured 0.44-0.47
 
 
 @pytest.mark.slow
@@ -126,8 +135,11 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["cnn", "lcn", "linear"])
-def test_controls_train(tmp_path, model):
-    cfg = RunConfig(**{**TINY, "model": model, "model_opts": {"channels": 4, "layers": 1}} if model != "linear" else {**TINY, "model": model})
-    last = run_training(cfg, tmp_path / model, progress=False)
-    assert last["test_acc"] > 0.2
+@pytest.mark.parametrize("model, opts, low, high", [
+    ("cnn", {"channels": 8, "layers": 2}, 0.55, 1.0),  # measured 0.62-0.69: locality and sharing help
+    ("lcn", {"channels": 4, "layers": 1}, LINEAR_CEILING + 0.05, 1.0),  # measured 0.43-0.45
+    ("linear", {}, 0.2, LINEAR_CEILING),  # measured 0.29-0.32: above chance, and linear (never past the ceiling)
+], ids=["cnn", "lcn", "linear"])
+def test_controls_train(tmp_path, model, opts, low, high):
+    last = run_training(RunConfig(**{**SHORT, "model": model, "model_opts": opts}), tmp_path / model, progress=False)
+    assert low < last["test_acc"] < high
