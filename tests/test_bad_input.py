@@ -38,7 +38,7 @@ def one_line(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, slow_setup):
     out = tmp_path_factory.mktemp("run") / "r"
     run_training(RunConfig(**TINY), out, progress=False)
     return out

@@ -19,6 +19,7 @@ _spec.loader.exec_module(bench)
 TINY = bench.Case("tiny", Geometry(1, (4, 4)), 8, 1, 16, "cpu", 512, 64, 5, 6)
 
 
+@pytest.mark.slow
 def test_bench_case_times_probe_and_bare_loops_and_cleans_up(tmp_path):
     tracking = importlib.util.find_spec("probe.run.tracking") is not None
     res = bench.bench_case(TINY, quick=False, repeats=1, compile=False, tracking=tracking, workdir=tmp_path)
@@ -32,6 +33,7 @@ def test_bench_case_times_probe_and_bare_loops_and_cleans_up(tmp_path):
     assert list(tmp_path.iterdir()) == []  # every run folder removed
 
 
+@pytest.mark.slow
 def test_run_probe_trains_the_synthetic_task_and_restores_make_task(tmp_path):
     task = bench.synthetic_task(TINY)
     row = bench.run_probe(bench.probe_cfg(TINY, 10), task, tmp_path)

@@ -10,6 +10,7 @@ TINY = ["--task", "mnist1d", "--width", "8", "--depth", "1", "--steps", "40", "-
         "--checkpoints", "3", "-q"]
 
 
+@pytest.mark.slow
 def test_train_writes_a_run_folder_and_a_summary_line(tmp_path):
     res = runner.invoke(app, ["train", *TINY, "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
@@ -19,6 +20,7 @@ def test_train_writes_a_run_folder_and_a_summary_line(tmp_path):
     assert (tmp_path / "r" / "checkpoints" / "step_40.pt").exists()
 
 
+@pytest.mark.slow
 def test_options_map_onto_config_fields(tmp_path):
     res = runner.invoke(app, ["train", *TINY[6:], "--task", "mnist1d-shuffled", "--out", str(tmp_path / "r"), "--model", "cnn", "--model-opt", "channels=3",
                               "--model-opt", "kernel=3", "--task-opt", "perm_seed=2", "--optimizer", "sgd", "--lr", "0.05",
@@ -31,6 +33,7 @@ def test_options_map_onto_config_fields(tmp_path):
         ("sgd", 0.05, 0.9, 1e-4, 7, 32)
 
 
+@pytest.mark.slow
 def test_config_file_and_flags_override_it(tmp_path):
     (tmp_path / "c.toml").write_text('task = "mnist1d"\nwidth = 12\ndepth = 1\nsteps = 30\nlr = 0.02\n'
                                      'eval-every = 10\n[model_opts]\nactivation = "tanh"\n')

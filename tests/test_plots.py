@@ -21,7 +21,7 @@ TINY = dict(task="mnist1d", width=8, depth=1, steps=40, batch_size=50, eval_ever
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, slow_setup):
     """Two tiny MLP runs (seeds 0, 1) and a CNN run, with the default tracked measures."""
     root = tmp_path_factory.mktemp("runs")
     for name, kw in [("mlp-s0", {}), ("mlp-s1", {"seed": 1}), ("cnn-s0", {"model": "cnn", "model_opts": {"channels": 4}})]:
@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def seq_runs(tmp_path_factory):
+def seq_runs(tmp_path_factory, slow_setup):
     """An MLP and a transformer briefly trained on the same associative-recall task."""
     root = tmp_path_factory.mktemp("seq")
     base = dict(task="mqar", task_opts={"n_train": 256, "n_test": 64}, steps=10, batch_size=32, eval_every=10,

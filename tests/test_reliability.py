@@ -24,6 +24,7 @@ from probe.run.folder import TrainingInterrupted
 from probe.run.loop import run_training
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow  # every test trains, runs `probe train` or spawns one (tests/conftest.py)
 TINY = dict(task="mnist1d", width=16, depth=1, steps=120, batch_size=50, eval_every=60, log_every=20, checkpoints=6)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def assert_same_run(a: Path, b: Path):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, slow_setup):
     """The uninterrupted TINY run."""
     out = tmp_path_factory.mktemp("ref") / "run"
     run_training(RunConfig(**TINY), out, progress=False)
@@ -152,7 +153,7 @@ def _wait_for_step(proc, metrics: Path, step: int, timeout=120.0):
 
 
 @pytest.fixture(scope="module")
-def cli_reference(tmp_path_factory):
+def cli_reference(tmp_path_factory, slow_setup):
     """The same run as CLI_ARGS, uninterrupted and in this process: the comparison also checks that results do
     not depend on the process they were computed in."""
     out = tmp_path_factory.mktemp("cliref") / "run"

@@ -10,7 +10,6 @@ from probe.models.tokens import TokenMLP, shared_table_dense
 from probe.tasks import Task, make_task
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def seq_geometry(C, T):

@@ -14,7 +14,6 @@ TASKS = {"mqar": {"n_train": 32, "n_test": 16}, "induction": {"n_train": 32, "n_
 MODELS = {"mlp": {}, "transformer": {"heads": 2}, "mixer": {}}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def onehot(task, x):
@@ -93,6 +92,7 @@ def test_image_only_options_and_models_are_refused_on_sequence_tasks():
         build_model("cnn", task, 8, 1, "standard", {})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,opts", [("mlp", {}), ("transformer", {"heads": 2}), ("mixer", {})])
 def test_short_training_through_the_trainer_lowers_the_loss(tmp_path, model, opts):
     cfg = RunConfig(task="reverse", task_opts={"vocab": 8, "length": 4, "n_train": 128, "n_test": 128}, model=model, model_opts=opts,

@@ -18,7 +18,6 @@ TINY = dict(task="mnist1d", model="mlp", width=8, depth=1, steps=20, batch_size=
 NLGP = dict(TINY, task="nlgp", task_opts={"n_train": 200, "n_test": 100, "size": 16})
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def spec(base=None, **top):
@@ -103,6 +102,7 @@ def test_presets_are_all_known():
 
 
 # -- running ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_two_runs_and_a_restart_runs_nothing(tmp_path):
     import submitit
 
@@ -123,6 +123,7 @@ def test_submitit_local_sweep_runs_two_runs_and_a_restart_runs_nothing(tmp_path)
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == jobs_before  # nothing was submitted
 
 
+@pytest.mark.slow
 def test_local_executor_with_two_jobs_runs_worker_processes(tmp_path):
     s = expand(spec(NLGP, grid={"width": [4, 6]}))
     results = run_sweep(s, tmp_path / "sw", "local", jobs=2)
@@ -132,6 +133,7 @@ def test_local_executor_with_two_jobs_runs_worker_processes(tmp_path):
     assert cfg["width"] == 6 and (tmp_path / "sw" / "width=6" / "log.txt").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     s = expand(spec(grid={"seed": [3]}))
     run_sweep(s, tmp_path / "a", "local")
@@ -153,6 +155,7 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     s = expand(spec(variants=[{"name": "bad", "model": "cnn", "model_opts.channels": "many"}, {"name": "ok"}]))
     results = run_sweep(s, tmp_path / "sw", "local")
@@ -162,6 +165,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert list(df["status"]) == ["failed", "done"] and (tmp_path / "sw" / "bad" / "error.txt").exists()
 
 
+@pytest.mark.slow
 def test_summary_of_a_folder_of_plain_runs_finds_the_keys_that_differ(tmp_path):
     from probe.run.loop import run_training
 
@@ -181,6 +185,7 @@ def test_prune_masks_remove_the_smallest_surviving_weights_per_layer_or_globally
     assert glob["w"].tolist() == [[True, True, True, False]] and glob["v"].tolist() == [[False, False]]
 
 
+@pytest.mark.slow
 def test_imp_prunes_rewinds_and_keeps_the_mask_through_training(tmp_path):
     s = expand(spec(dict(TINY, width=16, optimizer="sgd", momentum=0.9, lr=0.05, track="default,zero_frac"),
                     variants=[{"name": "imp", "procedure": "imp",
@@ -219,6 +224,7 @@ def test_the_ecnn_embedding_computes_the_cnns_function(model, task):
     assert (width, depth) == (3 * 20, 2)  # 3 channels x 20 positions after the stride-2 layer
 
 
+@pytest.mark.slow
 def test_ecnn_procedure_starts_from_the_cnn_and_measures_the_line(tmp_path):
     s = expand(spec(dict(TINY, lr=1e-3), variants=[{
         "name": "ecnn", "procedure": "ecnn",
@@ -241,6 +247,7 @@ def test_ecnn_procedure_starts_from_the_cnn_and_measures_the_line(tmp_path):
     assert {"line_barrier", "cnn_test_acc", "mlp_test_acc", "line_barrier@mlps", "line_barrier_train@mlps"} <= set(row.index)
 
 
+@pytest.mark.slow
 def test_final_measures_come_with_the_same_measures_of_the_runs_initialization(tmp_path):
     from probe.metrics.functional import lie_derivative
     from probe.models import build_model
@@ -285,6 +292,7 @@ def test_cli_lists_presets_and_dry_runs_a_spec(tmp_path):
     assert res.exit_code == 2 and "unknown preset" in res.output
 
 
+@pytest.mark.slow
 def test_cli_runs_a_spec_file_and_summarizes_it(tmp_path):
     (tmp_path / "s.toml").write_text('name = "tiny"\n[base]\ntask = "mnist1d"\nwidth = 4\ndepth = 1\nsteps = 10\n'
                                      'eval-every = 10\nlog_every = 10\ncheckpoints = 2\n[grid]\nseed = [0]\n')
@@ -296,6 +304,7 @@ def test_cli_runs_a_spec_file_and_summarizes_it(tmp_path):
     assert res.exit_code == 0 and "s0" in res.output and (out / "summary.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_refuses_a_changed_spec_for_runs_already_started(tmp_path):
     run_sweep(expand(spec(grid={"seed": [0]})), tmp_path / "sw", "local")
     with pytest.raises(ConfigError, match="run s0 was started from another spec"):

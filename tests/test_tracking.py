@@ -27,6 +27,7 @@ def tracked_steps(run, key):
     return [r["step"] for r in rows(run) if key in r]
 
 
+@pytest.mark.slow
 def test_default_set_is_tracked_at_every_evaluation_step(tmp_path):
     run_training(RunConfig(**TINY), tmp_path / "r", progress=False)
     for key in DEFAULT_TRACK:
@@ -35,6 +36,7 @@ def test_default_set_is_tracked_at_every_evaluation_step(tmp_path):
     assert first["movement"] == 0.0 and 1 / 40 <= first["ipr"] <= 1
 
 
+@pytest.mark.slow
 def test_named_measures_at_multiples_of_track_every_and_at_both_ends(tmp_path):
     cfg = RunConfig(**{**TINY, "steps": 130, "track": "ipr, shift_match,ipr", "track_every": 40})
     run_training(cfg, tmp_path / "r", progress=False)
@@ -43,6 +45,7 @@ def test_named_measures_at_multiples_of_track_every_and_at_both_ends(tmp_path):
     assert not any("hoyer" in r or "movement" in r for r in rows(tmp_path / "r"))
 
 
+@pytest.mark.slow
 def test_tracked_values_are_the_measures_of_the_checkpointed_weights(tmp_path):
     run_training(RunConfig(**{**TINY, "track": "ipr,window_mass_3,movement"}), tmp_path / "r", progress=False)
     ck0, ck = (torch.load(tmp_path / "r" / "checkpoints" / f"step_{s}.pt", weights_only=True) for s in (0, 120))
@@ -55,6 +58,7 @@ def test_tracked_values_are_the_measures_of_the_checkpointed_weights(tmp_path):
         assert got[k] == pytest.approx(v, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_references_are_written_once_at_the_last_step(tmp_path, monkeypatch):
     calls = []
     real = probe.run.tracking.write_references
@@ -83,6 +87,7 @@ def test_track_every_off_the_logged_steps_is_rejected(tmp_path):
         run_training(RunConfig(**{**TINY, "track_every": 30}), tmp_path / "r", progress=False)
 
 
+@pytest.mark.slow
 def test_track_none_adds_no_hook_and_no_references(tmp_path, monkeypatch):
     monkeypatch.setattr(probe.run.tracking.Tracker, "__call__", lambda *a: pytest.fail("tracker called"))
     run_training(RunConfig(**{**TINY, "track": "none"}), tmp_path / "r", progress=False)
@@ -96,6 +101,7 @@ def test_parse_track_expands_default_and_keeps_order():
     assert parse_track("hoyer,default,ipr") == ("hoyer", *[n for n in DEFAULT_TRACK if n != "hoyer"])
 
 
+@pytest.mark.slow
 def test_controls_are_tracked_through_their_dense_first_layer(tmp_path):
     cfg = RunConfig(**{**TINY, "model": "cnn", "steps": 20, "eval_every": 20, "track": "ipr,window_mass_5"})
     run_training(cfg, tmp_path / "r", progress=False)
@@ -103,6 +109,7 @@ def test_controls_are_tracked_through_their_dense_first_layer(tmp_path):
     assert rows(tmp_path / "r")[0]["window_mass_5"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_resumed_run_measures_movement_against_its_step_0(tmp_path, monkeypatch):
     ref_run = tmp_path / "ref"
     run_training(RunConfig(**TINY), ref_run, progress=False)

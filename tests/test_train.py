@@ -14,14 +14,25 @@ def rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_short_training_lowers_the_loss_and_beats_chance(tmp_path):
-    last = run_training(RunConfig(**TINY), tmp_path / "r", progress=False)
+# MNIST-1D: chance is 0.1, and no linear classifier gets far past 0.32 (Greydanus 2020: logistic regression 32%;
+# probe's linear model trained 3000 steps: 0.305 and 0.322 for seeds 0, 1; 300 steps: 0.29-0.32). Accuracies below
+# were measured with 300 steps, seeds 0-2, on one CPU thread.
+LINEAR_CEILING = 0.35
+SHORT = {**TINY, "steps": 300, "eval_every": 150}
+
+
+@pytest.mark.slow
+def test_short_training_lowers_the_loss_and_beats_a_linear_model(tmp_path):
+    last = run_training(RunConfig(**{**SHORT, "width": 64}), tmp_path / "r", progress=False)
     r = rows(tmp_path / "r")
     assert r[0]["step"] == 0 and "test_acc" in r[0]
     assert r[-1]["test_loss"] < 0.8 * r[0]["test_loss"]
-    assert last["test_acc"] > 0.25  # chance is 0.1
+    linear = run_training(RunConfig(**{**SHORT, "model": "linear"}), tmp_path / "linear", progress=False)
+    # one hidden layer of 64 learns what no linear map can: measured 0.52-0.57 against the linear model's 0.29-0.32
+    assert last["test_acc"] > 0.45 and last["test_acc"] > linear["test_acc"] + 0.15
 
 
+@pytest.mark.slow
 def test_metrics_rows_at_log_and_eval_steps(tmp_path):
     run_training(RunConfig(**TINY), tmp_path / "r", progress=False)
     r = rows(tmp_path / "r")
@@ -30,6 +41,7 @@ def test_metrics_rows_at_log_and_eval_steps(tmp_path):
     assert [x["step"] for x in r if "test_acc" in x] == [0, 60, 120]
 
 
+@pytest.mark.slow
 def test_checkpoints_at_log_spaced_steps_with_everything_a_resume_needs(tmp_path):
     run_training(RunConfig(**TINY), tmp_path / "r", progress=False)
     steps = [s for s, _ in list_checkpoints(tmp_path / "r")]
@@ -52,6 +64,7 @@ def test_checkpoint_steps_are_log_spaced_and_include_both_ends():
     assert max(ratios) / min(ratios) < 1.5
 
 
+@pytest.mark.slow
 def test_shuffled_task_stores_its_permutation_in_the_run(tmp_path):
     run_training(RunConfig(**{**TINY, "task": "mnist1d-shuffled", "steps": 20}), tmp_path / "r", progress=False)
     meta = json.loads((tmp_path / "r" / "task.json").read_text())
@@ -64,6 +77,7 @@ def _first_weight(run):
     return torch.load(run / "checkpoints" / "step_120.pt", weights_only=True)["state_dict"]["layers.0.weight"]
 
 
+@pytest.mark.slow
 def test_beta_lasso_zeroes_every_weight_below_beta_lambda(tmp_path):
     # threshold 500 * 1e-4 = 0.05; first-layer init is U(-0.16, 0.16), so about a third falls below it
     cfg = RunConfig(**{**TINY, "l1": 1e-4, "beta_lasso": 500.0, "optimizer": "sgd", "lr": 0.1})
@@ -73,6 +87,7 @@ def test_beta_lasso_zeroes_every_weight_below_beta_lambda(tmp_path):
     assert w[w != 0].abs().min() >= 0.05
 
 
+@pytest.mark.slow
 def test_l1_penalty_shrinks_weights(tmp_path):
     base = {**TINY, "optimizer": "sgd", "lr": 0.1}
     run_training(RunConfig(**base), tmp_path / "plain", progress=False)
@@ -80,6 +95,7 @@ def test_l1_penalty_shrinks_weights(tmp_path):
     assert _first_weight(tmp_path / "l1").abs().sum() < 0.5 * _first_weight(tmp_path / "plain").abs().sum()
 
 
+@pytest.mark.slow
 def test_cosine_schedule_with_warmup(tmp_path):
     cfg = RunConfig(**{**TINY, "schedule": "cosine", "warmup": 20})
     run_training(cfg, tmp_path / "c", progress=False)
@@ -90,12 +106,14 @@ def test_cosine_schedule_with_warmup(tmp_path):
     assert lrs[60] > lrs[100]
 
 
+@pytest.mark.slow
 def test_sgd_momentum_and_mean_field_train(tmp_path):
-    cfg = RunConfig(**{**TINY, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "param": "mean-field", "width": 32})
+    cfg = RunConfig(**{**SHORT, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "param": "mean-field", "width": 32})
     last = run_training(cfg, tmp_path / "m", progress=False)
-    assert last["test_acc"] > 0.2
+    assert last["test_acc"] > LINEAR_CEILING + 0.05  # measured 0.44-0.47
 
 
+@pytest.mark.slow
 def test_regression_task_uses_mse(tmp_path):
     import numpy as np
 
@@ -108,6 +126,7 @@ def test_regression_task_uses_mse(tmp_path):
     assert "test_acc" not in r[-1] and r[-1]["test_loss"] < 0.5 * r[0]["test_loss"]
 
 
+@pytest.mark.slow
 def test_an_existing_run_folder_is_not_overwritten(tmp_path):
     cfg = RunConfig(**{**TINY, "steps": 20})
     run_training(cfg, tmp_path / "r", progress=False)
@@ -115,8 +134,12 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
         run_training(cfg, tmp_path / "r", progress=False)
 
 
-@pytest.mark.parametrize("model", ["cnn", "lcn", "linear"])
-def test_controls_train(tmp_path, model):
-    cfg = RunConfig(**{**TINY, "model": model, "model_opts": {"channels": 4, "layers": 1}} if model != "linear" else {**TINY, "model": model})
-    last = run_training(cfg, tmp_path / model, progress=False)
-    assert last["test_acc"] > 0.2
+@pytest.mark.slow
+@pytest.mark.parametrize("model, opts, low, high", [
+    ("cnn", {"channels": 8, "layers": 2}, 0.55, 1.0),  # measured 0.62-0.69: locality and sharing help
+    ("lcn", {"channels": 4, "layers": 1}, LINEAR_CEILING + 0.05, 1.0),  # measured 0.43-0.45
+    ("linear", {}, 0.2, LINEAR_CEILING),  # measured 0.29-0.32: above chance, and linear (never past the ceiling)
+], ids=["cnn", "lcn", "linear"])
+def test_controls_train(tmp_path, model, opts, low, high):
+    last = run_training(RunConfig(**{**SHORT, "model": model, "model_opts": opts}), tmp_path / model, progress=False)
+    assert low < last["test_acc"] < high

@@ -279,8 +279,10 @@ def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95) -> ConvFit
     if total_energy == 0:
         return ConvFit(float("nan"), 0, np.full(m, -1), windows, np.zeros_like(crops))
     share = crop_energy / np.maximum(unit_energy, np.finfo(float).tiny)
-    # most local units lead (cleanest filters); ties broken by content, not by unit index
-    order = np.lexsort((content_keys(X), -share))
+    # most local units lead (cleanest filters); ties broken by content, not by unit index. Both keys are read to 9
+    # decimals of scale-free quantities (share, unit-norm crops), so that rounding cannot reorder tied units and
+    # the value does not depend on the weights' scale
+    order = np.lexsort((content_keys(np.round(_unit_rows(X), 9) + 0.0), -np.round(share, 9)))
     labels = _leader_clusters(X, order, similarity)
 
     rebuilt = np.zeros_like(X)
