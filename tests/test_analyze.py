@@ -185,6 +185,7 @@ def test_sequence_checkpoint_reports_routing_measures(tmp_path):
         rep.layers["mlp.layers.0"]["stable_rank"]
 
 
+@pytest.mark.slow
 def test_a_cnn_report_names_the_conv_layers_it_leaves_out(tmp_path):
     run = _train(tmp_path / "cnn3", "--task", "mnist1d", "--model", "cnn", "--model-opt", "channels=4",
                  "--steps", "2", "--checkpoints", "1")

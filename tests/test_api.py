@@ -8,7 +8,6 @@ import pytest
 import probe
 
 ROOT = Path(__file__).parents[1]
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_public_name_resolves():
@@ -18,6 +17,7 @@ def test_every_public_name_resolves():
         probe.nosuch  # noqa: B018
 
 
+@pytest.mark.slow
 def test_readme_from_python_example_runs(tmp_path, monkeypatch, capsys):
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## From Python"):]

@@ -90,6 +90,7 @@ def test_options_a_model_does_not_use_are_refused_by_name(tmp_path, model, flags
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_log_tensorboard_writes_every_row_as_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -104,6 +105,7 @@ def test_log_tensorboard_writes_every_row_as_scalars(tmp_path):
     assert {"test_acc", "lr"} <= set(events.Tags()["scalars"])
 
 
+@pytest.mark.slow
 def test_log_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch):
     import builtins
 

@@ -15,13 +15,12 @@ from probe.run.loop import run_training, train_or_resume
 from probe.seeding import STRIDE, stream
 from probe.tasks import make_task
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = RunConfig(task="mnist1d", model="cnn", width=8, steps=20, eval_every=10, log_every=10, checkpoints=2,
                 device="cpu", model_opts={"channels": 4, "layers": 1, "stride": 1})
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, slow_setup):
     out = tmp_path_factory.mktemp("load") / "cnn"
     n = torch.get_num_threads()
     torch.set_num_threads(1)

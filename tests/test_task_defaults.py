@@ -26,6 +26,7 @@ def test_sequence_tasks_train_with_their_own_settings_unless_told_otherwise():
     assert config_for("mnist1d") == RunConfig(task="mnist1d")  # image tasks keep RunConfig's defaults
 
 
+@pytest.mark.slow
 def test_probe_train_and_sweeps_apply_the_task_defaults(tmp_path):
     res = runner.invoke(app, ["train", "--task", "mqar", "--task-opt", "n_train=64", "--task-opt", "n_test=32",
                               "--width", "8", "--depth", "1", "--steps", "2", "--lr", "0.003", "-q",

@@ -159,6 +159,7 @@ def test_a_pruned_away_layer_is_tracked_as_nan_with_its_movement():
     assert row["ipr"] != row["ipr"] and row["movement"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_a_sequence_task_tracks_only_what_applies_to_it(tmp_path):
     cfg = RunConfig(task="mqar", task_opts={"n_train": 64, "n_test": 32}, width=8, depth=1, steps=4, eval_every=2,
                     log_every=2, checkpoints=1, device="cpu")
