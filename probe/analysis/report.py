@@ -30,8 +30,9 @@ import torch
 from probe.run.checkpoint import CheckpointError, list_checkpoints
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import (first_layer_measures, input_pc_share, layer_measures, lie_derivative, movement,
+from probe.metrics import (defined, first_layer_measures, input_pc_share, layer_measures, lie_derivative, movement,
                            permute_positions, shift_consistency)
+from probe.metrics.spectral import gaussian_spectral_measures
 from probe.analysis.load import (Source, build_probe_model, load_layers, load_task, model_layers, parse_input_shape,
                            plain_layers, read_source, resolve_checkpoint)
 
@@ -159,9 +160,11 @@ class Subject:
             self._X = x.double().reshape(len(x), -1).numpy()
         return self._X
 
-    def _gaussian(self, shape: tuple, first: bool) -> tuple[dict[str, float], np.ndarray]:
+    def _gaussian(self, shape: tuple, first: bool) -> tuple[dict[str, float], np.ndarray | None]:
         """(measures of a seeded Gaussian matrix of this shape, the position permutation), as references() draws."""
         key = (shape, first)
+        if key not in self._nulls and not first:  # spectral measures only: the shape and seed are enough
+            self._nulls[key] = (defined(gaussian_spectral_measures(shape, self.seed)), None)
         if key not in self._nulls:
             rng = np.random.default_rng(self.seed)
             G = rng.standard_normal(shape)
