@@ -33,6 +33,7 @@ from probe.geometry import Geometry
 from probe.metrics import (defined, first_layer_measures, input_pc_share, layer_measures, lie_derivative, movement,
                            permute_positions, shift_consistency)
 from probe.metrics.spectral import gaussian_spectral_measures
+from probe.progress import progress as show_progress
 from probe.analysis.load import (Source, build_probe_model, load_layers, load_task, model_layers, parse_input_shape,
                            plain_layers, read_source, resolve_checkpoint)
 
@@ -331,10 +332,11 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
 
 
 def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_data: int = 512,
-                  seed: int = 0) -> list[Report]:
+                  seed: int = 0, progress: bool = True) -> list[Report]:
     """One :class:`Report` per checkpoint of a run folder, by step (arguments as :func:`analyze_checkpoint`).
     A checkpoint file inside a run folder means that run. Model and task are built once, the step-0 measures
-    (every step's ``init``) computed once, the Gaussian references once per layer shape."""
+    (every step's ``init``) computed once, the Gaussian references once per layer shape. ``progress``: show on
+    stderr how far it is and how long it has left (:func:`probe.progress.progress`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir() and run_dir.parent.name == "checkpoints":
         run_dir = run_dir.parent.parent
@@ -348,7 +350,8 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
         raise CheckpointError(f"checkpoint {first.path}: not a probe checkpoint")
     subject = Subject.of(first, data, n_data, seed)
     # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights)
-    return [subject.report(first if i == 0 else read_source(p), layer) for i, (_, p) in enumerate(ckpts)]
+    steps = show_progress(ckpts, "probe analyze: checkpoints") if progress else ckpts
+    return [subject.report(first if i == 0 else read_source(p), layer) for i, (_, p) in enumerate(steps)]
 
 
 def analyze_run(run_dir, all_steps: bool = True, **kwargs) -> pd.DataFrame:
