@@ -14,23 +14,47 @@ Wall seconds are printed beside the totals.
     python scripts/bench_analyze.py                   # full table (a minute or two on 2 cores)
     python scripts/bench_analyze.py --quick           # m = 256 .. 2048 only
     python scripts/bench_analyze.py --blas-threads 2  # let BLAS use both cores
+    python scripts/bench_analyze.py --vs-weightwatcher  # probe analyze against weightwatcher (issue 19)
+
+``--vs-weightwatcher`` builds a 3072-4096-4096-4096-10 MLP (PyTorch's default init, seeded), saves its state_dict
+and, in this one process, times ``probe analyze`` on it (``analyze_checkpoint`` with ``--input-shape 3,32,32``: every
+measure and every reference, from a cold start: no spectrum or Gaussian reference kept from before) and
+weightwatcher's ``analyze()`` (its spectra and power-law fits alone), each with BLAS (and torch) limited to
+``--blas-threads``. It prints both times (CPU and wall), their ratios, whether probe is at least 3x faster, and
+checks that the two agree on every layer: stable_rank to 1e-5 and alpha to 10% relative, the tolerances of
+tests/test_spectral.py (alpha only where weightwatcher fits a spectrum of at least 20 eigenvalues; below that it
+switches to another estimator).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import tempfile
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
 from probe.geometry import Geometry
 from probe.metrics import WEIGHT_MEASURES, first_layer_measures, layer_measures
 from probe.metrics.equivariance import circular_conv_matrix
+from probe.metrics import spectral
+
+# the spectra are memoized since issue 19: forget them before each timing (a no-op on older checkouts)
+clear_spectra = getattr(spectral, "clear_spectra", lambda: None)
 
 GEOMETRY = Geometry(channels=3, spatial=(32, 32), periodic=True)
 BUDGET_S = 10.0
+MLP_WIDTHS = (3072, 4096, 4096, 4096, 10)  # issue 19's model
+INPUT_SHAPE = (3, 32, 32)
+GOAL_RATIO = 3.0  # probe analyze at least this many times faster than weightwatcher
+SR_TOL, ALPHA_TOL = 1e-5, 0.10  # the tolerances of tests/test_spectral.py against weightwatcher
+WW_SMALL_N = 20  # weightwatcher fits spectra of fewer eigenvalues with another estimator
 
 
 def timed(f, *args) -> tuple[float, float]:
@@ -43,20 +67,109 @@ def timed(f, *args) -> tuple[float, float]:
 def time_measures(W: np.ndarray) -> dict[str, tuple[float, float]]:
     """(CPU, wall) seconds per registry measure, and for layer_measures, on one matrix."""
     times = {name: timed(f, W, GEOMETRY) for name, f in WEIGHT_MEASURES.items()}
+    clear_spectra()  # the spectrum is memoized: time its computation, not a look-up
     times["layer_measures"] = timed(layer_measures, W)
     return times
 
 
 def all_measures(W: np.ndarray) -> None:
+    clear_spectra()
     first_layer_measures(W, GEOMETRY)
     layer_measures(W)
+
+
+def mlp(seed: int = 0) -> torch.nn.Sequential:
+    """Issue 19's 3072-4096-4096-4096-10 MLP with PyTorch's default (random) init."""
+    torch.manual_seed(seed)
+    mods = []
+    for n_in, n_out in zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:]):
+        mods += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*mods[:-1])
+
+
+class _count_calls:
+    """Replace module.name by a wrapper recording each call's CPU seconds and first argument's shape."""
+
+    def __init__(self, module, name: str):
+        self.real, self.cpu, self.shapes = getattr(module, name), [], []
+
+        def wrapper(W, *args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return self.real(W, *args, **kwargs)
+            finally:
+                self.cpu.append(time.process_time() - c0)
+                self.shapes.append(np.shape(W))
+
+        setattr(module, name, wrapper)
+
+
+def vs_weightwatcher(threads: int, seed: int = 0) -> bool:
+    """Time probe analyze and weightwatcher on :func:`mlp` in this process; True when the goal is met."""
+    from probe.analysis.report import analyze_checkpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import weightwatcher
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    model = mlp(seed)
+    torch_threads = torch.get_num_threads()
+    print(f"model {'-'.join(map(str, MLP_WIDTHS))} MLP (torch default init, seed {seed}); load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; BLAS and torch threads: {threads}")
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=threads, user_api="blas"):
+        torch.set_num_threads(threads)
+        try:
+            path = Path(tmp) / "mlp.pt"
+            torch.save(model.state_dict(), path)
+            clear_spectra()  # a cold start: nothing kept from an earlier call in this process
+            eig = _count_calls(spectral, "eigenvalues")
+            try:
+                c0, t0 = time.process_time(), time.perf_counter()
+                rep = analyze_checkpoint(path, input_shape=INPUT_SHAPE)
+                probe_cpu, probe_wall = time.process_time() - c0, time.perf_counter() - t0
+            finally:
+                spectral.eigenvalues = eig.real
+            print(f"probe analyze (every measure and reference): {probe_cpu:.1f} CPU s, {probe_wall:.1f} wall s")
+            if eig.cpu:
+                print(f"  of which {len(eig.cpu)} eigendecompositions: {sum(eig.cpu):.1f} CPU s "
+                      f"(Gram matrices of {', '.join(str(min(s)) for s in eig.shapes)} rows)")
+            c0, t0 = time.process_time(), time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                details = weightwatcher.WeightWatcher(model=model).analyze(plot=False, randomize=False, mp_fit=False)
+            ww_cpu, ww_wall = time.process_time() - c0, time.perf_counter() - t0
+            print(f"weightwatcher analyze (spectra and power-law fits): {ww_cpu:.1f} CPU s, {ww_wall:.1f} wall s")
+        finally:
+            torch.set_num_threads(torch_threads)
+    cpu_ratio, wall_ratio = ww_cpu / probe_cpu, ww_wall / probe_wall
+    print(f"ratio weightwatcher / probe: {cpu_ratio:.2f}x CPU, {wall_ratio:.2f}x wall "
+          f"(goal >= {GOAL_RATIO:.0f}x: {'met' if min(cpu_ratio, wall_ratio) >= GOAL_RATIO else 'NOT met'})")
+
+    agree = True
+    print(f"{'layer':<8}{'shape':>12}{'stable_rank probe':>19}{'ww':>12}{'alpha probe':>13}{'ww':>10}  agree")
+    for (name, values), (_, row) in zip(rep.layers.items(), details.iterrows()):
+        m, n = rep.shapes[name]
+        sr_ok = abs(values["stable_rank"] - row["stable_rank"]) <= SR_TOL * abs(row["stable_rank"])
+        fit_alpha = min(m, n) >= WW_SMALL_N
+        a_ok = not fit_alpha or abs(values["alpha"] - row["alpha"]) <= ALPHA_TOL * abs(row["alpha"])
+        agree &= sr_ok and a_ok
+        print(f"{name:<8}{f'{m}x{n}':>12}{values['stable_rank']:19.6g}{row['stable_rank']:12.6g}"
+              f"{values['alpha']:13.5g}{row['alpha']:10.5g}  {'yes' if sr_ok and a_ok else 'NO'}"
+              f"{'' if fit_alpha else ' (alpha not compared: weightwatcher small-N fit)'}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    return agree and min(cpu_ratio, wall_ratio) >= GOAL_RATIO
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes up to 2048 only")
     parser.add_argument("--blas-threads", type=int, default=1, help="BLAS/LAPACK threads (default 1)")
+    parser.add_argument("--vs-weightwatcher", action="store_true",
+                        help="time probe analyze against weightwatcher on issue 19's MLP instead")
     args = parser.parse_args()
+    if args.vs_weightwatcher:
+        vs_weightwatcher(args.blas_threads)
+        return
     sizes = [256, 512, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192]
     print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"BLAS threads: {args.blas_threads}")

@@ -9,14 +9,19 @@ import torch
 
 from probe.geometry import Geometry
 from probe.metrics import layer_measures
+from probe.metrics import spectral
 from probe.metrics.spectral import (
     alpha_fit,
+    clear_spectra,
     effective_rank,
     eigenvalues,
     frequency_magnitudes,
+    gaussian_spectral_measures,
     input_pc_share,
     peak_frequency,
     spectral_entropy,
+    spectral_measures,
+    spectrum,
     stable_rank,
     unit_spectra,
 )
@@ -75,7 +80,9 @@ def test_localized_fields_have_broader_spectra_than_fourier_fields():
 
 def test_eigenvalues_are_squared_singular_values_either_orientation():
     rng = np.random.default_rng(2)
-    for shape in [(40, 25), (25, 40)]:
+    # scipy's solver below TORCH_SOLVER_MIN Gram rows, torch's from there on
+    assert 25 < spectral.TORCH_SOLVER_MIN <= 270
+    for shape in [(40, 25), (25, 40), (300, 270), (270, 300)]:
         W = rng.standard_normal(shape)
         sv = np.linalg.svd(W, compute_uv=False)
         np.testing.assert_allclose(eigenvalues(W), np.sort(sv**2), rtol=1e-9)
@@ -185,3 +192,91 @@ def test_eigenvalues_on_a_torch_device_match_the_cpu_solver(shape):
     assert np.allclose(got, np.sort(sv**2), rtol=1e-9, atol=1e-9 * sv.max() ** 2)
     if ref is not None:
         assert np.allclose(got, ref, rtol=1e-9, atol=1e-9 * sv.max() ** 2)
+
+
+# -- one decomposition per matrix: memoized, shared, never for a permutation or a repeated reference -----
+
+
+@pytest.fixture
+def count_decompositions(monkeypatch):
+    """A fresh memo, and a list that grows by one shape per eigendecomposition."""
+    clear_spectra()
+    calls = []
+    real = spectral.eigenvalues
+
+    def counted(W, *args, **kwargs):
+        calls.append(np.shape(W))
+        return real(W, *args, **kwargs)
+
+    monkeypatch.setattr(spectral, "eigenvalues", counted)
+    yield calls
+    clear_spectra()
+
+
+def test_spectral_measures_are_unchanged_by_permutations_and_transposition():
+    # the singular values of P W Q are those of W: the permuted reference has W's spectral measures
+    rng = np.random.default_rng(11)
+    for shape in [(70, 50), (300, 270)]:  # both solvers
+        W = rng.standard_t(3, size=shape)
+        want = spectral_measures(W)
+        P, Q = rng.permutation(shape[0]), rng.permutation(shape[1])
+        for M in (W[P], W[:, Q], W[P][:, Q], W.T):
+            got = spectral_measures(np.ascontiguousarray(M))
+            assert got == {k: pytest.approx(v, rel=1e-9) for k, v in want.items()}
+
+
+def test_spectrum_is_memoized_by_content_not_by_identity(count_decompositions):
+    W = np.random.default_rng(12).standard_normal((60, 40))
+    first = spectrum(W)
+    layer_measures(W.copy())  # an equal matrix: every measure from the kept spectrum
+    effective_rank(torch.tensor(W))
+    assert alpha_fit(W)["alpha"] == alpha_fit(None, evals=first)["alpha"]
+    assert count_decompositions == [(60, 40)]
+    W[0, 0] += 1.0  # changed in place: a new matrix, a new decomposition
+    assert not np.allclose(spectrum(W), first)
+    assert count_decompositions == [(60, 40), (60, 40)]
+    with pytest.raises(ValueError):
+        first[0] = 1.0  # the kept spectrum cannot be changed through what was returned
+
+
+def test_gaussian_reference_is_the_seeded_draw_and_decomposed_once(count_decompositions):
+    shape, seed = (90, 70), 5
+    G = np.random.default_rng(seed).standard_normal(shape) * 0.03  # as references() draws it, scaled to W's rms
+    want = spectral_measures(G)
+    clear_spectra()
+    count_decompositions.clear()
+    for _ in range(3):
+        assert gaussian_spectral_measures(shape, seed) == {k: pytest.approx(v, rel=1e-9) for k, v in want.items()}
+    assert count_decompositions == [shape]
+    assert gaussian_spectral_measures(shape, seed + 1)["alpha"] != gaussian_spectral_measures(shape, seed)["alpha"]
+
+
+def test_analyze_takes_layer_gaussian_references_from_shape_and_seed(tmp_path, count_decompositions):
+    from probe.analysis.report import analyze_checkpoint
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2 * 6 * 6, 30), torch.nn.ReLU(), torch.nn.Linear(30, 30), torch.nn.ReLU(),
+                              torch.nn.Linear(30, 30), torch.nn.ReLU(), torch.nn.Linear(30, 4))
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    rep = analyze_checkpoint(tmp_path / "sd.pt", input_shape=(2, 6, 6), seed=3)
+    for name in ("2", "4"):  # layers after the first: the spectral measures of the seeded (30, 30) draw
+        G = np.random.default_rng(3).standard_normal((30, 30))
+        assert rep.reference["gaussian"][name] == {k: pytest.approx(v, rel=1e-9) for k, v in layer_measures(G).items()}
+    # one decomposition per layer, one per Gaussian shape: (30, 30) is shared by two layers
+    assert sorted(count_decompositions) == sorted([(30, 72), (30, 30), (30, 30), (4, 30), (30, 72), (30, 30), (4, 30)])
+
+
+def test_stable_rank_of_a_large_matrix_needs_no_spectrum(count_decompositions):
+    W = np.random.default_rng(13).standard_t(4, size=(400, 300))
+    assert min(W.shape) > spectral.LANCZOS_MIN
+    assert stable_rank(W) == pytest.approx(np.linalg.norm(W) ** 2 / np.linalg.norm(W, 2) ** 2, rel=1e-10)
+    assert count_decompositions == []  # Lanczos iterations for the top singular value, not the spectrum
+    assert stable_rank(W, spectrum(W)) == pytest.approx(stable_rank(W), rel=1e-10)
+
+
+def test_float32_rank_one_layer_keeps_effective_rank_one():
+    # the spectrum stays in float64 for float32 weights: a float32 Gram matrix would turn the 299 zero eigenvalues
+    # into noise of about eps_32 lambda_max and the effective rank into 1.12
+    rng = np.random.default_rng(14)
+    W = torch.tensor(np.outer(rng.standard_normal(300), rng.standard_normal(300)), dtype=torch.float32)
+    assert layer_measures(W)["effective_rank"] == pytest.approx(1.0, abs=1e-3)

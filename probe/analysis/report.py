@@ -32,9 +32,10 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, load_
                                  read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import WEIGHT_MEASURES, first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics import WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share, layer_measures, movement
 from probe.metrics.registry import applies
 from probe.metrics.nulls import null_draws, permute_positions
+from probe.metrics.spectral import gaussian_spectral_measures
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, list_checkpoints
 from probe.run.loop import evaluate
@@ -177,9 +178,11 @@ class Subject:
             self._X = x.double().reshape(len(x), -1).numpy()
         return self._X
 
-    def _gaussian(self, shape: tuple, first: bool) -> tuple[dict[str, float], np.ndarray]:
+    def _gaussian(self, shape: tuple, first: bool) -> tuple[dict[str, float], np.ndarray | None]:
         """(measures of a seeded Gaussian matrix of this shape, the position permutation), as references() draws."""
         key = (shape, first)
+        if key not in self._nulls and not first:  # spectral measures only: the shape and seed are enough
+            self._nulls[key] = (defined(gaussian_spectral_measures(shape, self.seed)), None)
         if key not in self._nulls:
             G, perm = null_draws(shape, self.geometry.n_positions, self.seed)
             self._nulls[key] = (self._values(G, first), perm)

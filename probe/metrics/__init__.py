@@ -23,8 +23,8 @@ from probe.metrics.sparsity import movement
 from probe.metrics.spectral import (
     alpha,
     effective_rank,
-    eigenvalues,
     input_pc_share,
+    spectral_measures,
     stable_rank,
 )
 
@@ -80,14 +80,10 @@ def defined(values: dict[str, float]) -> dict[str, float]:
 
 
 def layer_measures(W) -> dict[str, float]:
-    """``effective_rank``, ``stable_rank`` and ``alpha`` of any weight matrix, from one eigendecomposition."""
-    W = checked_matrix(W)
-    evals = eigenvalues(W)
-    return defined({
-        "effective_rank": effective_rank(W, evals),
-        "stable_rank": stable_rank(W, evals),
-        "alpha": alpha(W, evals),
-    })
+    """``effective_rank``, ``stable_rank`` and ``alpha`` of any weight matrix, from one eigendecomposition
+    (:func:`probe.metrics.spectral.spectral_measures`, memoized by content: a matrix met again is not decomposed
+    again). They do not change when rows or columns are permuted."""
+    return defined(spectral_measures(checked_matrix(W)))
 
 
 from probe.metrics.nulls import null_draws, permute_positions, references  # noqa: E402  (they use the registry above)

@@ -11,9 +11,15 @@ in the top principal components of the inputs.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from contextlib import contextmanager
+from functools import lru_cache
+
 import numpy as np
 import scipy.fft
 import scipy.linalg
+import scipy.sparse.linalg
 import torch
 
 from probe.geometry import Geometry
@@ -90,24 +96,73 @@ def peak_frequency(W, geometry: Geometry) -> float:
 
 
 # -- per-layer spectra -------------------------------------------------------------------------------
+#
+# Every per-layer measure reads the eigenvalues of the smaller Gram matrix, and only them: one
+# decomposition per matrix (:func:`spectrum`), shared by every measure and memoized by content, so that
+# a matrix met again (a run's step-0 weights as a checkpoint and as every step's init reference, tracking's
+# references at the last step, a Gaussian reference shared by layers of one shape) is never decomposed
+# twice. Their values are invariant under permutations of rows (hidden units) and columns (inputs) and
+# under transposition: the singular values of P W Q are those of W for permutation matrices P and Q. A
+# permuted reference therefore has the spectral measures of W itself and is never decomposed (and a
+# Gaussian reference depends only on the shape and the seed: :func:`gaussian_spectral_measures`).
+
+#: below this many Gram rows the solver's fixed costs dominate and scipy's LAPACK is called directly
+TORCH_SOLVER_MIN = 256
+#: above this many Gram rows, stable_rank alone takes its top singular value from Lanczos iterations
+LANCZOS_MIN = 200
+_SPECTRA: OrderedDict = OrderedDict()  # content key -> eigenvalues, most recent last
+SPECTRA_CACHED = 256  # matrices whose spectra are kept (an array of min(m, n) floats each: 6 MB at 3072)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Limit torch's intra-op threads (MKL's LAPACK included) inside the block; no-op when n is None."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def gram(W) -> np.ndarray:
+    """The smaller Gram matrix of W: W^T W when m >= n, else W W^T (numpy computes A^T A with syrk: half the products)."""
+    W = np.asarray(W)
+    return W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
 
 
 def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) -> np.ndarray:
     """The min(m, n) eigenvalues lambda = sigma^2 of W^T W (the squared singular values), ascending.
 
-    Computed from the smaller Gram matrix (W^T W or W W^T) with ``eigvalsh``: about 4x faster than an
-    SVD at 4096 x 3072, and accurate to about 1e-13 lambda_max, far below any eigenvalue the measures
+    Computed from the smaller Gram matrix (W^T W or W W^T) with ``eigvalsh``, both in float64: about 4x faster
+    than an SVD at 4096 x 3072, and accurate to about 1e-13 lambda_max, far below any eigenvalue the measures
     weigh. Round-off negatives are clipped to 0. This is the one step of the weight measures that grows
     faster than m n (as min(m, n)^2 max(m, n) for the Gram matrix, min(m, n)^3 for the solver), so it runs on
-    the GPU when there is one.
+    the GPU when there is one. The measures read it through :func:`spectrum`, which memoizes it.
+
+    Not in float32, although that would halve both steps on the CPU. A float32 solver is off by about
+    30 eps_32 relative on the top eigenvalues at 4096 (eps_32 = 1.2e-7), enough to move the power-law fit's
+    xmin where its Kolmogorov-Smirnov distances have near ties, as they do on random layers: alpha 35.0
+    (D = 0.12394) instead of 11.0 (D = 0.12411, weightwatcher's value too) on a 4096 x 4096 ``nn.Linear`` at
+    its initialization (``torch.manual_seed(0)``). A float32 Gram matrix of float32
+    weights (solved in float64) is off by 0.1 to 20 eps_32 lambda_max depending on the weights (measured on
+    random, heavy-tailed and mean-shifted 512 .. 2048 matrices): the zero eigenvalues of a nearly
+    rank-deficient layer then come out as noise, and effective_rank with them (1.79 instead of 1.00 for a
+    rank-one 4096 x 4096 layer).
 
     Args:
-        lapack_threads: BLAS threads for the eigensolver on the CPU (None: leave the library's setting).
-            Default 1 because its tridiagonal reduction is half memory-bound and OpenBLAS's spinning threads
+        lapack_threads: threads for the eigensolver on the CPU (None: leave the library's setting).
+            Default 1 because its tridiagonal reduction is half memory-bound and spinning BLAS threads
             collapse when the cores are shared: measured on a busy 2-core machine at 3072 x 3072,
-            2.4-3.9 s with one thread against 8.6-12.5 s with two.
-        device: ``None``: torch on ``cuda`` when it is available, else scipy on the CPU; a torch device name
-            (``cuda``, ``cpu``): torch's ``eigvalsh`` there, in float64 like the scipy path.
+            2.4-3.9 s with one thread against 8.6-12.5 s with two (OpenBLAS), at 4096 x 4096 2.9 s against
+            8.3 s (MKL).
+        device: ``None``: torch on ``cuda`` when it is available, else the CPU; a torch device name
+            (``cuda``, ``cpu``): torch's ``eigvalsh`` there. On the CPU, Gram matrices of at least
+            :data:`TORCH_SOLVER_MIN` rows go to torch's ``eigvalsh`` as well (MKL's ``dsyevd`` in the usual
+            builds: 3.9 s at 4096 x 4096 against 6.2 s for scipy's ``dsyevr``), smaller ones to scipy.
     """
     W = as_matrix(W)
     if device is None and torch.cuda.is_available():
@@ -115,20 +170,64 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     if device is not None:
         T = torch.as_tensor(W, dtype=torch.float64, device=device)
         G = T.T @ T if T.shape[0] >= T.shape[1] else T @ T.T
-        return np.clip(torch.linalg.eigvalsh(G).cpu().numpy(), 0.0, None)
-    G = W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
+        with torch_threads(lapack_threads if G.device.type == "cpu" else None):
+            return np.clip(torch.linalg.eigvalsh(G).cpu().numpy(), 0.0, None)
     with blas_threads(lapack_threads):
-        ev = scipy.linalg.eigvalsh(G, check_finite=False)
+        G = gram(W)
+    if len(G) >= TORCH_SOLVER_MIN:
+        with torch_threads(lapack_threads):
+            ev = torch.linalg.eigvalsh(torch.from_numpy(G)).numpy()
+    else:
+        with blas_threads(lapack_threads):
+            ev = scipy.linalg.eigvalsh(G, check_finite=False)
     return np.clip(ev, 0.0, None)
+
+
+def _content_key(W: np.ndarray) -> tuple:
+    """(shape, dtype, digest of the bytes): equal keys mean equal matrices."""
+    W = np.ascontiguousarray(W)
+    return W.shape, W.dtype.str, hashlib.sha1(memoryview(W).cast("B")).hexdigest()
+
+
+def spectrum(W, device: str | None = None) -> np.ndarray:
+    """:func:`eigenvalues` of W, memoized by W's content.
+
+    The last :data:`SPECTRA_CACHED` spectra are kept, keyed by a digest of W's bytes (about 0.1 s for a
+    4096 x 4096 matrix, against 5-6 s for the decomposition it saves). The returned array is read-only: it is
+    the cached one.
+    """
+    W = as_matrix(W)
+    key = _content_key(W)
+    ev = _SPECTRA.get(key)
+    if ev is None:
+        ev = eigenvalues(W, device=device)
+        ev.setflags(write=False)
+        _SPECTRA[key] = ev
+        while len(_SPECTRA) > SPECTRA_CACHED:
+            _SPECTRA.popitem(last=False)
+    else:
+        _SPECTRA.move_to_end(key)
+    return ev
+
+
+def _cached_spectrum(W: np.ndarray) -> np.ndarray | None:
+    """The memoized spectrum of W if there is one (no decomposition)."""
+    return _SPECTRA.get(_content_key(W))
+
+
+def clear_spectra() -> None:
+    """Forget the memoized spectra (:func:`spectrum`) and Gaussian references (:func:`gaussian_spectral_measures`)."""
+    _SPECTRA.clear()
+    _gaussian_spectral_measures.cache_clear()
 
 
 def effective_rank(W, evals: np.ndarray | None = None) -> float:
     """effective_rank = exp(-sum_k p_k log p_k), p_k = sigma_k / sum_j sigma_j (Roy & Vetterli, 2007).
 
     Between 1 (rank one) and min(m, n) (all singular values equal). ``evals``: precomputed
-    :func:`eigenvalues` of W, to share one decomposition between measures.
+    :func:`eigenvalues` of W, to share one decomposition between measures (default: :func:`spectrum`).
     """
-    sv = np.sqrt(eigenvalues(W) if evals is None else evals)
+    sv = np.sqrt(spectrum(W) if evals is None else evals)
     if sv.sum() == 0:
         return float("nan")
     p = sv[sv > 0] / sv.sum()
@@ -136,9 +235,62 @@ def effective_rank(W, evals: np.ndarray | None = None) -> float:
 
 
 def stable_rank(W, evals: np.ndarray | None = None) -> float:
-    """stable_rank = ||W||_F^2 / ||W||_2^2 = sum_k lambda_k / max_k lambda_k, as weightwatcher computes it."""
-    ev = eigenvalues(W) if evals is None else evals
-    return float(ev.sum() / ev.max()) if ev.size and ev.max() > 0 else float("nan")
+    """stable_rank = ||W||_F^2 / ||W||_2^2 = sum_k lambda_k / max_k lambda_k, as weightwatcher computes it.
+
+    Needs only the Frobenius norm and the top singular value: without ``evals`` the latter comes from
+    Lanczos iterations in float64 (``scipy.sparse.linalg.svds``, about 2 s at 4096 x 4096 against 4-5 s for
+    the whole spectrum) when min(m, n) > :data:`LANCZOS_MIN`, from the memoized :func:`spectrum` otherwise or
+    when it is already there. With ``evals`` (W's eigenvalues) the top one is theirs, and ||W||_F^2 is summed
+    from W when W is given (``stable_rank(None, evals)``: sum_k lambda_k).
+    """
+    if evals is not None:
+        ev = np.asarray(evals)
+        top = ev.max() if ev.size else 0.0
+        fro2 = ev.sum() if W is None else _frobenius2(as_matrix(W))
+        return float(fro2 / top) if top > 0 else float("nan")
+    W = as_matrix(W)
+    fro2 = _frobenius2(W)
+    if fro2 == 0:
+        return float("nan")
+    cached = _cached_spectrum(W) if min(W.shape) > LANCZOS_MIN else None
+    if min(W.shape) <= LANCZOS_MIN or cached is not None:
+        return stable_rank(W, spectrum(W) if cached is None else cached)
+    with blas_threads(1):
+        top = scipy.sparse.linalg.svds(W, k=1, return_singular_vectors=False, v0=np.ones(min(W.shape)),
+                                       solver="arpack")[0]
+    return float(fro2 / top**2)
+
+
+def _frobenius2(W: np.ndarray) -> float:
+    """||W||_F^2 in float64 (a dot product of the flattened matrix)."""
+    w = W.ravel()
+    return float(w @ w)
+
+
+def spectral_measures(W, evals: np.ndarray | None = None) -> dict[str, float]:
+    """``effective_rank``, ``stable_rank`` and ``alpha`` of W from one spectrum (:func:`spectrum`, memoized)."""
+    W = as_matrix(W)
+    ev = spectrum(W) if evals is None else evals
+    return {"effective_rank": effective_rank(W, ev), "stable_rank": stable_rank(W, ev), "alpha": alpha(W, ev)}
+
+
+def gaussian_spectral_measures(shape, seed: int = 0) -> dict[str, float]:
+    """:func:`spectral_measures` of the Gaussian reference of this shape, computed once per (shape, seed).
+
+    The reference is the first draw of ``numpy.random.default_rng(seed).standard_normal(shape)``, the matrix
+    :func:`probe.metrics.references` and ``probe analyze`` draw (unscaled: the three measures are scale-free,
+    so the root-mean-square they scale it by changes nothing). It is decomposed once per (shape, seed) in a
+    process and kept, for every layer and checkpoint of that shape. Not a Marchenko-Pastur formula: at
+    4096 x 4096 the top eigenvalue of a draw moves by about 0.3% between seeds (Tracy-Widom), which shows in
+    the fourth digit of stable_rank, and the power-law fit of alpha has no closed form on that spectrum, so a
+    formula would change the reported references beyond numerical noise.
+    """
+    return dict(_gaussian_spectral_measures(tuple(int(s) for s in shape), int(seed)))
+
+
+@lru_cache(maxsize=32)
+def _gaussian_spectral_measures(shape: tuple, seed: int) -> dict[str, float]:
+    return spectral_measures(np.random.default_rng(seed).standard_normal(shape))
 
 
 def alpha_fit(W, evals: np.ndarray | None = None, rel_thresh: float = 1e-10) -> dict[str, float]:
@@ -157,7 +309,7 @@ def alpha_fit(W, evals: np.ndarray | None = None, rel_thresh: float = 1e-10) -> 
         ``alpha``, ``xmin``, ``D`` and ``num_pl_spikes`` (the tail size), named as in weightwatcher;
         all nan if fewer than 3 eigenvalues are left.
     """
-    ev = eigenvalues(W) if evals is None else np.sort(np.asarray(evals, dtype=np.float64))
+    ev = spectrum(W) if evals is None else np.sort(np.asarray(evals, dtype=np.float64))
     x = ev[ev > rel_thresh * ev.max()] if ev.size and ev.max() > 0 else ev[:0]
     N = len(x)
     if N < 3:
