@@ -114,7 +114,8 @@ def check_rng_state(state) -> None:
         raise ValueError("rng.numpy: pos, has_gauss or cached out of range")
     py = state.get("python")
     if not (isinstance(py, (list, tuple)) and len(py) == 3 and py[0] == 3 and isinstance(py[1], (list, tuple))
-            and len(py[1]) == 625 and all(_is_int(v) and 0 <= v < 2**32 for v in py[1])):
+            and len(py[1]) == 625 and all(_is_int(v) and 0 <= v < 2**32 for v in py[1])
+            and (py[2] is None or isinstance(py[2], float))):
         raise ValueError("rng.python is not Python's version-3 random state")
     if "cuda" in state and not (isinstance(state["cuda"], (list, tuple)) and all(torch.is_tensor(v) for v in state["cuda"])):
         raise ValueError("rng.cuda is not a list of generator states")
@@ -229,6 +230,9 @@ def state_dict_mismatch(model: torch.nn.Module, state_dict) -> str | None:
     extra = [k for k in state_dict if k not in own]
     shapes = [f"{k} has shape {tuple(state_dict[k].shape)}, the model needs {tuple(v.shape)}" for k, v in own.items()
               if k in state_dict and torch.is_tensor(state_dict[k]) and state_dict[k].shape != v.shape]
+    shapes += [f"{k} is {state_dict[k].dtype}, the model needs {v.dtype}" for k, v in own.items()
+               if k in state_dict and torch.is_tensor(state_dict[k])
+               and (state_dict[k].is_complex() or state_dict[k].is_floating_point() != v.is_floating_point())]
     kinds = [k for k in own if k in state_dict and not torch.is_tensor(state_dict[k])]
     parts = []
     if missing:

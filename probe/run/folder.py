@@ -130,17 +130,26 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(run_dir) -> list[dict]:
-    """The rows of a run's metrics.jsonl in order ([] when there is none); a row cut short by a crash, and every
-    row after it, is left out (resuming drops them the same way)."""
+    """The rows of a run's metrics.jsonl in order ([] when there is none); a row cut short by a crash (or any line
+    that is not a JSON object with an integer ``step`` >= 0), and every row after it, is left out (resuming drops
+    them the same way; ``probe check`` reports them)."""
     p = Path(run_dir) / METRICS_FILE
     rows = []
-    for line in (p.read_text().splitlines() if p.exists() else []):
+    try:
+        text = p.read_text(errors="replace") if p.is_file() else ""
+    except OSError:
+        text = ""
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             break
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
+                and row["step"] >= 0):
+            break
+        rows.append(row)
     return rows
 
 
@@ -288,8 +297,16 @@ def check_resume_state(run: Run, ck: dict, file_step: int) -> str | None:
         return f"its optimizer state does not fit ({bad})"
     sched = ck["scheduler"]
     fresh = run.scheduler.state_dict()
-    if not isinstance(sched, dict) or sched.get("last_epoch") != step:
+    if not isinstance(sched, dict) or sched.get("last_epoch") != step or isinstance(sched.get("last_epoch"), bool):
         return f"its schedule is not at step {step}"
+    for k, v in sched.items():  # its load sets each key as an attribute: none may replace a method
+        known = k in fresh and (type(v) is type(fresh[k]) or (_number(v) and _number(fresh[k])))
+        plain = isinstance(k, str) and not k.startswith("__") and not hasattr(type(run.scheduler), k) \
+            and (v is None or isinstance(v, (bool, int, float, str)))  # a key another torch version writes
+        if not (known or (k not in fresh and plain)):
+            return f"its schedule holds {k} = {v!r}"[:200]
+    if not (isinstance(sched.get("lr_lambdas"), list) and all(f is None for f in sched["lr_lambdas"])):
+        return "its schedule's lr_lambdas are not this run's"
     if not _close(sched.get("base_lrs"), fresh["base_lrs"]):
         return f"its schedule's base learning rates {sched.get('base_lrs')} are not --lr's {fresh['base_lrs']}"
     try:
@@ -298,7 +315,7 @@ def check_resume_state(run: Run, ck: dict, file_step: int) -> str | None:
         return f"its random state is bad ({e})"
     acc = ck["loss_accum"]
     if not (isinstance(acc, dict) and torch.is_tensor(acc.get("sum")) and acc["sum"].dim() == 0
-            and acc["sum"].is_floating_point() and isinstance(acc.get("n"), int) and not isinstance(acc["n"], bool)):
+            and acc["sum"].dtype == torch.float32 and isinstance(acc.get("n"), int) and not isinstance(acc["n"], bool)):
         return "its loss_accum is not {sum: a scalar tensor, n: an integer}"
     since = step - max(s for s in (0, step - step % cfg.log_every, step - step % cfg.eval_every))
     if step == cfg.steps:
@@ -308,6 +325,10 @@ def check_resume_state(run: Run, ck: dict, file_step: int) -> str | None:
     if cfg.on_nan == "stop" and not bool(torch.isfinite(acc["sum"])):
         return "its accumulated training loss is NaN or inf"
     return None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _close(a, b) -> bool:
@@ -349,11 +370,13 @@ def _optimizer_mismatch(run: Run, state, step: int) -> str | None:
             return f"state for parameter {idx!r}, which the model does not have"
         for k, v in st.items():
             if k == "step":
-                n = float(v) if torch.is_tensor(v) and v.numel() == 1 else v
-                if not isinstance(n, (int, float)) or not 0 <= n <= step:
+                ok = torch.is_tensor(v) and v.numel() == 1 and (v.is_floating_point() or not v.is_complex()) \
+                    and v.dtype != torch.bool
+                n = float(v) if ok else v
+                if isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 <= n <= step:
                     return f"parameter {idx}: step {v!r} is not in [0, {step}]"
-            elif not torch.is_tensor(v) or v.shape != params[idx].shape:
-                return f"parameter {idx}: {k} is not a tensor of its shape {tuple(params[idx].shape)}"
+            elif not (torch.is_tensor(v) and v.is_floating_point() and v.shape == params[idx].shape):
+                return f"parameter {idx}: {k} is not a float tensor of its shape {tuple(params[idx].shape)}"
     return None
 
 
@@ -536,7 +559,8 @@ def check_new_folder(out: Path) -> None:
             raise ConfigError(f"--out {out}: holds files that are not a run's ({', '.join(foreign[:3])}{more}); give a "
                               "new or empty folder")
     for name in (METRICS_FILE, "reference.json"):
-        (out / name).unlink(missing_ok=True)
+        if (out / name).is_file():
+            (out / name).unlink()
 
 
 def check_out(out: Path) -> None:
