@@ -573,7 +573,7 @@ CRAFTED = {
     "python rng": "its random state is bad (rng.python is not Python's version-3 random state)",
     "lr changed": "its optimizer state does not fit (group 0: lr 5.0 is not the schedule's 0.01 at step 50)",
     "weight decay changed": "its optimizer state does not fit (group 0: weight_decay is 0.5, the config gives 0.0)",
-    "adam state shape": "its optimizer state does not fit (parameter 0: exp_avg is not a tensor of its shape (16, 40))",
+    "adam state shape": "its optimizer state does not fit (parameter 0: exp_avg is not a float tensor of its shape (16, 40))",
     "adam state for a parameter that does not exist": "state for parameter 99, which the model does not have",
     "schedule at another step": "its schedule is not at step 50",
     "loss count": "its loss_accum counts 1000 steps, but 10 were trained since the last metrics row",
