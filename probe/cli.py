@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from probe.config import ConfigError, RunConfig, load_config_file, parse_kv
+from probe.config import MAX_SEED, ConfigError, RunConfig, load_config_file, parse_kv
 
 
 # the click that typer runs on: typer._click in recent typer releases, the click package in older ones
@@ -251,6 +251,20 @@ def summary_line(cfg: RunConfig, row: dict, out) -> str:
 
 @app.command()
 @clean_errors
+def check(run: Path = typer.Argument(..., help="A run folder.")):
+    """Verify a run folder: config, metrics rows, checkpoints (their checksums), references; says what is wrong.
+    Exit code 0 when it is sound, 1 when something is wrong, 2 when it is not a run folder."""
+    from probe.run.check import check_run
+
+    report = check_run(run)
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@clean_errors
 def tasks(name: Optional[str] = typer.Argument(None, help="A task to show the parameters of.")):
     """List the tasks, or one task's parameters and defaults."""
     from probe.tasks import get_spec, task_specs
@@ -325,8 +339,8 @@ def measures(name: Optional[str] = typer.Argument(None, help="A measure to show 
 @app.command()
 @clean_errors
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the two runs."),
-         steps: int = typer.Option(6000, help="Steps for each model."),
-         seed: int = typer.Option(0, help="Random seed.")):
+         steps: int = typer.Option(6000, min=1, help="Steps for each model."),
+         seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed.")):
     """The built-in default: an MLP and a CNN on MNIST-1D, their accuracies, and a first look at the MLP's
     first layer."""
     from probe.demo import run_demo
@@ -347,13 +361,15 @@ def analyze(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write a tidy table (a row per step, layer, measure)."),
     fields: Optional[Path] = typer.Option(None, help="Draw the first layer's receptive fields (.png, .pdf or .svg)."),
-    seed: int = typer.Option(0, help="Seed of the Gaussian and permuted references and of the units drawn."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the Gaussian and permuted references and of the "
+                             "units drawn."),
     init: Optional[Path] = typer.Option(None, help="The initial weights of an outside checkpoint (same format): the "
                                                    "init reference and movement."),
 ):
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
     from probe.analysis import report as an, terminal
     from probe.analysis.load import load_layers, parse_input_shape
+    from probe.run.checkpoint import atomic_write
 
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -376,20 +392,25 @@ def analyze(
     for t in tables:
         console.print()
         console.print(t)
+    target = None  # the file being written, named if writing it fails
     try:
         if json_file is not None:
+            target = json_file
             an.write_json(reports, json_file, run=str(path) if all_steps else None)
         if csv_file is not None:
-            an.reports_frame(reports).to_csv(csv_file, index=False)
+            target = csv_file
+            table = an.reports_frame(reports).to_csv(index=False)
+            atomic_write(csv_file, lambda f: f.write(table.encode()))
         if fields is not None:
             from probe.figures.fields import fields_figure, save_figure
 
+            target = fields
             layers, geo = load_layers(reports[-1].checkpoint, shape, periodic)
             name, W = next(iter(layers.items()))
             fig = fields_figure(W, geo, seed=seed, title=f"{reports[-1].checkpoint}: {name}")
             console.print("fields -> " + ", ".join(map(str, save_figure(fig, fields))), highlight=False)
     except OSError as e:
-        raise ConfigError(f"cannot write {e.filename}: {e.strerror or e}") from None
+        raise ConfigError(f"cannot write {target}: {e.strerror or e}") from None
 
 
 @app.command()
@@ -455,9 +476,11 @@ def sweep(
     slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus)
     try:
         results = runner.run_sweep(spec, out, executor, jobs, slurm, wait, on_result=show)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (as `probe train`: exit 130 / 143)
+        import signal
+
         err.print(f"interrupted: run the same command again to resume ({out}); finished runs are skipped")
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + getattr(e, "signum", signal.SIGINT)) from None
     if any(r["status"] == "submitted" for r in results):
         console.print(f"submitted; when the jobs are done: probe sweep {out} --summary", highlight=False)
         return
@@ -481,6 +504,12 @@ def _print_sweep_summary(df, folder: Path) -> None:
         t.add_row(*["" if v != v or v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
                     for v in (row[c] for c in shown)])
     console.print(t)
+    from probe.sweep.spec import MANIFEST
+
+    if not (folder / MANIFEST).is_file():
+        console.print(f"summary of {len(df)} runs (of {folder}, not a sweep folder: nothing written there)",
+                      highlight=False, soft_wrap=True)
+        return
     written = [folder / f for f in ("summary.csv", "summary.parquet") if (folder / f).exists()]
     console.print(f"summary of {len(df)} runs -> {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
 

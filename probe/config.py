@@ -28,6 +28,9 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 NAN_POLICIES = ("stop", "continue")
 LOGGERS = ("none", "tensorboard")
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's and the seeded streams (probe/seeding.py) take it too
+MAX_DEPTH = 1000  # hidden layers
+MAX_CHECKPOINTS = 10_000
 
 
 def _or(choices) -> str:
@@ -93,6 +96,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "RunConfig":
+        if not isinstance(d, dict) or not all(isinstance(k, str) for k in d):
+            raise ConfigError(f"{source}: the config is not a table of named keys")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -158,6 +163,12 @@ def check_config(c: RunConfig) -> None:
     for name in ("depth", "warmup", "track_every", "threads"):
         if getattr(c, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(c, name)}")
+    if c.depth > MAX_DEPTH:
+        raise ConfigError(f"--depth must be <= {MAX_DEPTH}; got {c.depth}")
+    if c.checkpoints > MAX_CHECKPOINTS:
+        raise ConfigError(f"--checkpoints must be <= {MAX_CHECKPOINTS}; got {c.checkpoints}")
+    if not 0 <= c.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}]; got {c.seed}")
     for name in ("lr", "momentum", "weight_decay", "l1", "beta_lasso"):
         v = getattr(c, name)
         if not math.isfinite(v) or v < 0:
@@ -229,6 +240,8 @@ def coerce_opts(opts: dict, defaults: dict, where: str) -> dict:
                 v = str(v)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: option {k} must be {type(d).__name__} (default {d!r}), got {v!r}") from None
+        if k.endswith("seed") and isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_SEED:
+            raise ConfigError(f"{where}: option {k} must be an integer in [0, {MAX_SEED}], got {v}")
         out[k] = v
     return out
 

@@ -376,3 +376,299 @@ def test_resume_needs_a_checkpoint(tmp_path):
     (out / "config.json").write_text(json.dumps(RunConfig(**TINY).to_dict()))
     with pytest.raises(ConfigError, match="no checkpoints to resume from"):
         run_training(RunConfig(**TINY), out, progress=False, resume=True)
+
+
+# -- issue 18: one writer per run folder ----------------------------------------------------------------------
+def _lock_of(pid, tmp_out):
+    """A lock as probe writes it, for process ``pid`` (start time read as RunLock reads it)."""
+    from probe.run.folder import LOCK_FILE, _start_time
+
+    tmp_out.mkdir(parents=True, exist_ok=True)
+    info = {"pid": pid, "host": __import__("socket").gethostname(), "start": _start_time(pid), "since": "earlier",
+            "command": "probe train"}
+    (tmp_out / LOCK_FILE).write_text(json.dumps(info))
+
+
+def test_a_second_writer_gets_one_line_and_exit_2(tmp_path, reference):
+    import shutil
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        out = tmp_path / "new"
+        _lock_of(holder.pid, out)
+        res = runner.invoke(app, ["train", "--task", "mnist1d", "--steps", "5", "-q", "--out", str(out)])
+        assert res.exit_code == 2
+        assert res.output.strip() == (f"error: --out {out}: another probe process is writing this run folder (PID "
+                                      f"{holder.pid} on {__import__('socket').gethostname()}, since earlier); a run "
+                                      f"folder has one writer at a time: wait for it, or stop it (if no such process "
+                                      f"runs, delete {out / '.lock'})")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written, the holder's lock kept
+        r = tmp_path / "r"
+        shutil.copytree(reference, r)
+        _lock_of(holder.pid, r)
+        res = runner.invoke(app, ["train", "--resume", str(r), "-q"])
+        assert res.exit_code == 2 and "another probe process is writing this run folder" in res.output
+        assert rows(r) == rows(reference)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_note(tmp_path, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "r"
+    _lock_of(dead.pid, out)
+    run_training(RunConfig(**{**TINY, "steps": 10, "checkpoints": 2}), out, progress=False)
+    assert f"took over a stale lock (PID {dead.pid}, no longer running)" in caplog.text
+    assert not (out / ".lock").exists()  # released at the end
+
+
+def test_two_trains_on_one_out_at_once_write_every_row_once(tmp_path):
+    out = tmp_path / "r"
+    args = _cli("train", "--task", "mnist1d", "--width", "8", "--depth", "1", "--steps", "40", "--batch-size", "50",
+                "--log-every", "10", "--eval-every", "20", "--checkpoints", "3", "--track", "none", "-q",
+                "--out", str(out))
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    loser = next(e for code, e in results if code == 2)
+    assert len(loser.strip().splitlines()) == 1 and "Traceback" not in loser
+    assert ("another probe process is writing this run folder" in loser or "already holds a run" in loser), loser
+    steps = [json.loads(r)["step"] for r in rows(out).splitlines()]
+    assert steps == [0, 10, 20, 30, 40]
+    assert not (out / ".lock").exists()
+
+
+@pytest.mark.parametrize("ending", ["done", "bad-option", "interrupted", "diverged", "disk-full"])
+def test_the_lock_is_released_on_every_exit(tmp_path, monkeypatch, ending):
+    out = tmp_path / "r"
+    cfg = RunConfig(**TINY)
+    if ending == "bad-option":
+        import shutil
+
+        monkeypatch.setattr(probe.run.folder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 10))
+        with pytest.raises(ConfigError):
+            run_training(cfg, out, progress=False)
+    elif ending == "interrupted":
+        signal_at(monkeypatch, {30})
+        with pytest.raises(TrainingInterrupted):
+            run_training(cfg, out, progress=False)
+    elif ending == "diverged":
+        with pytest.raises(probe.run.folder.DivergenceError):
+            run_training(RunConfig(**DIVERGING), out, progress=False)
+    elif ending == "disk-full":
+        real = probe.run.folder.Run.checkpoint
+
+        def full(self, step):
+            if step == 11:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(self, step)
+
+        monkeypatch.setattr(probe.run.folder.Run, "checkpoint", full)
+        with pytest.raises(probe.run.folder.StorageError):
+            run_training(cfg, out, progress=False)
+    else:
+        run_training(cfg, out, progress=False)
+    assert not (out / ".lock").exists()
+
+
+# -- resuming exactly from any stopping point -----------------------------------------------------------------
+def _stop_at_step_0(monkeypatch):
+    """SIGTERM arrives while row 0 is logged: the run stops at step 0, with step_0.pt only."""
+    real = probe.run.loop.save
+
+    def save(run, step):
+        path = real(run, step)
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(probe.run.loop, "save", save)
+
+
+@pytest.mark.parametrize("stop", ["sigterm-at-step-0", "later-checkpoints-deleted", "kill-9-writing-step-1",
+                                  "disk-full-at-step-1"])
+def test_resume_from_step_0_writes_each_row_once(tmp_path, monkeypatch, reference, stop):
+    out = tmp_path / "r"
+    if stop == "sigterm-at-step-0":
+        _stop_at_step_0(monkeypatch)
+        with pytest.raises(TrainingInterrupted) as info:
+            run_training(RunConfig(**TINY), out, progress=False)
+        assert info.value.step == 0
+    elif stop == "disk-full-at-step-1":
+        real = probe.run.folder.Run.checkpoint
+
+        def full(self, step):
+            if step == 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(self, step)
+
+        monkeypatch.setattr(probe.run.folder.Run, "checkpoint", full)
+        with pytest.raises(probe.run.folder.StorageError):
+            run_training(RunConfig(**TINY), out, progress=False)
+    else:
+        import shutil
+
+        shutil.copytree(reference, out)
+        for s, p in list_checkpoints(out):
+            if s > 0:
+                p.unlink()
+        if stop == "kill-9-writing-step-1":
+            (out / "checkpoints" / ".step_1.pt.tmp-99999").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    monkeypatch.undo()
+    step0 = step_path(out, 0).read_bytes()
+    run_training(RunConfig(**TINY), out, progress=False, resume=True)
+    assert [json.loads(r)["step"] for r in rows(out).splitlines()].count(0) == 1
+    assert step_path(out, 0).read_bytes() == step0  # the initialization is never rewritten
+    assert_same_run(out, reference)
+
+
+def _interrupted(tmp_path, monkeypatch, at=49):
+    out = tmp_path / "r"
+    signal_at(monkeypatch, {at})
+    with pytest.raises(TrainingInterrupted):
+        run_training(RunConfig(**TINY), out, progress=False)
+    monkeypatch.undo()
+    return out
+
+
+def _craft(ck, how):
+    if how == "step -50":
+        ck["step"] = -50
+    elif how == "step 10^9":
+        ck["step"] = 10**9
+    elif how == "numpy keys short":
+        ck["rng"]["numpy"]["keys"] = ck["rng"]["numpy"]["keys"][:100]
+    elif how == "torch rng short":
+        ck["rng"]["torch"] = ck["rng"]["torch"][:10]
+    elif how == "python rng":
+        ck["rng"]["python"] = [3, [1, 2, 3], None]
+    elif how == "lr changed":
+        ck["optimizer"]["param_groups"][0]["lr"] = 5.0
+    elif how == "weight decay changed":
+        ck["optimizer"]["param_groups"][0]["weight_decay"] = 0.5
+    elif how == "adam state shape":
+        ck["optimizer"]["state"][0]["exp_avg"] = torch.zeros(3, 3)
+    elif how == "adam state for a parameter that does not exist":
+        ck["optimizer"]["state"][99] = {"step": torch.tensor(1.0)}
+    elif how == "schedule at another step":
+        ck["scheduler"]["last_epoch"] = 7
+    elif how == "loss count":
+        ck["loss_accum"]["n"] = 1000
+    elif how == "missing weight":
+        del ck["state_dict"]["readout.weight"]
+    elif how == "weight shape":
+        ck["state_dict"]["readout.weight"] = torch.zeros(10, 3)
+    elif how == "NaN weight":
+        ck["state_dict"]["readout.bias"] = torch.full((10,), float("nan"))
+    return ck
+
+
+CRAFTED = {
+    "step -50": "its step (-50) is not the one in its name (step_50.pt)",
+    "step 10^9": "its step (1000000000) is not the one in its name",
+    "numpy keys short": "its random state is bad (rng.numpy.keys is not 624 integers",
+    "torch rng short": "its random state is bad (rng.torch is not a uint8 tensor of 5056 bytes)",
+    "python rng": "its random state is bad (rng.python is not Python's version-3 random state)",
+    "lr changed": "its optimizer state does not fit (group 0: lr 5.0 is not the schedule's 0.01 at step 50)",
+    "weight decay changed": "its optimizer state does not fit (group 0: weight_decay is 0.5, the config gives 0.0)",
+    "adam state shape": "its optimizer state does not fit (parameter 0: exp_avg is not a float tensor of its shape (16, 40))",
+    "adam state for a parameter that does not exist": "state for parameter 99, which the model does not have",
+    "schedule at another step": "its schedule is not at step 50",
+    "loss count": "its loss_accum counts 1000 steps, but 10 were trained since the last metrics row",
+    "missing weight": "its weights do not fit model mlp (missing readout.weight)",
+    "weight shape": "its weights do not fit model mlp (readout.weight has shape (10, 3), the model needs (10, 16))",
+    "NaN weight": "its weights hold NaN or inf (readout.bias)",
+}
+
+
+@pytest.mark.parametrize("how", list(CRAFTED))
+def test_crafted_resume_state_is_checked_against_the_config_before_use(tmp_path, monkeypatch, how):
+    from probe.run.checkpoint import checksums
+
+    out = _interrupted(tmp_path, monkeypatch)
+    last = step_path(out, 50)
+    ck = _craft(torch.load(last, weights_only=True), how)
+    ck["checksums"] = checksums(ck)  # crafted, not damaged: the checksums agree, the checks must catch it
+    torch.save(ck, last)
+    before = {p.name: p.read_bytes() for _, p in list_checkpoints(out)}
+    metrics = rows(out)
+    res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert line == f"error: checkpoint {last}: {CRAFTED[how]}; cannot resume from it" or \
+        (line.startswith(f"error: checkpoint {last}: ") and CRAFTED[how] in line), line
+    assert {p.name: p.read_bytes() for _, p in list_checkpoints(out)} == before and rows(out) == metrics
+
+
+def test_a_checkpoint_named_for_a_negative_step_is_refused(tmp_path, monkeypatch):
+    from probe.run.checkpoint import checksums
+
+    out = _interrupted(tmp_path, monkeypatch)
+    for s, p in list_checkpoints(out):
+        if s:
+            p.unlink()
+    ck = torch.load(step_path(out, 0), weights_only=True)
+    ck["step"] = -50
+    ck["checksums"] = checksums(ck)
+    torch.save(ck, out / "checkpoints" / "step_-50.pt")  # sorts before step_0.pt: remove that one too
+    step_path(out, 0).unlink()
+    res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
+    assert res.exit_code == 2
+    assert res.output.strip() == (f"error: checkpoint {out / 'checkpoints' / 'step_-50.pt'}: its step (-50) is outside "
+                                  "[0, 120] (--steps); cannot resume from it")
+
+
+# -- finishing writes ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["disk-full", "reference.json-is-a-folder"])
+def test_a_failed_reference_json_keeps_the_final_checkpoint_and_resume_writes_it(tmp_path, monkeypatch, reference, how):
+    import probe.run.tracking
+
+    out = tmp_path / "r"
+    if how == "disk-full":
+        real = probe.run.tracking.atomic_write
+
+        def full(path, write):
+            if Path(path).name == "reference.json":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(path, write)
+
+        monkeypatch.setattr(probe.run.tracking, "atomic_write", full)
+        reason = "No space left on device"
+    else:
+        (out / "reference.json").mkdir(parents=True)
+        reason = "Is a directory"
+    args = ["train", "-q", "--out", str(out)] + [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert res.output.strip() == (f"error: cannot write {out / 'reference.json'} ({reason}); the run's checkpoints "
+                                  f"and metrics are kept, `probe train --resume {out}` writes it once there is room")
+    assert list_checkpoints(out)[-1][0] == 120  # the final checkpoint was written first
+    monkeypatch.undo()
+    if how != "disk-full":
+        (out / "reference.json").rmdir()
+    res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert (out / "reference.json").read_text() == (reference / "reference.json").read_text()
+    assert_same_run(out, reference)
+
+
+# -- sweeps -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_to_a_sweep_exits_143_like_train(tmp_path, jobs):
+    (tmp_path / "s.toml").write_text('name = "t"\n[base]\ntask = "mnist1d"\nwidth = 16\ndepth = 1\nsteps = 100000\n'
+                                     'batch-size = 50\neval-every = 100000\nlog_every = 10\ncheckpoints = 3\n'
+                                     'track = "none"\n[grid]\nseed = [0, 1]\n')
+    out = tmp_path / "sw"
+    proc = subprocess.Popen(_cli("sweep", str(tmp_path / "s.toml"), "--out", str(out), "--jobs", str(jobs)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(proc, out / "s0" / "metrics.jsonl", 20, timeout=240)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (stdout, stderr)
+    assert "Traceback" not in stderr and "interrupted: run the same command again to resume" in stderr
+    assert list_checkpoints(out / "s0")[-1][0] > 0  # the run stopped with a checkpoint
+    assert not (out / "s0" / ".lock").exists()

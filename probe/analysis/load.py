@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.run.checkpoint import CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint
+from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint,
+                                  state_dict_mismatch)
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 
@@ -71,8 +72,11 @@ def read_source(path, input_shape=None, periodic: bool = False) -> Source:
             cfg = RunConfig.from_dict(obj["config"], source=f"checkpoint {path}")
             geo = Geometry.from_dict(obj["geometry"])
             sd, step = dict(obj["state_dict"]), int(obj["step"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {path}: a probe checkpoint with missing or bad fields ({e})") from None
+            if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+                raise ValueError("state_dict is not a dict of named tensors")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {path}: a probe checkpoint with missing or bad fields "
+                                  f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__})") from None
         if input_shape is not None and tuple(input_shape) != (geo.channels, *geo.spatial):
             raise ConfigError(f"--input-shape {','.join(map(str, input_shape))}: checkpoint {path} stores its "
                               f"own geometry {geo.describe()}; drop --input-shape")
@@ -204,16 +208,21 @@ def build_probe_model(source: Source, task=None) -> torch.nn.Module:
     from probe.models import build_model
 
     cfg = source.config
-    last = None
+    last, model = None, None
     with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite; leave the caller's RNG alone
         for shell in [task] if task is not None else _task_shells(source):
             try:
+                model = None
                 model = build_model(cfg.model, shell, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
+                bad = state_dict_mismatch(model, source.state_dict)
+                if bad:
+                    raise ValueError(bad)
                 model.load_state_dict(source.state_dict)
                 return model.eval()
-            except (RuntimeError, ValueError, KeyError) as e:  # a shell that does not fit: try the next
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:  # a shell that does not fit: try the next
                 last = e
-    detail = str(last).strip().splitlines()[0][:160] if last else "no model"
+    detail = (model is not None and state_dict_mismatch(model, source.state_dict)) or \
+        (str(last).strip().splitlines()[0][:160] if last else "no model")
     raise CheckpointError(f"checkpoint {source.path}: its weights do not fit model {cfg.model} rebuilt from its "
                           f"config ({detail})")
 

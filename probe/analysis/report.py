@@ -37,8 +37,23 @@ from probe.metrics.registry import applies
 from probe.metrics.nulls import null_draws, permute_positions
 from probe.metrics.spectral import gaussian_spectral_measures
 from probe.progress import Progress
-from probe.run.checkpoint import CheckpointError, list_checkpoints
+from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
 from probe.run.loop import evaluate
+
+class WeightsRefused(CheckpointError):
+    """A checkpoint whose weights no measure can read (NaN or inf, an all-zero or empty layer): one line naming
+    the file and the layer (docs/design.md §4.1, rule 3)."""
+
+
+def check_measurable(source: Source) -> None:
+    """Refuse a checkpoint whose weights hold NaN or inf (a diverged run, or one trained with --on-nan continue),
+    naming the first such tensor; all-zero and empty layers are refused where they are measured."""
+    for k, v in source.state_dict.items():
+        if torch.is_tensor(v) and v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise WeightsRefused(f"checkpoint {source.path}: {k} holds NaN or inf ({bad} of {v.numel()} entries, a "
+                                 "diverged run); refused, no measure reads it")
+
 
 REFERENCES = ("init", "gaussian", "permuted")
 FUNCTION = "function"  # the section of the model's data-dependent measures, beside the layers
@@ -111,7 +126,8 @@ def write_json(reports: list[Report], path, run: str | None = None) -> None:
         obj = reports[0].to_dict()
     else:
         obj = {"run": run, "geometry": reports[0].geometry.to_dict(), "steps": [r.to_dict() for r in reports]}
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write(Path(path), lambda f: f.write(text.encode()))  # a failed write leaves no half file
 
 
 # -- measuring ---------------------------------------------------------------------------------------------------
@@ -157,7 +173,17 @@ class Subject:
         return model_layers(self.model, source.state_dict)
 
     # one entry's measures, the same for a checkpoint and for its init
-    def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None) -> dict[str, float]:
+    def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None, where: str = "",
+                name: str = "") -> dict[str, float]:
+        """The measures of one layer; weights no measure reads (all zero, empty) are a WeightsRefused naming it."""
+        try:
+            return self._measure(W, first, W0)
+        except (ConfigError, CheckpointError):
+            raise
+        except ValueError as e:  # the measures' own refusal (probe.metrics: all zero, empty, not finite)
+            raise WeightsRefused(f"{where}: layer {name}: {first_line_of(e)}; refused") from None
+
+    def _measure(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None) -> dict[str, float]:
         if first:  # the first layer's measures that apply to this task's kind (registry), movement with W0
             out = first_layer_measures(W, self.geometry, self._first_names, W0=W0)
             if self._inputs() is not None:
@@ -199,11 +225,18 @@ class Subject:
                 # an outside checkpoint's initial weights (--init) read with its own geometry
                 shape = None if self.config else (self.geometry.channels, *self.geometry.spatial)
                 src = read_source(path, shape, self.geometry.periodic)
-                layers = self.layers(src)
-                if self.init_path and list(layers) != list(self.layers_of_source):
-                    raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the checkpoint's "
-                                      f"({', '.join(self.layers_of_source)})")
-                values = {n: self._values(W, i == 0) for i, (n, W) in enumerate(layers.items())}
+                try:
+                    check_measurable(src)
+                    layers = self.layers(src)
+                    if self.init_path and list(layers) != list(self.layers_of_source):
+                        raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the "
+                                          f"checkpoint's ({', '.join(self.layers_of_source)})")
+                    values = {n: self._values(W, i == 0, where=f"checkpoint {src.path}", name=n)
+                              for i, (n, W) in enumerate(layers.items())}
+                except WeightsRefused as e:
+                    self.notes.append(f"no init reference ({e})")
+                    self._init = (None,)
+                    return None
                 self._init = (layers, values, self._function())
         return None if self._init[0] is None else self._init
 
@@ -220,6 +253,7 @@ class Subject:
 
     def report(self, source: Source, layer: str | None = None) -> Report:
         """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer."""
+        check_measurable(source)
         init = self._init_state()  # first: it loads the step-0 weights into the model
         layers = self.layers(source)
         names = list(layers)
@@ -232,7 +266,7 @@ class Subject:
                 continue
             first = i == 0
             W0 = init[0].get(name) if init else None
-            rep.layers[name] = self._values(W, first, W0)
+            rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
             rep.shapes[name] = tuple(W.shape)
             gauss, perm = self._gaussian(W.shape, first)
             rep.reference["gaussian"][name] = gauss
@@ -276,6 +310,11 @@ def unmeasured(state_dict: dict, layers) -> list[str]:
     shown = {n.removesuffix(".dense") for n in layers}
     return [f"{k.removesuffix('.weight')} ({'x'.join(map(str, v.shape))})" for k, v in state_dict.items()
             if torch.is_tensor(v) and v.dim() > 2 and v.is_floating_point() and k.removesuffix(".weight") not in shown]
+
+
+def first_line_of(e: BaseException) -> str:
+    msg = str(e).strip()
+    return (msg.splitlines()[0] if msg else type(e).__name__)[:200]
 
 
 def _split_random(function: dict, gaussian: dict) -> None:
@@ -326,12 +365,23 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
     if first.config is None:
         raise CheckpointError(f"checkpoint {first.path}: not a probe checkpoint")
     subject = Subject.of(first, data, n_data, seed)
-    reports = []
+    # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights); checkpoints whose
+    # weights no measure reads (a run trained on after diverging) are left out with a note
+    reports, skipped = [], []
     with Progress(len(ckpts), f"analyze {run_dir}", "checkpoint", enabled=progress) as bar:
         for i, (step, p) in enumerate(ckpts):
-            # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights)
-            reports.append(subject.report(first if i == 0 else read_source(p), layer))
+            try:
+                reports.append(subject.report(first if i == 0 else read_source(p), layer))
+            except WeightsRefused as e:
+                if not reports and i == len(ckpts) - 1:
+                    raise
+                skipped.append((step, e))
             bar.update(i + 1, f"step {step}")
+    if not reports:
+        raise skipped[-1][1]
+    if skipped:
+        steps = ", ".join(str(s) for s, _ in skipped)
+        reports[0].notes.append(f"step(s) {steps} left out: {str(skipped[0][1]).split(': ', 1)[1]}")
     return reports
 
 

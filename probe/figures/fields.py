@@ -141,9 +141,18 @@ def save_figure(fig: Figure, path) -> list[Path]:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"{path}: figures are written as {', '.join(FORMATS)}, not {path.suffix or 'no suffix'}")
+    import io
+
+    from probe.run.checkpoint import atomic_write
+
     out = [path] + ([path.with_suffix(".png")] if path.suffix.lower() != ".png" else [])
     path.parent.mkdir(parents=True, exist_ok=True)
     with mpl.rc_context(RC):
         for p in out:
-            fig.savefig(p, dpi=200)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=p.suffix.lower()[1:], dpi=200)
+            try:  # whole or not at all: a failed write (disk full) leaves no half figure under the name
+                atomic_write(p, lambda f: f.write(buf.getvalue()))
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(p)) from None
     return out

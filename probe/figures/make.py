@@ -20,6 +20,7 @@ from pathlib import Path
 from probe.figures import tables as figdata, plots
 from probe.config import ConfigError
 from probe.progress import Progress
+from probe.run.folder import StorageError, check_out
 
 MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the first ones are drawn
 
@@ -55,6 +56,10 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
     if x is not None and "final" not in which:
         which = (*which, "final")
     _check_keys(runs, "--group-by/--hue", group_by, hue)
+    _check_measures(runs, "--measures", measures)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    check_out(out)  # creatable and writable, before anything is drawn
     written: list[Path] = []
     bar = Progress(len(which), f"figures of {len(dirs)} runs", "figure", enabled=progress)
     drawn: list[str] = []
@@ -67,7 +72,11 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
         except ValueError as e:  # the figure does not apply to these runs
             say(f"{prefix}{name}: skipped ({e})")
             return
-        written.extend(plots.save(fig, out, f"{prefix}{name}"))
+        try:
+            written.extend(plots.save(fig, out, f"{prefix}{name}"))
+        except OSError as e:
+            kept = f"; the {len(written)} files written before it are kept" if written else ""
+            raise StorageError(f"cannot write {e.filename or out} ({e.strerror or e}){kept}") from None
         bar.update(len(drawn), f"drew {name}")
 
     with bar:
@@ -109,6 +118,21 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                 else:
                     emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
     return written
+
+
+def _check_measures(runs, flag: str, names) -> None:
+    """A one-line error for names that are neither a measure (the registry's keys) nor a metric of these runs."""
+    from probe.metrics.registry import MEASURES
+
+    if not names:
+        return
+    present = set(runs.metric) if "metric" in runs.columns else set()
+    known = {k for m in MEASURES.values() for k in (m.name, *m.outputs)} | present
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        have = sorted(present) or ["none"]
+        raise ConfigError(f"{flag} {','.join(unknown)}: no such measure (`probe measures` lists them); these runs' "
+                          f"metrics: {', '.join(have)}")
 
 
 def _check_keys(table, flags: str, *keys) -> None:

@@ -181,8 +181,11 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
     present = set(runs.metric)
     if measures is None:
         measures = tracked_in(present)
+    asked = list(measures)
     measures = [m for m in measures if m in present]
     if not measures:
+        if asked:
+            raise ValueError(f"{', '.join(asked)} not tracked in these runs")
         raise ValueError("no tracked measures in these runs (train with --track, or run probe analyze)")
     key = colour_key(hue, group_by)
     colours = palette(runs, key)

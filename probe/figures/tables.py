@@ -24,7 +24,7 @@ import torch
 from probe.analysis.load import first_layer, load_run
 from probe.config import ConfigError, flatten_config
 from probe.run.checkpoint import list_checkpoints
-from probe.run.folder import read_metrics
+from probe.run.folder import read_json_file, read_metrics
 from probe.run.tracking import read_references
 from probe.sweep.summary import end_values
 
@@ -71,7 +71,7 @@ def flat_config(run_dir: Path) -> dict:
     """The run's config.json flattened: nested dicts become ``key.sub`` columns. A run of a sweep adds what its
     sweep_run.json says beyond the config: ``variant`` (the preset's variant name) and ``procedure``."""
     run_dir = Path(run_dir)
-    out = flatten_config(json.loads((run_dir / "config.json").read_text()))
+    out = flatten_config(read_json_file(run_dir / "config.json", "the run's config"))
     try:
         sweep_run = json.loads((run_dir / "sweep_run.json").read_text())
     except (OSError, ValueError):
@@ -94,7 +94,9 @@ def _with_config(frames: list[pd.DataFrame], dirs: list[Path], names: dict) -> p
             if k not in f.columns:
                 f[k] = v if not isinstance(v, list) else str(v)
         parts.append(f)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:  # nothing to draw, but the columns a figure looks for are there
+        return pd.DataFrame(columns=list(frames[0].columns) if frames and frames[0] is not None else [])
+    return pd.concat(parts, ignore_index=True)
 
 
 def load_runs(paths) -> pd.DataFrame:
@@ -134,6 +136,15 @@ def chosen_steps(run_dir: Path, steps=None) -> list[int]:
     return sorted({min(have, key=lambda s: abs(s - t)) for t in steps})
 
 
+def _finite_first_layer(run_dir: Path, step: int, name: str):
+    """:func:`probe.analysis.load.first_layer`, refusing (ValueError: the figure is skipped, saying why) weights with
+    NaN or inf, which no field or spectrum can show."""
+    W, geo = first_layer(run_dir, step)
+    if not np.isfinite(W).all():
+        raise ValueError(f"run {name}: its first layer at step {step} holds NaN or inf (a diverged run)")
+    return W, geo
+
+
 # -- fields, spectra, routing -------------------------------------------------------------------------------
 def load_fields(paths, steps=None) -> pd.DataFrame:
     """First layers at chosen steps, one row per (run, step): ``run, step, W, geometry`` + config columns.
@@ -146,7 +157,7 @@ def load_fields(paths, steps=None) -> pd.DataFrame:
     names = run_names(dirs)
     frames = []
     for d in dirs:
-        recs = [(names[d], s, *first_layer(d, s)) for s in chosen_steps(d, steps)]
+        recs = [(names[d], s, *_finite_first_layer(d, s, names[d])) for s in chosen_steps(d, steps)]
         frames.append(pd.DataFrame(recs, columns=["run", "step", "W", "geometry"]))
     return _with_config(frames, dirs, names)
 
@@ -167,7 +178,7 @@ def load_spectra(paths, step: int | None = None) -> tuple[pd.DataFrame, pd.DataF
     eig_frames, spec_frames = [], []
     for d in dirs:
         s = chosen_steps(d, None if step is None else [step])[-1]
-        W, geo = first_layer(d, s)
+        W, geo = _finite_first_layer(d, s, names[d])
         ev = eigenvalues(W)
         fit = alpha_fit(W, ev)
         eig_frames.append(pd.DataFrame({"run": names[d], "step": s, "eigenvalue": ev, "alpha": fit["alpha"],

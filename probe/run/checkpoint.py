@@ -4,22 +4,32 @@ Contents: ``format`` and ``version``, ``config`` (the run's RunConfig as a dict)
 ``state_dict``, ``step``, and for resuming ``optimizer``, ``scheduler`` and ``rng`` (torch, numpy, python and,
 on cuda, the device generators). Files are written atomically: a temporary file in the same folder, flushed to
 disk, then renamed over the final name, so a crash or kill never leaves a truncated file under that name.
+
+A checkpoint also holds ``checksums`` (docs/design.md §5.2): a CRC-32 of every tensor in it, by its path
+(``state_dict/layers.0.weight``, ``optimizer/state/0/exp_avg``), and one of everything else (config, step,
+numbers), verified by :func:`load_checkpoint`, so a flipped bit is reported by name instead of being read as a
+weight of 5.7e37. The key was added without changing the format's version: checkpoints written before it (no
+``checksums``) still load, unverified.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 FORMAT = "probe-checkpoint"
-VERSION = 1
+VERSION = 1  # checksums are an added key: checkpoints without one (written before them) load, unverified
 TEMP_MARK = ".tmp-"
+CHECKSUMS = "checksums"
 
 
 class CheckpointError(ValueError):
@@ -83,7 +93,41 @@ def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def check_rng_state(state) -> None:
+    """Raise ValueError (naming the part) unless ``state`` is what :func:`rng_state` writes: torch's generator
+    state as a uint8 tensor of its own length, numpy's MT19937 key of 624 words with a position in [0, 624],
+    Python's version-3 state of 625 words; nothing is set."""
+    if not isinstance(state, dict):
+        raise ValueError("rng is not a dict")
+    t = state.get("torch")
+    n_torch = torch.get_rng_state().numel()
+    if not (torch.is_tensor(t) and t.dtype == torch.uint8 and t.dim() == 1 and t.numel() == n_torch):
+        raise ValueError(f"rng.torch is not a uint8 tensor of {n_torch} bytes")
+    n = state.get("numpy")
+    keys = n.get("keys") if isinstance(n, dict) else None
+    if not (torch.is_tensor(keys) and keys.dim() == 1 and keys.numel() == 624 and not keys.is_floating_point()):
+        raise ValueError("rng.numpy.keys is not 624 integers (numpy's MT19937 key)")
+    if int(keys.min()) < 0 or int(keys.max()) >= 2**32:
+        raise ValueError("rng.numpy.keys holds values outside [0, 2^32)")
+    if not (_is_int(n.get("pos")) and 0 <= n["pos"] <= 624 and _is_int(n.get("has_gauss"))
+            and n["has_gauss"] in (0, 1) and isinstance(n.get("cached"), (int, float))):
+        raise ValueError("rng.numpy: pos, has_gauss or cached out of range")
+    py = state.get("python")
+    if not (isinstance(py, (list, tuple)) and len(py) == 3 and py[0] == 3 and isinstance(py[1], (list, tuple))
+            and len(py[1]) == 625 and all(_is_int(v) and 0 <= v < 2**32 for v in py[1])
+            and (py[2] is None or isinstance(py[2], float))):
+        raise ValueError("rng.python is not Python's version-3 random state")
+    if "cuda" in state and not (isinstance(state["cuda"], (list, tuple)) and all(torch.is_tensor(v) for v in state["cuda"])):
+        raise ValueError("rng.cuda is not a list of generator states")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def set_rng_state(state: dict) -> None:
+    """Set the generators from :func:`rng_state`'s dict (checked first: a bad state changes nothing)."""
+    check_rng_state(state)
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
@@ -94,17 +138,126 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, **payload) -> None:
     payload = {"format": FORMAT, "version": VERSION, **payload}
+    payload[CHECKSUMS] = checksums(payload)
     atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+# -- checksums ------------------------------------------------------------------------------------------------
+def tensors_in(obj, prefix: str = ""):
+    """(path, tensor) of every tensor in a nested dict/list, paths joined with "/" (``state_dict/layers.0.weight``)."""
+    if torch.is_tensor(obj):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from tensors_in(v, f"{prefix}/{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from tensors_in(v, f"{prefix}/{i}" if prefix else str(i))
+
+
+def tensor_crc(t: torch.Tensor) -> str:
+    """CRC-32 of a tensor's dtype, shape and bytes, as 8 hex digits."""
+    data = t.detach().cpu().contiguous().reshape(-1)
+    crc = zlib.crc32(f"{t.dtype}{tuple(t.shape)}".encode())
+    if data.numel():
+        crc = zlib.crc32(data.view(torch.uint8).numpy(), crc)
+    return f"{crc:08x}"
+
+
+def _skeleton(obj):
+    """Everything but the tensors, in a canonical form (keys and scalars by repr, so 1, 1.0, True and "1" differ)."""
+    if torch.is_tensor(obj):
+        return "<tensor>"
+    if isinstance(obj, dict):
+        return {repr(k): _skeleton(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_skeleton(v) for v in obj]
+    return repr(obj)
+
+
+def checksums(payload: dict) -> dict:
+    """``{"algorithm": "crc32", "tensors": {path: crc}, "fields": crc}`` of a checkpoint dict (its own checksums
+    left out): one CRC per tensor, so a damaged one is named, and one of all the rest."""
+    body = {k: v for k, v in payload.items() if k != CHECKSUMS}
+    fields = json.dumps(_skeleton(body), sort_keys=True).encode()
+    return {"algorithm": "crc32", "tensors": {name: tensor_crc(t) for name, t in tensors_in(body)},
+            "fields": f"{zlib.crc32(fields):08x}"}
+
+
+def verify_checksums(obj: dict) -> str | None:
+    """Why a probe checkpoint fails its checksums (the first tensor or part that does), or None when it passes.
+    One written before checksums existed has none and passes."""
+    stored = obj.get(CHECKSUMS)
+    if stored is None:
+        return None
+    if not (isinstance(stored, dict) and stored.get("algorithm") == "crc32" and isinstance(stored.get("tensors"), dict)):
+        return "its checksums are unreadable (damaged or edited)"
+    now = checksums(obj)
+    for name, crc in now["tensors"].items():
+        if stored["tensors"].get(name) != crc:
+            if name not in stored["tensors"]:
+                return f"tensor {name} has no checksum (added after it was written)"
+            return (f"tensor {name} fails its checksum (stored {stored['tensors'][name]}, now {crc}): the file is "
+                    "corrupted")
+    gone = [n for n in stored["tensors"] if n not in now["tensors"]]
+    if gone:
+        return f"tensor {gone[0]} is missing (it has a checksum): the file is corrupted"
+    if stored.get("fields") != now["fields"]:
+        return "its config, step or other non-tensor fields fail their checksum: the file is corrupted"
+    return None
+
+
+def _check_tensors(p: Path, obj) -> None:
+    """Refuse tensors that claim more than the file holds (a stride-0 view of 10^6 x 10^6 elements in a 2 KB file
+    would allocate terabytes when read) and layouts probe does not read (sparse, quantized)."""
+    size = p.stat().st_size
+    for name, t in tensors_in(obj):
+        if t.layout != torch.strided or t.is_quantized:
+            raise CheckpointError(f"checkpoint {p}: tensor {name or '(top level)'} has layout {t.layout}; probe reads "
+                                  "dense tensors only")
+        claimed = t.numel() * t.element_size()
+        if claimed > max(t.untyped_storage().nbytes(), size):
+            raise CheckpointError(f"checkpoint {p}: tensor {name or '(top level)'} claims shape {tuple(t.shape)} "
+                                  f"({claimed:,} bytes) but the file holds {size:,} bytes; refused")
+
+
+def state_dict_mismatch(model: torch.nn.Module, state_dict) -> str | None:
+    """What keeps ``state_dict`` from loading into ``model``, naming the keys (up to three of each kind), or None."""
+    if not isinstance(state_dict, dict):
+        return f"the state_dict is a {type(state_dict).__name__}, not a dict"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    extra = [k for k in state_dict if k not in own]
+    shapes = [f"{k} has shape {tuple(state_dict[k].shape)}, the model needs {tuple(v.shape)}" for k, v in own.items()
+              if k in state_dict and torch.is_tensor(state_dict[k]) and state_dict[k].shape != v.shape]
+    shapes += [f"{k} is {state_dict[k].dtype}, the model needs {v.dtype}" for k, v in own.items()
+               if k in state_dict and torch.is_tensor(state_dict[k])
+               and (state_dict[k].is_complex() or state_dict[k].is_floating_point() != v.is_floating_point())]
+    kinds = [k for k in own if k in state_dict and not torch.is_tensor(state_dict[k])]
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    if extra:
+        parts.append("unexpected " + ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else ""))
+    parts += shapes[:3]
+    if kinds:
+        parts.append(f"{kinds[0]} is not a tensor")
+    return "; ".join(parts) or None
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load any checkpoint-like file safely. Returns the loaded object (a probe checkpoint dict or a plain
-    state_dict); raises CheckpointError with a one-line reason for anything unreadable or unsafe."""
+    state_dict); raises CheckpointError with a one-line reason for anything unreadable or unsafe: not a regular
+    file (a named pipe would block forever), not a PyTorch file, code it would run, tensors claiming more bytes
+    than the file holds, a probe checkpoint failing its checksums (the damaged tensor is named)."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {p}: not found")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {p}: is a folder, not a file")
+    special = special_file(p)
+    if special:
+        raise CheckpointError(f"checkpoint {p}: {special}, not a regular file; refused")
     try:
         with open(p, "rb") as f:
             head = f.read(64)
@@ -131,7 +284,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                                   "probe loads only tensors, numbers and containers (weights_only), so nothing "
                                   "in it was run") from None
         raise CheckpointError(f"checkpoint {p}: not a readable PyTorch checkpoint ({detail})") from None
+    _check_tensors(p, obj)
+    if is_probe_checkpoint(obj):
+        bad = verify_checksums(obj)
+        if bad:
+            raise CheckpointError(f"checkpoint {p}: {bad}")
     return obj
+
+
+def special_file(p: Path) -> str | None:
+    """What a path is when it is not a regular file (a named pipe, a device, a socket), else None."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 # torch.save's legacy (non-zip) format starts with a pickled magic number

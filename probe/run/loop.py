@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -35,10 +36,10 @@ from probe.config import ConfigError, RunConfig
 from probe.models import build_model
 from probe.progress import Progress
 from probe.seeding import stream
-from probe.run.checkpoint import checkpoint_steps, step_path
-from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_out, check_space, diverged,
-                              first_line, last_values, raw_model, read_metrics, restore, run_state, save,
-                              stop_requests, write_run_files)
+from probe.run.checkpoint import checkpoint_steps, list_checkpoints, step_path
+from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_new_folder, check_space,
+                              claim, diverged, effective_config, first_line, last_values, raw_model, read_metrics,
+                              restore, run_state, save, stop_requests, write_run_files)
 from probe.tasks import Task, make_task
 
 EVAL_BATCH = 4096
@@ -166,6 +167,7 @@ def setup(cfg: RunConfig, out: Path, task: Task | None = None) -> Run:
     except RuntimeError as e:  # torch refusing a shape: the options are at fault (a negative channel count)
         raise ConfigError(f"model {cfg.model}{_opts(cfg)} cannot be built ({first_line(e)})") from None
     task.to(device)
+    cfg = effective_config(cfg, task)  # a batch larger than the training set trains (and is recorded) as full batch
     _check_forward(model, task, cfg)
     opt = make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -200,10 +202,18 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
         model = torch.compile(model)
     weights = weight_matrices(model)
     threshold = cfg.beta_lasso * cfg.l1
-    last_row: dict = (read_metrics(run.out) or [{}])[-1] if run.step else {}  # a finished resumed run: its end
+    kept = read_metrics(run.out) if run.resumed else []
+    last_row: dict = (kept or [{}])[-1]  # a finished resumed run: its end
     metrics_f = open(run.out / METRICS_FILE, "a")
     bar = Progress(cfg.steps, f"{cfg.model} on {cfg.task}", "step", run.step, enabled=progress)
     t0, step0 = time.perf_counter(), run.step
+
+    def checkpoint(step: int) -> Path:
+        # the rows up to this step reach the disk before the checkpoint does: a resumed run never lacks one
+        with contextlib.suppress(OSError):
+            metrics_f.flush()
+            os.fsync(metrics_f.fileno())
+        return save(run, step)
 
     def log(step: int, evaluate_now: bool) -> dict:
         row = {"step": step}
@@ -240,13 +250,14 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
         stop = stack.enter_context(stop_requests())
         stack.callback(metrics_f.close)
         stack.enter_context(bar)
-        if run.step == 0:
-            last_row = log(0, True)
-            save(run, 0)
+        if run.step == 0:  # a run resumed from step_0.pt has its row 0 (and step_0.pt is never rewritten)
+            if not any(r.get("step") == 0 for r in kept):
+                last_row = log(0, True)
+            checkpoint(0)
         model.train()
         for step in range(run.step, cfg.steps):
             if stop:  # SIGINT/SIGTERM arrived during the previous step: stop here, with a checkpoint
-                path = step_path(run.out, step) if step in run.ckpt_steps else save(run, step)
+                path = step_path(run.out, step) if step in run.ckpt_steps else checkpoint(step)
                 raise TrainingInterrupted(stop[0], step, path)
             x, y = batches(step)
             with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -271,7 +282,12 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
                 last_row = log(done, is_eval)
                 bar.update(done, _status(last_row))
             if done in run.ckpt_steps:
-                save(run, done)
+                checkpoint(done)
+    # finishing writes (reference.json), after the last checkpoint: a failure there loses nothing already written,
+    # and --resume of the finished run writes them again
+    for hook in hooks:
+        if hasattr(hook, "finish"):
+            hook.finish(raw_model(model))
     elapsed = time.perf_counter() - t0
     last_row = dict(last_row)
     last_row["seconds"] = elapsed
@@ -301,29 +317,31 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
         on_log: ``on_log(row)`` after each metrics row is written (logging integrations).
     """
     out = Path(out)
-    if not resume and (out / METRICS_FILE).exists():
+    if not resume and list_checkpoints(out):  # cheap, before the task is built; checked again under the lock
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
     from probe.run.tracking import check_tracking, tracking_hooks
 
     check_tracking(cfg)  # a bad --track fails before anything is built or written
-    run = setup(cfg, out, task)
+    run = setup(cfg, out, task)  # bad data or options fail here, before the run folder is created
     check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
     if cfg.log == "tensorboard":
         _summary_writer()  # a missing package is a one-line error before --out is touched
-    check_out(out)
-    if prepare is not None:
-        prepare(run, not resume)
-    if resume:
-        restore(run)
-    hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/run/tracking.py)
-    check_space(run)
-    if not resume:
-        try:
-            write_run_files(run)
-        except OSError as e:
-            raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    with _threads(cpu_threads(cfg, run.model)), _loggers(cfg, out, on_log) as log_row:
-        return train(run, hooks=hooks, progress=progress, on_log=log_row)
+    with claim(out):  # one writer per run folder; the lock is released on any exit
+        if not resume:
+            check_new_folder(out)
+        if prepare is not None:
+            prepare(run, not resume)
+        if resume:
+            restore(run)
+        hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/run/tracking.py)
+        check_space(run)
+        if not resume:
+            try:
+                write_run_files(run)
+            except OSError as e:
+                raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        with _threads(cpu_threads(cfg, run.model)), _loggers(cfg, out, on_log) as log_row:
+            return train(run, hooks=hooks, progress=progress, on_log=log_row)
 
 
 def cpu_threads(cfg: RunConfig, model: nn.Module) -> int:
@@ -389,7 +407,6 @@ def train_or_resume(cfg: RunConfig, out, prepare=None, hooks=(), task: Task | No
     state = run_state(out, cfg.steps)
     if state == "done":
         return last_values(out)
-    if state == "fresh":  # a start that died before its first checkpoint: start over
-        (out / METRICS_FILE).unlink(missing_ok=True)
+    # "fresh" includes a start that died before its first checkpoint: run_training starts it over (under the lock)
     run_training(cfg, out, hooks=hooks, progress=progress, resume=state == "partial", prepare=prepare, task=task)
     return last_values(out)

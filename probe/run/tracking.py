@@ -31,6 +31,7 @@ import torch
 
 from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
+from probe.run.folder import StorageError
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
 from probe.metrics.nulls import references
 from probe.metrics.registry import MEASURES, applies
@@ -144,8 +145,27 @@ class Tracker:
                 row["movement"] = movement(W, self.W0)
             return row
         if step == self.cfg.steps and self.out is not None:
-            write_references(self.out, self.references(W), step, self.cfg.seed)
+            self._final = self.references(W)  # written by finish(), after the last checkpoint
         return row
+
+    _final: dict | None = None
+
+    def finish(self, model: torch.nn.Module) -> Path | None:
+        """Write ``reference.json`` once training has reached its last step and its checkpoint is written. A run
+        resumed after it finished (or after this write failed) computes it from the final weights if it is
+        missing. Raises StorageError naming the file when it cannot be written."""
+        if self.out is None or (self._final is None and (Path(self.out) / REFERENCE_FILE).exists()):
+            return None
+        refs = self._final
+        if refs is None:
+            W = dense_first_layer(model)
+            if not np.isfinite(W).all():
+                return None
+            try:
+                refs = self.references(W)
+            except ValueError:  # an all-zero layer: no references, as at the last step
+                return None
+        return write_references(self.out, refs, self.cfg.steps, self.cfg.seed)
 
     def references(self, W: np.ndarray) -> dict[str, dict[str, float]]:
         """The tracked measures on ``init``, ``gaussian`` and ``permuted`` (:mod:`probe.metrics.nulls`), for final
@@ -158,7 +178,11 @@ def write_references(out: Path, refs: dict, step: int, seed: int) -> Path:
     """Write ``reference.json``: {"step", "seed", "init": {...}, "gaussian": {...}, "permuted": {...}}."""
     path = Path(out) / REFERENCE_FILE
     payload = {"step": step, "seed": seed, **refs}
-    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    except OSError as e:
+        raise StorageError(f"cannot write {path} ({e.strerror or e}); the run's checkpoints and metrics are kept, "
+                           f"`probe train --resume {out}` writes it once there is room") from None
     return path
 
 

@@ -147,7 +147,12 @@ def run_sweep(sweep: Sweep, out, executor="local", jobs: int = 1, slurm: dict | 
     if not todo:
         return results
     if executor == "local":
-        new = _run_local(todo, jobs, on_result)
+        old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+        try:  # SIGTERM stops the sweep as Ctrl-C does (each run with a checkpoint), and says so: exit 143
+            new = _run_local(todo, jobs, on_result)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
     else:
         new = _run_submitit(todo, executor, jobs, slurm or {}, Path(out).resolve() / ".submitit", wait, on_result)
     return results + new
@@ -171,7 +176,6 @@ def _run_local(dirs, jobs, on_result) -> list[dict]:
     threads = max(1, _cpus() // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending, running, results = list(dirs), {}, []
-    old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -188,21 +192,26 @@ def _run_local(dirs, jobs, on_result) -> list[dict]:
                 if on_result:
                     on_result(results[-1])
             time.sleep(0.05)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         for p in running:  # each stops at its next step boundary with a checkpoint
-            p.send_signal(signal.SIGINT)
+            p.send_signal(getattr(e, "signum", signal.SIGINT))
         for p, (d, log) in running.items():
             p.wait()
             log.close()
         raise
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
     return results
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """A signal (``signum``) stopped the sweep between or during its runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise SweepInterrupted(signum)
 
 
 def _main_thread() -> bool:
@@ -290,8 +299,8 @@ def main(argv=None) -> int:
         del args[i : i + 2]
     try:
         result = run_one(Path(args[0]), threads)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return 128 + getattr(e, "signum", signal.SIGINT)
     print(json.dumps(result), flush=True)
     return 0 if result["status"] in ("done", "skipped") else 1
 

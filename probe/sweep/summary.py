@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from probe.config import ConfigError, flatten_config
-from probe.run.folder import last_values
+from probe.run.checkpoint import atomic_write
+from probe.run.folder import StorageError, last_values, read_json_file
 from probe.run.tracking import read_references
 from probe.sweep.execute import RESULT_FILE, run_status
 from probe.sweep.spec import MANIFEST
@@ -21,11 +22,13 @@ def summarize(sweep_dir, write: bool = True):
     tracked measures), the tracked measures on their references as ``MEASURE@REFERENCE`` (init, gaussian,
     permuted), procedure results, final measures and seconds. Writes ``summary.csv`` (and ``summary.parquet``
     when pyarrow is installed) into the sweep folder. A folder without ``sweep.json`` is read as a folder of run
-    folders whose varied keys are the config keys that differ."""
+    folders whose varied keys are the config keys that differ, and nothing is written into it (it is not a sweep's
+    to write into); a run folder itself is refused."""
     import pandas as pd
 
     sweep_dir = Path(sweep_dir)
     runs, columns = _manifest_runs(sweep_dir)
+    write = write and (sweep_dir / MANIFEST).is_file()
     rows = []
     for name, varied in runs:
         d = sweep_dir / name
@@ -45,11 +48,18 @@ def summarize(sweep_dir, write: bool = True):
         first = [c for c in (*FIRST_COLUMNS, *columns, *RESULT_COLUMNS) if c in df.columns]
         df = df[first + [c for c in df.columns if c not in first]]
     if write:
-        df.to_csv(sweep_dir / "summary.csv", index=False)
+        try:
+            table = df.to_csv(index=False)
+            atomic_write(sweep_dir / "summary.csv", lambda f: f.write(table.encode()))
+        except OSError as e:
+            raise StorageError(f"cannot write {sweep_dir / 'summary.csv'} ({e.strerror or e})") from None
         try:
             df.to_parquet(sweep_dir / "summary.parquet", index=False)
         except ImportError:  # pyarrow (or fastparquet) not installed: CSV only, and no stale parquet beside it
             (sweep_dir / "summary.parquet").unlink(missing_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot write {sweep_dir / 'summary.parquet'} ({e.strerror or e}); summary.csv is "
+                               "written") from None
     return df
 
 
@@ -76,10 +86,13 @@ def _manifest_runs(sweep_dir: Path):
         return [(r["name"], r["varied"]) for r in m["runs"]], tuple(m["columns"])
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir}: not a sweep folder")
+    if (sweep_dir / "config.json").is_file():
+        raise ConfigError(f"{sweep_dir}: a run folder, not a sweep folder (`probe sweep FOLDER --summary` reads a "
+                          "sweep's folder or a folder of run folders)")
     found = sorted(p.parent for p in sweep_dir.glob("*/config.json"))
     if not found:
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no {MANIFEST}, no run folders with config.json)")
-    flat = [flatten_config(json.loads((d / "config.json").read_text())) for d in found]
+    flat = [flatten_config(read_json_file(d / "config.json", "the run's config")) for d in found]
     keys = [k for k in flat[0] if any(f.get(k) != flat[0].get(k) for f in flat)]
     keys += sorted({k for f in flat for k in f} - set(flat[0]))
     return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
