@@ -679,6 +679,10 @@ def test_a_batch_larger_than_the_data_is_recorded_as_the_batch_that_ran(tmp_path
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "step_2.pt")["config"]["batch_size"] == 4000
     res = runner.invoke(app, ["train", "--resume", str(tmp_path / "r"), "-q"])
     assert res.exit_code == 0, res.output
+    from probe.run.loop import setup  # the shift augmentation draws its batches from the training set too
+
+    cfg = RunConfig(task="mnist1d", task_opts={"augment_shift": 2}, width=8, depth=1, batch_size=10**5)
+    assert setup(cfg, tmp_path / "unused").cfg.batch_size == 4000
 
 
 def test_out_into_a_folder_holding_other_files_is_refused(tmp_path):

@@ -195,6 +195,19 @@ def test_check_says_what_is_wrong(copy, how):
     assert "Traceback" not in res.output and res.output.strip().splitlines()[-1].startswith(f"{copy}: ")
 
 
+def test_config_keys_an_older_probe_did_not_write_take_their_defaults(copy):
+    """A run written before a RunConfig field existed: neither config.json nor its checkpoints have the key."""
+    for _, p in list_checkpoints(copy):
+        ck = torch.load(p, weights_only=True)
+        del ck["config"]["compile"]
+        ck["checksums"] = checksums(ck)
+        torch.save(ck, p)
+    cfg = json.loads((copy / "config.json").read_text())
+    del cfg["compile"]
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert check_run(copy).ok, check_run(copy).lines()
+
+
 def test_check_notes_what_is_not_wrong_but_worth_knowing(copy):
     import subprocess
     import sys

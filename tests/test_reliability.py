@@ -474,6 +474,21 @@ def test_the_lock_is_released_on_every_exit(tmp_path, monkeypatch, ending):
     assert not (out / ".lock").exists()
 
 
+def test_a_start_that_died_before_its_first_checkpoint_is_started_over(tmp_path, reference):
+    """What a crash during step 0 leaves (config, task, row 0, no checkpoint): nothing to resume, so a new
+    `probe train` into it starts again rather than calling it a run."""
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in ("config.json", "task.json"):
+        (out / name).write_text((reference / name).read_text())
+    (out / "metrics.jsonl").write_text(rows(reference).splitlines()[0] + "\n")
+    res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
+    assert res.exit_code == 2 and res.output.strip() == f"error: --resume {out}: no checkpoints to resume from"
+    res = runner.invoke(app, ["train", "--config", str(out / "config.json"), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert_same_run(out, reference)
+
+
 # -- resuming exactly from any stopping point -----------------------------------------------------------------
 def _stop_at_step_0(monkeypatch):
     """SIGTERM arrives while row 0 is logged: the run stops at step 0, with step_0.pt only."""

@@ -262,7 +262,8 @@ def effective_config(cfg: RunConfig, task: Task) -> RunConfig:
     """``cfg`` as it trains on ``task``: a batch larger than a fixed training set is the whole set (full batch),
     and that is what config.json records."""
     n = len(task.x_train)
-    if task.sampler is None and 0 < n < cfg.batch_size:
+    fixed = task.sampler is None or getattr(task.sampler, "draws_from_train_set", False)
+    if fixed and 0 < n < cfg.batch_size:
         return cfg.replace(batch_size=n)
     return cfg
 

@@ -72,6 +72,8 @@ class ShiftAugment:
     epoch order (the same batches as without augmentation), each example rolled by a shift uniform in [-k, k]
     drawn as a pure function of (seed, step). Circular, like :func:`probe.metrics.shift_consistency`."""
 
+    draws_from_train_set = True  # batches come from x_train: a batch larger than it is the whole set
+
     def __init__(self, task: Task, k: int):
         self.task, self.k, self._epoch, self._perm = task, int(k), -1, None
 
