@@ -237,6 +237,8 @@ def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | N
     if ck.get("step") != step:
         return f"holds step {ck.get('step')!r}, not the {step} of its name"
     if cfg_dict is not None:
+        if not isinstance(ck.get("config"), dict):
+            return "its config is not a dict"
         try:  # as a RunConfig: keys a later probe added take their defaults on both sides
             stored = RunConfig.from_dict(ck.get("config"), source="its config").to_dict()
         except ConfigError as e:
