@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics import LAYER_MEASURES, checked_matrix, first_layer_measures, layer_measures
+from probe.metrics.layer import LAYER_MEASURES, checked_matrix, first_layer_measures, layer_measures
 from probe.metrics.equivariance import flat_from_fields
 from probe.metrics.locality import as_matrix
 
