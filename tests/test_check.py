@@ -21,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, slow_setup):
     out = tmp_path_factory.mktemp("run") / "r"
     run_training(RunConfig(**TINY), out, progress=False)
     return out

@@ -83,6 +83,7 @@ def npz_files(draw):
     return raw[: int(len(raw) * cut)] if cut else raw
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=npz_files())
 def test_random_npz_files_give_one_line_and_exit_2_or_a_valid_run(data):
@@ -101,7 +102,7 @@ def test_random_npz_files_give_one_line_and_exit_2_or_a_valid_run(data):
 
 # -- random checkpoint dicts ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
+def small_run(tmp_path_factory, slow_setup):
     out = tmp_path_factory.mktemp("small") / "r"
     run_training(RunConfig(task="mnist1d", width=4, depth=1, steps=6, batch_size=50, eval_every=3, log_every=3,
                            checkpoints=3, track="none", device="cpu"), out, progress=False)
