@@ -265,3 +265,16 @@ def test_a_sweep_run_of_the_rnn_gets_its_recurrence_measures_and_their_nulls(tmp
     res = final_measures(tmp_path / "r", ["recurrence"], n=16)
     assert {"time_sharing", "time_sharing@init", "time_sharing@permuted", "test_acc_4T", "test_acc_4T@init"} <= set(res)
     assert not any(k.count("@") > 1 for k in res)  # no null of a null
+
+
+def test_probe_analyze_reads_rnn_and_transformer_checkpoints_of_a_recurrence_task(tmp_path):
+    from probe.analysis.report import analyze_checkpoint
+
+    for model in ("rnn", "transformer"):
+        cfg = RunConfig(task="count", task_opts={**SMALL}, model=model, width=8, depth=1, steps=2, batch_size=8,
+                        eval_every=2, log_every=2, track="none")
+        run_training(cfg, tmp_path / model, progress=False)
+        shell = analyze_checkpoint(tmp_path / model, data=False)  # the model rebuilt on a task shell
+        rep = analyze_checkpoint(tmp_path / model, n_data=16)
+        assert list(shell.layers) == list(rep.layers)
+        assert {"time_sharing", "causal_mass", "test_acc_2T", "test_acc_4T"} <= set(rep.function)

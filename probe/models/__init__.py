@@ -79,8 +79,8 @@ def check_length(name: str, model: nn.Module, task) -> None:
     """Refuse a sequence task whose test split is longer or shorter than its training sequences (task option
     ``test_length``) for a model that reads one length only. A model that reads other lengths says up to which
     in its ``max_length`` attribute (``rnn``: any; ``transformer``: its position table's rows)."""
-    if task.geometry.kind != "sequence" or task.vocab is None:
-        return
+    if task.geometry.kind != "sequence" or task.vocab is None or task.x_test.is_floating_point():
+        return  # token ids (B, L) only: real features and task shells (probe/analysis/load.py) have no length
     T, L = task.geometry.spatial[0], task.x_test.shape[1]
     longest = getattr(model, "max_length", T)
     if L != T and (L > longest or not hasattr(model, "max_length")):
