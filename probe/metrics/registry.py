@@ -153,7 +153,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "the output at t depends only on inputs at or before t (1: causal, as rnn and causal transformer are "
             "by construction); null `causal_mass@permuted`", "it reads the future (≈ (T+1)/(2T) when every "
             "position counts alike)"),
-    Measure("length_generalization", recurrence.length_accuracy, "function", _RECURRENCE, "accuracy at 2T / 4T",
+    Measure("length_generalization", recurrence.length_accuracy, "function", _RECURRENCE, "accuracy at 2T / 4T (%)",
             "trained at length T, right at 2T and 4T as well (models that read any length: rnn, transformer)",
             "the solution is tied to the training length", keys=("test_acc_2T", "test_acc_4T")),
     Measure("relevant_weight_mass", arith.relevant_weight_mass, "function", _ARITH, "share of first-layer energy",
