@@ -278,3 +278,7 @@ def test_probe_analyze_reads_rnn_and_transformer_checkpoints_of_a_recurrence_tas
         rep = analyze_checkpoint(tmp_path / model, n_data=16)
         assert list(shell.layers) == list(rep.layers)
         assert {"time_sharing", "causal_mass", "test_acc_2T", "test_acc_4T"} <= set(rep.function)
+        # the nulls sit in the reference columns, not among the measures
+        assert not any("@" in k for k in rep.function)
+        assert {"time_sharing", "causal_mass"} <= set(rep.reference["permuted"]["function"])
+        assert {"time_sharing", "causal_mass"} <= set(rep.reference["init"]["function"])
