@@ -82,7 +82,7 @@ def test_a_scale_the_spec_lacks_is_an_error():
 
 QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parametrization": (36, 144),
               "sparsity": (8, 20), "data-size": (20, 90), "ecnn": (10, 18), "augmentation": (16, 90),
-              "routing": (12, 63)}
+              "routing": (12, 63), "recurrence": (32, 84), "spectrum": (60, 243)}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_FULL))

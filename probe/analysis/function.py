@@ -7,21 +7,31 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
   undefined for regression).
 - ``routing`` (sequence tasks): :func:`probe.metrics.routing.sequence_measures` on n test inputs drawn with
   ``seed``; its ``X_random`` keys are the same measures of a random-weight model (a null).
+- ``recurrence`` (sequence tasks with an answer at every position):
+  :func:`probe.metrics.recurrence.recurrence_measures` on n test inputs drawn with ``seed``: ``time_sharing``
+  and ``causal_mass`` with their ``X@permuted`` nulls, and ``test_acc_2T`` / ``test_acc_4T`` where the task
+  has test splits at those lengths (the recurrence tasks) and the model reads them.
+- ``arith`` (the ``add`` task): :func:`probe.metrics.arith.arith_measures` on the whole test and
+  extrapolation splits: ``relevant_weight_mass``, ``rel_mse``, ``extrap_rel_mse`` with their ``X@gaussian``
+  null and the ``X@linreg`` (scikit-learn's LinearRegression) and ``X@rule`` (the exact rule) controls.
 """
 
 from __future__ import annotations
 
 from probe.metrics.functional import lie_derivative, shift_consistency
 
-FUNCTION_MEASURES = ("lie_derivative", "shift_consistency", "routing")
+FUNCTION_MEASURES = ("lie_derivative", "shift_consistency", "routing", "recurrence", "arith")
 # facts sequence_measures returns beside its measures: which attention head the attn_* measures are of
 NOT_MEASURES = ("attn_layer", "attn_head")
 
 
 def applicable(task) -> tuple[str, ...]:
     """The functional measures that are defined on ``task``."""
+    if task.info.get("family") == "arith":
+        return ("arith",)
     if task.geometry.kind == "sequence":
-        return ("routing",)
+        per_position = task.loss == "ce" and task.y_test.dim() == 2
+        return ("routing", "recurrence") if per_position else ("routing",)
     return ("lie_derivative", "shift_consistency") if task.loss == "ce" else ("lie_derivative",)
 
 
@@ -46,4 +56,12 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info
                     info[k] = int(v)
             else:
                 out[k] = float(v)
+    if "recurrence" in names:
+        from probe.metrics.recurrence import recurrence_measures
+
+        out.update(recurrence_measures(model, task, n=n, seed=seed))
+    if "arith" in names:
+        from probe.metrics.arith import arith_measures
+
+        out.update(arith_measures(model, task))
     return out

@@ -199,7 +199,8 @@ def _task_shells(source: Source):
             y = torch.zeros(0, T, dtype=torch.long) if per_position else torch.zeros(0, dtype=torch.long)
             loss = "ce" if per_position else meta.get("loss", "ce")
             vocab = geo.channels if geo.kind == "sequence" else None
-            yield Task("shell", x, y, x, y, geo, int(n_out), loss, vocab)
+            # the task's facts too: a transformer sizes its position table by info["max_length"]
+            yield Task("shell", x, y, x, y, geo, int(n_out), loss, vocab, info=dict(meta.get("info", {})))
 
 
 def build_probe_model(source: Source, task=None) -> torch.nn.Module:

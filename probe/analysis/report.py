@@ -285,8 +285,10 @@ class Subject:
                 rep.notes.append(f"attn_* measures: the attention head that routes best, layer "
                                  f"{self._info['attn_layer']} head {self._info['attn_head']}")
             _split_random(rep.function, rep.reference["gaussian"])
+            _split_nulls(rep.function, rep.reference)
             if init and init[2]:
-                rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items() if not k.endswith("_random")}
+                rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items()
+                                                   if not k.endswith("_random") and "@" not in k}
         if init is None and self.config is not None:
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
         if init is None and self.config is None:
@@ -321,6 +323,16 @@ def _split_random(function: dict, gaussian: dict) -> None:
     """Move ``X_random`` keys (random-weight values sequence_measures returns) to the gaussian reference of X."""
     for key in [k for k in function if k.endswith("_random") and k[: -len("_random")] in function]:
         gaussian.setdefault(FUNCTION, {})[key[: -len("_random")]] = function.pop(key)
+
+
+def _split_nulls(function: dict, reference: dict) -> None:
+    """Move ``X@permuted`` and ``X@gaussian`` keys (a functional measure's own nulls: time_sharing, causal_mass,
+    relevant_weight_mass) to that reference of X; other ``X@Y`` keys (the add task's controls, ``@linreg``,
+    ``@rule``) stay in the function section."""
+    for key in [k for k in function if "@" in k]:
+        name, ref = key.split("@", 1)
+        if ref in ("permuted", "gaussian") and name in function:
+            reference[ref].setdefault(FUNCTION, {})[name] = function.pop(key)
 
 
 # -- public entry points -----------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ LABELS = {
     "line_barrier_train": "train loss barrier (nats)",
     "sparsity": "share of weights pruned",
 }
-PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc")
+PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T")
 # dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
 REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4)),
                    "mlps": (0, (2, 4))}
@@ -49,7 +49,7 @@ REFERENCE_MARKER = {"gaussian": "v", "permuted": "D", "init": "s", "mlps": "X"}
 REFERENCE_TEXT = {"gaussian": "Gaussian weights", "permuted": "positions permuted", "init": "initialization",
                   "mlps": "two plain MLPs, seeds differ"}
 # nulls of end-of-run values stored beside them as NAME@KIND (result.json, procedure.json), not in reference.json
-FINAL_NULLS = ("init", "mlps")
+FINAL_NULLS = ("init", "mlps", "permuted", "gaussian")
 STEP_LABEL = "training step (log scale, 0 = init)"
 
 
@@ -258,7 +258,9 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
     group's colour, joined by the reference's dash pattern: for tracked measures the ``references`` kinds of
     :func:`probe.figures.tables.load_references` (a kind equal to the value itself, like a permutation-invariant
     measure's ``permuted``, is left out), for final measures without those their ``NAME@KIND`` nulls
-    (:data:`FINAL_NULLS`: ``init``, the run's own initialization; ``mlps``, the same line between two plain MLPs). Accuracies are in %; a metric spanning more than two decades is on a log axis.
+    (:data:`FINAL_NULLS`: ``init``, the run's own initialization; ``mlps``, the same line between two plain MLPs;
+    ``permuted`` and ``gaussian``, a functional measure's own nulls, e.g. ``time_sharing@permuted``). Accuracies
+    are in %; a metric spanning more than two decades is on a log axis.
 
     Args:
         final: :func:`probe.figures.tables.load_final` table.
@@ -469,4 +471,129 @@ def routing_figure(routing: pd.DataFrame) -> Figure:
             ax.set(xlabel="input position s", ylabel="output position q", title=f"{run}\n{kind}")
             ax.grid(False)
         fig.colorbar(im, ax=list(axes), label="share of the map (row sums to 1)", shrink=0.9)
+    return fig
+
+
+# -- recurrence and the add task (issue 15) -------------------------------------------------------------------------
+def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task", seed=None) -> Figure:
+    """The dependence maps M[t, s] (:func:`probe.figures.tables.load_dependence`) as a grid of pictures, a row per
+    value of ``row`` (models) and a column per value of ``col`` (tasks); each panel is the mean over the runs in
+    it (seeds; or only ``seed``), scaled to its own maximum. The white line is t = s: a causal map has nothing
+    above it, a time-shared one is constant along its diagonals."""
+    if not len(dep):
+        raise ValueError("no dependence maps (no sequence runs with an answer at every position)")
+    _check_keys(dep, row, col)
+    if seed is not None:
+        dep = dep[dep.seed == seed]
+    rows, cols = list(dict.fromkeys(dep[row])), list(dict.fromkeys(dep[col]))
+    with paper_theme():
+        fig = Figure(figsize=(1.75 * len(cols) + 0.9, 1.7 * len(rows) + 0.5), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(rows), len(cols), squeeze=False))
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                ax = axes[i, j]
+                ax.grid(False)
+                dm = dep[(dep[row] == r) & (dep[col] == c)]
+                if not len(dm):
+                    ax.set_axis_off()
+                    continue
+                T = int(max(dm.t.max(), dm.s.max())) + 1
+                M = dm.pivot_table(index="t", columns="s", values="value").reindex(index=range(T), columns=range(T))
+                A = M.to_numpy()
+                im = ax.imshow(A / np.nanmax(A), cmap="rocket_r", vmin=0, vmax=1, interpolation="nearest")
+                ax.plot([-0.5, T - 0.5], [-0.5, T - 0.5], color="w", lw=0.6)
+                ax.set_xticks([]), ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(str(c))
+                if j == 0:
+                    ax.set_ylabel(f"{r}\noutput t", fontsize=7)
+                if i == len(rows) - 1:
+                    ax.set_xlabel("input s", fontsize=7)
+        fig.colorbar(im, ax=list(axes.ravel()), label="dependence (share of panel max)", shrink=0.6)
+    return fig
+
+
+def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task") -> Figure:
+    """The dependence on the distance t - s: per panel (``col``, tasks) and line (``hue``, models), the mean of
+    M[t, s] over the pairs at each distance d = t - s (each map divided by its sum), then divided by the sum over d;
+    mean over the runs in a line (seeds), a band from lowest to highest. d < 0 (shaded) is the future."""
+    if not len(dep):
+        raise ValueError("no dependence maps (no sequence runs with an answer at every position)")
+    _check_keys(dep, hue, col)
+    d = dep.assign(d=dep.t - dep.s)
+    per_run = d.groupby(["run", hue, col, "d"], sort=False).value.mean().reset_index()
+    per_run["value"] /= per_run.groupby("run").value.transform("sum")
+    colours = palette(per_run, hue)
+    cols = list(dict.fromkeys(per_run[col]))
+    with paper_theme():
+        fig = Figure(figsize=(2.6 * len(cols) + 1.6, 2.5), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(cols), squeeze=False)).ravel()
+        for ax, c in zip(axes, cols):
+            pc = per_run[per_run[col] == c]
+            for h, ph in pc.groupby(hue, sort=False):
+                g = ph.groupby("d").value
+                ax.plot(g.mean().index, g.mean().values, lw=1.2, color=colours[str(h)], label=str(h))
+                ax.fill_between(g.mean().index, g.min().values, g.max().values, color=colours[str(h)], alpha=0.15, lw=0)
+            lo = pc.d.min()
+            ax.axvspan(lo - 0.5, -0.5, color="0.85", alpha=0.5, lw=0)
+            ax.set(title=str(c), xlabel="distance t - s (s > t: future, shaded)", ylabel="share of dependence",
+                   yscale="log")
+            ax.set_ylim(bottom=max(pc.value[pc.value > 0].min(), 1e-4) if (pc.value > 0).any() else None)
+        _legend(fig, axes[:1], [], hue)
+    return fig
+
+
+def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "variant", col: str = "task_opts.op",
+                    D: int | None = None) -> Figure:
+    """Error against the number of training examples on the add task (:func:`probe.figures.tables.load_final` of a
+    spectrum sweep): a column per ``col`` (op), rows ``rel_mse`` (inside the training range), ``extrap_rel_mse``
+    (outside it), ``relevant_weight_mass`` and ``zero_frac`` (first layer); a line per ``hue`` (models; mean over
+    seeds, one dot per run), beside LinearRegression fit on the same split (``@linreg``, black dashes), the exact
+    rule (``@rule``, grey) and the relevant-mass null 2/D (``@gaussian``, grey dots). Log axes where they help."""
+    from matplotlib.lines import Line2D
+
+    _check_keys(final, x, hue, col)
+    rows = [m for m in ("rel_mse", "extrap_rel_mse", "relevant_weight_mass", "zero_frac") if m in set(final.metric)]
+    if not rows:
+        raise ValueError("no add-task measures (rel_mse, ...) in these runs")
+    colours = palette(final, hue)
+    cols = list(dict.fromkeys(final[col]))
+    controls = {"linreg": ("k", (0, (4, 2)), "s", "linear regression (same data)"),
+                "rule": ("0.55", "-", None, "exact rule (no data)"),
+                "gaussian": ("0.55", (0, (1, 2)), None, "null: 2/D (random weights)")}
+    titles = {"rel_mse": "error in the training range", "extrap_rel_mse": "error outside the training range",
+              "relevant_weight_mass": "first-layer energy on x_a, x_b", "zero_frac": "first-layer weights at zero"}
+    with paper_theme():
+        fig = Figure(figsize=(3.0 * len(cols) + 2.2, 2.3 * len(rows)), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(rows), len(cols), squeeze=False))
+        used = set()
+        for j, c in enumerate(cols):
+            fc = final[final[col] == c]
+            for i, m in enumerate(rows):
+                ax = axes[i, j]
+                fm = fc[fc.metric == m]
+                for h, fh in fm.groupby(hue, sort=False):
+                    ax.scatter(fh[x], fh.value, s=8, color=colours[str(h)], alpha=0.45, lw=0)
+                    g = fh.groupby(x).value.mean()
+                    ax.plot(g.index, g.values, "o-", ms=3.5, lw=1.2, color=colours[str(h)], label=str(h))
+                for k, (colour, ls, marker, _) in controls.items():
+                    fk = fc[fc.metric == f"{m}@{k}"]
+                    if len(fk):
+                        g = fk.groupby(x).value.mean()
+                        ax.plot(g.index, g.values, ls=ls, marker=marker, ms=3, mfc="none", color=colour, lw=1.1)
+                        used.add(k)
+                ax.set_xscale("log")
+                vals = pd.concat([fm.value] + [fc[fc.metric == f"{m}@{k}"].value for k in controls]).to_numpy()
+                vals = vals[np.isfinite(vals) & (vals > 0)]
+                if m.endswith("mse") and len(vals) and vals.max() / vals.min() > 30:
+                    ax.set_yscale("log")
+                if m in ("relevant_weight_mass", "zero_frac"):
+                    ax.set_ylim(-0.03, 1.03)
+                ax.set_title(f"{c}: {titles[m]}" if len(cols) > 1 else titles[m])
+                ax.set_ylabel(LABELS.get(m, m) if m != "rel_mse" else "MSE / var(y)")
+                if i == len(rows) - 1:
+                    ax.set_xlabel("training examples (log scale)")
+        extra = [Line2D([], [], color=colours_, ls=ls, marker=marker, mfc="none", ms=3, label=text)
+                 for k, (colours_, ls, marker, text) in controls.items() if k in used]
+        _legend(fig, axes[0, :1], extra, hue)
     return fig

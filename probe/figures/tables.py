@@ -282,3 +282,31 @@ def load_interpolation(paths) -> pd.DataFrame:
                          for a, v in zip(ln["alpha"], ln.get(split, []))]
         frames.append(pd.DataFrame(recs, columns=["run", "pair", "alpha", "split", "loss"]))
     return _with_config(frames, dirs, names)
+
+
+# -- recurrence (issue 15) ----------------------------------------------------------------------------------------
+def load_dependence(paths, n: int = 256, seed: int = 0) -> pd.DataFrame:
+    """``run, t, s, value`` + config columns: the dependence map M[t, s] = E_x ||d r_t / d x_s||^2 of each run's
+    final model on n test inputs drawn with ``seed`` (:func:`probe.metrics.recurrence.dependence_map`), divided by
+    its sum, for sequence runs with an answer at every position (other runs are skipped). Rows where nothing is
+    asked are left out."""
+    from probe.metrics.recurrence import dependence_map
+
+    dirs = run_dirs(paths)
+    names = run_names(dirs)
+    frames = []
+    for d in dirs:
+        run = load_run(d, chosen_steps(d)[-1])
+        task, model = run.task, run.model
+        if task.geometry.kind != "sequence" or task.loss != "ce" or task.y_test.dim() != 2:
+            frames.append(None)
+            continue
+        idx = torch.randperm(len(task.x_test), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = task.x_test.cpu()[idx], task.y_test.cpu()[idx]
+        feats = torch.nn.functional.one_hot(x, task.geometry.channels).float()
+        model.eval()
+        M = dependence_map(model, feats, y)
+        M = M / np.nansum(M) if np.nansum(M) > 0 else M
+        t, s = np.nonzero(np.isfinite(M))
+        frames.append(pd.DataFrame({"run": names[d], "t": t, "s": s, "value": M[t, s]}))
+    return _with_config(frames, dirs, names)

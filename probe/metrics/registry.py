@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
-from probe.metrics import functional, locality, routing, sparsity, spectral
+from probe.metrics import arith, functional, locality, recurrence, routing, sparsity, spectral
 from probe.metrics.equivariance import conv_distance, shift_match
 
 SCOPES = ("first", "layer", "init", "data", "function")
@@ -62,6 +62,8 @@ class Measure:
         return f"{fn.__module__.removeprefix('probe.')}.{fn.__name__}"
 
 
+_RECURRENCE = "Function: recurrence (sequence tasks with an answer at every position)"
+_ARITH = "Function: the add task (two relevant inputs among D)"
 _LOCALITY, _TRANSLATION, _SPECTRA, _EVERY, _FUNCTION = (
     "First layer: locality and sparsity", "First layer: translation structure", "First layer: spectra per unit, "
     "and the data", "Every layer", "Function section (needs the task's data)")
@@ -149,6 +151,26 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("perm_equivariance", routing.perm_equivariance, "function", _FUNCTION, "output change",
             "reordering blocks the answer ignores changes the output", "equivariant to that reordering (0)",
             keys=("perm_equivariance_error", "perm_flip_rate")),
+    # -- recurrence and the add task (issue 15) ------------------------------------------------------------------
+    Measure("time_sharing", recurrence.time_sharing, "function", _RECURRENCE, "share explained by t - s",
+            "the output's dependence on the input at s (Jacobian energy) is a function of t - s: one map at every "
+            "position, as a recurrence's or causal convolution's (1); null `time_sharing@permuted`",
+            "the dependence changes with absolute position (≈ 2/(T+2) for i.i.d. entries)"),
+    Measure("causal_mass", recurrence.causal_mass, "function", _RECURRENCE, "share of dependence on s <= t",
+            "the output at t depends only on inputs at or before t (1: causal, as rnn and causal transformer are "
+            "by construction); null `causal_mass@permuted`", "it reads the future (≈ (T+1)/(2T) when every "
+            "position counts alike)"),
+    Measure("length_generalization", recurrence.length_accuracy, "function", _RECURRENCE, "accuracy at 2T / 4T (%)",
+            "trained at length T, right at 2T and 4T as well (models that read any length: rnn, transformer)",
+            "the solution is tied to the training length", keys=("test_acc_2T", "test_acc_4T")),
+    Measure("relevant_weight_mass", arith.relevant_weight_mass, "function", _ARITH, "share of first-layer energy",
+            "first-layer weight energy on the two inputs the rule reads (1 = every other weight zero); beside "
+            "`@linreg`", "spread over all inputs (null `@gaussian` = 2/D)"),
+    Measure("extrapolation", arith.rel_mse, "function", _ARITH, "MSE / var(y)",
+            "large error relative to the target's variance (1 = predicting the mean), in the training range "
+            "(`rel_mse`) and outside it (`extrap_rel_mse`); beside `@linreg` and `@rule`",
+            "close to the exact rule (noise² / var(y); 0 without label noise)",
+            keys=("rel_mse", "extrap_rel_mse")),
 )}
 
 

@@ -51,7 +51,7 @@ def model_specs() -> dict[str, ModelSpec]:
     from probe.models import conv, mlp  # noqa: F401
 
     try:
-        from probe.models import mixer, transformer  # noqa: F401
+        from probe.models import mixer, rnn, transformer  # noqa: F401
     except ImportError:  # pragma: no cover - sequence models not yet present
         pass
     return MODELS
@@ -86,6 +86,21 @@ def build_model(name: str, task, width: int, depth: int, param: str = "standard"
         raise ConfigError(f"model {name}: unknown model option(s) {', '.join(unknown)}; valid options: {valid}")
     opts = coerce_opts(opts, spec.options(), f"model {name}")
     try:
-        return spec.fn(task, width, depth, param, **opts)
+        model = spec.fn(task, width, depth, param, **opts)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model {name}: {e}") from None
+    check_length(name, model, task)
+    return model
+
+
+def check_length(name: str, model: nn.Module, task) -> None:
+    """Refuse a sequence task whose test split is longer or shorter than its training sequences (task option
+    ``test_length``) for a model that reads one length only. A model that reads other lengths says up to which
+    in its ``max_length`` attribute (``rnn``: any; ``transformer``: its position table's rows)."""
+    if task.geometry.kind != "sequence" or task.vocab is None or task.x_test.is_floating_point():
+        return  # token ids (B, L) only: real features and task shells (probe/analysis/load.py) have no length
+    T, L = task.geometry.spatial[0], task.x_test.shape[1]
+    longest = getattr(model, "max_length", T)
+    if L != T and (L > longest or not hasattr(model, "max_length")):
+        raise ConfigError(f"model {name} reads sequences of length {T} only; task {task.name} asks length {L} "
+                          f"(test_length): use a model that reads any length (rnn, transformer)")

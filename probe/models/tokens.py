@@ -33,6 +33,13 @@ def as_features(x: torch.Tensor, T: int, C: int) -> torch.Tensor:
     return x.reshape(len(x), T, C)
 
 
+def seq_length(x: torch.Tensor, C: int) -> int:
+    """The number of positions L of any accepted input: ids (B, L), floats (B, L, C) or (B, L*C)."""
+    if not x.is_floating_point() or x.dim() == 3:
+        return x.shape[1]
+    return x.shape[1] // C
+
+
 def embed(x: torch.Tensor, table: torch.Tensor, T: int) -> torch.Tensor:
     """x (B, T) ids or float (B, T, C) / (B, T*C) times a table (C, d) shared across positions -> (B, T, d).
     A lookup for ids (the same numbers as one-hot @ table, without building the one-hot)."""

@@ -123,7 +123,9 @@ def final_measures(run_dir: Path, names, n: int = 512) -> dict:
     out = function_measures(final.model, final.task, names, n)
     if list_checkpoints(run_dir)[0][0] == 0:
         init = load_run(run_dir, 0)
-        out.update({f"{k}@init": v for k, v in function_measures(init.model, init.task, names, n).items()})
+        # a null's own null (X@permuted@init) says nothing: only the measures themselves get one
+        nulls = function_measures(init.model, init.task, names, n)
+        out.update({f"{k}@init": v for k, v in nulls.items() if "@" not in k})
     return out
 
 

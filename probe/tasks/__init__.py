@@ -96,6 +96,7 @@ def _ensure_loaded():
         from probe.tasks import sequences  # noqa: F401
     except ImportError:  # pragma: no cover - sequence tasks not yet present
         pass
+    from probe.tasks import arith, recurrence  # noqa: F401  (issue 15: add; running-parity, count, dyck, delayed-copy)
 
 
 def task_specs() -> dict[str, TaskSpec]:
