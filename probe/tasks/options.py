@@ -21,6 +21,8 @@ BY_NAME = {
     "xi1": "correlation length of class 1",
     "gain": "gain g of erf(g z): the higher, the further from Gaussian the marginals",
     "periodic": "the grid wraps around",
+    "test_length": "0: the test split has the training length T; > 0: this length instead (recurrent and "
+                   "transformer models only)",
 }
 
 BY_TASK = {
@@ -36,6 +38,14 @@ BY_TASK = {
     ("modadd", "train_frac"): "share of all p^2 pairs used for training",
     ("parity", "n"): "input bits",
     ("parity", "k"): "bits whose XOR is the label",
+    ("add", "D"): "inputs, of which two are relevant",
+    ("add", "positions"): "the two relevant input positions, as \"a,b\"",
+    ("add", "low"): "lower end of the training inputs' range",
+    ("add", "high"): "upper end of the training inputs' range (the extrapolation split lies beyond it)",
+    ("add", "noise"): "standard deviation of the label noise",
+    ("add", "op"): "the rule: add, mul or max of the two relevant inputs",
+    ("dyck", "max_depth"): "0: unbounded bracket depth; > 0: sequences never deeper than this",
+    ("delayed-copy", "delay"): "d: the answer at position t is the token at t - d",
 }
 
 
