@@ -40,21 +40,23 @@ EXPERIMENTS = {
     # how far from init each first layer is over training; lines are means over seeds, styles clean / shuffled
     "mnist1d": ("mnist1d-controls", [
         Fig(("accuracy",), options=dict(hue="model", group_by="task")),
-        Fig(("measures",), exclude={"model": "linear"}, options=dict(hue="model", group_by="task")),
+        Fig(("measures",), exclude={"model": "linear"},
+            options=dict(hue="model", group_by="task", references=("phase", "init_seeds", "lcn"),
+                         measures=["ipr", "window_mass_3", "spread", "shift_match", "conv_distance_5", "movement"])),
         Fig(("fields", "spectra"), where={"seed": 0, "model": ("mlp", "cnn", "lcn")},
             exclude={"task": "mnist1d-shuffled", "model": "lcn"}),
     ]),
     # one ReLU unit on NLGP inputs vs their Gaussian clone (Lufkin, Saxe & Grant): ipr over training per gain
     "nlgp": ("nlgp-gain", [
         Fig(("measures",), options=dict(hue="task_opts.gain", group_by="task", measures=["ipr", "window_mass_3"],
-                                        references=("gaussian",))),
+                                        references=("gaussian", "phase"))),
         Fig(("fields",), where={"seed": 0, "task_opts.gain": (1.0, 100.0)}),
     ]),
     # width x standard / mean-field parametrization on NLGP (gain 100): do wide MLPs move and localize?
     "width": ("width-parametrization", [
         Fig(("measures",), where={"task": "nlgp"},
             options=dict(hue="width", group_by="param", measures=["ipr", "window_mass_3", "movement"],
-                         references=("gaussian",))),
+                         references=("gaussian", "phase"))),
         Fig(("accuracy",), where={"task": "nlgp"}, options=dict(hue="width", group_by="param")),
         Fig(("fields",), where={"task": "nlgp", "seed": 0, "width": (32, 1024)}),
     ]),
@@ -66,13 +68,15 @@ EXPERIMENTS = {
     # and locality against the permuted null, and the fields of seed 0 at the last step
     "sparsity": ("sparsity", [
         Fig((), options=dict(x="variant", final=["test_acc", "zero_frac", "ipr", "window_mass_3",
-                                                 "displacement_mean", "movement"], xlabel="method")),
+                                                 "displacement_mean", "movement"], xlabel="method",
+                             final_references=("phase", "permuted"))),
         Fig(("fields",), where={"seed": 0}, options=dict(steps=[3000])),
     ]),
     # MLP vs CNN against the training-set size: accuracy and first-layer locality with their nulls
     "data_size": ("data-size", [
         Fig((), options=dict(x="task.n_train", hue="variant", xlabel="training examples",
-                             final=["test_acc", "ipr", "window_mass_3", "movement"])),
+                             final=["test_acc", "ipr", "window_mass_3", "spread", "shift_match", "movement"],
+                             final_references=("phase",))),
     ]),
     # CNN, plain MLP and eCNNs (CNN trained t steps, embedded, trained on as an MLP): conv_distance over
     # training, end-of-run values, and the loss on the line eCNN -> plain MLP

@@ -41,11 +41,12 @@ def steps_tables(reps: list[Report]) -> list:
     last = reps[-1]
     tables = []
     for name, values in last.sections().items():
-        cols = [f"step {r.step}" for r in reps] + [f"{ref} (last)" for ref in ("gaussian", "permuted")]
+        refs = ("gaussian", "permuted", "phase")
+        cols = [f"step {r.step}" for r in reps] + [f"{ref} (last)" for ref in refs]
         t = Table("measure", *cols, title=_title(last, name), title_justify="left", box=None)
         for measure in values:
             row = [fmt(r.sections().get(name, {}).get(measure)) for r in reps]
-            row += [fmt(last.reference.get(ref, {}).get(name, {}).get(measure)) for ref in ("gaussian", "permuted")]
+            row += [fmt(last.reference.get(ref, {}).get(name, {}).get(measure)) for ref in refs]
             t.add_row(measure, *row)
         tables.append(t)
     return tables

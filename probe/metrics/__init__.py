@@ -90,7 +90,8 @@ def layer_measures(W) -> dict[str, float]:
     })
 
 
-from probe.metrics.nulls import null_draws, permute_positions, references  # noqa: E402  (they use the registry above)
+from probe.metrics.nulls import (  # noqa: E402  (they use the registry above)
+    lcn_fields, null_draws, permute_positions, phase_randomize, references)
 
 __all__ = [
     "WEIGHT_MEASURES",
@@ -101,6 +102,8 @@ __all__ = [
     "references",
     "null_draws",
     "permute_positions",
+    "phase_randomize",
+    "lcn_fields",
     "input_pc_share",
     "lie_derivative",
     "shift_consistency",

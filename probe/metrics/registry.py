@@ -63,15 +63,18 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     # -- the first layer over the input geometry -----------------------------------------------------------------
     Measure("ipr", locality.ipr, "first", _LOCALITY, "ipr (1/|S| flat .. 1 pixel)",
             "energy concentrated on few positions (1 = a single pixel)",
-            "spread over the grid (1/\\|S\\| flat; ≈ (C+2)/(C\\|S\\|) random Gaussian)", trackable=True),
+            "spread over the grid (1/\\|S\\| flat; (C+2)/(C\\|S\\|+2) random Gaussian; less for PyTorch's uniform "
+            "init, see the `init_seeds` reference)", trackable=True),
     Measure("ipr_frac_above", locality.ipr_frac_above, "first", _LOCALITY, "share of units",
             "many units individually localized (share above twice the Gaussian ipr)",
             "none stands out (≈ 0 for Gaussian weights)", trackable=True),
     Measure("spread", locality.spread, "first", _LOCALITY, "spread of fields (pixels)",
-            "fields wide (pixels from their centre of mass)", "fields compact around one place", trackable=True),
+            "fields wide (pixels from their centre of mass)", "fields compact around one place (smooth fields are "
+            "compact too: read against the `phase` reference)", trackable=True),
     Measure("window_mass_3", partial(locality.window_mass, k=3), "first", _LOCALITY, "share of field energy",
-            "most energy inside one contiguous k (k x k) window (1 = a kernel ≤ k)",
-            "energy scattered, not contiguous", trackable=True),
+            "most energy inside one contiguous k (k x k) window (1 = a kernel ≤ k); smooth fields score above the "
+            "`permuted` reference without being local: read against `phase`", "energy scattered, not contiguous",
+            trackable=True),
     Measure("window_mass_5", partial(locality.window_mass, k=5), "first", _LOCALITY, "share of field energy",
             "as window_mass_3, with k = 5", "energy scattered, not contiguous", trackable=True),
     Measure("hoyer", sparsity.hoyer, "first", _LOCALITY, "sparsity (0 dense .. 1)",
@@ -84,14 +87,17 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "surviving connections close: local masks (read on sparse layers, against the references)",
             keys=("displacement_mean", "displacement_median"), trackable=True, expensive=True),
     Measure("shift_match", shift_match, "first", _TRANSLATION, "mean cosine under shift",
-            "the rows are (nearly) closed under one-pixel shifts, as a convolution's (1); beware, phase-shifted "
-            "sinusoids and smooth fields also score high: read with locality",
+            "each unit's one-pixel shift is another unit, as in a convolution (1); no unit is its own partner; "
+            "smooth fields still score high: read against the `phase` reference, and phase-shifted sinusoids "
+            "(equivariant, not local) with locality",
             "no shifted copies among the units (random null, which rises for few units); `shift_match_units`: "
             "how many units were matched (a seeded sample when m > 1024)",
             keys=("shift_match", "shift_match_units"), trackable=True, expensive=True),
     Measure("conv_distance_3", partial(conv_distance, k=3), "first", _TRANSLATION, "relative distance",
-            "far from any layer a stride-1 convolution with kernel k could produce (1 = random, or local but "
-            "unshared)", "convolutional (0 = exact conv with kernel ≤ k; < 0.3 conv up to small noise)",
+            "far from any layer a stride-1 convolution with kernel k could produce (1 = random, local but "
+            "unshared, or one filter at one position; ≥ 0.9 for the `lcn` reference)",
+            "convolutional: filters shared across positions (0 = exact conv with kernel ≤ k; < 0.3 conv up to "
+            "small noise where crops are long; short crops demand near-exact sharing)",
             trackable=True, expensive=True),
     Measure("conv_distance_5", partial(conv_distance, k=5), "first", _TRANSLATION, "relative distance",
             "as conv_distance_3, with k = 5", "as conv_distance_3, with k = 5", trackable=True, expensive=True),
