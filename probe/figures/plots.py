@@ -40,6 +40,11 @@ LABELS = {
     "dense_test_acc": "test accuracy (%)",
     "line_barrier": "test loss barrier (nats)",
     "line_barrier_train": "train loss barrier (nats)",
+    "line_barrier_unaligned": "test loss barrier (nats)",
+    "line_barrier_train_unaligned": "train loss barrier (nats)",
+    "conv_subspace_distance": "distance to the layout's convolutions",
+    "conv_subspace_distance_all": "distance to the layout's convolutions",
+    "mlp_steps": "training steps",
     "sparsity": "share of weights pruned",
 }
 PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc")
