@@ -134,8 +134,10 @@ def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> 
     F = unit_fields(W, geometry)
     m = len(F)
     V = F.reshape(m, -1)
-    live = np.linalg.norm(V, axis=1) > 0
-    F, V = F[live], V[live]
+    norms = np.sqrt(np.einsum("ij,ij->i", V, V))
+    live = norms > 0
+    if not live.all():  # (indexing copies: skip it in the common case)
+        F, V, norms = F[live], V[live], norms[live]
     if len(V) < 2:
         return {"shift_match": float("nan"), "shift_match_units": float(len(V))}
     U = np.arange(len(V))
@@ -143,10 +145,12 @@ def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> 
         U = np.sort(np.argsort(content_keys(V, seed), kind="stable")[:max_units])
     # the |U| x m cosine matrix is the one big product here; float32 halves its cost and is exact to
     # about 1e-7, far below anything the matching resolves
-    rows = _unit_rows(V).astype(np.float32)
+    rows = V.astype(np.float32)
+    rows /= norms.astype(np.float32)[:, None]
     scores = []
     for axis in range(geometry.ndim):
-        shifted = _unit_rows(np.roll(F[U], 1, axis=2 + axis).reshape(len(U), -1)).astype(np.float32)
+        # a circular shift keeps a row's norm: shift the unit rows themselves
+        shifted = np.roll(rows[U].reshape(len(U), *F.shape[1:]), 1, axis=2 + axis).reshape(len(U), -1)
         cos = np.clip((shifted @ rows.T).astype(np.float64), -1.0, 1.0)
         cos[np.arange(len(U)), U] = -3.0  # no unit is its own partner (below any cosine: never chosen)
         r, c = linear_sum_assignment(cos, maximize=True)
