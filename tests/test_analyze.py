@@ -64,7 +64,7 @@ def test_json_has_layers_in_network_order_with_every_reference(mlp_run, tmp_path
         assert list(ref[null]) == ["layers.0"]
     assert {"shift_match", "window_mass_3", "spread"} <= set(ref["phase"]["layers.0"])
     assert "effective_rank" not in ref["phase"]["layers.0"]  # no eigendecomposition for the new nulls
-    assert set(ref["lcn"]["layers.0"]) == {"conv_distance_3", "conv_distance_5"}
+    assert set(ref["lcn"]["layers.0"]) == {"conv_distance_3", "conv_distance_5", "shift_match", "shift_match_units"}
     # the MLP's own uniform initializer on other seeds, below the Gaussian null
     assert ref["init_seeds"]["layers.0"]["ipr"] < ref["gaussian"]["layers.0"]["ipr"]
     assert list(ref["init"]) == ["layers.0", "layers.1", "readout", "function"]

@@ -158,6 +158,18 @@ def test_lcn_reference_of_a_convolution_is_local_and_unshared(g, k):
     assert refs["lcn"][f"conv_distance_{k}"] >= 0.9
 
 
+def test_many_short_local_fields_match_their_shifts_by_chance_as_the_lcn_null_says():
+    # 640 unshared random 5-tap fields: shift_match is high (every shifted field finds a close local partner)
+    # though nothing is shared; the lcn null scores the same, a stride-1 convolution far more
+    W = local_unshared(640, G40_OPEN, 5, seed=4)
+    value = shift_match(W, G40_OPEN)["shift_match"]
+    null = references(W, G40_OPEN, names=["shift_match"])
+    assert value > null["phase"]["shift_match"] + 0.2  # the phase null cannot see this: it is for smooth fields
+    assert value == pytest.approx(null["lcn"]["shift_match"], abs=0.05)
+    conv = circular_conv_matrix(np.random.default_rng(5).standard_normal((16, 1, 5)), (40,))
+    assert shift_match(conv, G40)["shift_match"] > references(conv, G40, names=["shift_match"])["lcn"]["shift_match"] + 0.15
+
+
 # -- the init_seeds reference ------------------------------------------------------------------------------------
 def test_init_seeds_reads_the_uniform_initializer_not_gaussian_weights():
     W = np.random.default_rng(0).standard_normal((400, 40))

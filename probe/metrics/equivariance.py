@@ -145,8 +145,7 @@ def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> 
         U = np.sort(np.argsort(content_keys(V, seed), kind="stable")[:max_units])
     # the |U| x m cosine matrix is the one big product here; float32 halves its cost and is exact to
     # about 1e-7, far below anything the matching resolves
-    rows = V.astype(np.float32)
-    rows /= norms.astype(np.float32)[:, None]
+    rows = (V / norms[:, None]).astype(np.float32)  # normalized first: the same cosines for W and c W
     scores = []
     for axis in range(geometry.ndim):
         # a circular shift keeps a row's norm: shift the unit rows themselves

@@ -13,7 +13,9 @@
   are the field's own by construction, and the layer spectra are not recomputed (no eigendecomposition);
 - ``lcn``: random local fields in the layer's own windows, not shared (:func:`lcn_fields`): what a locally
   connected layer with these windows scores, the null for weight sharing (``conv_distance_k``, with the
-  windows of size k; :data:`LCN_MEASURES`);
+  windows of size k; ``shift_match``, with the windows of size 5: many short local fields find well-matching
+  shifted partners by chance, so on a local layer shift_match reads as translation structure only where it
+  beats this null; :data:`LCN_MEASURES`);
 - ``init``: the run's own initialization, when it is at hand;
 - ``init_seeds``: the model's own initializer on other seeds (:func:`init_seeds`, the mean over
   :data:`INIT_DRAWS` draws), for the measures an initializer sets (:data:`INIT_SEED_MEASURES`). PyTorch's
@@ -42,7 +44,7 @@ from probe.metrics.locality import as_matrix, energy_maps, window_sizes
 
 # the first-layer measures each extra reference is computed for (module docstring)
 PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "shift_match")
-LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5}  # measure -> the window size of its lcn fields
+LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5, "shift_match": 5}  # measure -> its lcn fields' window
 INIT_SEED_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac")
 INIT_DRAWS = 2  # initializations averaged in init_seeds
 INIT_SEED_OFFSET = 1000  # the first seed of init_seeds is the run's seed + this (no preset's grid comes near it)
@@ -156,11 +158,13 @@ def phase_measures(W, geometry: Geometry, seed: int = 0, names=PHASE_MEASURES) -
 
 
 def lcn_measures(W, geometry: Geometry, seed: int = 0, names=tuple(LCN_MEASURES)) -> dict[str, float]:
-    """The ``lcn`` reference: each ``conv_distance_k`` among ``names`` of :func:`lcn_fields` (W, k)."""
+    """The ``lcn`` reference: each of :data:`LCN_MEASURES` among ``names`` on :func:`lcn_fields` (W, k) with its
+    window size k (one draw of the fields per k)."""
     out: dict[str, float] = {}
-    for name in [n for n in names if n in LCN_MEASURES]:
-        out.update(first_layer_measures(lcn_fields(W, geometry, LCN_MEASURES[name], seed), geometry.without_perm(),
-                                        [name]))
+    names = [n for n in names if n in LCN_MEASURES]
+    for k in dict.fromkeys(LCN_MEASURES[n] for n in names):
+        fields = lcn_fields(W, geometry, k, seed)
+        out.update(first_layer_measures(fields, geometry.without_perm(), [n for n in names if LCN_MEASURES[n] == k]))
     return out
 
 
