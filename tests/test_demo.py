@@ -12,7 +12,7 @@ def test_demo_reports_both_accuracies_and_the_first_layer_beside_its_references(
     text = buf.getvalue()
     assert "MLP 40-100-100-10" in text and "CNN" in text and "inputs permuted" in text
     assert set(res["results"]) == {"mlp", "cnn"}
-    assert set(res["references"]) == {"init", "gaussian", "permuted", "phase"}
+    assert set(res["references"]) == {"init", "gaussian", "permuted", "phase", "lcn"}
     # ipr measures concentration only, so permuting input positions leaves it unchanged
     assert res["references"]["permuted"]["ipr"] == pytest.approx(res["measures"]["ipr"])
     assert res["measures"]["movement"] > 0
