@@ -75,14 +75,14 @@ EXPERIMENTS = {
     "sparsity": ("sparsity", [
         Fig((), options=dict(x="variant", final=["test_acc", "zero_frac", "ipr", "window_mass_3",
                                                  "displacement_mean", "movement"], xlabel="method",
-                             final_references=("phase", "permuted"))),
+                             final_references=("phase", "permuted", "init_seeds"))),
         Fig(("fields",), where={"seed": 0}, options=dict(steps=[3000])),
     ]),
     # MLP vs CNN against the training-set size: accuracy and first-layer locality with their nulls
     "data_size": ("data-size", [
         Fig((), options=dict(x="task.n_train", hue="variant", xlabel="training examples",
                              final=["test_acc", "ipr", "window_mass_3", "spread", "shift_match", "movement"],
-                             final_references=("phase",))),
+                             final_references=("phase", "init_seeds"))),
     ]),
     # CNN, plain MLP and eCNNs (CNN trained t steps, embedded, trained on as an MLP): conv_distance over
     # training, end-of-run values, and the loss on the line eCNN -> plain MLP
