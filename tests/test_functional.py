@@ -207,3 +207,24 @@ def test_lie_ratio_is_zero_for_an_invariant_model_and_near_one_for_a_random_line
     linear = torch.nn.Linear(g.n_inputs, 200, dtype=torch.float64)  # isotropic: no preferred direction
     assert lie_ratio(linear, x, g) == pytest.approx(1.0, abs=0.15)
     assert lie_ratio(linear, x, g, seed=1) != lie_ratio(linear, x, g, seed=0)  # seeded directions
+
+
+def test_a_measure_undefined_for_the_model_is_left_out_not_nan():
+    # a model that ignores its input: the Lie ratio's random-direction sensitivity is 0, the ratio undefined
+    from types import SimpleNamespace
+
+    from probe.analysis.function import function_measures
+
+    task = SimpleNamespace(geometry=G1, loss="ce", x_test=varied_inputs(G1, 32, seed=6))
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.arange(5, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.b.expand(len(x), 5) * 1.0
+
+    out = function_measures(Constant(), task, n=32)
+    assert "lie_ratio" not in out and out["lie_derivative"] == 0.0
+    assert all(np.isfinite(v) for v in out.values())

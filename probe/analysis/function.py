@@ -13,6 +13,7 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
 
 from __future__ import annotations
 
+from probe.metrics import defined
 from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
 
 FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing")
@@ -43,4 +44,4 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0) -> d
         from probe.metrics.routing import sequence_measures
 
         out.update({k: float(v) for k, v in sequence_measures(model, task, n=n, seed=seed).items()})
-    return out
+    return defined(out)  # undefined ones (lie_ratio of a model that ignores its input) are left out, never NaN
