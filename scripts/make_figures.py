@@ -91,7 +91,8 @@ EXPERIMENTS = {
                                         measures=["conv_distance_5", "window_mass_3", "movement"])),
         Fig((), options=dict(x="variant", xlabel="model", final_references=("lcn", "phase"),
                              final=["test_acc", "mlp_test_acc", "conv_distance_5", "conv_subspace_distance",
-                                    "window_mass_3", "line_barrier", "line_barrier_train"])),
+                                    "window_mass_3", "line_error_barrier", "line_barrier", "line_barrier_unaligned",
+                                    "line_error_barrier_unaligned"])),
         Fig(("interpolation",), where={"procedure": "ecnn"}, options=dict(hue="variant")),
     ]),
     # random circular shifts of up to k pixels: accuracy, shift consistency, Lie derivative, locality

@@ -240,7 +240,9 @@ def test_ecnn_procedure_starts_from_the_cnn_and_measures_the_line(tmp_path):
     assert null_cfg["seed"] == cfg["seed"] + 10_000 and (null_cfg["width"], null_cfg["depth"]) == (40, 2)
     row = summarize(tmp_path / "sw").iloc[0]
     assert {"line_barrier", "cnn_test_acc", "mlp_test_acc", "line_barrier@mlps", "line_barrier_train@mlps",
-            "line_barrier_unaligned", "line_barrier_unaligned@mlps"} <= set(row.index)
+            "line_barrier_unaligned", "line_barrier_unaligned@mlps", "line_error_barrier",
+            "line_error_barrier@mlps"} <= set(row.index)
+    assert 0 <= row["line_error_barrier"] <= 1
     # equal budgets: the plain MLPs train the eCNN's CNN steps and its own
     assert row["mlp_steps"] == 20 + cfg["steps"] and null_cfg["steps"] == 20 + cfg["steps"]
     assert json.loads((run / "stages" / "mlp" / "config.json").read_text())["steps"] == 20 + cfg["steps"]

@@ -41,6 +41,8 @@ LABELS = {
     "line_barrier": "test loss barrier (nats)",
     "line_barrier_train": "train loss barrier (nats)",
     "line_barrier_unaligned": "test loss barrier (nats)",
+    "line_error_barrier": "test error barrier",
+    "line_error_barrier_unaligned": "test error barrier",
     "line_barrier_train_unaligned": "train loss barrier (nats)",
     "conv_subspace_distance": "distance to the layout's convolutions",
     "conv_subspace_distance_all": "distance to the layout's convolutions",

@@ -297,9 +297,11 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     exceeds it.
 
     Results: ``width``, ``depth``, ``cnn_test_acc``, ``mlp_test_acc``, ``mlp_steps``; ``line_barrier`` (the largest
-    excess of the test loss on the line over the straight interpolation of its end values) and
-    ``line_barrier_train``, after alignment, with their nulls ``line_barrier@mlps`` and ``line_barrier_train@mlps``,
-    and the same four without alignment (``*_unaligned``); ``conv_subspace_distance`` and
+    excess of the test loss on the line over the straight interpolation of its end values), ``line_barrier_train``
+    and ``line_error_barrier`` (the same for the test error, 1 - accuracy: unlike the loss it does not grow with the
+    confidence of wrong answers, and aligned midpoints are confident), after alignment, with their nulls
+    ``line_barrier@mlps``, ``line_barrier_train@mlps`` and ``line_error_barrier@mlps``, and the same without
+    alignment (``*_unaligned``); ``conv_subspace_distance`` and
     ``conv_subspace_distance_all`` (:func:`conv_subspace_distances`: the distance of the final eCNN's embedded
     layers to the convolutions of their known unit layout) with their values at the eCNN's step 0 (``@init``: 0
     for a cnn source, the unshared part for an lcn source) and for the plain MLP read in the same layout
@@ -346,6 +348,9 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
             for key, losses in (("line_barrier", "test_loss"), ("line_barrier_train", "train_loss")):
                 results[f"{key}{tag}"] = _barrier(line[losses], line["alpha"])
                 results[f"{key}{tag}@mlps"] = _barrier(null[losses], null["alpha"])
+            if None not in line["test_acc"] + null["test_acc"]:  # the test error's barrier (classification)
+                results[f"line_error_barrier{tag}"] = _barrier([1 - a for a in line["test_acc"]], line["alpha"])
+                results[f"line_error_barrier{tag}@mlps"] = _barrier([1 - a for a in null["test_acc"]], null["alpha"])
             if not align:
                 break
         _save_json(out / "interpolation.json", {**lines[""], "aligned": align,
