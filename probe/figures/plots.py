@@ -53,9 +53,9 @@ PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_
 # dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
 REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4)),
                    "phase": (0, (5, 1.5, 1, 1.5)), "lcn": (0, (8, 3)), "init_seeds": (0, (1, 1.5)),
-                   "mlps": (0, (2, 4)), "mlp": (0, (8, 3))}
+                   "mlps": (0, (2, 4)), "mlp": (0, (4, 1, 1, 1))}
 REFERENCE_MARKER = {"gaussian": "v", "permuted": "D", "init": "s", "phase": "P", "lcn": "h", "init_seeds": "^",
-                    "mlps": "X", "mlp": "h"}
+                    "mlps": "X", "mlp": "p"}
 REFERENCE_TEXT = {"gaussian": "Gaussian weights", "permuted": "positions permuted", "init": "initialization",
                   "phase": "Fourier phases randomized", "lcn": "random local fields, unshared",
                   "init_seeds": "the initializer, other seeds", "mlps": "two plain MLPs, seeds differ",
