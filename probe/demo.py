@@ -53,12 +53,12 @@ def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
     W0, _ = first_layer(mlp_dir, step=0)
     vals = first_layer_measures(W, geo, names=DEMO_MEASURES, W0=W0)
     refs = references(W, geo, W0=W0, seed=seed, names=DEMO_MEASURES)
-    t = Table("measure", "trained", "at init", "random Gaussian", "inputs permuted",
+    t = Table("measure", "trained", "at init", "random Gaussian", "inputs permuted", "phases randomized",
               title="The MLP's first layer (100 units x 40 pixels)")
     for k, v in vals.items():
         if k == "shift_match_units":
             continue
-        row = [refs[r].get(k) for r in ("init", "gaussian", "permuted")]
+        row = [refs.get(r, {}).get(k) for r in ("init", "gaussian", "permuted", "phase")]
         t.add_row(k, f"{v:.3f}", *("" if x is None else f"{x:.3f}" for x in row))
     console.print(t)
     ipr_units = unit_ipr(W, geo)
@@ -69,7 +69,8 @@ def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
     console.print(f"  median unit  ipr {np.median(ipr_units):.3f}  |{sparkline(W[order[len(order) // 2]])}|", highlight=False)
     console.print("Reading: ipr is 1/40 = 0.025 for a flat field, 1 for a single pixel, about 3/40 for Gaussian weights "
                   "(PyTorch's uniform init scores lower: read the trained value against 'at init'). window_mass_5 is "
-                  "the share of a field's energy in its best 5-pixel window; its null is 'inputs permuted'.", highlight=False)
+                  "the share of a field's energy in its best 5-pixel window; smooth fields have more of it without being "
+                  "local, so its null is 'phases randomized' (the same power spectrum per unit).", highlight=False)
     return {"results": results, "measures": vals, "references": refs}
 
 

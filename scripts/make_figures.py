@@ -40,55 +40,67 @@ EXPERIMENTS = {
     # how far from init each first layer is over training; lines are means over seeds, styles clean / shuffled
     "mnist1d": ("mnist1d-controls", [
         Fig(("accuracy",), options=dict(hue="model", group_by="task")),
-        Fig(("measures",), exclude={"model": "linear"}, options=dict(hue="model", group_by="task")),
+        Fig(("measures",), exclude={"model": "linear"},
+            options=dict(hue="model", group_by="task", references=("phase", "init_seeds", "lcn"),
+                         measures=["ipr", "window_mass_3", "spread", "shift_match", "conv_distance_5", "movement"])),
         Fig(("fields", "spectra"), where={"seed": 0, "model": ("mlp", "cnn", "lcn")},
             exclude={"task": "mnist1d-shuffled", "model": "lcn"}),
     ]),
     # one ReLU unit on NLGP inputs vs their Gaussian clone (Lufkin, Saxe & Grant): ipr over training per gain
     "nlgp": ("nlgp-gain", [
         Fig(("measures",), options=dict(hue="task_opts.gain", group_by="task", measures=["ipr", "window_mass_3"],
-                                        references=("gaussian",))),
+                                        references=("gaussian", "phase"))),
         Fig(("fields",), where={"seed": 0, "task_opts.gain": (1.0, 100.0)}),
     ]),
     # width x standard / mean-field parametrization on NLGP (gain 100): do wide MLPs move and localize?
     "width": ("width-parametrization", [
         Fig(("measures",), where={"task": "nlgp"},
             options=dict(hue="width", group_by="param", measures=["ipr", "window_mass_3", "movement"],
-                         references=("gaussian",))),
+                         references=("gaussian", "phase"))),
         Fig(("accuracy",), where={"task": "nlgp"}, options=dict(hue="width", group_by="param")),
         Fig(("fields",), where={"task": "nlgp", "seed": 0, "width": (32, 1024)}),
     ]),
-    # associative recall (4 pairs, length 16): the flattened MLP's routing map beside attention
+    # associative recall (4 pairs, length 16): the flattened MLP's routing map beside attention (seed 0), accuracy
+    # over training (mean over seeds), and the end-of-run routing scores on both MQAR tasks with their init nulls
     "routing": ("routing", [
-        Fig(("routing", "accuracy"), where={"task": "mqar", "task_opts.pairs": 4}, options=dict(hue="model")),
+        Fig(("routing",), where={"task": "mqar", "task_opts.pairs": 4, "seed": 0}, options=dict(hue="model")),
+        Fig(("accuracy",), where={"task": "mqar", "task_opts.pairs": 4}, options=dict(hue="model", group_by="model")),
+        Fig((), where={"task": "mqar"}, options=dict(
+            x="model", hue="task_opts.pairs", xlabel="model",
+            final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow", "swap_follow_keys",
+                   "swap_follow_values"])),
     ]),
     # SGD vs L1 vs beta-LASSO vs IMP with rewinding (MNIST-1D MLP 40-500-500-10): end-of-run accuracy, sparsity
     # and locality against the permuted null, and the fields of seed 0 at the last step
     "sparsity": ("sparsity", [
         Fig((), options=dict(x="variant", final=["test_acc", "zero_frac", "ipr", "window_mass_3",
-                                                 "displacement_mean", "movement"], xlabel="method")),
+                                                 "displacement_mean", "movement"], xlabel="method",
+                             final_references=("phase", "permuted", "init_seeds"))),
         Fig(("fields",), where={"seed": 0}, options=dict(steps=[3000])),
     ]),
     # MLP vs CNN against the training-set size: accuracy and first-layer locality with their nulls
     "data_size": ("data-size", [
         Fig((), options=dict(x="task.n_train", hue="variant", xlabel="training examples",
-                             final=["test_acc", "ipr", "window_mass_3", "movement"])),
+                             final=["test_acc", "ipr", "window_mass_3", "spread", "shift_match", "movement"],
+                             final_references=("phase", "init_seeds"))),
     ]),
     # CNN, plain MLP and eCNNs (CNN trained t steps, embedded, trained on as an MLP): conv_distance over
     # training, end-of-run values, and the loss on the line eCNN -> plain MLP
     "ecnn": ("ecnn", [
-        Fig(("measures",), options=dict(hue="variant", group_by="variant", references=("permuted",),
+        Fig(("measures",), options=dict(hue="variant", group_by="variant", references=("lcn", "phase"),
                                         measures=["conv_distance_5", "window_mass_3", "movement"])),
-        Fig((), options=dict(x="variant", xlabel="model",
-                             final=["test_acc", "conv_distance_5", "window_mass_3", "line_barrier",
-                                    "line_barrier_train"])),
+        Fig((), options=dict(x="variant", xlabel="model", final_references=("lcn", "phase"),
+                             final=["test_acc", "mlp_test_acc", "conv_distance_5", "conv_subspace_distance",
+                                    "window_mass_3", "line_error_barrier", "line_barrier", "line_barrier_unaligned",
+                                    "line_error_barrier_unaligned"])),
         Fig(("interpolation",), where={"procedure": "ecnn"}, options=dict(hue="variant")),
     ]),
     # random circular shifts of up to k pixels: accuracy, shift consistency, Lie derivative, locality
     "augmentation": ("augmentation", [
         Fig((), options=dict(x="task_opts.augment_shift", hue="variant", xlabel="largest training shift k (pixels)",
-                             final=["test_acc", "shift_consistency_1", "lie_derivative", "window_mass_3",
-                                    "shift_match", "ipr"])),
+                             final=["test_acc", "shift_consistency_1", "noise_consistency_1", "lie_ratio",
+                                    "lie_derivative", "window_mass_3", "spread", "shift_match", "ipr"],
+                             final_references=("phase",))),
     ]),
 }
 

@@ -59,9 +59,15 @@ def test_json_has_layers_in_network_order_with_every_reference(mlp_run, tmp_path
     assert set(r["layers"]["readout"]) == {"movement", "effective_rank", "stable_rank", "alpha"}
     assert first["movement"] > 0
     ref = r["reference"]
-    assert set(ref) == {"init", "gaussian", "permuted"}
+    assert set(ref) == {"init", "init_seeds", "gaussian", "permuted", "phase", "lcn"}
     assert list(ref["gaussian"]) == ["layers.0", "layers.1", "readout"]
-    assert list(ref["permuted"]) == ["layers.0"]  # the contiguity null applies to the first layer only
+    for null in ("permuted", "phase", "lcn", "init_seeds"):  # the first layer's geometric nulls
+        assert list(ref[null]) == ["layers.0"]
+    assert {"shift_match", "window_mass_3", "spread"} <= set(ref["phase"]["layers.0"])
+    assert "effective_rank" not in ref["phase"]["layers.0"]  # no eigendecomposition for the new nulls
+    assert set(ref["lcn"]["layers.0"]) == {"conv_distance_3", "conv_distance_5", "shift_match", "shift_match_units"}
+    # the MLP's own uniform initializer on other seeds, below the Gaussian null
+    assert ref["init_seeds"]["layers.0"]["ipr"] < ref["gaussian"]["layers.0"]["ipr"]
     assert list(ref["init"]) == ["layers.0", "layers.1", "readout", "function"]
     # ipr measures concentration: the permuted null keeps it exactly
     assert ref["permuted"]["layers.0"]["ipr"] == pytest.approx(first["ipr"], rel=1e-12)
@@ -78,9 +84,11 @@ def test_references_agree_with_probe_metrics_references(mlp_run):
     rep = analyze_checkpoint(mlp_run, data=False, seed=3)
     layers, geo = load_layers(mlp_run)
     want = references(layers["layers.0"], geo, seed=3)
-    for null in ("gaussian", "permuted"):
+    for null in ("gaussian", "permuted", "phase", "lcn"):
         for k in ("ipr", "window_mass_5", "shift_match", "conv_distance_3"):
-            assert rep.reference[null]["layers.0"][k] == pytest.approx(want[null][k], rel=1e-9, abs=1e-12), (null, k)
+            if k in want[null]:
+                got = rep.reference[null]["layers.0"][k]
+                assert got == pytest.approx(want[null][k], rel=1e-9, abs=1e-12), (null, k)
 
 
 def test_plain_sequential_state_dict_with_input_shape(tmp_path):
@@ -113,7 +121,8 @@ def test_all_steps_gives_one_row_per_step_layer_and_measure(mlp_run, tmp_path):
     per_step = df.groupby("step").size()
     assert (per_step == per_step.iloc[0]).all()  # the same layers and measures at every step
     assert set(df.layer) == {"layers.0", "layers.1", "readout"}
-    assert list(df.columns) == ["checkpoint", "step", "layer", "measure", "value", "init", "gaussian", "permuted"]
+    assert list(df.columns) == ["checkpoint", "step", "layer", "measure", "value", "init", "init_seeds", "gaussian",
+                                "permuted", "phase", "lcn"]
     # step 0 is every step's init: its value equals the init column, and it has not moved
     zero = df[df.step == 0].set_index(["layer", "measure"])
     same = zero.drop(index="movement", level="measure")

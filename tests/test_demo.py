@@ -18,7 +18,7 @@ def test_demo_reports_both_accuracies_and_the_first_layer_beside_its_references(
     assert f"{mlp['test_acc']:.1%}" in text and f"{cnn['test_acc']:.1%}" in text  # the table shows the run's numbers
     # the demo's point: at the same budget the CNN is far ahead (measured 0.65 against 0.37 at 60 steps)
     assert cnn["test_acc"] > mlp["test_acc"] + 0.15 and mlp["test_acc"] > 0.2
-    assert set(res["references"]) == {"init", "gaussian", "permuted"}
+    assert set(res["references"]) == {"init", "gaussian", "permuted", "phase", "lcn"}
     # ipr measures concentration only, so permuting input positions leaves it unchanged
     assert res["references"]["permuted"]["ipr"] == pytest.approx(res["measures"]["ipr"])
     assert res["measures"]["movement"] > 0

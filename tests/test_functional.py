@@ -7,6 +7,7 @@ import torch
 from probe.geometry import Geometry
 from probe.metrics.functional import (
     lie_derivative,
+    lie_ratio,
     shift_consistency,
     translate,
     translation_generator,
@@ -140,7 +141,10 @@ def test_shift_consistency_of_conv_with_global_pool_is_one(g):
     f = ConvGAP(g)
     assert n_classes_predicted(f, x) >= 3  # not trivially constant
     out = shift_consistency(f, x, g, batch_size=20)
-    assert out == {"shift_consistency_1": 1.0, "shift_consistency_2": 1.0, "shift_consistency_3": 1.0}
+    assert {k: v for k, v in out.items() if k.startswith("shift")} == {
+        "shift_consistency_1": 1.0, "shift_consistency_2": 1.0, "shift_consistency_3": 1.0}
+    # a random move of the same size does change predictions: the invariance is to shifts, not to everything
+    assert out["noise_consistency_3"] < 1.0
 
 
 def test_shift_consistency_of_random_mlp_is_lower():
@@ -148,7 +152,7 @@ def test_shift_consistency_of_random_mlp_is_lower():
     f = mlp(G2.n_inputs)
     assert n_classes_predicted(f, x) >= 3
     out = shift_consistency(f, x, G2, shifts=(1, 3))
-    assert set(out) == {"shift_consistency_1", "shift_consistency_3"}
+    assert set(out) == {"shift_consistency_1", "shift_consistency_3", "noise_consistency_1", "noise_consistency_3"}
     assert out["shift_consistency_1"] < 0.8 and out["shift_consistency_3"] < 0.8
 
 
@@ -167,3 +171,60 @@ def test_shift_consistency_shifts_the_image_not_the_shuffled_vector():
     on_image = shift_consistency(g, x, G2)
     assert shift_consistency(f, x_seen, G2.permuted(perm)) == on_image
     assert shift_consistency(f, x_seen, G2) != on_image
+
+
+def test_a_model_that_predicts_one_class_is_consistent_under_shifts_and_noise_alike():
+    # the trivial init null of shift_consistency: an untrained net predicting one class keeps it under any move
+    x = varied_inputs(G1, 100, seed=5)
+    bias = torch.nn.Linear(G1.n_inputs, 5, dtype=torch.float64)
+    with torch.no_grad():
+        bias.weight.mul_(1e-6)
+        bias.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
+    out = shift_consistency(bias, x, G1)
+    assert out["shift_consistency_1"] == 1.0 and out["noise_consistency_1"] == 1.0
+
+
+# -- the Lie ratio: scale-free -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("g", [G1, G2])
+def test_lie_ratio_does_not_change_with_the_logits_scale_where_the_lie_derivative_does(g):
+    x = smooth_inputs(g, B=32)
+    f = mlp(g.n_inputs)
+
+    def f10(z):
+        return 10 * f(z)
+
+    assert lie_derivative(f10, x, g) == pytest.approx(100 * lie_derivative(f, x, g), rel=1e-9)
+    assert lie_ratio(f10, x, g) == pytest.approx(lie_ratio(f, x, g), rel=1e-9)
+
+
+@pytest.mark.parametrize("g", [G1, G2])
+def test_lie_ratio_is_zero_for_an_invariant_model_and_near_one_for_a_random_linear_map(g):
+    x = smooth_inputs(g, B=64)
+    assert lie_ratio(ConvGAP(g, relu=False), x, g) == pytest.approx(0.0, abs=1e-12)
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(g.n_inputs, 200, dtype=torch.float64)  # isotropic: no preferred direction
+    assert lie_ratio(linear, x, g) == pytest.approx(1.0, abs=0.15)
+    assert lie_ratio(linear, x, g, seed=1) != lie_ratio(linear, x, g, seed=0)  # seeded directions
+
+
+def test_a_measure_undefined_for_the_model_is_left_out_not_nan():
+    # a model that ignores its input: the Lie ratio's random-direction sensitivity is 0, the ratio undefined
+    from types import SimpleNamespace
+
+    from probe.analysis.function import function_measures
+
+    task = SimpleNamespace(geometry=G1, loss="ce", x_test=varied_inputs(G1, 32, seed=6))
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.arange(5, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.b.expand(len(x), 5) * 1.0
+
+    out = function_measures(Constant(), task, n=32)
+    assert "lie_ratio" not in out and out["lie_derivative"] == 0.0
+    assert all(np.isfinite(v) for v in out.values())

@@ -13,7 +13,7 @@ from probe.metrics import (
     references,
 )
 from probe.metrics.equivariance import circular_conv_matrix
-from probe.metrics.locality import centres, ipr, ipr_frac_above, ipr_gaussian, spread, window_mass
+from probe.metrics.locality import centres, ipr, ipr_frac_above, ipr_gaussian, ipr_iid, spread, window_mass
 
 G1 = Geometry(channels=2, spatial=(24,), periodic=True)
 G2 = Geometry(channels=3, spatial=(10, 10), periodic=True)
@@ -60,8 +60,28 @@ def test_ipr_of_random_gaussian_is_near_its_expectation():
     g = Geometry(channels=3, spatial=(16, 16))
     W = np.random.default_rng(0).standard_normal((400, g.n_inputs))
     expected = ipr_gaussian(g)
-    assert expected == pytest.approx(5 / (3 * 256))
+    assert expected == pytest.approx(5 / (3 * 256 + 2))
     assert ipr(W, g) == pytest.approx(expected, rel=0.03)
+
+
+@pytest.mark.parametrize("C,L", [(1, 8), (2, 5), (1, 40)])
+def test_exact_gaussian_ipr_matches_monte_carlo_where_the_first_order_form_does_not(C, L):
+    # (C + 2) / (C |S| + 2) exactly; the first-order (C + 2) / (C |S|) is 25% off at C = 1, |S| = 8
+    g = Geometry(channels=C, spatial=(L,))
+    W = np.random.default_rng(1).standard_normal((200_000, g.n_inputs))
+    mc = ipr(W, g)
+    assert mc == pytest.approx((C + 2) / (C * L + 2), rel=0.005)
+    if L < 10:
+        assert abs(mc - (C + 2) / (C * L)) > 0.1 * mc
+
+
+def test_uniform_init_has_less_ipr_than_gaussian_weights():
+    # PyTorch's default init, U(-1/sqrt(n), 1/sqrt(n)): kurtosis 9/5, ipr (C + 4/5) / (C |S|) to first order
+    g = Geometry(channels=1, spatial=(40,))
+    W = np.random.default_rng(2).uniform(-1, 1, size=(50_000, 40))
+    assert ipr(W, g) == pytest.approx(ipr_iid(g, 9 / 5), rel=0.03)
+    assert ipr(W, g) == pytest.approx(0.046, abs=0.002)
+    assert ipr_gaussian(g) == pytest.approx(0.071, abs=0.001)
 
 
 @pytest.mark.parametrize("make", [conv_1d, conv_2d])
@@ -226,7 +246,10 @@ def test_references_hold_the_nulls():
     _, W = conv_2d(k=3)
     W0 = np.random.default_rng(7).standard_normal(W.shape)
     refs = references(W, G2, W0=W0, seed=0, names=["ipr", "window_mass_3", "conv_distance_3"])
-    assert set(refs) == {"gaussian", "permuted", "init"}
+    assert set(refs) == {"gaussian", "permuted", "phase", "lcn", "init"}
+    assert set(refs["phase"]) == {"ipr", "window_mass_3"}  # the phase null is drawn for its measures only
+    assert set(refs["lcn"]) == {"conv_distance_3"}
+    assert refs["lcn"]["conv_distance_3"] > 0.9  # the same windows, nothing shared
     conv = first_layer_measures(W, G2, names=["ipr", "window_mass_3", "conv_distance_3"])
     assert refs["gaussian"]["ipr"] == pytest.approx(ipr_gaussian(G2), rel=0.1)
     assert refs["permuted"]["ipr"] == pytest.approx(conv["ipr"])

@@ -66,7 +66,7 @@ def test_load_runs_is_tidy_with_flattened_config_columns(runs):
 
 def test_load_references_reads_each_runs_reference_json(runs):
     refs = figdata.load_references([runs])
-    assert set(refs.reference) == {"init", "gaussian", "permuted"}
+    assert set(refs.reference) == {"init", "init_seeds", "gaussian", "permuted", "phase"}
     assert set(refs.run) == {"mlp-s0", "mlp-s1", "cnn-s0"} and "width" in refs.columns
 
 

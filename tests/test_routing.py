@@ -239,3 +239,67 @@ def test_sequence_measures_give_finite_floats_for_every_task_and_model(name, opt
     assert ("attn_input_dependence" in m) == (model == "transformer")
     assert ("attn_routing_accuracy" in m) == (model == "transformer" and "source_test" in task.extras)
     assert ("embed_freq_1" in m and "neuron_freq_1" in m) == (name == "modadd")
+    assert ({"routing_accuracy_value", "swap_follow", "swap_follow_keys", "swap_follow_values"} <= set(m)) == (
+        name == "mqar")
+
+
+# -- associative recall: the source is the key and its value ------------------------------------------------
+class MQARSolver(torch.nn.Module):
+    """A hand-built associative-recall solver with a known Jacobian: at every position t,
+    logits_t[c] = sum_j (x_t . x_{k_j})^2 x_{v_j}[c], k_j = 2j the keys and v_j = 2j + 1 the values. At a query
+    asking key a (distinct keys, one-hot tokens) the correct logit r = (x_q . x_{k_a})^2 (x_{v_a} . e_y) has
+    ||dr/dx_{k_a}|| = 2, ||dr/dx_{v_a}|| = 1 and ||dr/dx_q|| = 2 (the read position), 0 elsewhere."""
+
+    def __init__(self, pairs, vocab):
+        super().__init__()
+        self.pairs, self.vocab = pairs, vocab
+
+    def forward(self, x):
+        h = F.one_hot(x, self.vocab).double() if not x.is_floating_point() else x
+        keys, vals = h[:, 0 : 2 * self.pairs : 2], h[:, 1 : 2 * self.pairs : 2]
+        match = torch.einsum("btc,bjc->btj", h, keys) ** 2
+        return torch.einsum("btj,bjc->btc", match, vals)
+
+
+def mqar_maps(f, task, n=64, value_only_offset=False):
+    x, y, src = task.x_test[:n], task.y_test[:n], task.extras["source_test"][:n]
+    off = None if value_only_offset else task.info["source_key_offset"]
+    return x, R.jacobian_maps(f, F.one_hot(x, task.vocab).double(), y, src, None, off)
+
+
+def test_hand_built_mqar_solver_routes_through_the_key_and_its_value():
+    task = make_task("mqar", {"pairs": 4, "length": 16, "n_test": 64}, seed=0)
+    f = MQARSolver(4, task.vocab)
+    x, maps = mqar_maps(f, task)
+    assert (f(x).argmax(-1)[task.y_test[:64] != -100] == task.y_test[:64][task.y_test[:64] != -100]).all()
+    # the known Jacobian: 2 on the matching key, 1 on its value, 2 on the query itself, 0 elsewhere
+    i = np.arange(len(maps.A))
+    np.testing.assert_allclose(maps.A[i, maps.key], 2.0)
+    np.testing.assert_allclose(maps.A[i, maps.source], 1.0)
+    np.testing.assert_allclose(maps.A[i, maps.read], 2.0)
+    assert np.isclose(maps.A, 0).sum(1).min() == 16 - 3
+    # so the map points at the key: on the pair the routing is exact, on the value alone it is never found
+    assert R.routing_accuracy(maps) == 1.0
+    assert R.routing_accuracy(maps, value_only=True) == 0.0
+    assert R.intervention_follow(f, x, maps, task.extras["replace_tokens"], torch.Generator().manual_seed(0)) == 1.0
+    swaps = R.swap_follow(f, x, maps, task.extras["blocks"], torch.Generator().manual_seed(0))
+    assert swaps == {"swap_follow_keys": 1.0, "swap_follow_values": 1.0, "swap_follow": 1.0}
+
+
+def test_models_that_ignore_the_context_or_read_fixed_positions_do_not_follow_swaps():
+    task = make_task("mqar", {"pairs": 4, "length": 16, "n_test": 256}, seed=1)
+    x, maps = mqar_maps(MQARSolver(4, task.vocab), task, n=256)
+    g = torch.Generator().manual_seed(0)
+
+    def constant(z):
+        return torch.zeros(*z.shape[:2], task.vocab).index_fill_(2, torch.tensor([0]), 1.0)  # a key, never a value
+
+    assert R.swap_follow(constant, x, maps, task.extras["blocks"], g)["swap_follow"] == 0.0
+
+    def first_value(z):  # answers the value at position 1 whatever is asked: a static map
+        return F.one_hot(z[:, 1:2].expand(-1, z.shape[1]), task.vocab).float()
+
+    # it "follows" only where its fixed answer happens to be the other pair's value: at the guessing rate 1/pairs
+    out = R.swap_follow(first_value, x, maps, task.extras["blocks"], g)
+    assert out["swap_follow_keys"] == pytest.approx(0.25, abs=0.06)
+    assert out["swap_follow_values"] == pytest.approx(0.25, abs=0.06)

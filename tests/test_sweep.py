@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -7,7 +8,7 @@ from typer.testing import CliRunner
 from probe.run.checkpoint import list_checkpoints, load_checkpoint
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.run.procedures import embed_local_net, prune_masks
+from probe.run.procedures import embed_local_net, match_hidden_units, prune_masks
 from probe.sweep.execute import is_finished, run_sweep
 from probe.sweep.spec import expand, load_spec, presets
 from probe.sweep.summary import summarize
@@ -81,8 +82,8 @@ def test_a_scale_the_spec_lacks_is_an_error():
 
 
 QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parametrization": (36, 144),
-              "sparsity": (8, 20), "data-size": (20, 90), "ecnn": (10, 18), "augmentation": (16, 90),
-              "routing": (12, 63), "recurrence": (32, 84), "spectrum": (60, 243)}
+              "sparsity": (8, 20), "data-size": (20, 90), "ecnn": (12, 21), "augmentation": (16, 90),
+              "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243)}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_FULL))
@@ -244,7 +245,76 @@ def test_ecnn_procedure_starts_from_the_cnn_and_measures_the_line(tmp_path):
     null_cfg = json.loads((run / "stages" / "mlp_null" / "config.json").read_text())
     assert null_cfg["seed"] == cfg["seed"] + 10_000 and (null_cfg["width"], null_cfg["depth"]) == (40, 2)
     row = summarize(tmp_path / "sw").iloc[0]
-    assert {"line_barrier", "cnn_test_acc", "mlp_test_acc", "line_barrier@mlps", "line_barrier_train@mlps"} <= set(row.index)
+    assert {"line_barrier", "cnn_test_acc", "mlp_test_acc", "line_barrier@mlps", "line_barrier_train@mlps",
+            "line_barrier_unaligned", "line_barrier_unaligned@mlps", "line_error_barrier",
+            "line_error_barrier@mlps"} <= set(row.index)
+    assert 0 <= row["line_error_barrier"] <= 1
+    # equal budgets: the plain MLPs train the eCNN's CNN steps and its own
+    assert row["mlp_steps"] == 20 + cfg["steps"] and null_cfg["steps"] == 20 + cfg["steps"]
+    assert json.loads((run / "stages" / "mlp" / "config.json").read_text())["steps"] == 20 + cfg["steps"]
+    # the exact convolutional subspace of the known layout: the embedding starts in it
+    assert row["conv_subspace_distance@init"] == pytest.approx(0.0, abs=1e-6)
+    assert row["conv_subspace_distance_all@init"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < row["conv_subspace_distance"] < row["conv_subspace_distance@mlp"]
+    assert line["aligned"] and "unaligned" in line
+
+
+def _mlp_state(seed, n_in=6, width=5, depth=3, n_out=4):
+    from probe.models.blocks import MLP
+
+    torch.manual_seed(seed)
+    return MLP(n_in, n_out, width, depth)
+
+
+def test_weight_matching_undoes_a_permutation_of_hidden_units():
+    net = _mlp_state(0)
+    state = net.state_dict()
+    perms = [torch.randperm(5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    shuffled = {k: v.clone() for k, v in state.items()}
+    for l, p in enumerate(perms):
+        shuffled[f"layers.{l}.weight"] = shuffled[f"layers.{l}.weight"][p]
+        shuffled[f"layers.{l}.bias"] = shuffled[f"layers.{l}.bias"][p]
+        nxt = f"layers.{l + 1}.weight" if l + 1 < 3 else "readout.weight"
+        shuffled[nxt] = shuffled[nxt][:, p]
+    other = _mlp_state(1)
+    other.load_state_dict(shuffled)
+    x = torch.randn(16, 6)
+    with torch.no_grad():
+        assert torch.allclose(other(x), net(x), atol=1e-6)  # the same function, units in another order
+    back = match_hidden_units(state, shuffled)
+    for k in state:
+        assert torch.equal(back[k], state[k]), k
+    # a matched copy of an unrelated net computes that net's function still
+    unrelated = _mlp_state(2)
+    aligned = match_hidden_units(state, unrelated.state_dict())
+    moved = _mlp_state(3)
+    moved.load_state_dict(aligned)
+    with torch.no_grad():
+        assert torch.allclose(moved(x), unrelated(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_conv_layout_is_the_support_of_the_embedding_and_its_projection_is_exact(periodic):
+    from probe.geometry import Geometry
+    from probe.metrics.equivariance import conv_layout, conv_subspace_distance, conv_subspace_projection
+    from probe.models.conv import local_dense
+
+    g = Geometry(channels=2, spatial=(11,), periodic=periodic)
+    O, k, stride, P = 3, 5, 2, 6
+    ids = torch.arange(1, O * 2 * k + 1, dtype=torch.float64).reshape(O, 1, 2, k).expand(O, P, 2, k)
+    dense = local_dense(ids, g.spatial, stride, k // 2, periodic)
+    index = conv_layout(g, O, k, stride)
+    np.testing.assert_array_equal(index + 1, dense.numpy())  # the same tap in the same entry
+    W = local_dense(torch.randn(O, 1, 2, k, dtype=torch.float64).expand(O, P, 2, k), g.spatial, stride, k // 2,
+                    periodic).numpy()
+    assert conv_subspace_distance(W, index) == pytest.approx(0.0, abs=1e-12)
+    lcn = local_dense(torch.randn(O, P, 2, k, dtype=torch.float64), g.spatial, stride, k // 2, periodic).numpy()
+    assert 0.5 < conv_subspace_distance(lcn, index) < 1.0  # local, not shared
+    proj = conv_subspace_projection(lcn, index)
+    assert conv_subspace_projection(proj, index) == pytest.approx(proj)  # a projection
+    assert np.sum((lcn - proj) * proj) == pytest.approx(0.0, abs=1e-9)  # orthogonal
+    G = np.random.default_rng(0).standard_normal(W.shape)
+    assert conv_subspace_distance(G, index) > 0.9
 
 
 @pytest.mark.slow
@@ -287,7 +357,7 @@ def test_cli_lists_presets_and_dry_runs_a_spec(tmp_path):
     res = runner.invoke(app, ["sweep", "--list"])
     assert res.exit_code == 0 and all(name in res.output for name in QUICK_FULL)
     res = runner.invoke(app, ["sweep", "--preset", "routing", "--dry-run"])
-    assert res.exit_code == 0 and "12 runs" in res.output and "mqar-p4-L16_transformer_s0" in res.output
+    assert res.exit_code == 0 and "24 runs" in res.output and "mqar-p4-L16_transformer_s0" in res.output
     res = runner.invoke(app, ["sweep", "--preset", "nope"])
     assert res.exit_code == 2 and "unknown preset" in res.output
 

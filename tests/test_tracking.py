@@ -12,7 +12,9 @@ import probe.run.tracking
 import probe.run.loop
 from probe.config import ConfigError, RunConfig
 from probe.metrics import first_layer_measures
-from probe.run.tracking import DEFAULT_TRACK, TRACKABLE, Tracker, parse_track
+from probe.analysis.load import first_layer
+from probe.metrics.nulls import init_seeds
+from probe.run.tracking import DEFAULT_TRACK, TRACKABLE, Tracker, first_layer_at_init, parse_track
 from probe.run.folder import TrainingInterrupted
 from probe.run.loop import run_training
 
@@ -66,14 +68,24 @@ def test_references_are_written_once_at_the_last_step(tmp_path, monkeypatch):
     run_training(RunConfig(**{**TINY, "track": "ipr,window_mass_3,alpha"}), tmp_path / "r", progress=False)
     assert calls == [120]
     ref = json.loads((tmp_path / "r" / "reference.json").read_text())
-    assert ref["step"] == 120 and set(ref) == {"step", "seed", "init", "gaussian", "permuted"}
+    assert ref["step"] == 120 and set(ref) == {"step", "seed", "init", "init_seeds", "gaussian", "permuted", "phase"}
     for key in ("init", "gaussian", "permuted"):
         assert set(ref[key]) == {"ipr", "window_mass_3", "alpha"}
+    for key in ("init_seeds", "phase"):  # only the measures they are drawn for, and no spectra
+        assert set(ref[key]) == {"ipr", "window_mass_3"}
     last = rows(tmp_path / "r")[-1]
     # permuting input positions keeps each field's concentration and the singular values
     assert ref["permuted"]["ipr"] == pytest.approx(last["ipr"])
     assert ref["permuted"]["alpha"] == pytest.approx(last["alpha"])
     assert ref["init"]["ipr"] == pytest.approx(rows(tmp_path / "r")[0]["ipr"])
+    # init_seeds: the MLP's own initializer on other seeds, the mean of its first layers there
+    cfg = RunConfig(**TINY)
+    task = probe.run.loop.setup(cfg, tmp_path / "x").task
+    draws = [first_layer_measures(first_layer_at_init(cfg, task, s), task.geometry, ["ipr"])["ipr"]
+             for s in init_seeds(cfg.seed)]
+    assert ref["init_seeds"]["ipr"] == pytest.approx(np.mean(draws))
+    # built at the run's own seed it is the run's own step 0
+    np.testing.assert_allclose(first_layer_at_init(cfg, task, cfg.seed), first_layer(tmp_path / "r", 0)[0], rtol=1e-6)
 
 
 def test_unknown_measure_is_rejected_before_anything_is_written(tmp_path):

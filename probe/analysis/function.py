@@ -2,9 +2,11 @@
 task and on how many inputs, used by `probe analyze`, the sweeps' final measures and the scripts alike.
 
 - ``lie_derivative`` (image tasks): :func:`probe.metrics.functional.lie_derivative` on the first n test inputs.
-- ``shift_consistency`` (image classification tasks): ``shift_consistency_1..3``,
-  :func:`probe.metrics.functional.shift_consistency` on the same inputs (agreement of predicted classes is
-  undefined for regression).
+- ``lie_ratio`` (image tasks): :func:`probe.metrics.functional.lie_ratio`, the Lie derivative against random
+  directions of the same norm (scale-free), on the same inputs.
+- ``shift_consistency`` (image classification tasks): ``shift_consistency_1..3`` and their nulls
+  ``noise_consistency_1..3``, :func:`probe.metrics.functional.shift_consistency` on the same inputs (agreement of
+  predicted classes is undefined for regression).
 - ``routing`` (sequence tasks): :func:`probe.metrics.routing.sequence_measures` on n test inputs drawn with
   ``seed``; its ``X_random`` keys are the same measures of a random-weight model (a null).
 - ``recurrence`` (sequence tasks with an answer at every position):
@@ -18,9 +20,10 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
 
 from __future__ import annotations
 
-from probe.metrics.functional import lie_derivative, shift_consistency
+from probe.metrics import defined
+from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
 
-FUNCTION_MEASURES = ("lie_derivative", "shift_consistency", "routing", "recurrence", "arith")
+FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith")
 # facts sequence_measures returns beside its measures: which attention head the attn_* measures are of
 NOT_MEASURES = ("attn_layer", "attn_head")
 
@@ -32,7 +35,8 @@ def applicable(task) -> tuple[str, ...]:
     if task.geometry.kind == "sequence":
         per_position = task.loss == "ce" and task.y_test.dim() == 2
         return ("routing", "recurrence") if per_position else ("routing",)
-    return ("lie_derivative", "shift_consistency") if task.loss == "ce" else ("lie_derivative",)
+    images = ("lie_derivative", "lie_ratio")
+    return (*images, "shift_consistency") if task.loss == "ce" else images
 
 
 def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info: dict | None = None) -> dict[str, float]:
@@ -45,8 +49,10 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info
     x = task.x_test[:n]
     if "lie_derivative" in names:
         out["lie_derivative"] = lie_derivative(model, x, task.geometry)
+    if "lie_ratio" in names:
+        out["lie_ratio"] = lie_ratio(model, x, task.geometry, seed=seed)
     if "shift_consistency" in names:
-        out.update(shift_consistency(model, x, task.geometry))
+        out.update(shift_consistency(model, x, task.geometry, seed=seed))
     if "routing" in names:
         from probe.metrics.routing import sequence_measures
 
@@ -64,4 +70,4 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info
         from probe.metrics.arith import arith_measures
 
         out.update(arith_measures(model, task))
-    return out
+    return defined(out)  # undefined ones (lie_ratio of a model that ignores its input) are left out, never NaN

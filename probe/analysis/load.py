@@ -228,6 +228,28 @@ def build_probe_model(source: Source, task=None) -> torch.nn.Module:
                           f"config ({detail})")
 
 
+def init_builder(source: Source, task=None):
+    """seed -> the dense first layer (numpy) of the source's model as a run of that seed starts: the model's own
+    initializer, for the ``init_seeds`` reference (:mod:`probe.metrics.nulls`). Built on ``task``, or on the first
+    task shell whose model fits the checkpoint's weights; None for a plain state_dict or when none fits."""
+    from probe.models import build_model
+    from probe.run.tracking import first_layer_at_init
+
+    cfg = source.config
+    if cfg is None:
+        return None
+    want = {k: tuple(v.shape) for k, v in source.state_dict.items() if torch.is_tensor(v)}
+    for shell in [task] if task is not None else _task_shells(source):
+        try:
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(cfg.model, shell, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
+        except (RuntimeError, ValueError, ConfigError):
+            continue
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} == want:
+            return lambda seed, shell=shell: first_layer_at_init(cfg, shell, seed)
+    return None
+
+
 def load_task(cfg: RunConfig):
     """The run's task rebuilt from its config, seeded as training seeded it, without touching global RNGs.
 

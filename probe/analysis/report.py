@@ -7,13 +7,18 @@ What is measured (the CLI only prints and writes what these functions return):
 - With the task's data at hand (probe checkpoints, ``data=True``): ``input_pc_share`` of the first layer, and a
   ``function`` section: test accuracy and loss, then for image tasks the Lie derivative and shift consistency,
   for sequence tasks :func:`probe.metrics.routing.sequence_measures`.
-- References beside every value: ``init`` (the same measure at the run's step 0), ``gaussian`` (seeded i.i.d.
-  Gaussian weights of the layer's shape) and, for the first layer's geometric measures, ``permuted`` (the same
-  weights with input positions permuted, the null for contiguity). ``*_random`` keys of sequence_measures become
-  the ``gaussian`` reference of their measure.
-- The Gaussian and permuted references are drawn as :func:`probe.metrics.nulls.references` draws them (one generator
-  seeded ``seed``: the Gaussian matrix, then the permutation), so the numbers agree with it. Every measure is
-  scale-free, so one unit-variance Gaussian per layer shape serves every checkpoint of a run.
+- References beside every value (:data:`REFERENCES`): ``init`` (the same measure at the run's step 0),
+  ``gaussian`` (seeded i.i.d. Gaussian weights of the layer's shape) and, for the first layer's geometric measures,
+  ``permuted`` (the same weights with input positions permuted, the null for contiguity), ``phase`` (every unit's
+  Fourier phases randomized: the null that tells locality from smoothness), ``lcn`` (random local unshared fields
+  in the layer's own windows: the null for weight sharing) and ``init_seeds`` (the model's own initializer on
+  other seeds; PyTorch's default Linear init for a plain state_dict). ``phase``, ``lcn`` and ``init_seeds`` hold
+  only the measures they are drawn for (:mod:`probe.metrics.nulls`), and no spectra: they add no
+  eigendecomposition. ``*_random`` keys of sequence_measures become the ``gaussian`` reference of their measure.
+- The references are drawn as :func:`probe.metrics.nulls.references` draws them (one generator seeded ``seed``:
+  the Gaussian matrix, then the permutation; the phases and local fields from their own streams), so the numbers
+  agree with it. Every measure is scale-free, so one unit-variance Gaussian per layer shape serves every
+  checkpoint of a run, and so do the init_seeds draws.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ import pandas as pd
 import torch
 
 from probe.analysis.function import function_measures
-from probe.analysis.load import (Source, build_probe_model, checkpoint_at, load_task, model_layers, plain_layers,
-                                 read_source)
+from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_builder, load_task, model_layers,
+                                 plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.metrics import WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share, layer_measures, movement
 from probe.metrics.registry import applies
-from probe.metrics.nulls import null_draws, permute_positions
+from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
+                                 phase_measures)
 from probe.metrics.spectral import gaussian_spectral_measures
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
@@ -55,7 +61,7 @@ def check_measurable(source: Source) -> None:
                                  "diverged run); refused, no measure reads it")
 
 
-REFERENCES = ("init", "gaussian", "permuted")
+REFERENCES = ("init", "init_seeds", "gaussian", "permuted", "phase", "lcn")
 FUNCTION = "function"  # the section of the model's data-dependent measures, beside the layers
 COLUMNS = ("checkpoint", "step", "layer", "measure", "value", *REFERENCES)
 
@@ -93,8 +99,8 @@ class Report:
                        "reference": self.reference, "notes": self.notes})
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy long table, columns :data:`COLUMNS`: one row per (layer, measure) with its ``value`` and the
-        ``init``, ``gaussian`` and ``permuted`` references (NaN where one does not apply)."""
+        """Tidy long table, columns :data:`COLUMNS`: one row per (layer, measure) with its ``value`` and its
+        references (:data:`REFERENCES`; NaN where one does not apply)."""
         rows = []
         for layer, values in self.sections().items():
             for measure, value in values.items():
@@ -143,6 +149,8 @@ class Subject:
         self.n_data, self.seed, self.notes = n_data, seed, list(notes)
         self._nulls: dict = {}
         self._init: tuple | None = None
+        self._init_seeds: dict = {}
+        self._build = init_builder(source, task) if source is not None else None
         self._X = None  # inputs for input_pc_share, in the model's flat layout
         self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
         self.init_path = None  # the initial weights' file, when not the run's step-0 checkpoint (--init)
@@ -214,6 +222,14 @@ class Subject:
             self._nulls[key] = (self._values(G, first), perm)
         return self._nulls[key]
 
+    def _init_seed_values(self, shape: tuple) -> dict[str, float]:
+        """The ``init_seeds`` reference of the first layer (:func:`probe.metrics.nulls.init_seed_measures`): the
+        model's initializer on other seeds, or PyTorch's default Linear init for a plain state_dict (noted)."""
+        if shape not in self._init_seeds:
+            build = self._build or (lambda s: default_linear_init(shape, s))
+            self._init_seeds[shape] = init_seed_measures(build, self.geometry, self.seed)
+        return self._init_seeds[shape]
+
     def _init_state(self):
         """(layers, measures, function) of the run's step-0 checkpoint, or None if there is none."""
         if self._init is None:
@@ -276,6 +292,13 @@ class Subject:
                 Wp = permute_positions(W, self.geometry, perm)
                 rep.reference["permuted"][name] = first_layer_measures(Wp, self.geometry.without_perm(),
                                                                        self._first_names)
+                if self.geometry.kind == "image":  # the image nulls of the image measures
+                    rep.reference["phase"][name] = phase_measures(W, self.geometry, self.seed)
+                    rep.reference["lcn"][name] = lcn_measures(W, self.geometry, self.seed)
+                    rep.reference["init_seeds"][name] = self._init_seed_values(W.shape)
+                    if self._build is None:
+                        rep.notes.append("init_seeds: PyTorch's default Linear init U(-1/sqrt(n), 1/sqrt(n)) on other "
+                                         "seeds (a plain state_dict does not say how it was initialized)")
                 units = rep.layers[name].get("shift_match_units", W.shape[0])
                 if units < W.shape[0]:
                     rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")

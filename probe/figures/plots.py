@@ -8,7 +8,8 @@ With ``group_by KEY`` the runs sharing KEY's value form one line, their mean, wi
 over the runs in it (seeds); ``hue`` then colours groups (default KEY) and KEY sets the line style when they differ.
 Steps are on a symmetric-log axis so that step 0 (the initialization) stays on it, linear below the first logged
 step. References (reference.json) are horizontal lines in the colour of the line they belong to (dotted: Gaussian
-weights, dash-dot-dot: input positions permuted), with a band from lowest to highest over the line's runs (seeds).
+weights, dash-dot-dot: input positions permuted, dash-dot: Fourier phases randomized, long dashes: random local
+fields, fine dots: the initializer on other seeds), with a band from lowest to highest over the line's runs (seeds).
 (Their dash patterns differ from the ones seaborn gives groups.)
 """
 
@@ -39,17 +40,29 @@ LABELS = {
     "dense_test_acc": "test accuracy (%)",
     "line_barrier": "test loss barrier (nats)",
     "line_barrier_train": "train loss barrier (nats)",
+    "line_barrier_unaligned": "test loss barrier (nats)",
+    "line_error_barrier": "test error barrier",
+    "line_error_barrier_unaligned": "test error barrier",
+    "line_barrier_train_unaligned": "train loss barrier (nats)",
+    "conv_subspace_distance": "distance to the layout's convolutions",
+    "conv_subspace_distance_all": "distance to the layout's convolutions",
+    "mlp_steps": "training steps",
     "sparsity": "share of weights pruned",
 }
 PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T")
 # dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
 REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4)),
-                   "mlps": (0, (2, 4))}
-REFERENCE_MARKER = {"gaussian": "v", "permuted": "D", "init": "s", "mlps": "X"}
+                   "phase": (0, (5, 1.5, 1, 1.5)), "lcn": (0, (8, 3)), "init_seeds": (0, (1, 1.5)),
+                   "mlps": (0, (2, 4)), "mlp": (0, (4, 1, 1, 1))}
+REFERENCE_MARKER = {"gaussian": "v", "permuted": "D", "init": "s", "phase": "P", "lcn": "h", "init_seeds": "^",
+                    "mlps": "X", "mlp": "p"}
 REFERENCE_TEXT = {"gaussian": "Gaussian weights", "permuted": "positions permuted", "init": "initialization",
-                  "mlps": "two plain MLPs, seeds differ"}
-# nulls of end-of-run values stored beside them as NAME@KIND (result.json, procedure.json), not in reference.json
-FINAL_NULLS = ("init", "mlps", "permuted", "gaussian")
+                  "phase": "Fourier phases randomized", "lcn": "random local fields, unshared",
+                  "init_seeds": "the initializer, other seeds", "mlps": "two plain MLPs, seeds differ",
+                  "mlp": "plain MLP, same shape"}
+# nulls of end-of-run values stored beside them as NAME@KIND (result.json, procedure.json), not in reference.json:
+# the run's initialization, the line between two plain MLPs, the plain MLP of the same shape
+FINAL_NULLS = ("init", "mlps", "mlp", "permuted", "gaussian")
 STEP_LABEL = "training step (log scale, 0 = init)"
 
 
@@ -259,8 +272,8 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
     :func:`probe.figures.tables.load_references` (a kind equal to the value itself, like a permutation-invariant
     measure's ``permuted``, is left out), for final measures without those their ``NAME@KIND`` nulls
     (:data:`FINAL_NULLS`: ``init``, the run's own initialization; ``mlps``, the same line between two plain MLPs;
-    ``permuted`` and ``gaussian``, a functional measure's own nulls, e.g. ``time_sharing@permuted``). Accuracies
-    are in %; a metric spanning more than two decades is on a log axis.
+    ``mlp``, the plain MLP of the same shape; ``permuted`` and ``gaussian``, a functional measure's own nulls,
+    e.g. ``time_sharing@permuted``). Accuracies are in %; a metric spanning more than two decades is on a log axis.
 
     Args:
         final: :func:`probe.figures.tables.load_final` table.

@@ -198,7 +198,8 @@ def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.Data
     For each run's final model: the Jacobian routing map A_s of the correct-answer logit (an MLP, or any model),
     and for models with attention the attention row of the best head (``attention_scores``); ``method`` says which.
     Rows are normalized to sum 1. Only test example ``example`` of n drawn with ``seed`` is kept (content routing
-    differs per example, so a mean would blur it); ``source`` marks its ground-truth source positions.
+    differs per example, so a mean would blur it); ``source`` marks its ground-truth source positions (for key-value
+    tasks the matching key and its value).
     Image runs are skipped. Raises ImportError when probe.metrics.routing is not available.
     """
     from probe.metrics import routing as R
@@ -219,7 +220,7 @@ def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.Data
         src = task.extras.get("source_test")
         src = None if src is None else src.cpu()[idx]
         feats = torch.nn.functional.one_hot(x, C).float() if task.vocab else x.reshape(len(x), T, C)
-        maps = R.jacobian_maps(model, feats, y, src, task.info.get("query_pos"))
+        maps = R.jacobian_maps(model, feats, y, src, task.info.get("query_pos"), task.info.get("source_key_offset"))
         kinds = [("jacobian", maps)]
         if hasattr(model, "attention_maps"):
             best = R.attention_scores(model.attention_maps(x), maps)
@@ -231,7 +232,7 @@ def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.Data
             for i in np.nonzero(m.example == example)[0]:
                 row = m.A[i] / max(m.A[i].sum(), 1e-300)
                 q = int(m.out_pos[i]) if m.out_pos[i] >= 0 else T - 1
-                recs += [(names[d], kind, example, q, s, float(row[s]), s == m.source[i]) for s in range(T)]
+                recs += [(names[d], kind, example, q, s, float(row[s]), s in (m.source[i], m.key[i])) for s in range(T)]
         frames.append(pd.DataFrame(recs, columns=["run", "method", "example", "out_pos", "in_pos", "weight", "source"]))
     return _with_config(frames, dirs, names)
 

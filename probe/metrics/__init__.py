@@ -16,7 +16,7 @@ from __future__ import annotations
 from probe.metrics.functional import lie_derivative, shift_consistency
 from probe.metrics.layer import (LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, checked_matrix, defined,
                                  first_layer_measures, layer_measures)
-from probe.metrics.nulls import null_draws, permute_positions, references
+from probe.metrics.nulls import lcn_fields, null_draws, permute_positions, phase_randomize, references
 from probe.metrics.sparsity import movement
 from probe.metrics.spectral import alpha, effective_rank, input_pc_share, stable_rank
 
@@ -31,6 +31,8 @@ __all__ = [
     "references",
     "null_draws",
     "permute_positions",
+    "phase_randomize",
+    "lcn_fields",
     "input_pc_share",
     "lie_derivative",
     "shift_consistency",

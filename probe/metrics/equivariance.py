@@ -98,17 +98,28 @@ def _unit_rows(V: np.ndarray) -> np.ndarray:
 
 
 def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> dict[str, float]:
-    """Mean cosine of the best one-to-one matching between shifted rows T w_i and rows w_j.
+    """Mean cosine of the best one-to-one matching between shifted rows T w_i and *other* rows w_j.
 
-    shift_match = mean over grid axes a of max_pi mean_{i in U} cos(T_a w_i, w_pi(i)), where T_a shifts a
-    field by one pixel along axis a, circularly even on non-periodic grids (so the measure is defined
-    the same way on every grid; a zero-padded convolution then loses only its border units), and pi
-    runs over one-to-one maps from U into the live units (Hungarian assignment,
-    ``scipy.optimize.linear_sum_assignment``). Cosines are signed. All-zero rows are left out.
+    shift_match = mean over grid axes a of max_pi mean_{i in U} cos(T_a w_i, w_pi(i)), pi(i) != i, where T_a
+    shifts a field by one pixel along axis a, circularly even on non-periodic grids (so the measure is defined
+    the same way on every grid; a zero-padded convolution then loses only its border units), and pi runs over
+    one-to-one maps from U into the live units that send no unit to itself (Hungarian assignment,
+    ``scipy.optimize.linear_sum_assignment``, with the diagonal forbidden). Cosines are signed. All-zero rows
+    are left out; with fewer than two live units the measure is undefined (NaN, left out by the callers).
+
+    Why no self-matches: a smooth field barely changes under a one-pixel shift, so cos(T w_i, w_i) is close to
+    1 for any smooth unit, and with the diagonal allowed smooth random fields without any translation
+    structure scored 0.78-0.98. Without it a unit must find its shifted copy among the others, which a
+    convolution has (every filter at every position) and smooth random fields do not. What is left of
+    smoothness (smooth fields are closer to each other than white ones) is what the ``phase`` reference
+    (:func:`probe.metrics.nulls.phase_randomize`: the same power spectrum per unit) scores: read the value
+    against it.
 
     1 for a circular convolution written densely (its rows are closed under shifts); near its null for
     random weights, about the largest cosines among |U| x m random pairs (0.06 for 1024 x 4096 rows of
-    length 3072). Fourier-like fields score high too: read it with the locality measures.
+    length 3072). Fourier-like fields score high too: read it with the locality measures. A convolution of
+    stride s is closed under shifts by s, not 1, and scores lower. Identical units (copies) are each other's
+    partners.
 
     Args:
         max_units: when more units are live, U is a seeded random subsample of this size (chosen by
@@ -123,20 +134,24 @@ def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> 
     F = unit_fields(W, geometry)
     m = len(F)
     V = F.reshape(m, -1)
-    live = np.linalg.norm(V, axis=1) > 0
-    F, V = F[live], V[live]
-    if not len(V):
-        return {"shift_match": float("nan"), "shift_match_units": 0.0}
+    norms = np.sqrt(np.einsum("ij,ij->i", V, V))
+    live = norms > 0
+    if not live.all():  # (indexing copies: skip it in the common case)
+        F, V, norms = F[live], V[live], norms[live]
+    if len(V) < 2:
+        return {"shift_match": float("nan"), "shift_match_units": float(len(V))}
     U = np.arange(len(V))
     if len(V) > max_units:
         U = np.sort(np.argsort(content_keys(V, seed), kind="stable")[:max_units])
     # the |U| x m cosine matrix is the one big product here; float32 halves its cost and is exact to
     # about 1e-7, far below anything the matching resolves
-    rows = _unit_rows(V).astype(np.float32)
+    rows = (V / norms[:, None]).astype(np.float32)  # normalized first: the same cosines for W and c W
     scores = []
     for axis in range(geometry.ndim):
-        shifted = _unit_rows(np.roll(F[U], 1, axis=2 + axis).reshape(len(U), -1)).astype(np.float32)
+        # a circular shift keeps a row's norm: shift the unit rows themselves
+        shifted = np.roll(rows[U].reshape(len(U), *F.shape[1:]), 1, axis=2 + axis).reshape(len(U), -1)
         cos = np.clip((shifted @ rows.T).astype(np.float64), -1.0, 1.0)
+        cos[np.arange(len(U)), U] = -3.0  # no unit is its own partner (below any cosine: never chosen)
         r, c = linear_sum_assignment(cos, maximize=True)
         scores.append(cos[r, c].mean())
     return {"shift_match": float(np.mean(scores)), "shift_match_units": float(len(U))}
@@ -264,7 +279,23 @@ def _leader_clusters(X: np.ndarray, order: np.ndarray, similarity: float, block:
     return labels
 
 
-def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95) -> ConvFit:
+def chance_similarity(d: int, m: int, alpha: float = 0.01) -> float:
+    """The |cosine| that a random direction in R^d reaches with one given direction with probability alpha / m.
+
+    For u uniform on the sphere S^(d-1) and a fixed v, P(|cos(u, v)| >= s) = I_{1 - s^2}((d - 1) / 2, 1 / 2)
+    (I the regularized incomplete beta function; 1 - s for d = 3). Solving it for alpha / m gives the s above
+    which m random crops of length d expect about alpha chance partners each: 0.99998 for d = 3 and m = 640,
+    0.995 for d = 5 and m = 320, below 0.95 from about d = 10 on. 1.0 for d = 1 (every pair of 1-vectors is
+    parallel; nothing can be told apart).
+    """
+    from scipy.special import betaincinv
+
+    if d <= 1 or m < 1:
+        return 1.0
+    return float(np.sqrt(max(0.0, 1.0 - betaincinv((d - 1) / 2, 0.5, min(alpha / m, 1.0)))))
+
+
+def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: float = 0.01) -> ConvFit:
     """Fit W with a layer a stride-1 convolution of kernel k could produce (see :func:`conv_distance`)."""
     F = unit_fields(W, geometry)
     E = energy_maps(F)
@@ -283,12 +314,19 @@ def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95) -> ConvFit
     # decimals of scale-free quantities (share, unit-norm crops), so that rounding cannot reorder tied units and
     # the value does not depend on the weights' scale
     order = np.lexsort((content_keys(np.round(_unit_rows(X), 9) + 0.0), -np.round(share, 9)))
-    labels = _leader_clusters(X, order, similarity)
+    # short crops cluster by chance: demand what m random crops of this length would rarely reach
+    threshold = max(similarity, chance_similarity(X.shape[1], int((unit_energy > 0).sum()), alpha))
+    labels = _leader_clusters(X, order, threshold)
+    # where each unit's filter sits: its window's start, less the roll that centred its support
+    position = np.stack([w[:, 0] - rolls[:, a] for a, w in enumerate(windows)], axis=1)
+    if geometry.periodic:
+        position %= np.array(geometry.spatial)
 
     rebuilt = np.zeros_like(X)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
-    shared = ids[sizes >= 2]
-    # a filter used by a single unit is no weight sharing: such units keep label -1 and are rebuilt as 0
+    # a filter is shared when it is used at two or more distinct positions: a cluster of copies at one place
+    # (or a single unit) is no weight sharing, and its units keep label -1 and are rebuilt as 0
+    shared = [lab for lab in ids[sizes >= 2] if len(np.unique(position[labels == lab], axis=0)) >= 2]
     filters = np.full(m, -1)
     with blas_threads(1):  # many small eigh calls: see blas_threads
         for f, lab in enumerate(shared):
@@ -312,34 +350,41 @@ def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95) -> ConvFit
     return ConvFit(distance, len(shared), filters, windows, rebuilt)
 
 
-def conv_distance(W, geometry: Geometry, k: int, similarity: float = 0.95) -> float:
+def conv_distance(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: float = 0.01) -> float:
     """conv_distance_k = ||W - W_conv||_F / ||W||_F for the convolution-like layer W_conv fitted below.
 
     1. Crop each unit to its k (1-D) or k x k (2-D) window of largest energy (circular windows on
        periodic grids, inside the grid otherwise; see :func:`probe.metrics.locality.window_sums`).
     2. Align the crops: a field narrower than k is rolled so that its support is centred in the window.
+       The unit's *position* is its window's start less that roll.
     3. Cluster the crops, taken from the most local unit down: a crop joins the leader with the
-       largest |cosine| if it is at least ``similarity`` (default 0.95, within about 18 degrees), else
-       starts a new cluster. Sign is ignored: -1 times a filter is the same filter.
-    4. Each cluster with at least two units is one shared filter: its members are rebuilt as their
-       least-squares multiple of the cluster's best rank-1 fit (top singular vector of the stacked
-       crops), placed at their windows, zero elsewhere. Units in singleton clusters share nothing and are
-       rebuilt as zero, so a locally connected layer without weight sharing scores 1, not 0.
+       largest |cosine| if it is at least s, else starts a new cluster. Sign is ignored: -1 times a filter
+       is the same filter. s = max(``similarity``, :func:`chance_similarity` (d, m, alpha)), with d = C k^D
+       the crop length and m the live units: 0.95 (within about 18 degrees) for crops long enough, and for
+       short crops (1-D, C = 1, k <= 5) the |cosine| that m random crops of length d reach with only about
+       ``alpha`` chance partners each (0.99998 for d = 3 and m = 640, 0.995 for d = 5 and m = 320). With
+       s = 0.95 alone, 640 random 3-tap fields fall into about 20 clusters and score 0.17.
+    4. A cluster is one *shared* filter when its units sit at two or more distinct positions: weight
+       sharing is a filter used at several places (translation). Its members are rebuilt as their
+       least-squares multiple of the cluster's best rank-1 fit (top singular vector of the stacked crops),
+       placed at their windows, zero elsewhere. Units of other clusters (one unit, or copies of one filter
+       at one position) share nothing and are rebuilt as zero.
 
-    0 for an exact convolution with kernel <= k (each filter used by at least two units); 1 for random
-    weights (no two crops within 18 degrees) unless the crops are very short (C k^d of a few
-    entries), where random crops start to fall into clusters and the value drops below 1 by at most
-    the crops' share of the energy.
-    Since members are within arccos(similarity) of their leader, merging costs at most
-    1 - similarity^2 of their crop energy: values below about 0.3 mean "convolutional up to that noise".
-    On non-periodic grids a zero-padded convolution's border units are truncated filters and count as
-    misfit.
+    Calibration (tests/test_equivariance.py): 0 for an exact convolution with kernel <= k (each filter at two
+    or more positions); >= 0.9 for unshared random local fields of the layer's own windows (the ``lcn``
+    reference, :func:`probe.metrics.nulls.lcn_fields`), short crops included; 1 for copies of one filter at one
+    position; 1 for random weights. Members are within arccos(s) of their leader, so merging costs at most
+    1 - s^2 of their crop energy: where s = 0.95, values below about 0.3 mean "convolutional up to that
+    noise"; where s is near 1 (short crops), only nearly exact sharing counts, since looser agreement is what
+    chance gives. On non-periodic grids a zero-padded convolution's border units are truncated filters and
+    count as misfit.
 
     Args:
         k: kernel size (window length per axis).
-        similarity: |cosine| at which a crop joins a cluster.
+        similarity: the least |cosine| at which a crop joins a cluster.
+        alpha: chance partners per unit allowed for short crops (see step 3).
     """
-    return conv_fit(W, geometry, k, similarity).distance
+    return conv_fit(W, geometry, k, similarity, alpha).distance
 
 
 def conv_reconstruction(W, geometry: Geometry, k: int, similarity: float = 0.95) -> np.ndarray:
@@ -350,3 +395,81 @@ def conv_reconstruction(W, geometry: Geometry, k: int, similarity: float = 0.95)
     F[_crop_index(F.shape, fit.windows)] = fit.crops
     return flat_from_fields(F, geometry)
 
+
+
+# -- the convolutional subspace of a known unit layout -------------------------------------------------
+
+
+def conv_layout(geometry: Geometry, out_channels: int, kernel: int, stride: int = 1, pad: int | None = None,
+                circular: bool | None = None) -> np.ndarray:
+    """Which kernel tap every entry of a convolution's dense matrix holds, for a known layout of its units.
+
+    The layout is that of :func:`probe.models.conv.local_dense` (the eCNN's embedding): unit (o, p), o the
+    output channel and p the output position (row-major over the output grid), is row o P + p; column
+    c |S| + s in the channels-first layout of the positions the model sees; unit (o, p) reads input position
+    s = p stride - pad + a per axis (mod the grid when ``circular``), a = 0 .. kernel - 1, through tap
+    (o, c, a). Returns an int array (O P, C |S|) holding the flat index of (o, c, a) in an (O, C, *k) kernel,
+    -1 where no tap lands (outside the kernel's support, or in the zero padding of an open grid).
+
+    Args:
+        pad: default kernel // 2 (probe's cnn and lcn).
+        circular: default ``geometry.periodic``.
+    """
+    if geometry.channels_last:
+        raise ValueError("conv_layout needs a channels-first (image) geometry")
+    pad = kernel // 2 if pad is None else pad
+    circular = geometry.periodic if circular is None else circular
+    S, C, d = geometry.spatial, geometry.channels, geometry.ndim
+    outs = tuple((n + 2 * pad - kernel) // stride + 1 for n in S)
+    P, n_pos = int(np.prod(outs)), geometry.n_positions
+    taps = kernel**d
+    index = np.full((out_channels * P, C * n_pos), -1, dtype=np.int64)
+    out_coords = np.indices(outs).reshape(d, -1)  # (d, P)
+    for t, a in enumerate(np.ndindex(*([kernel] * d))):
+        coord = [out_coords[ax] * stride - pad + a[ax] for ax in range(d)]
+        if circular:
+            coord = [c % n for c, n in zip(coord, S)]
+            valid = np.ones(P, dtype=bool)
+        else:
+            valid = np.all([(c >= 0) & (c < n) for c, n in zip(coord, S)], axis=0)
+        p = np.flatnonzero(valid)
+        flat = np.ravel_multi_index(tuple(c[valid] for c in coord), S)
+        rows = np.arange(out_channels)[:, None, None] * P + p[None, None, :]  # (O, 1, Pv)
+        cols = np.arange(C)[None, :, None] * n_pos + flat[None, None, :]  # (1, C, Pv)
+        tap = (np.arange(out_channels)[:, None, None] * C + np.arange(C)[None, :, None]) * taps + t  # (O, C, 1)
+        rows, cols, tap = np.broadcast_arrays(rows, cols, tap)
+        index[rows.ravel(), cols.ravel()] = tap.ravel()
+    return index
+
+
+def conv_subspace_projection(W, index: np.ndarray) -> np.ndarray:
+    """The orthogonal projection of W onto the convolutions of a known layout (:func:`conv_layout`'s ``index``).
+
+    Those convolutions form a linear subspace: every tap's weight is one number, shared by every entry that
+    holds it. The nearest point in Frobenius norm gives each tap the mean of W over its entries and zero to
+    the entries no tap holds. W is the dense matrix in the layout's own rows and columns (the model's
+    seen inputs).
+    """
+    W = as_matrix(W)
+    if W.shape != index.shape:
+        raise ValueError(f"weights of shape {W.shape} do not fit a layout of shape {index.shape}")
+    held = index >= 0
+    n_taps = int(index.max()) + 1 if held.any() else 0
+    sums = np.bincount(index[held], weights=W[held], minlength=n_taps)
+    counts = np.bincount(index[held], minlength=n_taps)
+    theta = sums / np.maximum(counts, 1)
+    out = np.zeros_like(W)
+    out[held] = theta[index[held]]
+    return out
+
+
+def conv_subspace_distance(W, index: np.ndarray) -> float:
+    """||W - Proj(W)||_F / ||W||_F, Proj the projection onto the convolutions of a known unit layout
+    (:func:`conv_subspace_projection`): 0 for such a convolution; for i.i.d. random weights about
+    sqrt(1 - T / (m n)) with T the number of taps (nearly 1); for a locally connected layer of the same
+    layout (local, unshared) the share of its energy that differs between positions. Unlike
+    :func:`conv_distance` it needs the layout (which unit is which filter at which position), known for an
+    embedded network (the eCNN) and its plain-MLP null of the same shape."""
+    W = as_matrix(W)
+    norm = np.linalg.norm(W)
+    return float(np.linalg.norm(W - conv_subspace_projection(W, index)) / norm) if norm > 0 else float("nan")

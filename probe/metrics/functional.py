@@ -111,25 +111,73 @@ def lie_derivative(f, x, geometry: Geometry, batch_size: int = 256) -> float:
     return total / count if count else float("nan")
 
 
+def lie_ratio(f, x, geometry: Geometry, batch_size: int = 256, seed: int = 0) -> float:
+    """lie_ratio = sum_{x, a} ||J_f(x) v_a(x)||^2 / sum_{x, a} ||J_f(x) u_a(x)||^2: the Lie derivative against the
+    same quantity for random input directions of equal norm.
+
+    v_a(x) = :func:`translation_generator` (x, a) is the direction in which a sub-pixel translation along axis a
+    moves x; u_a(x) = g ||v_a(x)|| / ||g|| with g ~ N(0, I_n) drawn per input and axis (seeded ``seed``): a
+    random direction of the same length. Both products are forward-mode (``torch.func.jvp``).
+
+    0 for a translation-invariant f; about 1 when f is no less sensitive to a translation than to a random
+    perturbation of the same size; above 1 when translations move it more. Unlike :func:`lie_derivative`, which
+    grows with the square of the logits' scale (seeds of one model differed 3-fold, and an untrained net scores
+    near 0 only because its logits are small), the ratio does not change when f is multiplied by a constant, so
+    it can be compared across seeds, training and models.
+    """
+    x = _as_input(f, x)
+    rng = np.random.default_rng(seed)
+    along, random = 0.0, 0.0
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        for axis in range(geometry.ndim):
+            v = _like(translation_generator(xb, geometry, axis), xb)
+            u = _like(_random_directions(rng, len(xb), geometry), xb)
+            u = u * (v.norm(dim=1, keepdim=True) / u.norm(dim=1, keepdim=True).clamp_min(1e-30))
+            for direction, acc in ((v, "along"), (u, "random")):
+                _, dout = torch.func.jvp(f, (xb,), (direction,))
+                sq = float(dout.detach().double().pow(2).sum())
+                if acc == "along":
+                    along += sq
+                else:
+                    random += sq
+    return along / random if random > 0 else float("nan")
+
+
+def _random_directions(rng, B: int, geometry: Geometry) -> np.ndarray:
+    """B standard Gaussian inputs, drawn over the grid in original order and flattened to the geometry's layout, so
+    that a shuffled control sees the same perturbations of the same images as its unshuffled twin."""
+    return flat_from_fields(rng.standard_normal((B, geometry.channels, *geometry.spatial)), geometry)
+
+
 def _roll(x, geometry: Geometry, shift: int, axis: int) -> np.ndarray:
     """Inputs circularly shifted by ``shift`` pixels along grid axis ``axis``, flat (B, n)."""
     return flat_from_fields(np.roll(_grid(x, geometry), shift, axis=2 + axis), geometry)
 
 
 @torch.no_grad()
-def shift_consistency(f, x, geometry: Geometry, shifts=(1, 2, 3), batch_size: int = 1024) -> dict[str, float]:
-    """Share of inputs whose argmax prediction survives a circular shift, per shift size.
+def shift_consistency(f, x, geometry: Geometry, shifts=(1, 2, 3), batch_size: int = 1024,
+                      seed: int = 0) -> dict[str, float]:
+    """Share of inputs whose argmax prediction survives a circular shift, per shift size, beside the share that
+    survives a random perturbation of the same norm.
 
     shift_consistency_d = mean over grid axes a and directions +-d of
     mean_x [argmax f(x) == argmax f(roll(x, +-d, a))]. Shifts are circular on every grid (the image is
     rolled in its original order, then re-shuffled for a shuffled control). 1 for a model that is
     invariant to circular shifts, such as a circular convolution followed by global average pooling.
 
+    noise_consistency_d: the same with x + u in place of the shifted input, u = g ||roll(x, +-d, a) - x|| / ||g||,
+    g ~ N(0, I_n) drawn per input, axis and direction over the grid (seeded ``seed``): a random move of the same size. It is
+    the null of shift_consistency_d. A model that predicts almost one class for every input (an untrained net)
+    scores near 1 on both; a model invariant to shifts but not to noise scores higher on the first.
+
     Returns:
-        ``shift_consistency_1``, ``shift_consistency_2``, ... one key per shift.
+        ``shift_consistency_1``, ``shift_consistency_2``, ... one key per shift, then ``noise_consistency_1``, ...
     """
     x = _as_input(f, x)
+    rng = np.random.default_rng(seed)
     agree = {d: 0.0 for d in shifts}
+    noise = {d: 0.0 for d in shifts}
     n_cases = 0
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
@@ -138,6 +186,13 @@ def shift_consistency(f, x, geometry: Geometry, shifts=(1, 2, 3), batch_size: in
         for d in shifts:
             for axis in range(geometry.ndim):
                 for s in (d, -d):
-                    moved = f(_like(_roll(xb, geometry, s, axis), xb)).argmax(dim=-1)
+                    rolled = _like(_roll(xb, geometry, s, axis), xb)
+                    moved = f(rolled).argmax(dim=-1)
                     agree[d] += float((moved == pred).double().sum()) / (2 * geometry.ndim)
-    return {f"shift_consistency_{d}": (agree[d] / n_cases if n_cases else float("nan")) for d in shifts}
+                    u = _like(_random_directions(rng, len(xb), geometry), xb)
+                    size = (rolled - xb).flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1).clamp_min(1e-30)
+                    jittered = f(xb + u * size.reshape(-1, *[1] * (xb.dim() - 1))).argmax(dim=-1)
+                    noise[d] += float((jittered == pred).double().sum()) / (2 * geometry.ndim)
+    out = {f"shift_consistency_{d}": (agree[d] / n_cases if n_cases else float("nan")) for d in shifts}
+    out.update({f"noise_consistency_{d}": (noise[d] / n_cases if n_cases else float("nan")) for d in shifts})
+    return out

@@ -157,23 +157,44 @@ def unit_ipr(W, geometry: Geometry) -> np.ndarray:
 def ipr(W, geometry: Geometry) -> float:
     """ipr = mean_i sum_s p_i(s)^2.
 
-    1/|S| for a flat field, 1 for a single pixel, about (C + 2) / (C |S|) for random Gaussian weights.
-    Measures concentration, not contiguity: it does not change when input positions are permuted.
+    1/|S| for a flat field, 1 for a single pixel, exactly (C + 2) / (C |S| + 2) in expectation for i.i.d.
+    Gaussian weights (:func:`ipr_gaussian`), and (C + kappa - 1) / (C |S|) to first order for i.i.d. weights of
+    kurtosis kappa (:func:`ipr_iid`: PyTorch's default uniform init, kappa = 9/5, gives less than Gaussian
+    weights). Measures concentration, not contiguity: it does not change when input positions are permuted.
     """
     return _mean(unit_ipr(W, geometry))
 
 
 def ipr_gaussian(geometry: Geometry) -> float:
-    """The random-Gaussian expectation of ipr, (C + 2) / (C |S|) (to first order in 1/|S|)."""
+    """The exact expectation of a unit's ipr for i.i.d. Gaussian weights, (C + 2) / (C |S| + 2).
+
+    e(s) = sum_c w[c, s]^2 is chi-square with C degrees of freedom, so p = e / sum_s e is Dirichlet with |S|
+    parameters C/2, and E p(s)^2 = (C/2)(C/2 + 1) / ((C|S|/2)(C|S|/2 + 1)); summed over s this is
+    (C + 2) / (C |S| + 2) (3 / (|S| + 2) for C = 1; 0.071 for |S| = 40). To first order in 1/|S| it is the
+    (C + 2) / (C |S|) of :func:`ipr_iid` with kappa = 3.
+    """
     C, P = geometry.channels, geometry.n_positions
-    return (C + 2) / (C * P)
+    return (C + 2) / (C * P + 2)
+
+
+def ipr_iid(geometry: Geometry, kurtosis: float) -> float:
+    """E[ipr] to first order in 1/|S| for i.i.d. zero-mean weights of kurtosis kappa = E w^4 / (E w^2)^2:
+    |S| E e(s)^2 / (E sum_s e(s))^2 = (C + kappa - 1) / (C |S|).
+
+    kappa = 3 for Gaussian weights ((C + 2) / (C |S|); the exact value is :func:`ipr_gaussian`), 9/5 for
+    uniform ones such as PyTorch's default Linear and Conv init U(-1/sqrt(fan_in), 1/sqrt(fan_in)):
+    (C + 4/5) / (C |S|), 0.045 for C = 1 and |S| = 40 against 0.071 for Gaussian weights. So a layer "at the
+    Gaussian null" may still be above its own initialization's level.
+    """
+    C, P = geometry.channels, geometry.n_positions
+    return (C + kurtosis - 1) / (C * P)
 
 
 def ipr_frac_above(W, geometry: Geometry, threshold: float | None = None) -> float:
     """Share of live units with sum_s p_i(s)^2 > threshold.
 
     Args:
-        threshold: default 2 (C + 2) / (C |S|), twice the random-Gaussian expectation. A random unit
+        threshold: default 2 (C + 2) / (C |S| + 2), twice the random-Gaussian expectation (:func:`ipr_gaussian`). A random unit
             rarely gets there (for C = 1 its ipr fluctuates by about sqrt(8 / (3 |S|)) relative: 0.26 at
             |S| = 40, where 0.3% of Gaussian units pass), so the share counts the few localized units
             that a layer mean hides.

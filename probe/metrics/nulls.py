@@ -5,20 +5,50 @@
 - ``permuted``: the layer's own weights with their input positions permuted (all channels of a position move
   together): the same concentration per unit, contiguity destroyed. ipr, hoyer and zero_frac are unchanged by
   construction, and so is every spectral measure (a column permutation keeps the singular values);
-- ``init``: the run's own initialization, when it is at hand.
+- ``phase``: each unit's field with its Fourier phases randomized (:func:`phase_randomize`): the same power
+  spectrum per unit and channel, so the same smoothness, and no place. The null that tells locality from
+  smoothness: a smooth field has most of its energy in any window of its correlation length and shifts onto
+  itself, so ``spread``, ``window_mass_k`` and ``shift_match`` read as structure only where they beat it.
+  Computed for :data:`PHASE_MEASURES` only: the per-unit spectra (``spectral_entropy``, ``peak_frequency``)
+  are the field's own by construction, and the layer spectra are not recomputed (no eigendecomposition);
+- ``lcn``: random local fields in the layer's own windows, not shared (:func:`lcn_fields`): what a locally
+  connected layer with these windows scores, the null for weight sharing (``conv_distance_k``, with the
+  windows of size k; ``shift_match``, with the windows of size 5: many short local fields find well-matching
+  shifted partners by chance, so on a local layer shift_match reads as translation structure only where it
+  beats this null; :data:`LCN_MEASURES`);
+- ``init``: the run's own initialization, when it is at hand;
+- ``init_seeds``: the model's own initializer on other seeds (:func:`init_seeds`, the mean over
+  :data:`INIT_DRAWS` draws), for the measures an initializer sets (:data:`INIT_SEED_MEASURES`). PyTorch's
+  default init is uniform, not Gaussian: its ipr is (C + 4/5) / (C |S|) to first order, 0.045 at C = 1,
+  |S| = 40, and its hoyer 0.16 at n = 40, against the Gaussian null's exact (C + 2) / (C |S| + 2) = 0.071 and
+  0.24 (:func:`probe.metrics.locality.ipr_iid`, :func:`probe.metrics.locality.ipr_gaussian`,
+  :func:`probe.metrics.sparsity.hoyer`), so "ipr at the Gaussian null" can still be above the initializer's
+  level. The caller builds the layer (``build(seed) -> W``: probe's model builder, or
+  :func:`default_linear_init` for a plain state_dict); the seeds are chosen here.
 
 The Gaussian matrix and the permutation come from one generator seeded ``seed``, in that order
-(:func:`null_draws`), so `probe analyze`, tracking and the demo report the same numbers for the same seed.
+(:func:`null_draws`); the phases and the local fields from generators seeded (seed, 1) and (seed, 2). So
+`probe analyze`, tracking and the demo report the same numbers for the same seed.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.layer import LAYER_MEASURES, checked_matrix, first_layer_measures, layer_measures
-from probe.metrics.equivariance import flat_from_fields
-from probe.metrics.locality import as_matrix
+from probe.metrics.layer import LAYER_MEASURES, WEIGHT_MEASURES, checked_matrix, first_layer_measures, layer_measures
+from probe.metrics.equivariance import _best_windows, _crop_index, flat_from_fields
+from probe.metrics.locality import as_matrix, energy_maps, window_sizes
+
+# the first-layer measures each extra reference is computed for (module docstring)
+PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "shift_match")
+LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5, "shift_match": 5}  # measure -> its lcn fields' window
+INIT_SEED_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac")
+INIT_DRAWS = 2  # initializations averaged in init_seeds
+INIT_SEED_OFFSET = 1000  # the first seed of init_seeds is the run's seed + this (no preset's grid comes near it)
+PHASE_STREAM, LCN_STREAM = 1, 2
 
 
 def null_draws(shape: tuple, n_positions: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,22 +71,130 @@ def permute_positions(W, geometry: Geometry, perm) -> np.ndarray:
     return flat_from_fields(F.reshape(m, geometry.channels, *geometry.spatial), geometry.without_perm())
 
 
-def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None,
-               layer_names=()) -> dict[str, dict[str, float]]:
+def phase_randomize(W, geometry: Geometry, seed: int = 0) -> np.ndarray:
+    """W with every unit's Fourier phases randomized: the ``phase`` reference.
+
+    Per unit i, with F_i(c, f) the discrete Fourier transform of channel c of its field over the grid (1-D or
+    2-D, ``numpy.fft.rfftn``): F'_i(c, f) = F_i(c, f) N_i(f) / |N_i(f)|, N_i the transform of a seeded white
+    Gaussian field, then back (``irfftn``). N_i is the transform of a real field, so the phases it adds are
+    odd in f (and 0 or pi at the zero and Nyquist frequencies), and F' is real. |F'_i(c, f)| = |F_i(c, f)|:
+    every unit keeps the power spectrum of each of its channels (hence its norm and smoothness), and the
+    channels of one unit get the same added phase, so their cross-spectra are kept too (Prichard & Theiler's
+    multivariate surrogate); where on the grid its energy sits is drawn anew. A local field becomes a
+    stationary one with its spectrum; a smooth non-local field stays what it was, in distribution.
+
+    On non-periodic grids the transform treats the field as one period of a periodic one: a field whose two
+    edges differ has the power of that jump at high frequencies, which the surrogate spreads over the grid,
+    so there the null is slightly rougher than the field (its window mass slightly lower), a small bias
+    toward reading a smooth field as local. MNIST-1D's grid (40 positions) is not periodic.
+
+    Returns W' in the layout of ``geometry.without_perm()`` (fields in the original position order).
+    """
+    F = geometry.fields(as_matrix(W))
+    axes = tuple(range(2, F.ndim))
+    rng = np.random.default_rng([seed, PHASE_STREAM])
+    N = np.fft.rfftn(rng.standard_normal((len(F), 1, *geometry.spatial)), axes=axes)
+    mag = np.abs(N)
+    U = np.divide(N, mag, out=np.ones_like(N), where=mag > 0)
+    Fp = np.fft.irfftn(np.fft.rfftn(F, axes=axes) * U, s=geometry.spatial, axes=axes)
+    return flat_from_fields(Fp, geometry.without_perm())
+
+
+def lcn_fields(W, geometry: Geometry, k: int, seed: int = 0) -> np.ndarray:
+    """Random local fields in W's own windows, not shared: the ``lcn`` reference for window size k.
+
+    Unit i gets i.i.d. Gaussian weights on all C channels of its k (k x k) window of largest energy (the window
+    :func:`probe.metrics.equivariance.conv_distance` crops it to), zero elsewhere, scaled to the norm of w_i
+    (units without energy stay zero). It is what a locally connected layer with the same windows scores:
+    local, and no filter shared, so conv_distance_k of it is the chance level of weight sharing for this
+    layout (>= 0.9 by the calibration of conv_distance). Returns W' in the layout of ``geometry.without_perm()``.
+    """
+    F = geometry.fields(as_matrix(W))
+    windows = _best_windows(energy_maps(F), geometry, k)
+    rng = np.random.default_rng([seed, LCN_STREAM])
+    crops = rng.standard_normal((len(F), geometry.channels, *window_sizes(geometry, k)))
+    norm_w = np.linalg.norm(F.reshape(len(F), -1), axis=1)
+    norm_c = np.linalg.norm(crops.reshape(len(F), -1), axis=1)
+    crops *= (norm_w / norm_c).reshape(-1, *[1] * (crops.ndim - 1))
+    out = np.zeros_like(F)
+    out[_crop_index(F.shape, windows)] = crops
+    return flat_from_fields(out, geometry.without_perm())
+
+
+def init_seeds(seed: int, n: int = INIT_DRAWS) -> list[int]:
+    """The seeds of the ``init_seeds`` reference: seed + INIT_SEED_OFFSET + j, j = 0 .. n - 1."""
+    return [seed + INIT_SEED_OFFSET + j for j in range(n)]
+
+
+def default_linear_init(shape: tuple, seed: int) -> np.ndarray:
+    """PyTorch's default ``nn.Linear`` weight init for an (m, n) layer: i.i.d. U(-1/sqrt(n), 1/sqrt(n))
+    (kaiming_uniform with a = sqrt(5)), kurtosis 9/5; the initializer assumed for a plain state_dict."""
+    bound = 1.0 / np.sqrt(shape[1])
+    return np.random.default_rng(seed).uniform(-bound, bound, size=shape)
+
+
+def _mean_measures(draws: list[dict]) -> dict[str, float]:
+    keys = [k for k in draws[0] if all(k in d for d in draws)]
+    return {k: float(np.mean([d[k] for d in draws])) for k in keys}
+
+
+def init_seed_measures(build: Callable[[int], np.ndarray], geometry: Geometry, seed: int = 0,
+                       names=INIT_SEED_MEASURES) -> dict[str, float]:
+    """The ``init_seeds`` reference: :data:`INIT_SEED_MEASURES` among ``names``, the mean over the layers
+    ``build(s)`` for s in :func:`init_seeds` (``seed``): the model's own initializer on other seeds."""
+    names = [n for n in names if n in INIT_SEED_MEASURES]
+    if not names:
+        return {}
+    return _mean_measures([first_layer_measures(checked_matrix(build(s), "initial weights"), geometry, names)
+                           for s in init_seeds(seed)])
+
+
+def phase_measures(W, geometry: Geometry, seed: int = 0, names=PHASE_MEASURES) -> dict[str, float]:
+    """The ``phase`` reference: :data:`PHASE_MEASURES` among ``names`` of :func:`phase_randomize` (W)."""
+    names = [n for n in names if n in PHASE_MEASURES]
+    if not names:
+        return {}
+    return first_layer_measures(phase_randomize(W, geometry, seed), geometry.without_perm(), names)
+
+
+def lcn_measures(W, geometry: Geometry, seed: int = 0, names=tuple(LCN_MEASURES)) -> dict[str, float]:
+    """The ``lcn`` reference: each of :data:`LCN_MEASURES` among ``names`` on :func:`lcn_fields` (W, k) with its
+    window size k (one draw of the fields per k)."""
+    out: dict[str, float] = {}
+    names = [n for n in names if n in LCN_MEASURES]
+    for k in dict.fromkeys(LCN_MEASURES[n] for n in names):
+        fields = lcn_fields(W, geometry, k, seed)
+        out.update(first_layer_measures(fields, geometry.without_perm(), [n for n in names if LCN_MEASURES[n] == k]))
+    return out
+
+
+def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None, layer_names=(),
+               init_build: Callable[[int], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """The first-layer measures ``names`` (default: all of :func:`first_layer_measures`) and the spectral measures
     ``layer_names`` (of :data:`LAYER_MEASURES`) of W's references (module docstring).
 
-    Returns ``{"gaussian": {...}, "permuted": {...}}``, and ``"init"`` when W0 is given.
+    Returns ``{"gaussian": {...}, "permuted": {...}}``, ``"phase"`` and ``"lcn"`` where a measure of theirs is
+    among ``names``, ``"init"`` when W0 is given and ``"init_seeds"`` when ``init_build`` (seed -> the model's
+    dense first layer at that seed's initialization) is.
     """
     W = checked_matrix(W)
+    names = list(WEIGHT_MEASURES) if names is None else list(names)
     G, perm = null_draws(W.shape, geometry.n_positions, seed)
     gaussian = G * (float(np.sqrt(np.mean(W**2))) or 1.0)
     out = {
         "gaussian": first_layer_measures(gaussian, geometry, names),
         "permuted": first_layer_measures(permute_positions(W, geometry, perm), geometry.without_perm(), names),
     }
+    for key, fn in (("phase", phase_measures), ("lcn", lcn_measures)):
+        values = fn(W, geometry, seed, names)
+        if values:
+            out[key] = values
     if W0 is not None:
         out["init"] = first_layer_measures(W0, geometry, names)
+    if init_build is not None:
+        values = init_seed_measures(init_build, geometry, seed, names)
+        if values:
+            out["init_seeds"] = values
     layer_names = [n for n in layer_names if n in LAYER_MEASURES]
     if layer_names:
         own = layer_measures(W)  # the permuted reference's spectrum is W's own: never recomputed
@@ -65,3 +203,4 @@ def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None,
                 lm = own if M is None else layer_measures(M)
                 out[key].update({k: lm[k] for k in layer_names if k in lm})
     return out
+

@@ -72,15 +72,18 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     # -- the first layer over the input geometry -----------------------------------------------------------------
     Measure("ipr", locality.ipr, "first", _LOCALITY, "ipr (1/|S| flat .. 1 pixel)",
             "energy concentrated on few positions (1 = a single pixel)",
-            "spread over the grid (1/\\|S\\| flat; ≈ (C+2)/(C\\|S\\|) random Gaussian)", trackable=True),
+            "spread over the grid (1/\\|S\\| flat; (C+2)/(C\\|S\\|+2) random Gaussian; less for PyTorch's uniform "
+            "init, see the `init_seeds` reference)", trackable=True),
     Measure("ipr_frac_above", locality.ipr_frac_above, "first", _LOCALITY, "share of units",
             "many units individually localized (share above twice the Gaussian ipr)",
             "none stands out (≈ 0 for Gaussian weights)", trackable=True),
     Measure("spread", locality.spread, "first", _LOCALITY, "spread of fields (pixels)",
-            "fields wide (pixels from their centre of mass)", "fields compact around one place", trackable=True),
+            "fields wide (pixels from their centre of mass)", "fields compact around one place (smooth fields are "
+            "compact too: read against the `phase` reference)", trackable=True),
     Measure("window_mass_3", partial(locality.window_mass, k=3), "first", _LOCALITY, "share of field energy",
-            "most energy inside one contiguous k (k x k) window (1 = a kernel ≤ k)",
-            "energy scattered, not contiguous", trackable=True),
+            "most energy inside one contiguous k (k x k) window (1 = a kernel ≤ k); smooth fields score above the "
+            "`permuted` reference without being local: read against `phase`", "energy scattered, not contiguous",
+            trackable=True),
     Measure("window_mass_5", partial(locality.window_mass, k=5), "first", _LOCALITY, "share of field energy",
             "as window_mass_3, with k = 5", "energy scattered, not contiguous", trackable=True),
     Measure("hoyer", sparsity.hoyer, "first", _LOCALITY, "sparsity (0 dense .. 1)",
@@ -93,14 +96,17 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "surviving connections close: local masks (read on sparse layers, against the references)",
             keys=("displacement_mean", "displacement_median"), trackable=True, expensive=True),
     Measure("shift_match", shift_match, "first", _TRANSLATION, "mean cosine under shift",
-            "the rows are (nearly) closed under one-pixel shifts, as a convolution's (1); beware, phase-shifted "
-            "sinusoids and smooth fields also score high: read with locality",
+            "each unit's one-pixel shift is another unit, as in a convolution (1); no unit is its own partner; "
+            "smooth fields still score high: read against the `phase` reference, and phase-shifted sinusoids "
+            "(equivariant, not local) with locality",
             "no shifted copies among the units (random null, which rises for few units); `shift_match_units`: "
             "how many units were matched (a seeded sample when m > 1024)",
             keys=("shift_match", "shift_match_units"), trackable=True, expensive=True),
     Measure("conv_distance_3", partial(conv_distance, k=3), "first", _TRANSLATION, "relative distance",
-            "far from any layer a stride-1 convolution with kernel k could produce (1 = random, or local but "
-            "unshared)", "convolutional (0 = exact conv with kernel ≤ k; < 0.3 conv up to small noise)",
+            "far from any layer a stride-1 convolution with kernel k could produce (1 = random, local but "
+            "unshared, or one filter at one position; ≥ 0.9 for the `lcn` reference)",
+            "convolutional: filters shared across positions (0 = exact conv with kernel ≤ k; < 0.3 conv up to "
+            "small noise where crops are long; short crops demand near-exact sharing)",
             trackable=True, expensive=True),
     Measure("conv_distance_5", partial(conv_distance, k=5), "first", _TRANSLATION, "relative distance",
             "as conv_distance_3, with k = 5", "as conv_distance_3, with k = 5", trackable=True, expensive=True),
@@ -131,19 +137,30 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("lie_derivative", functional.lie_derivative, "function", _FUNCTION, "mean sq. logit change per pixel",
             "logits change fast under a sub-pixel translation (not invariant): E‖d/dt f(T_t x)‖² / dim f",
             "translation-invariant function (0)", kinds=("image",)),
+    Measure("lie_ratio", functional.lie_ratio, "function", _FUNCTION, "translation / random sensitivity",
+            "translations move the logits as much as random moves of the same size (≈ 1) or more: no invariance",
+            "translation-invariant (0); unlike lie_derivative, unchanged by the logits' scale", kinds=("image",)),
     Measure("shift_consistency", functional.shift_consistency, "function", _FUNCTION, "share of predictions kept",
-            "predictions survive circular shifts by 1-3 pixels (1 = invariant)", "predictions change when the "
-            "input moves", keys=("shift_consistency_1", "shift_consistency_2", "shift_consistency_3"), kinds=("image",)),
+            "predictions survive circular shifts by 1-3 pixels (1 = invariant); `noise_consistency_d`: the same "
+            "under a random move of the shift's norm, its null (an untrained net keeps both near 1)",
+            "predictions change when the input moves",
+            keys=("shift_consistency_1", "shift_consistency_2", "shift_consistency_3", "noise_consistency_1",
+                  "noise_consistency_2", "noise_consistency_3"), kinds=("image",)),
     Measure("position_ipr", routing.position_ipr, "function", _FUNCTION, "ipr over positions",
             "(sequences) each unit reads one position", "units read all positions alike (1/T)"),
     Measure("position_sharing", routing.position_sharing, "function", _FUNCTION, "share of shared projection",
             "every position is read through one shared projection, as attention's Q, K, V (1)",
             "each position read differently (≈ r/C at random)"),
     Measure("routing_accuracy", routing.routing_accuracy, "function", _FUNCTION, "share of answers routed",
-            "the answer's Jacobian (attention) peaks at the true source position", "routing not found",
-            keys=("routing_accuracy", "attn_routing_accuracy")),
+            "the answer's Jacobian (attention) peaks at the true source: for key-value tasks the matching key or "
+            "its value; `routing_accuracy_value`: the value alone", "routing not found",
+            keys=("routing_accuracy", "routing_accuracy_value", "attn_routing_accuracy")),
     Measure("intervention_follow", routing.intervention_follow, "function", _FUNCTION, "share of answers following",
             "changing the source token changes the answer to it: content is routed", "the answer ignores the source"),
+    Measure("swap_follow", routing.swap_follow, "function", _FUNCTION, "share of answers following",
+            "(key-value tasks) after swapping two pairs' keys, or their values, the answer becomes the other "
+            "pair's value: routing by content", "the answer stays (0: the context is ignored; 1/pairs: guessing)",
+            keys=("swap_follow", "swap_follow_keys", "swap_follow_values")),
     Measure("input_dependence", routing.input_dependence, "function", _FUNCTION, "routing map change",
             "the routing map depends on the content, as attention's", "static mixing (0), as copy/reverse need"),
     Measure("self_mass", routing.self_mass, "function", _FUNCTION, "share of routing on the query",

@@ -16,8 +16,17 @@ an example and, for per-position targets, the position q where it is asked)
   x_s in R^C the input at position s. ``routing_accuracy``: share of items whose argmax_s A_s, over positions
   other than the *read* position (where the query or placeholder token sits: its own token steers every
   answer, so it would win the argmax without telling where content comes from), is the ground-truth source.
+  Where the answer is found through a key (associative recall: the task's ``info["source_key_offset"]`` says
+  where the key sits relative to the value), the source is the pair, the matching key and its value: a model
+  that routes by content must read both, and a first-order map may well peak at the key, whose match with the
+  query decides which value is read. ``routing_accuracy_value`` then keeps the value-only score.
   ``self_mass`` reports the share of A that the read position holds.
 - ``intervention_follow``: write another token at the source; share of items whose prediction becomes it.
+- ``swap_follow`` (key-value tasks): take the item's pair a and another pair b of the same sequence; swap the keys
+  of a and b (``swap_follow_keys``) or their values (``swap_follow_values``). Either way the query's key now sits
+  with b's value, so a model that routes by content answers b's value; the share of items that do, and
+  ``swap_follow`` their mean. A model that reads fixed positions cannot follow a key swap; one that ignores the
+  context follows neither (0); guessing among the values gives 1/pairs.
 - ``input_dependence`` = E||P(x) - E P||^2 / E||P(x)||^2 with P = A normalized to sum 1 (read position left
   out), the expectation per output position: 0 for a static mixing map, large when routing depends on content.
 - ``perm_equivariance_error`` = E||z(pi x) - z(x)||^2 / E||z(x)||^2 for a random reordering pi of blocks the
@@ -92,13 +101,19 @@ def position_sharing_random(geometry, r: int = 8) -> float:
 @dataclass
 class RoutingMaps:
     """Maps A (items, T) >= 0 with, per item: its example, the output position q (-1: one answer per example),
-    the read position excluded from the argmax (-1: none) and the ground-truth source (-1: unknown)."""
+    the read position excluded from the argmax (-1: none), the ground-truth source (-1: unknown) and, for
+    key-value tasks, the position of the source's key (-1: none)."""
 
     A: np.ndarray
     example: np.ndarray
     out_pos: np.ndarray
     read: np.ndarray
     source: np.ndarray
+    key: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.key is None:
+            self.key = np.full(len(self.source), -1)
 
 
 def answer_items(y: torch.Tensor, source=None, query_pos: int | None = None):
@@ -123,8 +138,10 @@ def _answer_score(out: torch.Tensor, y, ex, q) -> torch.Tensor:
     return o.gather(1, yy[:, None])[:, 0]
 
 
-def jacobian_maps(f, x: torch.Tensor, y, source=None, query_pos: int | None = None) -> RoutingMaps:
-    """A_s(x) = ||d r(x) / d x_s||_2 for every asked answer (module docstring). x: float (B, T, C)."""
+def jacobian_maps(f, x: torch.Tensor, y, source=None, query_pos: int | None = None,
+                  key_offset: int | None = None) -> RoutingMaps:
+    """A_s(x) = ||d r(x) / d x_s||_2 for every asked answer (module docstring). x: float (B, T, C). ``key_offset``:
+    where the source's key sits relative to it (key-value tasks), for the pair routing accuracy."""
     ex, q, read, src = answer_items(y, source, query_pos)
     x = x.detach().float().clone().requires_grad_(True)
     out = f(x)
@@ -136,7 +153,8 @@ def jacobian_maps(f, x: torch.Tensor, y, source=None, query_pos: int | None = No
         r = _answer_score(out, yd, torch.as_tensor(ex[sel]), torch.as_tensor(q[sel]))
         (g,) = torch.autograd.grad(r.sum(), x, retain_graph=True)
         A[sel] = g[ex[sel]].norm(dim=-1).cpu().double().numpy()
-    return RoutingMaps(A, ex, q, read, src)
+    key = np.where(src >= 0, src + key_offset, -1) if key_offset is not None else None
+    return RoutingMaps(A, ex, q, read, src, key)
 
 
 def _excluding_read(maps: RoutingMaps) -> np.ndarray:
@@ -146,13 +164,19 @@ def _excluding_read(maps: RoutingMaps) -> np.ndarray:
     return A
 
 
-def routing_accuracy(maps: RoutingMaps) -> float:
-    """Share of items with a known source whose argmax over positions other than the read one is the source."""
+def routing_accuracy(maps: RoutingMaps, value_only: bool = False) -> float:
+    """Share of items with a known source whose argmax over positions other than the read one is the source: the
+    source's position or, where the items have one, its key's (the pair; module docstring). ``value_only``: the
+    source's position alone (``routing_accuracy_value``)."""
     known = maps.source >= 0
     if not known.any():
         return float("nan")
-    A = _excluding_read(maps)[known]
-    return float((A.argmax(1) == maps.source[known]).mean())
+    top = _excluding_read(maps)[known].argmax(1)
+    hit = top == maps.source[known]
+    if not value_only:
+        key = maps.key[known]
+        hit |= (key >= 0) & (top == key)
+    return float(hit.mean())
 
 
 def self_mass(maps: RoutingMaps) -> float:
@@ -199,7 +223,7 @@ def attention_routing(attn: torch.Tensor, maps: RoutingMaps) -> RoutingMaps:
     for one answer per example, where the transformer reads out), with the items' read and source."""
     a = attn.detach().cpu().double().numpy()
     rows = np.where(maps.out_pos >= 0, maps.out_pos, a.shape[1] - 1)
-    return RoutingMaps(a[maps.example, rows], maps.example, maps.out_pos, maps.read, maps.source)
+    return RoutingMaps(a[maps.example, rows], maps.example, maps.out_pos, maps.read, maps.source, maps.key)
 
 
 def attention_scores(attns: list[torch.Tensor], maps: RoutingMaps) -> dict[str, float]:
@@ -240,6 +264,37 @@ def intervention_follow(f, tokens: torch.Tensor, maps: RoutingMaps, replace_toke
     out = f(x.to(tokens.device)).cpu()
     o = out[torch.arange(len(ex)), q] if out.dim() == 3 else out
     return float((o.argmax(-1) == pick).float().mean())
+
+
+@torch.no_grad()
+def swap_follow(f, tokens: torch.Tensor, maps: RoutingMaps, blocks, generator=None) -> dict[str, float]:
+    """Swap the keys, or the values, of each item's pair a and another pair b of its sequence (module docstring);
+    the share of items whose prediction becomes b's value after each swap. tokens: (B, T) ids; blocks: (P, 2)
+    positions of the key and the value of each pair. Returns ``swap_follow_keys``, ``swap_follow_values`` and
+    their mean ``swap_follow``; empty without items whose source is a pair's value, or with one pair."""
+    blocks = torch.as_tensor(blocks).cpu()
+    P = len(blocks)
+    value_pair = {int(v): j for j, v in enumerate(blocks[:, 1])}
+    items = [i for i in np.nonzero(maps.source >= 0)[0] if int(maps.source[i]) in value_pair]
+    if P < 2 or not items:
+        return {}
+    items = np.asarray(items)
+    ex, q = torch.as_tensor(maps.example[items]), torch.as_tensor(maps.out_pos[items])
+    a = torch.tensor([value_pair[int(s)] for s in maps.source[items]])
+    b = (a + torch.randint(1, P, (len(items),), generator=generator)) % P  # uniform over the other pairs
+    x = tokens.cpu()[ex]
+    rows = torch.arange(len(items))
+    target = x[rows, blocks[b, 1]]  # b's value: the answer after either swap
+    out = {}
+    for name, col in (("keys", 0), ("values", 1)):
+        xs = x.clone()
+        pa, pb = blocks[a, col], blocks[b, col]
+        xs[rows, pa], xs[rows, pb] = x[rows, pb], x[rows, pa]
+        o = f(xs.to(tokens.device)).cpu()
+        o = o[rows, q] if o.dim() == 3 else o
+        out[f"swap_follow_{name}"] = float((o.argmax(-1) == target).float().mean())
+    out["swap_follow"] = (out["swap_follow_keys"] + out["swap_follow_values"]) / 2
+    return out
 
 
 @torch.no_grad()
@@ -330,8 +385,9 @@ def _modadd_frequencies(model, task, W, k: int = 5) -> dict[str, float]:
 
 def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, float]:
     """Every routing measure that applies to ``model`` on sequence ``task``, on n test examples drawn with
-    ``seed``: position ipr and sharing (with their random references), the Jacobian routing scores, the
-    intervention (tasks whose answer is the token at its source), the block-permutation error (tasks with
+    ``seed``: position ipr and sharing (with their random references), the Jacobian routing scores (on the
+    key-value pair and on the value alone for key-value tasks), the intervention (tasks whose answer is the token
+    at its source), the swaps of keys and of values (key-value tasks), the block-permutation error (tasks with
     ``extras["blocks"]``), attention scores (models with ``attention_maps``), key frequencies (modadd) and
     the ridge reference (icl-regression). Keys are module-docstring names; values are floats."""
     geo = task.geometry
@@ -350,9 +406,12 @@ def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, flo
         res.update(position_ipr=position_ipr(W, geo), position_ipr_random=position_ipr_random(geo),
                    position_sharing=position_sharing(W, geo), position_sharing_random=position_sharing_random(geo))
         feats = torch.nn.functional.one_hot(x, C).float() if task.vocab else x.reshape(len(x), T, C)
-        maps = jacobian_maps(model, feats, y, src, task.info.get("query_pos"))
+        key_offset = task.info.get("source_key_offset")
+        maps = jacobian_maps(model, feats, y, src, task.info.get("query_pos"), key_offset)
         if src is not None:
             res["routing_accuracy"] = routing_accuracy(maps)
+            if key_offset is not None:
+                res["routing_accuracy_value"] = routing_accuracy(maps, value_only=True)
         if (maps.read >= 0).any():
             res["self_mass"] = self_mass(maps)
         res["input_dependence"] = input_dependence(maps)
@@ -361,6 +420,8 @@ def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, flo
             res["relevant_mass_random"] = len(task.extras["relevant"]) / T
         if task.info.get("answer_at_source") and task.vocab and src is not None:
             res["intervention_follow"] = intervention_follow(model, x, maps, task.extras["replace_tokens"], g)
+        if key_offset is not None and task.vocab and "blocks" in task.extras:
+            res.update(swap_follow(model, x, maps, task.extras["blocks"], g))
         if "blocks" in task.extras:
             res.update(perm_equivariance(model, x if task.vocab else feats, y, task.extras["blocks"], g))
         if hasattr(model, "attention_maps"):

@@ -11,7 +11,9 @@ one is resumed from its last checkpoint.
 
 - ``imp``: iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
 - ``ecnn``: a CNN trained for ``cnn_steps``, embedded exactly into an MLP (d'Ascoli et al. 2019), trained on as
-  an MLP; then the loss along the straight line from it to a plain MLP of the same shape.
+  an MLP; then the loss along the straight line from it to a plain MLP of the same shape and the same step budget,
+  after aligning the plain MLP's hidden units to it (weight matching), and the distance of its layers to the
+  convolutions of its known unit layout.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from probe.config import ConfigError, RunConfig
 from probe.run.checkpoint import atomic_write, list_checkpoints, load_checkpoint
@@ -199,20 +202,110 @@ def _load_weights(state: dict):
     return prepare
 
 
+def conv_layouts(model) -> list[tuple]:
+    """Per local layer of ``model`` (a cnn or lcn LocalNet), what :func:`probe.metrics.equivariance.conv_layout`
+    needs to write the convolutions of its embedded dense layer: (input geometry, output channels, kernel, stride,
+    padding, circular). Hidden layers' inputs are the previous layer's channels over its output grid."""
+    from probe.geometry import Geometry
+    from probe.models.conv import LocallyConnected, out_size
+
+    out, geo = [], model.geometry
+    for layer in model.layers:
+        if isinstance(layer, LocallyConnected):
+            O, k, s, pad = layer.weight.shape[0], layer.kernel, layer.stride, layer.pad
+        else:
+            O, k, s, pad = layer.weight.shape[0], layer.kernel_size[0], layer.stride[0], layer.padding[0]
+        out.append((geo, O, k, s, pad, model.circular))
+        geo = Geometry(channels=O, spatial=tuple(out_size(n, k, s, pad) for n in geo.spatial), periodic=geo.periodic)
+    return out
+
+
+def conv_subspace_distances(state: dict, layouts: list[tuple]) -> dict[str, float]:
+    """The distance of an embedded MLP's layers (state ``layers.i.weight``) to the convolutions of their known unit
+    layouts (:func:`probe.metrics.equivariance.conv_subspace_distance`): ``conv_subspace_distance`` of the first
+    layer, and ``conv_subspace_distance_all`` over all embedded layers together (sqrt of the summed squared
+    residuals over the summed squared norms)."""
+    from probe.metrics.equivariance import conv_layout, conv_subspace_projection
+
+    res, tot, first = 0.0, 0.0, None
+    for i, (geo, O, k, s, pad, circ) in enumerate(layouts):
+        W = state[f"layers.{i}.weight"].detach().double().cpu().numpy()
+        P = conv_subspace_projection(W, conv_layout(geo, O, k, s, pad, circ))
+        r, n = float(((W - P) ** 2).sum()), float((W**2).sum())
+        first = first if first is not None else float(np.sqrt(r / n))
+        res, tot = res + r, tot + n
+    return {"conv_subspace_distance": first, "conv_subspace_distance_all": float(np.sqrt(res / tot))}
+
+
+def match_hidden_units(ref: dict, state: dict, max_iter: int = 50, seed: int = 0) -> dict:
+    """``state`` (a plain MLP: ``layers.i.weight``/``bias``, ``readout``) with its hidden units permuted to line up
+    with ``ref``'s, by weight matching (Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin", their algorithm 1).
+
+    A permutation P_l of each hidden layer l leaves the function unchanged (the next layer's inputs are permuted
+    alike); the P_l maximize sum_l <W_ref^l, P_l W^l P_{l-1}^T> + <b_ref^l, P_l b^l>, the readout's inputs included.
+    Coordinate ascent: each P_l in turn is the linear assignment (``scipy.optimize.linear_sum_assignment``) with
+    the others fixed, layers in a seeded random order, until no P_l changes (or ``max_iter`` sweeps). Without it,
+    two solutions of one network are compared with their hidden units in unrelated orders, and the loss on the
+    straight line between them rises for that reason alone.
+    """
+    L = sum(1 for k in state if k.startswith("layers.") and k.endswith(".weight"))
+    num = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+    names = [f"layers.{i}" for i in range(L)] + ["readout"]
+    Wa, Wb = [num(ref[f"{n}.weight"]) for n in names], [num(state[f"{n}.weight"]) for n in names]
+    ba = [num(ref[f"{n}.bias"]) if f"{n}.bias" in ref else None for n in names]
+    bb = [num(state[f"{n}.bias"]) if f"{n}.bias" in state else None for n in names]
+    perms = [np.arange(len(Wb[i])) for i in range(L)]
+    rng = np.random.default_rng(seed)
+    for _ in range(max_iter):
+        changed = False
+        for l in rng.permutation(L):
+            incoming = Wb[l][:, perms[l - 1]] if l > 0 else Wb[l]
+            S = Wa[l] @ incoming.T
+            if ba[l] is not None and bb[l] is not None:
+                S += np.outer(ba[l], bb[l])
+            outgoing = Wb[l + 1][perms[l + 1]] if l + 1 < L else Wb[l + 1]
+            S += Wa[l + 1].T @ outgoing
+            col = linear_sum_assignment(S, maximize=True)[1]
+            if not np.array_equal(col, perms[l]):
+                changed, perms[l] = True, col
+        if not changed:
+            break
+    out = {k: v.clone() for k, v in state.items()}
+    for l in range(L + 1):
+        p_out = torch.as_tensor(perms[l]) if l < L else None
+        p_in = torch.as_tensor(perms[l - 1]) if l > 0 else None
+        w = state[f"{names[l]}.weight"]
+        w = w[p_out] if p_out is not None else w
+        out[f"{names[l]}.weight"] = (w[:, p_in] if p_in is not None else w).clone()
+        if p_out is not None and f"{names[l]}.bias" in state:
+            out[f"{names[l]}.bias"] = state[f"{names[l]}.bias"][p_out].clone()
+    return out
+
+
 def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", source_opts: dict | None = None,
-         interpolate: bool = True, points: int = 11):
+         interpolate: bool = True, points: int = 11, equal_budget: bool = True, align: bool = True):
     """Train a CNN (``source`` = cnn or lcn with ``source_opts``, otherwise ``cfg``'s settings) for ``cnn_steps``
     steps (0: its initialization) in ``stages/cnn``; embed it into an MLP (:func:`embed_local_net`: width and depth
     come from the CNN, whatever ``cfg`` says) and train that MLP with ``cfg`` into ``out``. With ``interpolate``,
-    also train a plain MLP of the same shape and seed (``stages/mlp``) and evaluate the loss at ``points`` points
-    on the straight line theta(a) = (1 - a) theta_eCNN + a theta_MLP (``out/interpolation.json``). The null of
-    that line is the same line between two plain MLPs that differ only in their seed (``stages/mlp`` and
-    ``stages/mlp_null``, seed + NULL_SEED_OFFSET): independent solutions of one network are separated by a
-    barrier too (hidden units in another order), so a barrier says "another basin" only where it exceeds it.
+    also train a plain MLP of the same shape and seed (``stages/mlp``), for ``cnn_steps + cfg.steps`` steps with
+    ``equal_budget`` (the eCNN's whole budget: its CNN's steps and its own), else ``cfg.steps``; align its hidden
+    units to the eCNN's (:func:`match_hidden_units`, with ``align``) and evaluate the loss at ``points`` points on
+    the straight line theta(a) = (1 - a) theta_eCNN + a theta_MLP (``out/interpolation.json``). The null of that
+    line is the same line between two plain MLPs that differ only in their seed (``stages/mlp`` and
+    ``stages/mlp_null``, seed + NULL_SEED_OFFSET, the same budget), the second aligned to the first: independent
+    solutions of one network are separated by a barrier too, so a barrier says "another basin" only where it
+    exceeds it.
 
-    Results: ``width``, ``depth``, ``cnn_test_acc``, ``mlp_test_acc``, ``line_barrier`` (the largest excess of
-    the test loss on the line over the straight interpolation of its end values), ``line_barrier_train``, and
-    their nulls ``line_barrier@mlps`` and ``line_barrier_train@mlps``."""
+    Results: ``width``, ``depth``, ``cnn_test_acc``, ``mlp_test_acc``, ``mlp_steps``; ``line_barrier`` (the largest
+    excess of the test loss on the line over the straight interpolation of its end values), ``line_barrier_train``
+    and ``line_error_barrier`` (the same for the test error, 1 - accuracy: unlike the loss it does not grow with the
+    confidence of wrong answers, and aligned midpoints are confident), after alignment, with their nulls
+    ``line_barrier@mlps``, ``line_barrier_train@mlps`` and ``line_error_barrier@mlps``, and the same without
+    alignment (``*_unaligned``); ``conv_subspace_distance`` and
+    ``conv_subspace_distance_all`` (:func:`conv_subspace_distances`: the distance of the final eCNN's embedded
+    layers to the convolutions of their known unit layout) with their values at the eCNN's step 0 (``@init``: 0
+    for a cnn source, the unshared part for an lcn source) and for the plain MLP read in the same layout
+    (``@mlp``)."""
     if cfg.model != "mlp" or cfg.param != "standard" or cfg.model_opts:
         raise ConfigError("procedure ecnn: the run must be a plain model=mlp, param=standard, without model_opts "
                           "(the CNN goes in procedure_opts.source and source_opts)")
@@ -227,23 +320,41 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
     if cnn_steps:
         cnn.load_state_dict(last_state_dict(out / STAGES / "cnn"))
     width, depth, state = embed_local_net(cnn)
+    layouts = conv_layouts(cnn)
     mlp_cfg = cfg.replace(width=width, depth=depth)
     row = train_or_resume(mlp_cfg, out, prepare=_load_weights(state))
     # step 0 of the eCNN computes the CNN's function: its first row holds the CNN's accuracy after cnn_steps
     first = read_metrics(out)[0]
-    results = {"width": width, "depth": depth, "cnn_test_acc": first.get("test_acc")}
+    final = last_state_dict(out)
+    results = {"width": width, "depth": depth, "cnn_test_acc": first.get("test_acc"),
+               **conv_subspace_distances(final, layouts),
+               **{f"{k}@init": v for k, v in conv_subspace_distances(state, layouts).items()}}
     if interpolate:
-        results["mlp_test_acc"] = train_or_resume(mlp_cfg, out / STAGES / "mlp").get("test_acc")
+        plain_cfg = mlp_cfg.replace(steps=cfg.steps + cnn_steps) if equal_budget else mlp_cfg
+        results["mlp_steps"] = plain_cfg.steps
+        results["mlp_test_acc"] = train_or_resume(plain_cfg, out / STAGES / "mlp").get("test_acc")
         task_model = setup(mlp_cfg, out)  # task and an MLP of the right shape, on cfg's device
-        train_or_resume(mlp_cfg.replace(seed=cfg.seed + NULL_SEED_OFFSET), out / STAGES / "mlp_null")
+        train_or_resume(plain_cfg.replace(seed=cfg.seed + NULL_SEED_OFFSET), out / STAGES / "mlp_null")
         plain = last_state_dict(out / STAGES / "mlp")
-        line = loss_on_line(task_model.model, task_model.task, last_state_dict(out), plain, points)
-        null = loss_on_line(task_model.model, task_model.task, plain, last_state_dict(out / STAGES / "mlp_null"),
-                            points)
-        _save_json(out / "interpolation.json", {**line, "null": null})
-        for key, losses in (("line_barrier", "test_loss"), ("line_barrier_train", "train_loss")):
-            results[key] = _barrier(line[losses], line["alpha"])
-            results[f"{key}@mlps"] = _barrier(null[losses], null["alpha"])
+        other = last_state_dict(out / STAGES / "mlp_null")
+        results.update({f"{k}@mlp": v for k, v in conv_subspace_distances(plain, layouts).items()})
+        lines = {}
+        for tag, aligned in (("", align), ("_unaligned", False)):
+            b = match_hidden_units(final, plain) if aligned else plain
+            b_null = match_hidden_units(plain, other) if aligned else other
+            line = loss_on_line(task_model.model, task_model.task, final, b, points)
+            null = loss_on_line(task_model.model, task_model.task, plain, b_null, points)
+            lines[tag] = {**line, "null": null}
+            for key, losses in (("line_barrier", "test_loss"), ("line_barrier_train", "train_loss")):
+                results[f"{key}{tag}"] = _barrier(line[losses], line["alpha"])
+                results[f"{key}{tag}@mlps"] = _barrier(null[losses], null["alpha"])
+            if None not in line["test_acc"] + null["test_acc"]:  # the test error's barrier (classification)
+                results[f"line_error_barrier{tag}"] = _barrier([1 - a for a in line["test_acc"]], line["alpha"])
+                results[f"line_error_barrier{tag}@mlps"] = _barrier([1 - a for a in null["test_acc"]], null["alpha"])
+            if not align:
+                break
+        _save_json(out / "interpolation.json", {**lines[""], "aligned": align,
+                                                **({"unaligned": lines["_unaligned"]} if align else {})})
     return row, results
 
 

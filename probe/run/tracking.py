@@ -15,15 +15,19 @@ Conventions (what later parts rely on):
   the last step. N = 0 means every evaluation step (``--eval-every``). Rows are only written at multiples of
   ``--log-every`` and ``--eval-every``, so N must be a multiple of one of them.
 - References (docs/design.md §4.3): at the last step, ``RUN/reference.json`` gets the tracked measures on the run's
-  initialization (``init``), on Gaussian weights of the same shape and RMS (``gaussian``) and on the final
-  weights with input positions permuted (``permuted``): the null for contiguity has to keep the final fields'
-  concentration, so it is taken from the final weights, once per run.
+  initialization (``init``), on the model's initializer at other seeds (``init_seeds``), on Gaussian weights of
+  the same shape and RMS (``gaussian``), on the final weights with input positions permuted (``permuted``) and
+  with every unit's Fourier phases randomized (``phase``), and on random local fields in the final fields'
+  windows (``lcn``): the nulls for contiguity have to keep the final fields' concentration or spectrum, so they
+  are taken from the final weights, once per run. ``phase``, ``lcn`` and ``init_seeds`` hold only the measures
+  they are drawn for (:mod:`probe.metrics.nulls`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +114,9 @@ class Tracker:
         out: the run folder, where ``reference.json`` is written at the last step (None: not written).
     """
 
-    def __init__(self, names, cfg: RunConfig, geometry, W0: np.ndarray, out: Path | None = None):
+    def __init__(self, names, cfg: RunConfig, geometry, W0: np.ndarray, out: Path | None = None, init_build=None):
         self.names, self.cfg, self.geometry, self.out = tuple(names), cfg, geometry, out
+        self.init_build = init_build  # seed -> the dense first layer at that seed's initialization (init_seeds)
         self.W0 = np.array(W0, dtype=np.float64)
         self.weight_names = [n for n in self.names if n in WEIGHT_MEASURES]
         self.layer_names = [n for n in self.names if n in LAYER_MEASURES]
@@ -168,14 +173,16 @@ class Tracker:
         return write_references(self.out, refs, self.cfg.steps, self.cfg.seed)
 
     def references(self, W: np.ndarray) -> dict[str, dict[str, float]]:
-        """The tracked measures on ``init``, ``gaussian`` and ``permuted`` (:mod:`probe.metrics.nulls`), for final
-        weights W; ``movement`` is left out (it is defined against W0 itself)."""
+        """The tracked measures on ``init``, ``init_seeds``, ``gaussian``, ``permuted``, ``phase`` and ``lcn``
+        (:mod:`probe.metrics.nulls`), for final weights W; ``movement`` is left out (it is defined against W0
+        itself)."""
         return references(W, self.geometry, self.W0, seed=self.cfg.seed, names=self.weight_names,
-                          layer_names=self.layer_names)
+                          layer_names=self.layer_names, init_build=self.init_build)
 
 
 def write_references(out: Path, refs: dict, step: int, seed: int) -> Path:
-    """Write ``reference.json``: {"step", "seed", "init": {...}, "gaussian": {...}, "permuted": {...}}."""
+    """Write ``reference.json``: {"step", "seed", "init": {...}, "gaussian": {...}, "permuted": {...}, ...}, one
+    object per reference of :func:`probe.metrics.nulls.references`."""
     path = Path(out) / REFERENCE_FILE
     payload = {"step": step, "seed": seed, **refs}
     try:
@@ -207,9 +214,22 @@ def initial_first_layer(run) -> np.ndarray:
     return dense_first_layer(clone)
 
 
+def first_layer_at_init(cfg: RunConfig, task, seed: int) -> np.ndarray:
+    """The dense first layer of ``cfg``'s model as a run of ``seed`` starts (``setup`` seeds torch with the run's seed
+    before building the model), built on the CPU without touching the caller's random state: the model's own
+    initializer, for the ``init_seeds`` reference."""
+    from probe.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
+    return dense_first_layer(model)
+
+
 def tracking_hooks(run) -> tuple:
     """The hooks that ``run_training`` adds for ``run.cfg.track``: () when tracking is off (no cost per step)."""
     names = check_tracking(run.cfg, run.task.geometry.kind)
     if not names:
         return ()
-    return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out),)
+    build = partial(first_layer_at_init, run.cfg, run.task)
+    return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out, init_build=build),)

@@ -11,6 +11,8 @@ Conventions shared by every task here:
   source (the answer then becomes that token: ``info["answer_at_source"]``). ``extras["blocks"]``: (B, b)
   positions of blocks whose order the answer ignores (key-value pairs, in-context examples).
   ``info["query_pos"]``: for one answer per example, the position of the token that asks (the last).
+  ``info["source_key_offset"]``: for key-value tasks, where the key of the answer's pair sits relative to its
+  source (mqar: -1), so that routing is scored on the whole pair.
 - ``fresh=True``: training batches are drawn anew at every step by ``sampler``, a pure function of
   (seed, step); ``x_train`` (``n_train`` examples) then only serves the trainer's train-accuracy estimate.
   ``fresh=False``: a fixed training set of ``n_train`` examples. The test set is an independent stream.
@@ -89,7 +91,8 @@ def mqar(seed: int = 0, vocab: int = 64, pairs: int = 4, length: int = 16, n_tra
     _check("mqar", length > 2 * pairs, f"length must exceed 2 * pairs (room for queries), got {length}")
     params = dict(vocab=vocab, pairs=pairs, length=length)
     blocks = torch.arange(2 * pairs).reshape(pairs, 2)
-    info = {**params, "chance_acc_within_values": 1 / pairs, "answer_at_source": True}
+    # the answer's key sits right before its value (source): the full source is the pair (probe.metrics.routing)
+    info = {**params, "chance_acc_within_values": 1 / pairs, "answer_at_source": True, "source_key_offset": -1}
     return _task("mqar", gen_mqar, params, seed, n_train, n_test, fresh, channels=vocab, T=length, n_outputs=vocab,
                  vocab=vocab, info=info, extras={"blocks": blocks, "replace_tokens": torch.arange(vocab // 2, vocab)})
 
