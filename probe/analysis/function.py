@@ -30,7 +30,7 @@ NOT_MEASURES = ("attn_layer", "attn_head")
 
 def applicable(task) -> tuple[str, ...]:
     """The functional measures that are defined on ``task``."""
-    if task.info.get("family") == "arith":
+    if getattr(task, "info", {}).get("family") == "arith":
         return ("arith",)
     if task.geometry.kind == "sequence":
         per_position = task.loss == "ce" and task.y_test.dim() == 2
