@@ -69,6 +69,10 @@ EXPERIMENTS = {
             x="model", hue="task_opts.pairs", xlabel="model",
             final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow", "swap_follow_keys",
                    "swap_follow_values"])),
+        Fig((), where={"task": "induction"}, options=dict(
+            prefix="routing_induction_", x="model", hue="task_opts.length", xlabel="model",
+            final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow",
+                   "input_dependence"])),
     ]),
     # SGD vs L1 vs beta-LASSO vs IMP with rewinding (MNIST-1D MLP 40-500-500-10): end-of-run accuracy, sparsity
     # and locality against the permuted null, and the fields of seed 0 at the last step
@@ -135,8 +139,8 @@ def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
         if not chosen:
             print(f"   {name} {', '.join(fig.which)}: no runs match {fig.where}")
             continue
-        written += make_figures(chosen, out, prefix=f"{name}_", which=fig.which,
-                                say=lambda m: print(f"   {m}"), **fig.options)
+        options = {"prefix": f"{name}_", **fig.options}  # a figure may name its own prefix
+        written += make_figures(chosen, out, which=fig.which, say=lambda m: print(f"   {m}"), **options)
     return written
 
 
