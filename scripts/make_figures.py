@@ -1,6 +1,6 @@
-"""Run the preset experiments and regenerate every figure of the README into figures/ (issue 5).
+"""Run the preset experiments and regenerate every figure of docs/findings.md into figures/ (issue 5).
 
-    python scripts/make_figures.py                       # quick scale: under 30 minutes on 2 CPU cores in all
+    python scripts/make_figures.py                       # quick scale: 152 runs, 90 min on 2 shared CPU cores
     python scripts/make_figures.py --scale full --jobs 8 # the papers' scale, for a GPU machine
     python scripts/make_figures.py --only mnist1d nlgp   # some experiments only
     python scripts/make_figures.py --figures-only        # redraw from the runs already there
@@ -8,7 +8,8 @@
 Each experiment is a sweep preset of probe/experiments (`probe sweep --preset NAME`), run into RUNS/NAME
 (restartable: finished runs are skipped), then drawn with probe.figures.make.make_figures into OUT/<prefix>_*.png and
 .pdf. Every figure printed here can also be drawn by hand with `probe figures RUN... --out DIR` on the same runs.
-The README's Figures section shows them with their commands.
+docs/findings.md shows them with their commands; the README's Figures section says how to draw any set of runs.
+After a null changes, scripts/refresh_references.py rewrites the runs' reference.json and --figures-only redraws.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ EXPERIMENTS = {
             x="model", hue="task_opts.pairs", xlabel="model",
             final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow", "swap_follow_keys",
                    "swap_follow_values"])),
+        Fig((), where={"task": "induction"}, options=dict(
+            prefix="routing_induction_", x="model", hue="task_opts.length", xlabel="model",
+            final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow",
+                   "input_dependence"])),
     ]),
     # SGD vs L1 vs beta-LASSO vs IMP with rewinding (MNIST-1D MLP 40-500-500-10): end-of-run accuracy, sparsity
     # and locality against the permuted null, and the fields of seed 0 at the last step
@@ -135,8 +140,8 @@ def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
         if not chosen:
             print(f"   {name} {', '.join(fig.which)}: no runs match {fig.where}")
             continue
-        written += make_figures(chosen, out, prefix=f"{name}_", which=fig.which,
-                                say=lambda m: print(f"   {m}"), **fig.options)
+        options = {"prefix": f"{name}_", **fig.options}  # a figure may name its own prefix
+        written += make_figures(chosen, out, which=fig.which, say=lambda m: print(f"   {m}"), **options)
     return written
 
 

@@ -16,8 +16,9 @@ an example and, for per-position targets, the position q where it is asked)
   x_s in R^C the input at position s. ``routing_accuracy``: share of items whose argmax_s A_s, over positions
   other than the *read* position (where the query or placeholder token sits: its own token steers every
   answer, so it would win the argmax without telling where content comes from), is the ground-truth source.
-  Where the answer is found through a key (associative recall: the task's ``info["source_key_offset"]`` says
-  where the key sits relative to the value), the source is the pair, the matching key and its value: a model
+  Where the answer is found through a key (associative recall, and induction, whose query matches the token
+  before the answer's source; the task's ``info["source_key_offset"]`` says where the key sits relative to the
+  value), the source is the pair, the matching key and its value: a model
   that routes by content must read both, and a first-order map may well peak at the key, whose match with the
   query decides which value is read. ``routing_accuracy_value`` then keeps the value-only score.
   ``self_mass`` reports the share of A that the read position holds.

@@ -11,8 +11,9 @@ Conventions shared by every task here:
   source (the answer then becomes that token: ``info["answer_at_source"]``). ``extras["blocks"]``: (B, b)
   positions of blocks whose order the answer ignores (key-value pairs, in-context examples).
   ``info["query_pos"]``: for one answer per example, the position of the token that asks (the last).
-  ``info["source_key_offset"]``: for key-value tasks, where the key of the answer's pair sits relative to its
-  source (mqar: -1), so that routing is scored on the whole pair.
+  ``info["source_key_offset"]``: where the key of the answer's pair sits relative to its source (mqar: the key
+  before its value; induction: the earlier copy of the query token before the token to predict; both -1), so that
+  routing is scored on the whole pair.
 - ``fresh=True``: training batches are drawn anew at every step by ``sampler``, a pure function of
   (seed, step); ``x_train`` (``n_train`` examples) then only serves the trainer's train-accuracy estimate.
   ``fresh=False``: a fixed training set of ``n_train`` examples. The test set is an independent stream.
@@ -123,7 +124,9 @@ def induction(seed: int = 0, vocab: int = 64, length: int = 32, prefix: int = 16
     _check("induction", fixed_offset == 0 or lo <= fixed_offset <= length - 1,
            f"fixed_offset must be 0 (random) or in [{lo}, {length - 1}], got {fixed_offset}")
     params = dict(vocab=vocab, length=length, prefix=prefix, fixed_offset=fixed_offset)
-    info = {**params, "answer_at_source": True, "query_pos": length - 1}
+    # the query (the last token, P[m-1]) matches the earlier P[m-1] right before the answer's source P[m]: the full
+    # source is that pair, as in mqar
+    info = {**params, "answer_at_source": True, "query_pos": length - 1, "source_key_offset": -1}
     return _task("induction", gen_induction, params, seed, n_train, n_test, fresh, channels=vocab, T=length,
                  n_outputs=vocab, vocab=vocab, info=info, extras={"replace_tokens": torch.arange(vocab)})
 
