@@ -377,7 +377,9 @@ def conv_distance(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha
     1 - s^2 of their crop energy: where s = 0.95, values below about 0.3 mean "convolutional up to that
     noise"; where s is near 1 (short crops), only nearly exact sharing counts, since looser agreement is what
     chance gives. On non-periodic grids a zero-padded convolution's border units are truncated filters and
-    count as misfit.
+    count as misfit. With C = 1, crops that hold a single nonzero tap all look alike after centring, so fields
+    scattered over single pixels (a shuffled convolution read in pixel order) count as shared and score about
+    sqrt(1 - window_mass_k), not 1.
 
     Args:
         k: kernel size (window length per axis).

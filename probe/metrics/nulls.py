@@ -84,9 +84,12 @@ def phase_randomize(W, geometry: Geometry, seed: int = 0) -> np.ndarray:
     stationary one with its spectrum; a smooth non-local field stays what it was, in distribution.
 
     On non-periodic grids the transform treats the field as one period of a periodic one: a field whose two
-    edges differ has the power of that jump at high frequencies, which the surrogate spreads over the grid,
-    so there the null is slightly rougher than the field (its window mass slightly lower), a small bias
-    toward reading a smooth field as local. MNIST-1D's grid (40 positions) is not periodic.
+    edges differ has the power of that jump at high frequencies, which the surrogate spreads over the grid
+    instead of keeping it at the edge. The bias this leaves is small and was measured on smooth random fields
+    cut from a periodic field twice as long (40 of 80 positions, correlation length 6 pixels, 200 units): the
+    null's window_mass_3 is 0.236 against the fields' 0.222 (the null errs toward reading them as not local) and
+    its shift_match 0.89 against 0.91 (toward reading them as equivariant); at correlation length 3 both agree
+    within 0.015 (tests/test_nulls.py). MNIST-1D's grid (40 positions) is not periodic.
 
     Returns W' in the layout of ``geometry.without_perm()`` (fields in the original position order).
     """
