@@ -160,7 +160,7 @@ class Subject:
     def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0, init=None) -> "Subject":
         if source.config is None:
             subject = cls(source.geometry, source=source, n_data=n_data, seed=seed)
-            subject.init_path, subject.layers_of_source = init, list(subject.layers(source))
+            subject.init_path, subject.layers_of_source = init, list(subject.layers(source)) if init else []
             return subject
         task, notes = None, []
         if data:
@@ -171,7 +171,7 @@ class Subject:
         model = build_probe_model(source, task)
         subject = cls(source.geometry, model, task, source, n_data, seed, notes)
         subject.init_path = init
-        subject.layers_of_source = list(subject.layers(source))
+        subject.layers_of_source = list(subject.layers(source)) if init else []  # only --init compares them
         return subject
 
     def layers(self, source: Source) -> dict[str, np.ndarray]:
