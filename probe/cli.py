@@ -365,6 +365,8 @@ def analyze(
                              "units drawn."),
     init: Optional[Path] = typer.Option(None, help="The initial weights of an outside checkpoint (same format): the "
                                                    "init reference and movement."),
+    delta: bool = typer.Option(False, "--delta", help="Also the first layer's measures on ΔW = W - W0 (delta_*), with "
+                               "their references drawn from ΔW; W0 from the run's step-0 checkpoint or --init."),
 ):
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
     from probe.analysis import report as an, terminal
@@ -377,14 +379,15 @@ def analyze(
     if all_steps and (shape is not None or init is not None):
         raise ConfigError("--all-steps reads a probe run folder; --input-shape and --init are for outside checkpoints")
     if all_steps:
-        reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed, progress=True)
+        reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed, progress=True,
+                                   delta=delta)
         console.print(f"{terminal.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
         tables, note = terminal.steps_tables(reports, console.width)
         if note:
             reports[-1].notes.append(note)
     else:
         reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
-                                         n_data=n_data, seed=seed, init=init)]
+                                         n_data=n_data, seed=seed, init=init, delta=delta)]
         console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
         tables = terminal.report_tables(reports[0])
     for note in dict.fromkeys(n for r in reports for n in r.notes):

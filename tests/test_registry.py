@@ -42,9 +42,14 @@ def test_a_tracker_of_every_trackable_measure_writes_exactly_their_keys():
     rng = np.random.default_rng(0)
     W0 = rng.standard_normal((16, 12))
     cfg = RunConfig(task="mnist1d", steps=10, eval_every=5, log_every=5)
-    tracker = Tracker(TRACKABLE, cfg, g, W0)
+    plain = [n for n in TRACKABLE if MEASURES[n].scope in ("first", "layer", "init")]  # the ΔW and G twins:
+    tracker = Tracker(plain, cfg, g, W0)  # tests/test_pull.py
     row = tracker.measure(W0 + 0.1 * rng.standard_normal(W0.shape))
-    assert set(row) == set(tracker.keys()) == {k for n in TRACKABLE for k in MEASURES[n].outputs}
+    assert set(row) == set(tracker.keys()) == {k for n in plain for k in MEASURES[n].outputs}
+    delta = [n for n in TRACKABLE if MEASURES[n].scope == "delta"]
+    tracker = Tracker(delta, cfg, g, W0)
+    row = tracker.mechanism(W0 + 0.1 * rng.standard_normal(W0.shape), None)
+    assert set(row) == set(tracker.keys()) == {k for n in delta for k in MEASURES[n].outputs}
 
 
 def test_readme_tables_are_the_registrys():

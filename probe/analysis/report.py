@@ -267,10 +267,14 @@ class Subject:
         self._info = info
         return out
 
-    def report(self, source: Source, layer: str | None = None) -> Report:
-        """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer."""
+    def report(self, source: Source, layer: str | None = None, delta: bool = False) -> Report:
+        """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer; with
+        ``delta`` the first layer's ``delta_*`` measures of ΔW = W - W_0 beside their references (:meth:`_delta`)."""
         check_measurable(source)
         init = self._init_state()  # first: it loads the step-0 weights into the model
+        if delta and init is None:
+            raise ConfigError("--delta: needs the initial weights W_0, the run's step-0 checkpoint (checkpoints/"
+                              "step_0.pt) or, for an outside checkpoint, --init FILE")
         layers = self.layers(source)
         names = list(layers)
         if layer is not None and layer not in layers:
@@ -299,6 +303,8 @@ class Subject:
                     if self._build is None:
                         rep.notes.append("init_seeds: PyTorch's default Linear init U(-1/sqrt(n), 1/sqrt(n)) on other "
                                          "seeds (a plain state_dict does not say how it was initialized)")
+                if delta:
+                    self._delta(rep, name, W, init[0].get(name))
                 units = rep.layers[name].get("shift_match_units", W.shape[0])
                 if units < W.shape[0]:
                     rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
@@ -327,6 +333,29 @@ class Subject:
             rep.notes.append("left out, not dense matrices (only a CNN's or LCN's first layer is written out "
                              "densely): " + ", ".join(left_out))
         return rep
+
+
+    def _delta(self, rep: Report, name: str, W: np.ndarray, W0: np.ndarray | None) -> None:
+        """The first layer's measures on ΔW = W - W_0 (:mod:`probe.metrics.pull`) as ``delta_<key>`` in its row,
+        and their ``gaussian``, ``permuted``, ``phase`` and ``lcn`` references drawn from ΔW as
+        :func:`probe.metrics.nulls.references` draws them (no ``init``: ΔW is 0 there). ΔW = 0 (the initial
+        weights themselves) gets a note and no delta measures."""
+        from probe.metrics.layer import LAYER_MEASURES
+        from probe.metrics.nulls import references
+
+        if W0 is None or W0.shape != W.shape:
+            rep.notes.append(f"delta: no initial weights of layer {name}'s shape: no delta measures")
+            return
+        D = W - W0
+        if not D.any():
+            rep.notes.append("delta: ΔW = 0 (these are the initial weights): no delta measures")
+            return
+        values = {**first_layer_measures(D, self.geometry, self._first_names), **layer_measures(D)}
+        rep.layers[name] = {**rep.layers[name], **{f"delta_{k}": v for k, v in values.items()}}
+        refs = references(D, self.geometry, seed=self.seed, names=self._first_names, layer_names=LAYER_MEASURES)
+        for kind, vals in refs.items():
+            rep.reference[kind][name] = {**rep.reference[kind].get(name, {}),
+                                         **{f"delta_{k}": v for k, v in vals.items()}}
 
 
 def unmeasured(state_dict: dict, layers) -> list[str]:
@@ -360,7 +389,7 @@ def _split_nulls(function: dict, reference: dict) -> None:
 
 # -- public entry points -----------------------------------------------------------------------------------------
 def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: bool = True, layer: str | None = None,
-                       n_data: int = 512, seed: int = 0, init=None) -> Report:
+                       n_data: int = 512, seed: int = 0, init=None, delta: bool = False) -> Report:
     """Measure one checkpoint (a run folder: its last one) beside its references.
 
     Args:
@@ -375,15 +404,17 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
         seed: seeds the Gaussian weights, the position permutation and the sequence measures' samples.
         init: the initial weights (a file like ``path``), for the ``init`` reference and ``movement`` of a
             checkpoint without a step-0 checkpoint beside it (an outside state_dict).
+        delta: also the first layer's measures of ΔW = W - W_0 (``delta_*``), W_0 from the step-0 checkpoint or
+            ``init``; ConfigError without either.
 
     Raises CheckpointError or ConfigError with a one-line message for anything the user can fix.
     """
     source = read_source(checkpoint_at(path), input_shape, periodic)
-    return Subject.of(source, data, n_data, seed, init).report(source, layer)
+    return Subject.of(source, data, n_data, seed, init).report(source, layer, delta)
 
 
 def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_data: int = 512,
-                  seed: int = 0, progress: bool = False) -> list[Report]:
+                  seed: int = 0, progress: bool = False, delta: bool = False) -> list[Report]:
     """One :class:`Report` per checkpoint of a run folder, by step (arguments as :func:`analyze_checkpoint`;
     ``progress``: a bar, or a line every few seconds, on standard error). A checkpoint file inside a run folder
     means that run. Model and task are built once, the step-0 measures (every step's ``init``) computed once,
@@ -406,7 +437,7 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
     with Progress(len(ckpts), f"analyze {run_dir}", "checkpoint", enabled=progress) as bar:
         for i, (step, p) in enumerate(ckpts):
             try:
-                reports.append(subject.report(first if i == 0 else read_source(p), layer))
+                reports.append(subject.report(first if i == 0 else read_source(p), layer, delta))
             except WeightsRefused as e:
                 if not reports and i == len(ckpts) - 1:
                     raise

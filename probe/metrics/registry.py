@@ -14,7 +14,10 @@ Scopes (what ``fn`` takes):
 - ``init``: ``fn(W, W0)``, a layer against the run's initialization;
 - ``data``: ``fn(W, X)``, the first layer against the task's training inputs;
 - ``function``: the model on its task (:mod:`probe.analysis.function` computes them; ``fn`` is where the formula
-  is written).
+  is written);
+- ``delta`` and ``grad``: a first-layer or layer measure (``base``) on ΔW = W - W_0 or on the pull G = dL/dW_1
+  (:mod:`probe.metrics.pull`), keys prefixed ``delta_`` / ``grad_``; the pull's own ``grad_com_share``;
+- ``layout``: ``fn(M, index)`` on ΔW and G in a known unit layout (an embedded CNN or LCN).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
-from probe.metrics import arith, functional, locality, recurrence, routing, sparsity, spectral
+from probe.metrics import arith, functional, locality, pull, recurrence, routing, sparsity, spectral
 from probe.metrics.equivariance import conv_distance, shift_match
 
-SCOPES = ("first", "layer", "init", "data", "function")
+SCOPES = ("first", "layer", "init", "data", "function", "delta", "grad", "layout")
+TWINS = {"delta": "ΔW = W - W₀", "grad": "the pull G = dL/dW₁"}  # derived scopes: prefix -> what is measured
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,13 @@ class Measure:
     trackable: bool = False  # computed during training by --track
     expensive: bool = False  # seconds, not milliseconds, on a 4096 x 3072 layer (scripts/bench_analyze.py)
     kinds: tuple[str, ...] = ()  # the task kinds it applies to; default: image for the first layer's, else both
+    base: str = ""  # a delta_/grad_ twin: the measure it applies to ΔW or G
 
     @property
     def task_kinds(self) -> tuple[str, ...]:
         """Image measures read the first layer over a grid of pixels; on a sequence task that layer is a token
         table, where they are trivially 0 or 1 (the routing measures are the sequence analogues)."""
-        return self.kinds or (("image",) if self.scope == "first" else ("image", "sequence"))
+        return self.kinds or (("image",) if self.scope in ("first", "grad", "layout") else ("image", "sequence"))
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -195,6 +200,38 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
 MEASURES.update({n: replace(m, kinds=("sequence",)) for n, m in MEASURES.items()
                  if m.fn.__module__ == routing.__name__})
 
+# -- the learned part ΔW and the pull G (issue 14; probe/metrics/pull.py) -------------------------------------------
+_MECHANISM = "The learned part ΔW = W − W₀ and the pull G = dL/dW₁ (first layer)"
+
+
+def _twin(prefix: str, m: Measure) -> Measure:
+    """``delta_<m>`` / ``grad_<m>``: measure m on ΔW or on G, with its keys prefixed; read against the same nulls
+    drawn from ΔW or G. The pull is computed for image models only (probe.metrics.pull.first_layer_module)."""
+    kinds = ("image",) if prefix == "grad" else m.task_kinds
+    return Measure(f"{prefix}_{m.name}", m.fn, prefix, _MECHANISM, f"{m.label}, of {'ΔW' if prefix == 'delta' else 'G'}",
+                   m.high, m.low, keys=tuple(f"{prefix}_{k}" for k in m.keys), trackable=m.trackable,
+                   expensive=m.expensive, kinds=kinds, base=m.name)
+
+
+MEASURES.update({t.name: t for prefix in TWINS for m in list(MEASURES.values()) if m.scope in ("first", "layer")
+                 for t in (_twin(prefix, m),)})
+MEASURES.update({m.name: m for m in (
+    Measure("grad_com_share", pull.com_share, "grad", _MECHANISM, "share of gradient energy",
+            "the pull falls where each unit's field already is: share of the unit's gradient energy inside the k "
+            "(k x k) window around its current weights' centre of mass (1 = all of it)",
+            "the pull ignores where the field is (chance `@chance` = k^d/\\|S\\|, an isotropic G's expectation)",
+            keys=tuple(f"grad_com_share_{k}" for k in pull.COM_WINDOWS), trackable=True),
+    Measure("conv_share", pull.subspace_shares, "layout", _MECHANISM, "share of squared norm",
+            "(a known unit layout: embedded CNN or LCN) G's (`grad_`) and ΔW's (`delta_`) energy lies in the "
+            "layout's convolutional subspace (1 = weight-shared and local)",
+            "no more than a random direction's share (`@random` = the subspace's dimension / m n)",
+            keys=("grad_conv_share", "delta_conv_share"), trackable=True),
+    Measure("local_share", pull.subspace_shares, "layout", _MECHANISM, "share of squared norm",
+            "(a known unit layout) G's and ΔW's energy inside the layout's windows (1 = locally connected)",
+            "no more than a random direction's share (`@random` = the windows' entries / m n)",
+            keys=("grad_local_share", "delta_local_share"), trackable=True),
+)})
+
 
 def applies(name: str, kind: str) -> bool:
     """Whether measure ``name`` applies to tasks of ``kind`` (image, sequence)."""
@@ -216,8 +253,13 @@ def markdown() -> str:
     out = []
     for group in dict.fromkeys(m.group for m in MEASURES.values()):
         out += [f"#### {group}", "", "| measure | high means | low means | formula |", "| --- | --- | --- | --- |"]
+        if group == _MECHANISM:  # the twins: one row per family, not one per measure
+            for prefix, what in TWINS.items():
+                out.append(f"| `{prefix}_<m>` for every measure m of the first layer and of every layer "
+                           f"(`{prefix}_ipr`, `{prefix}_window_mass_3`, ...) | m's high, on {what} | m's low, on "
+                           f"{what} | m's formula, on {what} |")
         for m in MEASURES.values():
-            if m.group == group:
+            if m.group == group and not m.base:
                 keys = ", ".join(f"`{k}`" for k in m.outputs)
                 out.append(f"| {keys} | {m.high} | {m.low} | `{m.formula}` |")
         out.append("")

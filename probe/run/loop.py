@@ -323,7 +323,10 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
 
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out, task)  # bad data or options fail here, before the run folder is created
-    check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
+    names = check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
+    from probe.run.tracking import check_model
+
+    check_model(names, run.model, out, cfg.model)  # the pull and the layout shares need a model that has them
     if cfg.log == "tensorboard":
         _summary_writer()  # a missing package is a one-line error before --out is touched
     with claim(out):  # one writer per run folder; the lock is released on any exit

@@ -321,6 +321,10 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
         cnn.load_state_dict(last_state_dict(out / STAGES / "cnn"))
     width, depth, state = embed_local_net(cnn)
     layouts = conv_layouts(cnn)
+    from probe.run.tracking import write_layout  # the MLPs' unit layout, for --track conv_share, local_share
+
+    for folder in (out, *((out / STAGES / "mlp", out / STAGES / "mlp_null") if interpolate else ())):
+        write_layout(folder, layouts[0])
     mlp_cfg = cfg.replace(width=width, depth=depth)
     row = train_or_resume(mlp_cfg, out, prepare=_load_weights(state))
     # step 0 of the eCNN computes the CNN's function: its first row holds the CNN's accuracy after cnn_steps

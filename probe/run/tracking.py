@@ -21,6 +21,16 @@ Conventions (what later parts rely on):
   windows (``lcn``): the nulls for contiguity have to keep the final fields' concentration or spectrum, so they
   are taken from the final weights, once per run. ``phase``, ``lcn`` and ``init_seeds`` hold only the measures
   they are drawn for (:mod:`probe.metrics.nulls`).
+- The learned part and the pull (issue 14, :mod:`probe.metrics.pull`): ``delta_<m>`` tracks measure m on
+  ΔW = W - W_0 (left out at step 0, where ΔW = 0); ``grad_<m>`` on the pull G = dL/dW_1 on a fixed batch
+  (:func:`probe.metrics.pull.pull_batch`), beside ``grad_<k>@phase`` (the phase null of G at the same step) for
+  the phase reference's measures; ``grad_com_share`` writes ``grad_com_share_k`` and its chance
+  ``grad_com_share_k@chance``; ``conv_share`` and ``local_share`` write ``grad_*`` and ``delta_*`` shares in the
+  unit layout (:func:`unit_layout`) and ``conv_share@random`` / ``local_share@random``. Aliases: ``delta``
+  (:data:`DELTA_TRACK`) and ``pull`` (:data:`PULL_TRACK`). At the last step reference.json gets the delta and
+  grad keys under ``gaussian``, ``permuted``, ``phase`` and ``lcn``, drawn from ΔW and G (and the exact
+  expectations of an isotropic G for ``grad_com_share_k``, ``grad_conv_share`` and ``grad_local_share`` under
+  ``gaussian``).
 """
 
 from __future__ import annotations
@@ -37,11 +47,17 @@ from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.run.folder import StorageError
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
-from probe.metrics.nulls import references
+from probe.metrics.nulls import PHASE_MEASURES, phase_measures, references
 from probe.metrics.registry import MEASURES, applies
 from probe.metrics.locality import as_matrix
+from probe.metrics import pull
 
 DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
+# `--track delta`: the default set on ΔW (movement is itself a norm of ΔW); `--track pull`: the locality of G
+DELTA_TRACK = tuple(f"delta_{n}" for n in DEFAULT_TRACK if f"delta_{n}" in MEASURES)
+PULL_TRACK = ("grad_ipr", "grad_window_mass_3", "grad_hoyer", "grad_com_share")
+ALIASES = {"default": DEFAULT_TRACK, "delta": DELTA_TRACK, "pull": PULL_TRACK}
+LAYOUT_FILE = "layout.json"  # a run's unit layout, where the model does not carry it (the eCNN's MLP)
 # from the registry (probe/metrics/registry.py): the first-layer measures, movement (against the run's
 # initialization) and the layer measures (one eigendecomposition), which apply to any matrix
 TRACKABLE = tuple(n for n, m in MEASURES.items() if m.trackable)
@@ -64,14 +80,16 @@ def parse_track(spec: str, kind: str | None = None) -> tuple[str, ...]:
     names: list[str] = []
     for item in spec.split(","):
         item = item.strip()
-        if item.lower() == "default":
-            names.extend(n for n in DEFAULT_TRACK if kind is None or applies(n, kind))
+        if item.lower() in ALIASES:
+            names.extend(n for n in ALIASES[item.lower()] if kind is None or applies(n, kind))
         elif item:
             names.append(item)
     unknown = [n for n in names if n not in TRACKABLE]
     if unknown:
+        plain = [n for n in TRACKABLE if not MEASURES[n].base and MEASURES[n].scope not in ("grad", "layout")]
         raise ConfigError(f"--track: unknown measure(s) {', '.join(unknown)}; valid: default, none, "
-                          f"{', '.join(TRACKABLE)}")
+                          f"{', '.join(plain)}; delta_<m> and grad_<m> of each of them but movement; grad_com_share, "
+                          f"conv_share, local_share; aliases delta, pull")
     wrong = [n for n in names if kind is not None and not applies(n, kind)]
     if wrong:
         valid = ", ".join(n for n in TRACKABLE if applies(n, kind))
@@ -114,12 +132,26 @@ class Tracker:
         out: the run folder, where ``reference.json`` is written at the last step (None: not written).
     """
 
-    def __init__(self, names, cfg: RunConfig, geometry, W0: np.ndarray, out: Path | None = None, init_build=None):
+    def __init__(self, names, cfg: RunConfig, geometry, W0: np.ndarray, out: Path | None = None, init_build=None,
+                 task=None, layout: np.ndarray | None = None):
         self.names, self.cfg, self.geometry, self.out = tuple(names), cfg, geometry, out
         self.init_build = init_build  # seed -> the dense first layer at that seed's initialization (init_seeds)
         self.W0 = np.array(W0, dtype=np.float64)
         self.weight_names = [n for n in self.names if n in WEIGHT_MEASURES]
         self.layer_names = [n for n in self.names if n in LAYER_MEASURES]
+        # the learned part and the pull (module docstring): the base measures of the delta_ and grad_ twins
+        self.twins = {p: [MEASURES[n].base for n in self.names if MEASURES[n].scope == p and MEASURES[n].base]
+                      for p in ("delta", "grad")}
+        self.com = "grad_com_share" in self.names
+        self.layout_names = [n for n in self.names if MEASURES[n].scope == "layout"]
+        self.task, self.layout = task, layout
+        self.needs_grad = bool(self.twins["grad"] or self.com or self.layout_names)
+        if self.needs_grad and task is None:
+            raise ValueError("the pull (grad_*, conv_share, local_share) needs the task's training data")
+        if self.layout_names and layout is None:
+            raise ValueError("conv_share and local_share need the unit layout")
+        self._batch = None
+        self._last_G: np.ndarray | None = None
 
     def keys(self) -> list[str]:
         """The row keys this tracker writes (a measure returning a dict writes its MEASURE_KEYS)."""
@@ -132,6 +164,54 @@ class Tracker:
         if self.layer_names:
             lm = layer_measures(W)
             row.update({k: lm[k] for k in self.layer_names})
+        return row
+
+    def twin_measures(self, M: np.ndarray, prefix: str) -> dict[str, float]:
+        """The ``prefix``_ twins (delta, grad) tracked, of M (ΔW or G), keys prefixed; {} for an all-zero M."""
+        bases = self.twins[prefix]
+        if not bases or not M.any():
+            return {}
+        first = [b for b in bases if b in WEIGHT_MEASURES]
+        out = first_layer_measures(M, self.geometry, first) if first else {}
+        layer = [b for b in bases if b in LAYER_MEASURES]
+        if layer:
+            lm = layer_measures(M)
+            out.update({k: lm[k] for k in layer if k in lm})
+        return {f"{prefix}_{k}": v for k, v in out.items()}
+
+    def gradient(self, model: torch.nn.Module) -> np.ndarray:
+        """The pull G = dL/dW_1 of ``model`` now, on the run's fixed batch (:func:`probe.metrics.pull.pull_batch`)."""
+        if self._batch is None:
+            self._batch = pull.pull_batch(self.task, self.cfg.seed)
+        return as_matrix(pull.first_layer_gradient(model, *self._batch, self.task.loss))
+
+    def mechanism(self, W: np.ndarray, model: torch.nn.Module, last: bool = False) -> dict[str, float]:
+        """The delta_, grad_ and layout keys of one tracking step (module docstring); ``last`` keeps G for the
+        references."""
+        D = W - self.W0
+        row = self.twin_measures(D, "delta")
+        if not self.needs_grad:
+            return row
+        G = self.gradient(model)
+        if not np.isfinite(G).all() or not G.any():
+            return row
+        if last:
+            self._last_G = G
+        row.update(self.twin_measures(G, "grad"))
+        phase = [b for b in self.twins["grad"] if b in PHASE_MEASURES]
+        if phase:
+            row.update({f"grad_{k}@phase": v for k, v in phase_measures(G, self.geometry, self.cfg.seed, phase).items()})
+        if self.com:
+            for k in pull.COM_WINDOWS:
+                row[f"grad_com_share_{k}"] = pull.com_share(G, W, self.geometry, k)
+                row[f"grad_com_share_{k}@chance"] = pull.com_share_chance(self.geometry, k)
+        if self.layout_names:
+            chance = pull.random_shares(self.layout)
+            for prefix, M in (("grad", G), ("delta", D)):
+                if M.any():
+                    shares = pull.subspace_shares(M, self.layout)
+                    row.update({f"{prefix}_{n}": shares[n] for n in self.layout_names})
+            row.update({f"{n}@random": chance[n] for n in self.layout_names})
         return row
 
     def __call__(self, step: int, model: torch.nn.Module) -> dict[str, float]:
@@ -149,7 +229,9 @@ class Tracker:
             if "movement" in self.names:
                 row["movement"] = movement(W, self.W0)
             return row
-        if step == self.cfg.steps and self.out is not None:
+        last = step == self.cfg.steps and self.out is not None
+        row.update(self.mechanism(W, model, last))
+        if last:
             self._final = self.references(W)  # written by finish(), after the last checkpoint
         return row
 
@@ -167,6 +249,9 @@ class Tracker:
             if not np.isfinite(W).all():
                 return None
             try:
+                if self.needs_grad:
+                    G = self.gradient(model)
+                    self._last_G = G if np.isfinite(G).all() and G.any() else None
                 refs = self.references(W)
             except ValueError:  # an all-zero layer: no references, as at the last step
                 return None
@@ -176,8 +261,32 @@ class Tracker:
         """The tracked measures on ``init``, ``init_seeds``, ``gaussian``, ``permuted``, ``phase`` and ``lcn``
         (:mod:`probe.metrics.nulls`), for final weights W; ``movement`` is left out (it is defined against W0
         itself)."""
-        return references(W, self.geometry, self.W0, seed=self.cfg.seed, names=self.weight_names,
+        refs = references(W, self.geometry, self.W0, seed=self.cfg.seed, names=self.weight_names,
                           layer_names=self.layer_names, init_build=self.init_build)
+        for prefix, M in (("delta", W - self.W0), ("grad", self._last_G)):
+            bases = self.twins[prefix]
+            if bases and M is not None and M.any():
+                add_twin_references(refs, M, self.geometry, self.cfg.seed, prefix, bases)
+        gauss = refs.setdefault("gaussian", {})
+        if self.com and self._last_G is not None:
+            gauss.update({f"grad_com_share_{k}": pull.com_share_chance(self.geometry, k) for k in pull.COM_WINDOWS})
+        if self.layout_names:
+            chance = pull.random_shares(self.layout)
+            gauss.update({f"{p}_{n}": chance[n] for n in self.layout_names for p in ("grad", "delta")})
+        return refs
+
+
+def add_twin_references(refs: dict, M: np.ndarray, geometry, seed: int, prefix: str, bases) -> dict:
+    """Add to ``refs`` the nulls of the twins ``prefix``_<base> (delta, grad): the ``gaussian``, ``permuted``,
+    ``phase`` and ``lcn`` references of the base measures drawn from M (ΔW or G) instead of W
+    (:func:`probe.metrics.nulls.references`), keys prefixed. ``init`` and ``init_seeds`` are left out: ΔW's
+    initialization is 0 and the initializer's draws are not a ΔW."""
+    first = [b for b in bases if b in WEIGHT_MEASURES]
+    layer = [b for b in bases if b in LAYER_MEASURES]
+    drawn = references(M, geometry, seed=seed, names=first, layer_names=layer)
+    for kind, values in drawn.items():
+        refs.setdefault(kind, {}).update({f"{prefix}_{k}": v for k, v in values.items()})
+    return refs
 
 
 def write_references(out: Path, refs: dict, step: int, seed: int) -> Path:
@@ -232,4 +341,64 @@ def tracking_hooks(run) -> tuple:
     if not names:
         return ()
     build = partial(first_layer_at_init, run.cfg, run.task)
-    return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out, init_build=build),)
+    layout = check_model(names, run.model, run.out, run.cfg.model)
+    return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out, init_build=build,
+                    task=run.task, layout=layout),)
+
+
+# -- the unit layout of the conv_share / local_share measures ------------------------------------------------------
+def write_layout(out, layout: tuple) -> Path:
+    """Record a run's unit layout in ``out/layout.json``: the first layer's (input geometry, output channels,
+    kernel, stride, padding, circular), as :func:`probe.run.procedures.conv_layouts` gives it for a CNN or LCN.
+    The eCNN procedure writes it for its MLP (whose model does not carry the CNN it came from), so that
+    tracking and analysis read its weights in that layout."""
+    geo, O, k, s, pad, circ = layout
+    path = Path(out) / LAYOUT_FILE
+    payload = {"geometry": geo.to_dict(), "out_channels": O, "kernel": k, "stride": s, "pad": pad, "circular": circ}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    return path
+
+
+def unit_layout(model: torch.nn.Module, run_dir=None) -> np.ndarray | None:
+    """The :func:`probe.metrics.equivariance.conv_layout` index of the model's dense first layer, where its unit
+    layout is known: a cnn or lcn model's own first layer, else the run folder's ``layout.json``
+    (:func:`write_layout`); None otherwise."""
+    from probe.geometry import Geometry
+    from probe.metrics.equivariance import conv_layout
+    from probe.models.conv import LocalNet
+
+    if isinstance(model, LocalNet):
+        from probe.run.procedures import conv_layouts
+
+        return conv_layout(*conv_layouts(model)[0])
+    path = Path(run_dir) / LAYOUT_FILE if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return conv_layout(Geometry.from_dict(d["geometry"]), d["out_channels"], d["kernel"], d["stride"], d["pad"],
+                       d["circular"])
+
+
+def check_model(names, model: torch.nn.Module, run_dir=None, model_name: str = "") -> np.ndarray | None:
+    """Refuse (ConfigError, one line) tracked measures this model cannot give: the pull (grad_*, conv_share,
+    local_share) for a model whose first layer is not linear in its input, the layout shares without a known unit
+    layout. Returns the layout index when conv_share or local_share is tracked."""
+    scopes = {MEASURES[n].scope for n in names}
+    what = model_name or type(model).__name__
+    if scopes & {"grad", "layout"} and pull.first_layer_module(model) is None:
+        asked = ", ".join(n for n in names if MEASURES[n].scope in ("grad", "layout"))
+        raise ConfigError(f"--track {asked}: the pull needs a first layer linear in its input (mlp, linear, cnn, "
+                          f"lcn); model {what} has none")
+    if "layout" not in scopes:
+        return None
+    layout = unit_layout(model, run_dir)
+    if layout is None:
+        asked = ", ".join(n for n in names if MEASURES[n].scope == "layout")
+        raise ConfigError(f"--track {asked}: needs a known unit layout (a cnn or lcn model, or an eCNN's MLP, whose "
+                          f"run folder holds {LAYOUT_FILE}); model {what} has none")
+    W = model.first_layer_dense()
+    if tuple(layout.shape) != tuple(W.shape):
+        raise ConfigError(f"--track conv_share/local_share: the layout in {LAYOUT_FILE} has shape "
+                          f"{tuple(layout.shape)}, the model's first layer {tuple(W.shape)}")
+    return layout
