@@ -12,6 +12,9 @@ three ratios (on over off):
     python scripts/bench_tracking.py                 # both cases, 3 repeats (a few minutes on 2 cores)
     python scripts/bench_tracking.py --case mnist1d --repeats 1
     python scripts/bench_tracking.py --threads 2     # torch threads (default 1)
+    python scripts/bench_tracking.py --pull          # tracking on = default,delta,pull (issue 14: ΔW and the pull
+                                                     # G on a fixed batch of 2048); target: at most 10% added
+    python scripts/bench_tracking.py --track pull --target 0.909   # any --track value against tracking off
 
 Torch runs single-threaded by default here: on a 2-core machine shared with other work, two spinning torch
 threads collapse (measured: the MNIST-1D MLP step takes 0.3 ms on one thread and 40 ms on two under load),
@@ -80,11 +83,14 @@ class TrainCPU:
 
 
 CPU = TrainCPU()
+TRACK = "default"  # the tracked set of the "on" runs (--track, --pull)
 
 
 def one(cfg: RunConfig, track: str, folder: Path, timer: HookTimer) -> tuple[float, float, float]:
-    """(samples/s, training wall seconds, training CPU seconds) of one run."""
-    row = run_training(cfg.replace(track=track), folder / f"{track}-{time.monotonic_ns()}", progress=False)
+    """(samples/s, training wall seconds, training CPU seconds) of one run; ``track`` "default" means the
+    benchmark's tracked set (``--track``)."""
+    spec = TRACK if track == "default" else track
+    row = run_training(cfg.replace(track=spec), folder / f"{track}-{time.monotonic_ns()}", progress=False)
     return row["samples_per_s"], row["seconds"], CPU.last
 
 
@@ -118,11 +124,20 @@ def main() -> None:
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
+    parser.add_argument("--track", default="default", help="the tracked set of the 'on' runs (default: default)")
+    parser.add_argument("--pull", action="store_true", help="--track default,delta,pull --target 0.909 (issue 14: "
+                        "the pull adds at most 10%%)")
+    parser.add_argument("--target", type=float, default=None, help="the CPU ratio to meet (default 0.95; 1/1.1 with "
+                        "--pull)")
     args = parser.parse_args()
+    global TRACK
+    TRACK = "default,delta,pull" if args.pull else args.track
+    target = args.target or (1 / 1.1 if args.pull else 0.95)
     torch.set_num_threads(args.threads)
+    print(f"tracking on: --track {TRACK}")
     ratios = [bench(n, c, args.repeats) for n, c in CASES.items() if args.case in (n, "all")]
     worst = min(ratios)
-    print(f"worst CPU ratio {worst:.3f} ({'meets' if worst >= 0.95 else 'misses'} the >= 0.95 target)")
+    print(f"worst CPU ratio {worst:.3f} ({'meets' if worst >= target else 'misses'} the >= {target:.3f} target)")
 
 
 if __name__ == "__main__":

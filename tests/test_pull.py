@@ -237,3 +237,11 @@ def test_analyze_delta_needs_w0_and_reports_the_delta_measures(tmp_path):
     torch.save(sd, tmp_path / "plain.pt")
     res = runner.invoke(app, ["analyze", str(tmp_path / "plain.pt"), "--input-shape", "1,40", "--delta"])
     assert res.exit_code == 2 and "--init" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("geo", [Geometry(1, (2,), periodic=True), Geometry(1, (2, 5), periodic=True), Geometry(1, (2,))])
+def test_a_window_that_covers_the_grid_holds_all_of_the_gradient(geo):
+    rng = np.random.default_rng(7)
+    W, G = rng.standard_normal((6, geo.n_inputs)), rng.standard_normal((6, geo.n_inputs))
+    assert com_share_chance(geo, 5) == 1
+    assert com_share(G, W, geo, 5) == pytest.approx(1)

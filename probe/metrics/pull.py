@@ -31,7 +31,8 @@ import torch
 
 from probe.geometry import Geometry
 from probe.metrics.equivariance import conv_subspace_projection
-from probe.metrics.locality import _live_distributions, as_matrix, centres, energy_maps, unit_fields, window_sizes
+from probe.metrics.locality import (_live_distributions, as_matrix, centres, energy_maps, unit_fields, window_sizes,
+                                   window_sums)
 
 PULL_BATCH = 2048  # the fixed batch of the pull: the whole training set up to this size, else this many examples
 PULL_STREAM = 3  # the generator stream of the fixed batch (nulls use 1 and 2)
@@ -65,6 +66,8 @@ def com_windows(W, geometry: Geometry, k: int) -> np.ndarray:
     mus = centres(_live_distributions(E), geometry)
     for a, (L, kk) in enumerate(zip(geometry.spatial, window_sizes(geometry, k))):
         s = np.round(mus[a] - (kk - 1) / 2).astype(np.int64)
+        if kk == L:  # the window is the whole axis
+            s = np.zeros_like(s)
         starts[live, a] = np.mod(s, L) if geometry.periodic else np.clip(s, 0, L - kk)
     return starts
 
@@ -87,12 +90,9 @@ def com_share(G, W, geometry: Geometry, k: int) -> float:
     use = (starts[:, 0] >= 0) & (tot > 0)
     if not use.any():
         return float("nan")
-    inside = np.zeros(len(g))
-    idx = [np.arange(kk) for kk in window_sizes(geometry, k)]
-    for i in np.flatnonzero(use):
-        pos = [np.mod(starts[i, a] + idx[a], L) for a, L in enumerate(geometry.spatial)]
-        inside[i] = g[i][np.ix_(*pos)].sum()
-    return float(np.mean(inside[use] / tot[use]))
+    sums = window_sums(g[use], geometry, k)  # (m_used, *starts): the window starts index this array
+    inside = sums[(np.arange(len(sums)), *starts[use].T)]
+    return float(np.mean(inside / tot[use]))
 
 
 def com_share_chance(geometry: Geometry, k: int) -> float:
