@@ -21,6 +21,8 @@ BY_NAME = {
     "xi1": "correlation length of class 1",
     "gain": "gain g of erf(g z): the higher, the further from Gaussian the marginals",
     "periodic": "the grid wraps around",
+    "clone": "gaussian: train and test on the class-conditional Gaussian clone (each class's mean and covariance "
+             "from the training set; classification only); none: the real data",
     "test_length": "0: the test split has the training length T; > 0: this length instead (recurrent and "
                    "transformer models only)",
 }
