@@ -154,6 +154,19 @@ def test_clone_acc_in_the_rows_and_both_directions_on_one_clone_test_set(tmp_pat
     # same seed, same initialization: at step 0 both runs score the same network on the same clone test set
     assert real[0]["clone_acc"] == clone[0]["clone_acc"]
     assert real[0]["test_acc"] == clone[0]["real_acc"]
+    from probe.run.check import check_run
+
+    assert check_run(tmp_path / "real").ok  # clone_acc alone writes no reference.json, and none is asked for
+
+
+def test_a_sweep_may_ask_for_the_second_order_final_measures():
+    from probe.sweep.spec import FINAL_MEASURES, expand
+
+    assert "second_order" in FINAL_MEASURES
+    sweep = expand({"name": "s", "final_measures": ["second_order"],
+                    "base": {"task": "nlgp", "track": "clone_acc", "task_opts": {"kurtosis": "elliptical"}},
+                    "grid": {"task_opts.clone": ["none", "gaussian"]}})
+    assert len(sweep.runs) == 2 and all(list(r.final_measures) == ["second_order"] for r in sweep.runs)
 
 
 def bayes_two_gaussians(n_train, n_test, d, sep, seed):
