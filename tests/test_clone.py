@@ -205,3 +205,9 @@ def test_second_order_final_measures_only_when_named():
     out_c = function_measures(model, clone, ["second_order"], n=64)
     assert out_c["qda_acc"] == out["qda_acc"] and out_c["clone_acc"] == out["clone_acc"]  # real data, one clone set
     assert "real_acc" in out_c
+
+
+def test_qda_does_not_depend_on_the_data_s_units():
+    (x, y, xt, yt), _ = bayes_two_gaussians(500, 2000, 30, 2.0, 1)
+    x[:, -1] = xt[:, -1] = 0.0  # a constant input: a singular covariance, which the shrinkage handles
+    assert qda_accuracy(1e-4 * x, y, 1e-4 * xt, yt) == qda_accuracy(x, y, xt, yt) > 0.7
