@@ -25,7 +25,10 @@ import warnings
 import numpy as np
 import torch
 
-QDA_SHRINKAGE = 1e-3  # see qda_predict; scripts/ and the report of issue 14 give its effect on MNIST-1D
+# measured (seed 0, default splits): MNIST-1D 0.551 at 1e-3, 0.575 at 1e-2, 0.533 at 0.1 (scikit-learn's default
+# svd solver with reg_param 1e-3 gives 0.553, the issue's pilot); the 5,000-image MNIST subset (400 examples a
+# class, 784 pixels) 0.870, 0.906, 0.945: where n_c < d the ceiling depends on it, read it as a lower bound there
+QDA_SHRINKAGE = 1e-3
 EVAL_BATCH = 4096
 
 
