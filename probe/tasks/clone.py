@@ -54,11 +54,12 @@ def class_factors(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[int,
 
 
 def gaussian_clone(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, n_classes: int,
-                   generator: torch.Generator, where: str = "clone") -> torch.Tensor:
+                   generator: torch.Generator, where: str = "clone", factors: dict | None = None) -> torch.Tensor:
     """Examples for ``labels`` (any order, any counts), the one of label c drawn from N(mu_c, Sigma_c) measured on
     (x, y) (module docstring): float32, shape (len(labels), d), on x's device. Draws class by class in class order
-    from ``generator``. A label with no example of its class in (x, y) is a ConfigError."""
-    factors = class_factors(x, y, n_classes)
+    from ``generator``. A label with no example of its class in (x, y) is a ConfigError. ``factors``:
+    :func:`class_factors` of (x, y), when computed already."""
+    factors = class_factors(x, y, n_classes) if factors is None else factors
     labels_cpu = labels.detach().cpu()
     out = torch.empty(len(labels_cpu), x.shape[1], dtype=torch.float64)
     for c in torch.unique(labels_cpu).tolist():
@@ -104,8 +105,9 @@ def clone_task(task, seed: int, where: str):
     fits QDA on the real data); ``info["clone"] = "gaussian"``."""
     check_clonable(task, f"{where}: clone=gaussian")
     x_tr, y_tr, x_te, y_te = task.x_train, task.y_train, task.x_test, task.y_test
-    task.x_train = gaussian_clone(x_tr, y_tr, y_tr, task.n_outputs, stream(seed, CLONE_TRAIN), where)
-    task.x_test = gaussian_clone(x_tr, y_tr, y_te, task.n_outputs, stream(0, CLONE_TEST), where)
+    factors = class_factors(x_tr, y_tr, task.n_outputs)  # once: a QR per class of up to 5000 x 3072 (CIFAR-10)
+    task.x_train = gaussian_clone(x_tr, y_tr, y_tr, task.n_outputs, stream(seed, CLONE_TRAIN), where, factors)
+    task.x_test = gaussian_clone(x_tr, y_tr, y_te, task.n_outputs, stream(0, CLONE_TEST), where, factors)
     task.extras.update(real_x_train=x_tr, real_y_train=y_tr, real_x_test=x_te, real_y_test=y_te)
     task.info["clone"] = "gaussian"
     return task
