@@ -9,6 +9,9 @@ no two streams of one seed meet in any run shorter than 2^40 steps:
 - ``SAMPLER + step``: the fresh examples NLGP's online sampler draws at that step; ``step``: those of an online
   sequence sampler (sequence tasks have no epochs, so this never meets an epoch's stream);
 - ``TRAIN_SET``, ``TEST_SET``: the fixed splits of the generated sequence tasks (7: the relevant bits of parity).
+- ``CLONE_TRAIN``: the class-conditional Gaussian clone's training set (:mod:`probe.tasks.clone`); ``CLONE_TEST``
+  of seed 0: its test set, the same for every run (as a real test set is), also where ``clone_acc`` scores a
+  run trained on the real data.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ STRIDE = 1_000_003  # a prime: seeds s and s + 1 never share a stream
 SAMPLER = 17
 AUGMENT = TRAIN_SET = 2**40
 TEST_SET = 2**41
+CLONE_TRAIN = 2**42
+CLONE_TEST = 2**42 + 1
 
 
 def stream(seed: int, offset: int) -> torch.Generator:

@@ -263,7 +263,7 @@ def test_unknown_choices_list_the_valid_ones():
     res = runner.invoke(app, ["train", "--task", "mnist1d", "--model", "resnet"])
     assert all(m in res.output for m in ("mlp", "cnn", "lcn", "linear"))
     res = runner.invoke(app, ["train", "--task", "nlgp", "--task-opt", "colour=3"])
-    assert "valid options: dim, fresh, gain, n_test, n_train, periodic, size, xi0, xi1" in res.output
+    assert "valid options: clone, dim, fresh, gain, kurtosis, n_test, n_train, periodic, size, xi0, xi1" in res.output
 
 
 BAD_CONFIG_FILES = [

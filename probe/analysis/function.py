@@ -16,6 +16,11 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
 - ``arith`` (the ``add`` task): :func:`probe.metrics.arith.arith_measures` on the whole test and
   extrapolation splits: ``relevant_weight_mass``, ``rel_mse``, ``extrap_rel_mse`` with their ``X@gaussian``
   null and the ``X@linreg`` (scikit-learn's LinearRegression) and ``X@rule`` (the exact rule) controls.
+- ``second_order`` (image classification tasks; only when named, e.g. a sweep's ``final_measures``):
+  :func:`probe.metrics.second_order.second_order_measures`: ``clone_acc`` (the model on the class-conditional
+  Gaussian clone test set), ``real_acc`` (on the real test set, for a model trained on the clone), ``qda_acc``
+  (the second-order ceiling: QDA fitted on the real training set, scored on the real test set) and
+  ``qda_clone_acc`` (the same QDA on the clone test set). On the whole test set, not the first n inputs.
 """
 
 from __future__ import annotations
@@ -23,27 +28,31 @@ from __future__ import annotations
 from probe.metrics import defined
 from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
 
-FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith")
+FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith",
+                     "second_order")
+# computed only when named: they fit a classifier on the whole training set (not per model) and draw a clone
+OPT_IN = ("second_order",)
 # facts sequence_measures returns beside its measures: which attention head the attn_* measures are of
 NOT_MEASURES = ("attn_layer", "attn_head")
 
 
 def applicable(task) -> tuple[str, ...]:
-    """The functional measures that are defined on ``task``."""
+    """The functional measures that are defined on ``task`` (those of :data:`OPT_IN` only when named)."""
     if getattr(task, "info", {}).get("family") == "arith":
         return ("arith",)
     if task.geometry.kind == "sequence":
         per_position = task.loss == "ce" and task.y_test.dim() == 2
         return ("routing", "recurrence") if per_position else ("routing",)
     images = ("lie_derivative", "lie_ratio")
-    return (*images, "shift_consistency") if task.loss == "ce" else images
+    return (*images, "shift_consistency", "second_order") if task.loss == "ce" else images
 
 
 def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info: dict | None = None) -> dict[str, float]:
-    """The functional measures ``names`` (default: every one that applies) of ``model`` on ``task``, as one flat
+    """The functional measures ``names`` (default: every one that applies, but :data:`OPT_IN`) of ``model`` on ``task``, as one flat
     dict of floats; names that do not apply to the task are left out (module docstring). Facts that are not
     measures (:data:`NOT_MEASURES`: the attention head the ``attn_*`` measures read) go into ``info``."""
-    names = applicable(task) if names is None else [m for m in names if m in applicable(task)]
+    names = ([m for m in applicable(task) if m not in OPT_IN] if names is None
+             else [m for m in names if m in applicable(task)])
     model.eval()
     out: dict[str, float] = {}
     x = task.x_test[:n]
@@ -66,6 +75,10 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info
         from probe.metrics.recurrence import recurrence_measures
 
         out.update(recurrence_measures(model, task, n=n, seed=seed))
+    if "second_order" in names:
+        from probe.metrics.second_order import second_order_measures
+
+        out.update(second_order_measures(model, task))
     if "arith" in names:
         from probe.metrics.arith import arith_measures
 

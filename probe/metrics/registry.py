@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
-from probe.metrics import arith, functional, locality, pull, recurrence, routing, sparsity, spectral
+from probe.metrics import arith, functional, locality, pull, recurrence, routing, second_order, sparsity, spectral
 from probe.metrics.equivariance import conv_distance, shift_match
 
 SCOPES = ("first", "layer", "init", "data", "function", "delta", "grad", "layout")
@@ -69,6 +69,8 @@ class Measure:
 
 _RECURRENCE = "Function: recurrence (sequence tasks with an answer at every position)"
 _ARITH = "Function: the add task (two relevant inputs among D)"
+_SECOND = "Function: which input statistics the solution uses (image classification; `final_measures = " \
+    "[\"second_order\"]`)"
 _LOCALITY, _TRANSLATION, _SPECTRA, _EVERY, _FUNCTION = (
     "First layer: locality and sparsity", "First layer: translation structure", "First layer: spectra per unit, "
     "and the data", "Every layer", "Function section (needs the task's data)")
@@ -193,6 +195,20 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "(`rel_mse`) and outside it (`extrap_rel_mse`); beside `@linreg` and `@rule`",
             "close to the exact rule (noise² / var(y); 0 without label noise)",
             keys=("rel_mse", "extrap_rel_mse")),
+    # -- which input statistics the solution uses (issue 14) -------------------------------------------------------
+    Measure("clone_acc", second_order.clone_accuracy, "function", _SECOND, "accuracy on the clone",
+            "the network's accuracy survives on the class-conditional Gaussian clone test set (each class's "
+            "training mean and covariance, nothing else): it rests on second-order statistics; `--track clone_acc`",
+            "it needs more than the classes' first two moments (read beside test_acc and `qda_acc`)",
+            kinds=("image",)),
+    Measure("real_acc", second_order.clone_accuracy, "function", _SECOND, "accuracy on real data",
+            "(runs trained on the clone, `clone=gaussian`) what second-order statistics teach carries over to "
+            "the real data", "it does not", kinds=("image",)),
+    Measure("qda_acc", second_order.qda_accuracy, "function", _SECOND, "QDA accuracy (0..1)",
+            "the second-order ceiling: QDA (class-conditional Gaussians, shrinkage 1e-3) fitted on the real "
+            "training set, on the real test set (`qda_acc`) and on the clone test set (`qda_clone_acc`)",
+            "the classes' means and covariances separate them poorly", keys=("qda_acc", "qda_clone_acc"),
+            kinds=("image",)),
 )}
 
 

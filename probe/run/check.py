@@ -261,11 +261,11 @@ def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | N
 
 
 def _references(rep: CheckReport, cfg: RunConfig, last: int | None) -> None:
-    from probe.run.tracking import REFERENCE_FILE, parse_track
+    from probe.run.tracking import DATA_TRACKS, REFERENCE_FILE, parse_track
 
     path = rep.run / REFERENCE_FILE
-    try:
-        tracked = parse_track(cfg.track)
+    try:  # the data tracks (clone_acc) have no references: a run tracking only them writes no reference.json
+        tracked = tuple(n for n in parse_track(cfg.track) if n not in DATA_TRACKS)
     except ConfigError:
         tracked = ()
     if not path.exists():

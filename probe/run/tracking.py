@@ -11,6 +11,8 @@ Conventions (what later parts rely on):
 - ``--track``: a comma list of :data:`TRACKABLE` names, ``default`` (:data:`DEFAULT_TRACK`, cheap: well under a
   millisecond per 100 x 40 layer, tens of ms at 1024 x 3072) or ``none`` (no hook at all, so no cost per step).
   Unknown names are a :class:`~probe.config.ConfigError` raised before anything is built or written.
+- Names of :data:`DATA_TRACKS` (``clone_acc``) are measured on the model and the task's data by their own hooks
+  (:mod:`probe.metrics.second_order`), at the same tracking steps, into the same rows.
 - ``--track-every N``: measures are computed at logged rows whose step is a multiple of N, at step 0 and at
   the last step. N = 0 means every evaluation step (``--eval-every``). Rows are only written at multiples of
   ``--log-every`` and ``--eval-every``, so N must be a multiple of one of them.
@@ -65,6 +67,23 @@ TRACKABLE = tuple(n for n, m in MEASURES.items() if m.trackable)
 # checkpoints afterwards with `probe analyze RUN --all-steps`
 EXPENSIVE = tuple(n for n, m in MEASURES.items() if m.expensive)
 REFERENCE_FILE = "reference.json"
+# tracked names computed from the model on the task's data, not from the first layer: name -> (the task kinds it
+# applies to, "module:function" making the hook ``hook(step, model) -> dict`` of a run); imported only when asked for
+DATA_TRACKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "clone_acc": (("image",), "probe.metrics.second_order:clone_accuracy_hook"),  # issue 14: clone_acc, real_acc
+}
+
+
+def _data_hooks(run, names) -> tuple:
+    """The hooks of the :data:`DATA_TRACKS` among ``names``, for ``run``."""
+    import importlib
+
+    hooks = []
+    for n in names:
+        if n in DATA_TRACKS:
+            module, fn = DATA_TRACKS[n][1].split(":")
+            hooks.append(getattr(importlib.import_module(module), fn)(run))
+    return tuple(hooks)
 
 
 def parse_track(spec: str, kind: str | None = None) -> tuple[str, ...]:
@@ -84,13 +103,17 @@ def parse_track(spec: str, kind: str | None = None) -> tuple[str, ...]:
             names.extend(n for n in ALIASES[item.lower()] if kind is None or applies(n, kind))
         elif item:
             names.append(item)
-    unknown = [n for n in names if n not in TRACKABLE]
+    unknown = [n for n in names if n not in TRACKABLE and n not in DATA_TRACKS]
     if unknown:
         plain = [n for n in TRACKABLE if not MEASURES[n].base and MEASURES[n].scope not in ("grad", "layout")]
         raise ConfigError(f"--track: unknown measure(s) {', '.join(unknown)}; valid: default, none, "
                           f"{', '.join(plain)}; delta_<m> and grad_<m> of each of them but movement; grad_com_share, "
-                          f"conv_share, local_share; aliases delta, pull")
-    wrong = [n for n in names if kind is not None and not applies(n, kind)]
+                          f"conv_share, local_share; {', '.join(DATA_TRACKS)}; aliases delta, pull")
+    wrong_data = [n for n in names if kind is not None and n in DATA_TRACKS and kind not in DATA_TRACKS[n][0]]
+    if wrong_data:
+        raise ConfigError(f"--track: {', '.join(wrong_data)} does not apply to a {kind} task (it needs "
+                          f"{' or '.join(DATA_TRACKS[wrong_data[0]][0])} tasks)")
+    wrong = [n for n in names if kind is not None and n not in DATA_TRACKS and not applies(n, kind)]
     if wrong:
         valid = ", ".join(n for n in TRACKABLE if applies(n, kind))
         raise ConfigError(f"--track: {', '.join(wrong)} measure(s) the first layer over an image grid and do not "
@@ -338,12 +361,14 @@ def first_layer_at_init(cfg: RunConfig, task, seed: int) -> np.ndarray:
 def tracking_hooks(run) -> tuple:
     """The hooks that ``run_training`` adds for ``run.cfg.track``: () when tracking is off (no cost per step)."""
     names = check_tracking(run.cfg, run.task.geometry.kind)
+    data = _data_hooks(run, names)
+    names = tuple(n for n in names if n not in DATA_TRACKS)
     if not names:
-        return ()
+        return data
     build = partial(first_layer_at_init, run.cfg, run.task)
     layout = check_model(names, run.model, run.out, run.cfg.model)
     return (Tracker(names, run.cfg, run.task.geometry, initial_first_layer(run), run.out, init_build=build,
-                    task=run.task, layout=layout),)
+                    task=run.task, layout=layout), *data)
 
 
 # -- the unit layout of the conv_share / local_share measures ------------------------------------------------------

@@ -69,7 +69,10 @@ class TaskSpec:
     def options(self) -> dict:
         """Task options and their defaults, from the function's keyword arguments."""
         sig = inspect.signature(self.fn)
-        return {k: p.default for k, p in sig.parameters.items() if k != "seed"}
+        opts = {k: p.default for k, p in sig.parameters.items() if k != "seed"}
+        if self.kind == "image":  # every image task takes clone= (probe.tasks.clone); classification is checked then
+            opts.setdefault("clone", "none")
+        return opts
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -121,9 +124,15 @@ def config_for(task: str, **fields) -> RunConfig:
 
 
 def make_task(name: str, opts: dict | None = None, seed: int = 0) -> Task:
-    """Build task ``name`` with task options ``opts``; ``seed`` fixes anything random the options leave open."""
+    """Build task ``name`` with task options ``opts``; ``seed`` fixes anything random the options leave open.
+    ``clone=gaussian`` (every image task) replaces the data by its class-conditional Gaussian clone
+    (:mod:`probe.tasks.clone`), a ConfigError for a sequence or regression task."""
     spec = get_spec(name)
     opts = dict(opts or {})
+    if spec.kind == "sequence" and "clone" in opts:  # named before the unknown options: the problem is the task
+        if str(opts.pop("clone")).lower() != "none":
+            raise ConfigError(f"task {name}: clone=gaussian needs an image classification task; {name} is a "
+                              "sequence task (tokens, no class moments over a grid)")
     valid = spec.options()
     if name.startswith("npz:"):
         opts["path"] = name[4:]
@@ -133,6 +142,13 @@ def make_task(name: str, opts: dict | None = None, seed: int = 0) -> Task:
         choices = ", ".join(sorted(k for k in valid if k != "path")) or "none"
         raise ConfigError(f"task {name}: unknown task option(s) {', '.join(unknown)}; valid options: {choices}")
     opts = coerce_opts(opts, valid, f"task {name}")
+    clone = str(opts.pop("clone", "none")).lower()
+    from probe.tasks.clone import CLONE_CHOICES, clone_task
+
+    if clone not in CLONE_CHOICES:
+        raise ConfigError(f"task {name}: clone must be one of {', '.join(CLONE_CHOICES)}, got {clone!r}")
     task = spec.fn(seed=seed, **opts)
     task.name = name
+    if clone == "gaussian":
+        task = clone_task(task, seed, f"task {name}")
     return task

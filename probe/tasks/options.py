@@ -21,6 +21,8 @@ BY_NAME = {
     "xi1": "correlation length of class 1",
     "gain": "gain g of erf(g z): the higher, the further from Gaussian the marginals",
     "periodic": "the grid wraps around",
+    "clone": "gaussian: train and test on the class-conditional Gaussian clone (each class's mean and covariance "
+             "from the training set; classification only); none: the real data",
     "test_length": "0: the test split has the training length T; > 0: this length instead (recurrent and "
                    "transformer models only)",
 }
@@ -28,6 +30,10 @@ BY_NAME = {
 BY_TASK = {
     ("nlgp", "dim"): "grid dimensions (1: a line, 2: a square)",
     ("nlgp-gauss", "dim"): "grid dimensions (1: a line, 2: a square)",
+    ("nlgp", "kurtosis"): "higher-order control at this gain's covariance: negative (erf, the NLGP: excess "
+                          "kurtosis < 0), zero (its Gaussian clone), positive (sinh of a Gaussian field, heavy "
+                          "tails: +1.5), elliptical (a Gaussian field times one random radius per example: "
+                          "multivariate t, nu = 10)",
     ("icl-regression", "dim"): "input dimension of each (x, y) example",
     ("icl-regression", "context"): "examples in context before the query",
     ("icl-regression", "noise"): "standard deviation of the label noise",
