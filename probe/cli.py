@@ -418,7 +418,7 @@ def analyze(
 def sweep(
     target: Optional[Path] = typer.Argument(None, help="A sweep spec (.toml); with --summary, a sweep folder."),
     preset: Optional[str] = typer.Option(None, help="A preset shipped with probe (see --list)."),
-    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes) or full (a GPU); by default quick."),
+    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes), medium (about an hour on 2 cores with --jobs 2) or full (a GPU); by default quick."),
     out: Optional[Path] = typer.Option(None, help="Sweep folder; by default runs/sweeps/NAME-SCALE."),
     executor: str = typer.Option("local", help="local, slurm, or submitit-local (submitit's local executor)."),
     jobs: int = typer.Option(1, min=1, help="Runs at once: local worker processes, or the Slurm array's parallelism."),
