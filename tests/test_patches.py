@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from probe.cli import app
 from probe.config import ConfigError
 from probe.tasks import make_task
+from probe.seeding import stream
 from probe.tasks.patches import IMAGES, _rngs, load_gray
 
 runner = CliRunner()
@@ -37,7 +38,7 @@ def opts(folder, **kw):
 def covered(where, h, w, shapes):
     """Per image, the pixels that the patches at ``where`` (image, top, left) cover."""
     masks = [np.zeros(s, bool) for s in shapes]
-    for k, r, c in np.asarray(where):
+    for k, r, c in np.asarray(where)[:, :3]:
         masks[k][r:r + h, c:c + w] = True
     return masks
 
@@ -65,7 +66,7 @@ def test_patches_are_the_standardized_image_pixels_at_their_place(folder):
         h = 1 if rows else 8
         assert t.geometry.spatial == ((8,) if rows else (8, 8))
         assert (t.geometry.channels, t.geometry.periodic, t.n_outputs) == (1, False, len(IMAGES))
-        for x, y, (k, r, c) in zip(t.x_test[:20], t.y_test[:20], t.extras["where_test"][:20].tolist()):
+        for x, y, (k, r, c) in zip(t.x_test[:20], t.y_test[:20], t.extras["where_test"][:20, :3].tolist()):
             assert int(y) == k
             img = load_gray(f"{folder}/{IMAGES[k][1]}")
             want = (img[r:r + h, c:c + 8] - t.info["mean"]) / t.info["std"]
@@ -101,7 +102,31 @@ def test_fresh_batches_are_a_pure_function_of_seed_and_step(folder):
     assert make_task("patches", opts(folder), seed=0).sampler is None
 
 
+@pytest.mark.parametrize("rows", [False, True])
+def test_shift_augmentation_cuts_real_translations_inside_the_training_blocks(folder, rows):
+    t = make_task("patches", opts(folder, rows=rows, augment_shift=3), seed=0)
+    plain = make_task("patches", opts(folder, rows=rows), seed=0)
+    assert torch.equal(t.x_train, plain.x_train) and plain.sampler is None
+    where = t.extras["where_train"].numpy()
+    h, src = (1 if rows else 8), t.source
+    moved = 0
+    for step in range(8):  # one epoch of 400 patches in batches of 50
+        x, y = t.sampler(0, step, 50)
+        idx = torch.randperm(400, generator=stream(0, 0))[step * 50:(step + 1) * 50]
+        assert torch.equal(y, plain.y_train[idx])  # the trainer's epoch order, labels kept
+        for xi, (k, r, c, br, bc) in zip(x.numpy(), where[idx.numpy()]):
+            hits = [(r2, c2) for r2 in range(br, br + 33 - h) for c2 in range(bc, bc + 33 - 8)
+                    if abs(r2 - r) <= 3 and abs(c2 - c) <= 3 and (not rows or r2 == r)
+                    and np.array_equal(src.cut([k], [r2], [c2])[0], xi)]
+            assert hits  # the patch is the image at a corner within k of the original, inside its own block
+            moved += (r, c) not in hits
+    assert moved > 100  # most patches were shifted
+    again = t.sampler(0, 3, 50)
+    assert torch.equal(again[0], t.sampler(0, 3, 50)[0])
+
+
 @pytest.mark.parametrize("bad,message", [
+    ({"augment_shift": 2, "fresh": True}, "applies to the fixed training set"),
     ({"size": 40}, "patch size 40 is larger than the blocks"),
     ({"block": 200, "size": 8}, "fewer than two blocks"),
     ({"test_frac": 1.0}, "test_frac must be in"),

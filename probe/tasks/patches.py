@@ -18,6 +18,10 @@ patch's corner uniform among the positions that keep it inside the block. The fi
 such draws from ``data_seed`` (the first n training patches are the same for every ``n_train``, so data-size
 sweeps grow one nested set); with ``fresh`` every step draws a new batch from the training blocks (an unlimited
 stream, a pure function of the run's seed and the step).
+
+Augmentation (``augment_shift`` = k > 0): the fixed training set in the trainer's epoch order, each patch cut again
+at its corner moved by a shift uniform in [-k, k] per axis (along the row only with ``rows``), clipped to stay
+inside its own training block: real translations of the image (no wrap-around), never a test pixel.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.seeding import SAMPLER, stream
+from probe.seeding import AUGMENT, SAMPLER, stream
 from probe.tasks import Task, register
 
 # class index -> (name, file in skimage/data)
@@ -90,8 +94,8 @@ def split_blocks(shape, block: int, test_frac: float, rng: np.random.Generator) 
 class PatchSource:
     """The standardized images and their block splits; cuts patches.
 
-    ``draw(rngs, n, split)`` returns inputs (n, features), labels (n,) and where each patch lies, (n, 3) rows of
-    (image, top row, left column)."""
+    ``draw(rngs, n, split)`` returns inputs (n, features), labels (n,) and where each patch lies, (n, 5) rows of
+    (image, top row, left column, its block's top row, its block's left column)."""
 
     def __init__(self, images: list[np.ndarray], block: int, size: int, rows: bool, test_frac: float, data_seed: int):
         self.block, self.size, self.rows = int(block), int(size), bool(rows)
@@ -128,10 +132,13 @@ class PatchSource:
         corner = np.stack([self.blocks[split][k][j] for k, j in zip(y, pick)]) if n else np.zeros((0, 2), np.int64)
         top = corner[:, 0] + r_row.integers(0, self.block - self.h + 1, n)
         left = corner[:, 1] + r_col.integers(0, self.block - self.w + 1, n)
-        rr = top[:, None, None] + np.arange(self.h)[None, :, None]
-        cc = left[:, None, None] + np.arange(self.w)[None, None, :]
-        x = self.stack[y[:, None, None], rr, cc].reshape(n, -1)
-        return x, y, np.stack([y, top, left], 1)
+        return self.cut(y, top, left), y, np.concatenate([np.stack([y, top, left], 1), corner], 1)
+
+    def cut(self, image, top, left) -> np.ndarray:
+        """The patches (n, h * w) whose top-left corners are (top, left) in images ``image``."""
+        rr = np.asarray(top)[:, None, None] + np.arange(self.h)[None, :, None]
+        cc = np.asarray(left)[:, None, None] + np.arange(self.w)[None, None, :]
+        return self.stack[np.asarray(image)[:, None, None], rr, cc].reshape(len(rr), -1)
 
 
 def _rngs(*key) -> list[np.random.Generator]:
@@ -150,12 +157,44 @@ class PatchSampler:
         return torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
 
 
+class PatchShiftAugment:
+    """Training batches with random real translations of up to ``k`` pixels (module docstring): the trainer's own
+    epoch order (the same patches as without augmentation), the shifts a pure function of (seed, step)."""
+
+    draws_from_train_set = True  # batches come from the fixed training set: a batch larger than it is the whole set
+
+    def __init__(self, task: Task, source: PatchSource, where: np.ndarray, k: int):
+        self.task, self.source, self.where, self.k = task, source, np.asarray(where), int(k)
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, seed: int, step: int, batch: int, device="cpu"):
+        n = len(self.where)
+        B = min(batch, n)
+        epoch, i = divmod(step, max(1, n // B))
+        if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
+            self._perm, self._epoch = torch.randperm(n, generator=stream(seed, epoch)).numpy(), epoch
+        idx = self._perm[i * B : (i + 1) * B]
+        k, top, left, b_top, b_left = self.where[idx, 0], *self.where[idx, 1:].T
+        g = stream(seed, AUGMENT + step)
+        shift = torch.randint(-self.k, self.k + 1, (len(idx), 2), generator=g).numpy()
+        if self.source.rows:
+            shift[:, 0] = 0
+        src = self.source
+        top = np.clip(top + shift[:, 0], b_top, b_top + src.block - src.h)
+        left = np.clip(left + shift[:, 1], b_left, b_left + src.block - src.w)
+        x = torch.from_numpy(src.cut(k, top, left)).to(device)
+        return x, self.task.y_train[torch.from_numpy(idx)].to(device)
+
+
 @register("patches", "grayscale patches of 10 natural images shipped in scikit-image, classified by their image; "
                      "training and test patches from disjoint blocks")
 def patches(seed: int = 0, size: int = 16, rows: bool = False, n_train: int = 10000, n_test: int = 2000,
-            fresh: bool = False, block: int = 64, test_frac: float = 0.25, data_seed: int = 0,
-            data_dir: str = "") -> Task:
+            fresh: bool = False, augment_shift: int = 0, block: int = 64, test_frac: float = 0.25,
+            data_seed: int = 0, data_dir: str = "") -> Task:
     where = "task patches"
+    if augment_shift < 0 or (augment_shift and fresh):
+        raise ConfigError(f"{where}: augment_shift must be >= 0 and applies to the fixed training set (fresh=false), "
+                          f"got augment_shift={augment_shift}, fresh={fresh}")
     if size < 1 or n_train < 1 or n_test < 1:
         raise ConfigError(f"{where}: size, n_train and n_test must be >= 1 (got {size}, {n_train}, {n_test})")
     if not 0 < test_frac < 1:
@@ -182,5 +221,7 @@ def patches(seed: int = 0, size: int = 16, rows: bool = False, n_train: int = 10
                 extras={"where_train": t(at_tr, torch.long), "where_test": t(at_te, torch.long)})
     if fresh:
         task.sampler = PatchSampler(source)
+    if augment_shift:
+        task.sampler = PatchShiftAugment(task, source, at_tr, augment_shift)
     task.source = source  # for tests and analysis: the blocks and the cutter (not saved with the run)
     return task
