@@ -85,8 +85,8 @@ QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parame
               "sparsity": (8, 20), "data-size": (20, 385), "ecnn": (12, 21), "augmentation": (16, 90),
               "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243), "patches-controls": (12, 180)}
 # the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
-MEDIUM = {"data-size": 60, "mnist1d-controls": 30, "width-parametrization": 96, "augmentation": 48,
-          "patches-controls": 48}
+MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 48,
+          "patches-controls": 80}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_FULL))

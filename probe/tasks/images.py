@@ -78,7 +78,7 @@ def _mnist1d_arrays(data_seed: int, num_samples: int):
     path = cache_dir() / f"mnist1d-{version}-seed{int(data_seed)}-n{int(num_samples)}.npz"
     keys = ("x", "y", "x_test", "y_test")
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return tuple(z[k] for k in keys)
     except (OSError, ValueError, KeyError):  # not there yet, or unreadable: generate it (again)
         pass
