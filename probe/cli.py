@@ -421,7 +421,7 @@ def analyze(
 def sweep(
     target: Optional[Path] = typer.Argument(None, help="A sweep spec (.toml); with --summary, a sweep folder."),
     preset: Optional[str] = typer.Option(None, help="A preset shipped with probe (see --list)."),
-    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes) or full (a GPU); by default quick."),
+    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes), medium (about an hour on 2 cores with --jobs 2) or full (a GPU); by default quick."),
     out: Optional[Path] = typer.Option(None, help="Sweep folder; by default runs/sweeps/NAME-SCALE."),
     executor: str = typer.Option("local", help="local, slurm, or submitit-local (submitit's local executor)."),
     jobs: int = typer.Option(1, min=1, help="Runs at once: local worker processes, or the Slurm array's parallelism."),
@@ -515,6 +515,24 @@ def _print_sweep_summary(df, folder: Path) -> None:
         return
     written = [folder / f for f in ("summary.csv", "summary.parquet") if (folder / f).exists()]
     console.print(f"summary of {len(df)} runs -> {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
+    _print_exponents(folder, df)
+
+
+def _print_exponents(folder: Path, df) -> None:
+    """A data-size sweep's sample-complexity exponents (test error ~ a n^-b), mean +- sd over seeds."""
+    from probe.sweep.summary import EXPONENTS_FILE, exponents
+
+    table = exponents(folder, df)
+    if table is None or not len(table):
+        return
+    t = Table(*[c for c in table.columns if c not in ("exponent", "exponent_sd", "prefactor")], "b (err ~ n^-b)",
+              box=None, title="sample-complexity exponents")
+    for _, row in table.iterrows():
+        cells = [str(row[c]) for c in table.columns if c not in ("exponent", "exponent_sd", "prefactor")]
+        sd = "" if row["exponent_sd"] != row["exponent_sd"] else f" +- {row['exponent_sd']:.3f}"
+        t.add_row(*cells[:-1], f"{row['err_at_n_max']:.4g}", f"{row['exponent']:.3f}{sd}")
+    console.print(t)
+    console.print(f"exponents -> {folder / EXPONENTS_FILE}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -21,11 +21,17 @@ Loops per case:
   is timed on its own and printed as its share of a default-cadence run, with the ratio of tracking on to off.
 
 Targets: probe >= 0.95x bare, tracking >= 0.9x off. Peak resident memory (VmHWM, else ru_maxrss) of the
-CIFAR-sized CPU case is measured for each loop in a fresh subprocess; target probe within 1.5x the bare loop.
+CIFAR-sized CPU case and of the wide MNIST-1D case is measured for each loop in a fresh subprocess; target probe
+within 1.5x the bare loop.
+
+The wide MNIST-1D case (issue 16) is the large MLP of the data-size experiment: 40-4096-4096-10 on 10^5 training
+examples of MNIST-1D's shape (1 x 40; Gaussian inputs like every case here: a dense MLP's speed and memory do not
+depend on the values), batch 100 as in MNIST-1D runs.
 
     python scripts/bench.py               # CPU cases, and the GPU case when cuda is available
     python scripts/bench.py --quick       # shorter runs, fewer repeats
     python scripts/bench.py --compile     # GPU case also with torch.compile
+    python scripts/bench.py --cases wide  # only the wide MNIST-1D case (cases: cpu, wide, cuda)
 """
 
 from __future__ import annotations
@@ -68,11 +74,16 @@ class Case:
     n_test: int
     chunk: int  # steps per turn: about a third of a second at docs/design.md §8's rates
     chunks: int  # turns per run (quick: half)
+    tag: str = ""  # what --cases selects it by (default: its device)
+    rss_steps: int = 0  # > 0: peak memory measured over this many steps in fresh processes (quick: a fifth)
 
 
 CASES = [
     Case("cpu mnist 784-1024-1024-10", Geometry(1, (28, 28)), 1024, 2, 256, "cpu", 60_000, 10_000, 20, 14),
-    Case("cpu cifar 3072-1024-1024-10", Geometry(3, (32, 32)), 1024, 2, 256, "cpu", 50_000, 10_000, 10, 14),
+    Case("cpu cifar 3072-1024-1024-10", Geometry(3, (32, 32)), 1024, 2, 256, "cpu", 50_000, 10_000, 10, 14,
+         rss_steps=200),
+    Case("cpu mnist1d 40-4096-4096-10", Geometry(1, (40,)), 4096, 2, 100, "cpu", 100_000, 10_000, 3, 12,
+         tag="wide", rss_steps=60),
     Case("cuda 3072-3x8192-10 bf16", Geometry(3, (32, 32)), 8192, 3, 4096, "cuda", 65_536, 10_000, 40, 14),
 ]
 
@@ -280,11 +291,15 @@ def bench_case(case: Case, quick: bool, repeats: int, compile: bool, tracking: b
     return {"case": case.name, "rows": rows, "costs": costs, "default_cadence": default_cadence(case, costs, rate["probe"])}
 
 
-def rss_child(kind: str, quick: bool) -> None:
-    """Entry point of a fresh subprocess: train the CIFAR-sized CPU case, print peak RSS in MiB as JSON. Probe
+def case_tag(case: Case) -> str:
+    return case.tag or case.device
+
+
+def rss_child(kind: str, quick: bool, case_name: str) -> None:
+    """Entry point of a fresh subprocess: train case ``case_name``, print peak RSS in MiB as JSON. Probe
     runs at its default cadence (a row every 100 steps, 10 checkpoints, evaluation at 0 and the end)."""
-    case = CASES[1]
-    steps = 40 if quick else 200
+    case = next(c for c in CASES if c.name == case_name)
+    steps = max(case.rss_steps // 5, 2) if quick else case.rss_steps
     task = synthetic_task(case)
     data_mib = _proc_status_mib("VmRSS")
     if kind == "bare":
@@ -309,13 +324,17 @@ def _proc_status_mib(key: str) -> float:
         return float("nan")
 
 
-def measure_rss(quick: bool) -> dict:
-    """{kind: {"maxrss_mib", "data_mib"}} for the bare loop and probe, each in a fresh process."""
+def measure_rss(quick: bool, cases) -> dict:
+    """{case name: {kind: {"maxrss_mib", "data_mib"}}} for the bare loop and probe, each in a fresh process, for
+    the CPU cases among ``cases`` that have ``rss_steps``."""
     out = {}
-    for kind in ("bare", "probe"):
-        res = subprocess.run([sys.executable, __file__, "--rss-child", kind] + (["--quick"] if quick else []),
-                             capture_output=True, text=True, check=True)
-        out[kind] = json.loads(res.stdout.strip().splitlines()[-1])
+    for case in cases:
+        if case.device != "cpu" or not case.rss_steps:
+            continue
+        for kind in ("bare", "probe"):
+            res = subprocess.run([sys.executable, __file__, "--rss-child", kind, "--rss-case", case.name]
+                                 + (["--quick"] if quick else []), capture_output=True, text=True, check=True)
+            out.setdefault(case.name, {})[kind] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -346,9 +365,9 @@ def print_table(results: list[dict], rss: dict, tracking: bool) -> None:
                   f"tracking on / off {d['tracking_ratio']:.3f} (target >= 0.9)")
     if not tracking:
         print("tracking: not yet available (no probe.run.tracking)")
-    if rss:
-        b, q = rss["bare"], rss["probe"]
-        print(f"peak RSS, cpu cifar case (fresh processes): bare {b['maxrss_mib']:,.0f} MiB, probe "
+    for name, m in rss.items():
+        b, q = m["bare"], m["probe"]
+        print(f"peak RSS, {name} (fresh processes): bare {b['maxrss_mib']:,.0f} MiB, probe "
               f"{q['maxrss_mib']:,.0f} MiB, ratio {q['maxrss_mib'] / b['maxrss_mib']:.2f} (target <= 1.5); above the "
               f"RSS once the data was made: bare {b['maxrss_mib'] - b['data_mib']:,.0f} MiB, "
               f"probe {q['maxrss_mib'] - q['data_mib']:,.0f} MiB")
@@ -359,13 +378,15 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="shorter runs, fewer repeats")
     p.add_argument("--repeats", type=int, default=None, help="runs per case (default 5, quick 3)")
     p.add_argument("--compile", action="store_true", help="GPU case also with torch.compile (both loops)")
-    p.add_argument("--cases", default="cpu,cuda", help="comma list among cpu, cuda (cuda runs where available)")
+    p.add_argument("--cases", default="cpu,wide,cuda",
+                   help="comma list among cpu, wide (the 40-4096-4096-10 MNIST-1D case), cuda (where available)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--rss-child", choices=("bare", "probe"), help=argparse.SUPPRESS)
+    p.add_argument("--rss-case", default=CASES[1].name, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.rss_child:
-        return rss_child(a.rss_child, a.quick)
+        return rss_child(a.rss_child, a.quick, a.rss_case)
     try:
         import probe.run.tracking  # noqa: F401
 
@@ -374,15 +395,17 @@ def main(argv=None) -> None:
         tracking = False
     repeats = a.repeats or (3 if a.quick else 5)
     wanted = set(a.cases.split(","))
+    if wanted - {case_tag(c) for c in CASES}:
+        p.error(f"--cases: unknown {', '.join(sorted(wanted - {case_tag(c) for c in CASES}))}; cases: cpu, wide, cuda")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
           + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda: the GPU case is unmeasured"))
+    chosen = [c for c in CASES if case_tag(c) in wanted and (c.device == "cpu" or torch.cuda.is_available())]
     # memory first, while this process is small (see rss_child)
-    rss = {} if a.no_rss or "cpu" not in wanted else measure_rss(a.quick)
+    rss = {} if a.no_rss else measure_rss(a.quick, chosen)
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        for case in CASES:
-            if case.device in wanted and (case.device == "cpu" or torch.cuda.is_available()):
-                results.append(bench_case(case, a.quick, repeats, a.compile, tracking, Path(workdir)))
+        for case in chosen:
+            results.append(bench_case(case, a.quick, repeats, a.compile, tracking, Path(workdir)))
     print_table(results, rss, tracking)
     if a.json:
         a.json.write_text(json.dumps({"results": results, "rss_mib": rss}, indent=2))

@@ -81,9 +81,12 @@ def test_a_scale_the_spec_lacks_is_an_error():
         expand(spec(quick={}), "full")
 
 
-QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parametrization": (36, 144),
-              "sparsity": (8, 20), "data-size": (20, 90), "ecnn": (12, 21), "augmentation": (16, 90),
-              "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243)}
+QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parametrization": (36, 192),
+              "sparsity": (8, 20), "data-size": (20, 385), "ecnn": (12, 21), "augmentation": (16, 90),
+              "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243), "patches-controls": (12, 180)}
+# the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
+MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 48,
+          "patches-controls": 80}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_FULL))
@@ -96,6 +99,14 @@ def test_every_preset_parses_and_expands_to_the_grid_it_describes(name):
     # the counts are also written in the preset's comment, so that readers see the size of the grid
     text = presets()[name].read_text()
     assert f"= {QUICK_FULL[name][0]} runs" in text and f"= {QUICK_FULL[name][1]} runs" in text
+
+
+@pytest.mark.parametrize("name", sorted(MEDIUM))
+def test_medium_scales_expand_to_the_grid_their_comment_describes(name):
+    sp = load_spec(preset=name)
+    assert len(expand(sp, "medium").runs) == MEDIUM[name]
+    text = presets()[name].read_text()
+    assert f"= {MEDIUM[name]} runs" in text and "medium:" in text
 
 
 def test_presets_are_all_known():

@@ -34,6 +34,7 @@ A sweep spec (the presets in ``probe/experiments/*.toml`` are examples)::
     base = { steps = 500 }               # merged over [base]
     grid = { seed = [0] }                # replaces those grid keys
     # variants = [...] / [[quick.variants.AXIS]]: replaces those axes
+    # [medium]                           # `--scale medium`: same form (about an hour on 2 CPU cores, --jobs 2)
     # [full]                             # `--scale full`: same form
 
 One run's config, lowest to highest precedence: RunConfig defaults, the task's training defaults, [base], the scale's base, the variants (in
@@ -63,7 +64,7 @@ from probe.config import ConfigError, RunConfig, load_config_file
 from probe.tasks import get_spec
 from probe.run.procedures import procedure_options
 
-SCALES = ("quick", "full")
+SCALES = ("quick", "medium", "full")  # CPU minutes; about an hour on 2 cores with --jobs 2; a GPU
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
 SCALE_KEYS = ("base", "grid", "variants", "final_measures")
 OPT_TABLES = ("task_opts", "model_opts", "procedure_opts")

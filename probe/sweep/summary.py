@@ -96,3 +96,52 @@ def _manifest_runs(sweep_dir: Path):
     keys = [k for k in flat[0] if any(f.get(k) != flat[0].get(k) for f in flat)]
     keys += sorted({k for f in flat for k in f} - set(flat[0]))
     return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
+
+
+EXPONENTS_FILE = "exponents.csv"
+
+
+def size_column(columns) -> str | None:
+    """The varied key that sets the training set size (``task_opts.n_train``, or any key ending in n_train)."""
+    found = [c for c in columns if c == "n_train" or str(c).endswith(".n_train")]
+    return found[0] if found else None
+
+
+def exponents(sweep_dir, df=None, write: bool = True):
+    """Sample-complexity exponents of a data-size sweep (:mod:`probe.analysis.scaling`): test error 1 - test_acc
+    against the number of training examples each run really had (task.json's ``n_train``, so ``n_train = 0``, the
+    whole split, counts as its size), as err = a n^(-b), fitted per seed for every combination of the other varied
+    keys (the model variant, the task, ...); mean and sd of b over seeds. Only finished runs count. None when the
+    sweep varies no ``n_train`` key or holds no sweep.json; else the table, written to ``exponents.csv``."""
+    import pandas as pd
+
+    from probe.analysis.scaling import sample_complexity
+
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / MANIFEST).is_file():
+        return None
+    _, columns = _manifest_runs(sweep_dir)
+    size = size_column(columns)
+    if size is None:
+        return None
+    df = summarize(sweep_dir, write=False) if df is None else df
+    if "test_acc" not in df.columns:
+        return None
+    df = df[df["status"] == "done"].copy()
+    n = []
+    for run in df["run"]:
+        try:
+            n.append(int(json.loads((sweep_dir / run / "task.json").read_text())["n_train"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            n.append(None)
+    df["n"], df["err"] = n, 1.0 - df["test_acc"].astype(float)
+    df = df.dropna(subset=["n", "err"])
+    by = [c for c in columns if c not in (size, "seed") and c in df.columns]
+    table = sample_complexity(df, by, n="n", err="err", seed="seed" if "seed" in df.columns else "_none_")
+    if write and len(table):
+        text = table.to_csv(index=False)
+        try:
+            atomic_write(sweep_dir / EXPONENTS_FILE, lambda f: f.write(text.encode()))
+        except OSError as e:
+            raise StorageError(f"cannot write {sweep_dir / EXPONENTS_FILE} ({e.strerror or e})") from None
+    return table

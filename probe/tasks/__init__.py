@@ -100,6 +100,7 @@ def _ensure_loaded():
     except ImportError:  # pragma: no cover - sequence tasks not yet present
         pass
     from probe.tasks import arith, recurrence  # noqa: F401  (issue 15: add; running-parity, count, dyck, delayed-copy)
+    from probe.tasks import patches  # noqa: F401  (issue 16: natural-image patches)
 
 
 def task_specs() -> dict[str, TaskSpec]:

@@ -52,8 +52,49 @@ def _subsample(x, y, n_train, seed):
     return x[idx], y[idx]
 
 
+# MNIST-1D sets of at least this many examples are kept on disk once generated (125,000 examples, the medium
+# scale's, take about 30 CPU-s to generate: every run of a sweep is a new process)
+CACHE_MIN = 20_000
+
+
+def cache_dir() -> Path:
+    """Where generated data sets are kept: $PROBE_CACHE_DIR, else ~/.cache/probe."""
+    import os
+
+    return Path(os.environ.get("PROBE_CACHE_DIR") or Path.home() / ".cache" / "probe").expanduser()
+
+
 @functools.lru_cache(maxsize=4)
 def _mnist1d_arrays(data_seed: int, num_samples: int):
+    """The mnist1d generator's arrays; large sets (:data:`CACHE_MIN`) are read from, or written to, the cache
+    folder (keyed by the package version, the seed and the size; written atomically, so parallel runs may race)."""
+    if num_samples < CACHE_MIN:
+        return _generate_mnist1d(data_seed, num_samples)
+    import importlib.metadata
+    import os
+    import tempfile
+
+    version = importlib.metadata.version("mnist1d")
+    path = cache_dir() / f"mnist1d-{version}-seed{int(data_seed)}-n{int(num_samples)}.npz"
+    keys = ("x", "y", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return tuple(z[k] for k in keys)
+    except (OSError, ValueError, KeyError):  # not there yet, or unreadable: generate it (again)
+        pass
+    arrays = _generate_mnist1d(data_seed, num_samples)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **dict(zip(keys, arrays)))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: generate each time
+        pass
+    return arrays
+
+
+def _generate_mnist1d(data_seed: int, num_samples: int):
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
