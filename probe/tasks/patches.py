@@ -55,8 +55,9 @@ def image_dir(data_dir: str = "") -> Path:
         return folder
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("task patches needs scikit-image installed (its wheel ships the images; nothing is downloaded), "
-                          "or --task-opt data_dir=FOLDER holding " + ", ".join(f for _, f in IMAGES))
+        raise ConfigError("task patches needs scikit-image (its wheel ships the images; nothing is downloaded): "
+                          "pip install scikit-image (or probe[images]), or give --task-opt data_dir=FOLDER holding "
+                          + ", ".join(f for _, f in IMAGES))
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
