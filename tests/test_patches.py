@@ -139,7 +139,7 @@ def test_bad_options_are_config_errors(folder, bad, message):
 
 def test_without_scikit_image_or_a_folder_it_says_what_is_missing(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(ConfigError, match="needs scikit-image installed"):
+    with pytest.raises(ConfigError, match="needs scikit-image .*pip install scikit-image"):
         make_task("patches", {"n_train": 10, "n_test": 10})
 
 
