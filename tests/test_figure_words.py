@@ -209,7 +209,7 @@ def test_routing_figure_explains_its_rings():
     fig = plots.routing_figure(pd.DataFrame(rows))
     printed = texts(fig)
     assert any("ground-truth source" in t for t in printed)
-    assert "MLP\njacobian" in printed and not [t for t in printed if "_s0" in t]
+    assert "MLP\nJacobian map" in printed and not [t for t in printed if "_s0" in t]
 
 
 def test_interpolation_figure_tells_two_seeds_of_one_variant_apart():

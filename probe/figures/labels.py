@@ -120,7 +120,10 @@ VALUE_TEXT = {
     "model": {"mlp": "MLP", "cnn": "CNN", "lcn": "LCN (local, unshared)", "linear": "linear", "mixer": "MLP-Mixer",
               "transformer": "transformer", "rnn": "RNN"},
     "variant": {"sgd": "SGD", "l1": "L1", "beta-lasso": "beta-LASSO", "imp": "IMP (rewinding)", "mlp": "MLP",
-                "cnn": "CNN", "lcn": "LCN"},
+                "cnn": "CNN", "lcn": "LCN", "linear": "linear", "mixer": "MLP-Mixer", "transformer": "transformer",
+                "transformer-nope": "transformer, no positions", "rnn": "RNN", "rnn-elman": "RNN (Elman)",
+                "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
+                "mlp-small-sparse": "MLP, small, sparse", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20"},
     "optimizer": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"},
 }
 _VARIANT_PATTERNS = ((re.compile(r"^e(cnn|lcn)-t(\d+)$"), lambda m: f"e{m[1].upper()} ({m[1].upper()} trained {m[2]} steps)"),)

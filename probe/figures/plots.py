@@ -571,7 +571,7 @@ def routing_figure(routing: pd.DataFrame) -> Figure:
             ax.scatter(src.in_pos, [rows.index(q) for q in src.out_pos], s=30, facecolors="none", edgecolors="w",
                        linewidths=1)
             ax.set_yticks(range(len(rows)), [str(q) for q in rows])
-            ax.set(xlabel="input position s", ylabel="output position q", title=f"{names.get(run, run)}\n{kind}")
+            ax.set(xlabel="input position s", ylabel="output position q", title=f"{names.get(run, run)}\n{'Jacobian map' if kind == 'jacobian' else kind}")
             ax.grid(False)
         fig.colorbar(im, ax=list(axes), label="share of the map (row sums to 1)", shrink=0.9)
         ring = Line2D([], [], ls="", marker="o", ms=6, mfc="none", mec="0.2", mew=1,
