@@ -1,7 +1,10 @@
 """Receptive-field pictures of a first layer: the picture researchers use to see locality (issue 3).
 
 Units are drawn in the original input order (a shuffled control's permutation undone, as every geometric measure
-does). Two groups: the most localized units (highest per-unit ipr) and a seeded random sample of the others.
+does). Two groups: the most localized units (highest per-unit ipr) and a seeded random sample of the others. The
+most localized are interior units of a local layer (a CNN's or LCN's units whose window the padding cut have few
+pixels and so a high ipr that nothing learned: :func:`cropped_units`) and none is a shift of another (a
+convolution's units are shifts of its channels' kernels: one per channel, nearest the centre).
 How a field is drawn depends on the grid:
 - 1-D, up to 4 channels: a curve of w over positions per channel.
 - 1-D with more channels (token one-hots): an image, channels x positions, diverging colours.
