@@ -548,6 +548,8 @@ def figures(
                                     "nulls (PREFIXfinal), e.g. task.n_train, task_opts.augment_shift, variant."),
     measures: Optional[str] = typer.Option(None, help="Comma-separated metrics for the measures and final figures "
                                            "(default: every tracked one; final adds test_acc)."),
+    mix_tasks: bool = typer.Option(False, "--mix-tasks", help="Runs of several tasks in the same figures (by "
+                                   "default one set of figures per task, unless --hue/--group-by/--x is task)."),
 ):
     """Figures of runs: measures and accuracy over steps, receptive fields, spectra, routing maps (sequences),
     end-of-run values against a swept key (--x), the loss between two solutions (procedure ecnn)."""
@@ -559,7 +561,8 @@ def figures(
         raise ConfigError(f"--steps expects comma-separated integers, got {steps!r}") from None
     names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
     written = make_figures(runs, out, group_by, hue, chosen, prefix, measures=names, x=x, final=names,
-                           say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False), progress=True)
+                           say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False), progress=True,
+                           mix_tasks=mix_tasks)
     for p in written:
         console.print(str(p), highlight=False, soft_wrap=True)
 

@@ -45,13 +45,13 @@ EXPERIMENTS = {
             options=dict(hue="model", group_by="task", references=("phase", "init_seeds", "lcn"),
                          measures=["ipr", "window_mass_3", "spread", "shift_match", "conv_distance_5", "movement"])),
         Fig(("fields", "spectra"), where={"seed": 0, "model": ("mlp", "cnn", "lcn")},
-            exclude={"task": "mnist1d-shuffled", "model": "lcn"}),
+            exclude={"task": "mnist1d-shuffled", "model": "lcn"}, options=dict(mix_tasks=True)),
     ]),
     # one ReLU unit on NLGP inputs vs their Gaussian clone (Lufkin, Saxe & Grant): ipr over training per gain
     "nlgp": ("nlgp-gain", [
         Fig(("measures",), options=dict(hue="task_opts.gain", group_by="task", measures=["ipr", "window_mass_3"],
                                         references=("gaussian", "phase"))),
-        Fig(("fields",), where={"seed": 0, "task_opts.gain": (1.0, 100.0)}),
+        Fig(("fields",), where={"seed": 0, "task_opts.gain": (1.0, 100.0)}, options=dict(mix_tasks=True)),
     ]),
     # width x standard / mean-field parametrization on NLGP (gain 100): do wide MLPs move and localize?
     "width": ("width-parametrization", [

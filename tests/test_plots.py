@@ -219,8 +219,9 @@ def test_final_figure_draws_group_means_against_x_with_their_nulls():
     fig = plots.final_figure(final, "task.n_train", ["test_acc", "window_mass_3", "lie_derivative", "nope"], refs,
                              hue="variant")
     ax_acc, ax_wm, ax_ld = fig.axes[:3]
-    assert [ax.get_title() for ax in fig.axes[:3]] == ["test_acc", "window_mass_3", "lie_derivative"]
-    mlp = next(line for line in model_lines(ax_acc) if line.get_label() == "mlp")
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["test accuracy", "energy in the best 3-pixel window",
+                                                      "Lie derivative (translation)"]  # words, not keys
+    mlp = next(line for line in model_lines(ax_acc) if line.get_label() == "MLP")
     # x: 250, 500, 1000 evenly spaced (dodged by hue); y: the mean over seeds, in %
     assert np.allclose(np.round(mlp.get_xdata()), [0, 1, 2])
     assert np.allclose(mlp.get_ydata(), [100 * (n / 2000 + 0.005) for n in (250, 500, 1000)])
@@ -239,7 +240,7 @@ def test_final_figure_with_categorical_x_draws_no_lines_across_categories():
     fig = plots.final_figure(final, "variant", ["test_acc"], refs)
     means = [line for line in fig.axes[0].get_lines() if line.get_gid() != "reference"]
     assert len(means) == 1 and means[0].get_linestyle() == "None"
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["imp", "sgd"]  # order of the runs
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["IMP (rewinding)", "SGD"]  # order of the runs, in words
     with pytest.raises(ValueError, match="none of the metrics nope"):
         plots.final_figure(final, "variant", ["nope"])
     with pytest.raises(KeyError, match="no config key 'widht'"):

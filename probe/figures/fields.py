@@ -1,7 +1,10 @@
 """Receptive-field pictures of a first layer: the picture researchers use to see locality (issue 3).
 
 Units are drawn in the original input order (a shuffled control's permutation undone, as every geometric measure
-does). Two groups: the most localized units (highest per-unit ipr) and a seeded random sample of the others.
+does). Two groups: the most localized units (highest per-unit ipr) and a seeded random sample of the others. The
+most localized are interior units of a local layer (a CNN's or LCN's units whose window the padding cut have few
+pixels and so a high ipr that nothing learned: :func:`cropped_units`) and none is a shift of another (a
+convolution's units are shifts of its channels' kernels: one per channel, nearest the centre).
 How a field is drawn depends on the grid:
 - 1-D, up to 4 channels: a curve of w over positions per channel.
 - 1-D with more channels (token one-hots): an image, channels x positions, diverging colours.
@@ -38,12 +41,69 @@ def unit_ipr_all(W, geometry: Geometry) -> np.ndarray:
         return np.where(tot > 0, (E**2).sum(axis=1) / tot**2, np.nan)
 
 
-def select_units(W, geometry: Geometry, n_top: int = 8, n_random: int = 8, seed: int = 0):
+def cropped_units(W) -> np.ndarray:
+    """Which units of a local layer (a CNN's or LCN's first layer seen as its dense matrix) have a window cut by
+    the zero padding at the border: fewer nonzero weights than the full window. Such a unit's energy sits on fewer
+    pixels, so its ipr is high for a reason that is not learned. A layer counts as local when its fullest unit uses
+    at most half the inputs and at least half the units are that full; otherwise (dense or pruned MLPs) no unit is
+    cropped."""
+    nnz = (np.asarray(W) != 0).sum(axis=1)
+    full = nnz.max() if len(nnz) else 0
+    if full == 0 or full > np.asarray(W).shape[1] / 2 or (nnz == full).mean() < 0.5:
+        return np.zeros(len(nnz), dtype=bool)
+    return nnz < full
+
+
+def shift_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """max over circular shifts t of <a, shift_t b> / (|a| |b|) for two fields (C, *S): 1 when b is a shift of a
+    (two units of one convolution channel), about 0 for unrelated fields."""
+    axes = tuple(range(1, a.ndim))
+    corr = np.fft.ifftn(np.fft.fftn(a, axes=axes) * np.conj(np.fft.fftn(b, axes=axes)), axes=axes).real.sum(axis=0)
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(corr.max() / norm) if norm > 0 else 0.0
+
+
+def _off_centre(F: np.ndarray) -> np.ndarray:
+    """Distance of each field's energy centroid (fields (m, C, *S)) from the centre of the grid, in pixels."""
+    E = (F**2).sum(axis=1)
+    tot = np.maximum(E.reshape(len(E), -1).sum(axis=1), 1e-300)
+    d2 = np.zeros(len(E))
+    for ax, n in enumerate(E.shape[1:]):
+        pos = np.arange(n).reshape([-1 if a == ax else 1 for a in range(E.ndim - 1)])
+        centroid = (E * pos).reshape(len(E), -1).sum(axis=1) / tot
+        d2 += (centroid - (n - 1) / 2) ** 2
+    return np.sqrt(d2)
+
+
+def select_units(W, geometry: Geometry, n_top: int = 8, n_random: int = 8, seed: int = 0, distinct: bool = True,
+                 interior: bool = True, same: float = 0.98, scan: int = 4096):
     """(top, sample, ipr): the n_top live units of highest ipr (highest first), a seeded random sample of
-    n_random other live units (in unit order), and every unit's ipr."""
+    n_random other live units (in unit order), and every unit's ipr.
+
+    ``interior``: units whose window the padding cropped (:func:`cropped_units`) are left out while enough others
+    are live; units of equal ipr (the shifts of one kernel) are taken nearest the centre of the grid first.
+    ``distinct``: a unit whose field is a shift of one already chosen (:func:`shift_similarity` above ``same``, in
+    the order the model saw its inputs: a convolution's units are all shifts of its channels' kernels) is passed
+    over, among the ``scan`` units of highest ipr."""
+    W = np.asarray(W, dtype=np.float64)
     q = unit_ipr_all(W, geometry)
     live = np.flatnonzero(np.isfinite(q))
-    top = live[np.argsort(-q[live], kind="stable")[:n_top]]
+    if interior:
+        whole = live[~cropped_units(W)[live]]
+        live = whole if len(whole) >= min(n_top, len(live)) else live
+    off_centre = _off_centre(geometry.fields(W)[live]) if interior else np.zeros(len(live))
+    ranked = live[np.lexsort((off_centre, -np.round(q[live], 9)))]
+    if distinct:
+        F = geometry.fields(W, unpermute=False)
+        top: list[int] = []
+        for i in ranked[:scan]:
+            if all(shift_similarity(F[i], F[j]) < same for j in top):
+                top.append(int(i))
+                if len(top) == n_top:
+                    break
+        top = np.asarray(top, dtype=int)
+    else:
+        top = ranked[:n_top]
     rest = np.setdiff1d(live, top)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(rest, size=min(n_random, len(rest)), replace=False)) if len(rest) else rest
@@ -90,7 +150,7 @@ def _panel(ax, f: np.ndarray, how: str) -> None:
 
 
 def draw_fields(fig, W, geometry: Geometry, n_top: int = 8, n_random: int = 8, seed: int = 0,
-                title: str | None = None, ncols: int = 8):
+                title: str | None = None, ncols: int = 8, distinct: bool = True, interior: bool = True):
     """Draw the receptive fields of first-layer weights W (m x n) into ``fig`` (a Figure or SubFigure).
 
     Args:
@@ -99,16 +159,26 @@ def draw_fields(fig, W, geometry: Geometry, n_top: int = 8, n_random: int = 8, s
         n_random: how many other units to draw, a random sample seeded by ``seed``.
         title: printed above; the drawing used (module docstring) is added below it.
         ncols: panels per row.
+        distinct, interior: no unit that is a shift of another drawn one, no unit cropped by the padding
+            (:func:`select_units`); the group's caption says so when it passed units over.
     Returns ``fig``.
     """
     W = np.asarray(W, dtype=np.float64)
     how = drawing(geometry)
-    top, sample, q = select_units(W, geometry, n_top, n_random, seed)
+    top, sample, q = select_units(W, geometry, n_top, n_random, seed, distinct=distinct, interior=interior)
+    crop = interior and cropped_units(W).any()
+    shifted = distinct and len(top) and not np.array_equal(top, select_units(W, geometry, n_top, 0, distinct=False,
+                                                                               interior=interior)[0])
     F = geometry.fields(W)
     order = "" if geometry.perm is None else "; positions unshuffled"
     caption = _CAPTION["image1d" if how == "image" and geometry.ndim == 1 else how]
     fig.suptitle(f"{title + chr(10) if title else ''}{caption}{order}", fontsize=7)
-    groups = [(f"most localized units (highest ipr of {len(q)})", top), (f"random sample of other units (seed {seed})", sample)]
+    how_top = ", ".join(["interior units (none cropped by the padding)"] * bool(crop) +
+                        ["none a shift of another"] * bool(shifted))
+    top_name = ("the network's one unit" if len(q) == 1 else
+                f"most localized units (highest ipr of {len(q)})" + (f"\n{how_top}" if how_top else ""))
+    groups = [(top_name, top),
+              (f"random sample of other units (seed {seed})", sample)]
     groups = [(name, units) for name, units in groups if len(units)]
     heights = [int(np.ceil(len(u) / ncols)) for _, u in groups]
     subs = np.atleast_1d(fig.subfigures(len(groups), 1, height_ratios=heights)) if groups else []

@@ -11,6 +11,11 @@ Loads the runs' tidy tables (probe/figures/tables.py), draws them (probe/figures
 - ``PREFIXinterpolation``: the loss on the straight line eCNN -> plain MLP (procedure ecnn runs).
 
 A figure that does not apply (no tracked measures, no sequence runs) is skipped with a one-line message.
+
+One task per figure: runs of several tasks (or of one task at two input sizes) are drawn as one set of figures
+per task, ``PREFIXTASK_measures`` and so on, with a line saying so, unless ``task`` is asked for as ``hue``,
+``group_by`` or ``x``; then they share the figures, with a line saying that too, and each task keeps its own
+references (probe/figures/plots.py never averages two tasks' nulls).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                  which=("measures", "accuracy", "fields", "spectra", "routing", "interpolation"), measures=None,
                  references=("gaussian", "permuted"), say=print, x: str | None = None, final=None,
                  final_references=("gaussian", "permuted"), xlabel: str | None = None,
-                 progress: bool = False) -> list[Path]:
+                 progress: bool = False, mix_tasks: bool = False) -> list[Path]:
     """Draw the figures of the runs under ``paths`` into ``out``; returns the files written.
 
     Args:
@@ -46,12 +51,26 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
         final: metrics of the ``final`` figure (default: test accuracy and every tracked measure), with
             ``final_references`` beside them or their ``@init`` null; ``xlabel`` its axis label.
         progress: show which figure is being drawn (a bar, or a line every few seconds, on standard error).
+        mix_tasks: draw runs of several tasks in the same figures even when ``task`` is not ``hue``, ``group_by``
+            or ``x`` (module docstring); the fields of two tasks side by side, for instance.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
     out = Path(out)
     dirs = figdata.run_dirs(paths)
+    by_task = _task_groups(dirs)
+    if len(by_task) > 1:
+        listed = ", ".join(by_task)
+        if not mix_tasks and "task" not in (group_by, hue, x):
+            say(f"runs of {len(by_task)} tasks ({listed}): one set of figures per task ({prefix}TASK_...); "
+                "--hue task, --group-by task or --mix-tasks draws them together")
+            written = []
+            for name, task_dirs in by_task.items():
+                written += make_figures(task_dirs, out, group_by, hue, steps, f"{prefix}{name}_", which, measures,
+                                        references, say, x, final, final_references, xlabel, progress)
+            return written
+        say(f"runs of {len(by_task)} tasks ({listed}) drawn together, as asked; each task keeps its own references")
     runs = figdata.load_runs(dirs)
     if x is not None and "final" not in which:
         which = (*which, "final")
@@ -118,6 +137,15 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                 else:
                     emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
     return written
+
+
+def _task_groups(dirs) -> dict:
+    """Run folders per task, named by the task (and its input size where one task comes at two sizes), in order."""
+    groups: dict = {}
+    for d in dirs:
+        groups.setdefault((figdata.flat_config(d).get("task"), figdata.input_shape(d)), []).append(d)
+    tasks = [t for t, _ in groups]
+    return {(str(t) if tasks.count(t) == 1 else f"{t}-{shape}"): ds for (t, shape), ds in groups.items()}
 
 
 def _check_measures(runs, flag: str, names) -> None:

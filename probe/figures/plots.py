@@ -5,12 +5,18 @@ restyle a returned figure or call the function inside their own theme. :func:`sa
 
 Lines: without ``group_by`` every run is its own line, coloured by ``hue`` (a config column, default the run).
 With ``group_by KEY`` the runs sharing KEY's value form one line, their mean, with a band of +-1 standard deviation
-over the runs in it (seeds); ``hue`` then colours groups (default KEY) and KEY sets the line style when they differ.
-Steps are on a symmetric-log axis so that step 0 (the initialization) stays on it, linear below the first logged
-step. References (reference.json) are horizontal lines in the colour of the line they belong to (dotted: Gaussian
-weights, dash-dot-dot: input positions permuted, dash-dot: Fourier phases randomized, long dashes: random local
-fields, fine dots: the initializer on other seeds), with a band from lowest to highest over the line's runs (seeds).
-(Their dash patterns differ from the ones seaborn gives groups.)
+over the runs in it (seeds), clipped to the range the measure lives in (a share stays in [0, 1]:
+:func:`probe.figures.labels.value_range`); ``hue`` then colours groups (default KEY) and KEY sets the line style
+when they differ. Every evaluated step is a dot on its line. Steps are on a symmetric-log axis so that step 0 (the
+initialization) stays on it, linear below the first logged step. References (reference.json) are thin horizontal
+lines in the colour of the line they belong to, each kind with its own hollow marker and dash pattern (Gaussian
+weights, input positions permuted, Fourier phases randomized, random local fields, the initializer on other
+seeds: :data:`REFERENCE_TEXT`), with a band from lowest to highest over the line's runs (seeds); the markers tell
+them from the groups' line styles.
+
+Words, not code names (:mod:`probe.figures.labels`): panels are titled with what the measure is, legends with the
+config key in words and its values (``NLGP gain g``: 1, 100), runs by the config values that differ between them.
+References are drawn per task and input size: two tasks' nulls are never averaged into one line.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from probe.figures import labels as words
 from probe.figures.fields import RC, draw_fields, save_figure
 from probe.metrics import registry
 
@@ -86,27 +93,48 @@ def colour_key(hue: str | None, group_by: str | None) -> str:
     return hue or group_by or "run"
 
 
-def palette(d: pd.DataFrame, key: str) -> dict:
-    """Colour per value of ``key`` (as a string, the way :func:`_categorical` writes it), shared by lines and
+def _names(d: pd.DataFrame, key: str, runs: dict | None = None) -> dict:
+    """Raw value -> words for the values of column ``key``: run names from :func:`probe.figures.labels.run_labels`
+    (or ``runs``), other keys through :func:`probe.figures.labels.value_text`."""
+    if key == "run":
+        return runs if runs is not None else words.run_labels(d)
+    return {v: words.value_text(key, v) for v in dict.fromkeys(d[key])}
+
+
+def palette(d: pd.DataFrame, key: str, runs: dict | None = None, names: dict | None = None) -> dict:
+    """Colour per value of ``key`` (in words, the way :func:`_categorical` writes it), shared by lines and
     their references. Numbers (widths, gains) are sorted and get a sequential palette; other values keep their
     order of appearance and get seaborn's categorical colours."""
     levels = list(dict.fromkeys(d[key]))
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in levels)
     if numeric and len(levels) > 2:
         levels, colours = sorted(levels), sns.color_palette("flare", n_colors=len(levels))
     else:
         colours = sns.color_palette(n_colors=len(levels))
-    return dict(zip(map(str, levels), colours))
+    names = names if names is not None else _names(d, key, runs)
+    return dict(zip((names.get(v, str(v)) for v in levels), colours))
 
 
-def _line_kwargs(d: pd.DataFrame, hue: str | None, group_by: str | None, colours: dict) -> dict:
-    """seaborn.lineplot arguments for the line rules of the module docstring."""
-    key = colour_key(hue, group_by)
-    common = dict(hue=key, hue_order=list(colours), palette=colours)
+def _sd_band(lo: float, hi: float):
+    """seaborn's ``errorbar``: mean +- 1 sd over the runs at a step, clipped to [lo, hi] (the measure's range)."""
+    def band(v):
+        m, sd = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        return max(lo, m - sd), min(hi, m + sd)
+
+    return band
+
+
+def _line_kwargs(d: pd.DataFrame, hue: str | None, group_by: str | None, colours: dict,
+                 limits=(-np.inf, np.inf)) -> dict:
+    """seaborn.lineplot arguments for the line rules of the module docstring; ``d``'s hue and style columns are
+    named in words (:func:`_in_words`), ``limits`` the range the band is clipped to."""
+    key = words.key_text(colour_key(hue, group_by))
+    common = dict(hue=key, hue_order=list(colours), palette=colours, marker="o", markersize=3.2, markeredgewidth=0)
     if group_by is None:
-        return dict(units="run", estimator=None, **common)
-    style = group_by if key != group_by and d[group_by].nunique() > 1 else None
-    return dict(style=style, errorbar="sd", estimator="mean", **common)
+        return dict(units="__run__", estimator=None, **common)
+    style_key = words.key_text(group_by)
+    style = style_key if key != style_key and d[style_key].nunique() > 1 else None
+    return dict(style=style, errorbar=_sd_band(*limits), estimator="mean", **common)
 
 
 def _check_keys(d: pd.DataFrame, *keys) -> None:
@@ -123,13 +151,30 @@ def _step_axis(ax, steps) -> None:
     ax.set_xlabel(STEP_LABEL)
 
 
-def _categorical(d: pd.DataFrame, *keys) -> pd.DataFrame:
-    """Hue/style columns as strings: seaborn would draw numbers (widths, gains) on a continuous colour scale."""
+def _categorical(d: pd.DataFrame, *keys, runs: dict | None = None) -> pd.DataFrame:
+    """Hue/style columns as words (strings: seaborn would draw numbers, widths and gains, on a continuous colour
+    scale); ``run`` by the run names of ``runs`` (default :func:`probe.figures.labels.run_labels` of ``d``). The
+    folder name stays in ``__run__``, a line's identity."""
     d = d.copy()
-    for k in keys:
+    if "run" in d.columns:
+        d["__run__"] = d["run"]
+    for k in dict.fromkeys(keys):
         if k is not None and k in d.columns:
-            d[k] = d[k].astype(str)
+            names = _names(d, k, runs)
+            d[k] = d[k].map(lambda v: names.get(v, str(v)))
     return d
+
+
+def _in_words(d: pd.DataFrame, *keys) -> pd.DataFrame:
+    """``d`` with the columns ``keys`` renamed to their words (seaborn writes column names into legends)."""
+    return d.rename(columns={k: words.key_text(k) for k in keys if k is not None and k != words.key_text(k)})
+
+
+def reference_keys(refs: pd.DataFrame | None, line_keys: list) -> list:
+    """The columns a reference line is drawn per: its line's keys, and the task and input size, so that the nulls
+    of two tasks or input sizes are never averaged into one line (the first key sets the colour)."""
+    extra = [k for k in ("task", "input_shape") if refs is not None and k in refs.columns and k not in line_keys]
+    return list(line_keys) + extra
 
 
 def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, colours: dict, kinds) -> list:
@@ -141,6 +186,8 @@ def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, col
     if refs is None or not len(refs):
         return handles
     r = refs[refs.metric == metric]
+    keys = reference_keys(r, keys)
+    n = 0
     for kind in kinds:
         rk = r[r.reference == kind]
         if not len(rk):
@@ -151,9 +198,14 @@ def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, col
                 continue
             if v.max() > v.min():
                 ax.axhspan(v.min(), v.max(), color=c, alpha=0.08, lw=0, gid="reference")
-            ax.axhline(v.mean(), color=c, ls=REFERENCE_STYLE[kind], lw=1.1, alpha=0.85, gid="reference")
-        handles.append(Line2D([], [], color="0.3", ls=REFERENCE_STYLE[kind], lw=1.1,
-                              label=f"reference: {REFERENCE_TEXT[kind]}"))
+            # markers at a few places along the axis, shifted per line so that lines at one height stay apart
+            xs = (np.arange(4) + 0.5 + 0.17 * (n % 5)) / 4.4
+            ax.plot([0, *xs, 1], [v.mean()] * (len(xs) + 2), transform=ax.get_yaxis_transform(), color=c,
+                    ls=REFERENCE_STYLE[kind], lw=0.9, alpha=0.85, marker=REFERENCE_MARKER[kind], ms=3.5, mfc="white",
+                    mew=0.8, markevery=slice(1, -1), gid="reference", zorder=1.5)
+            n += 1
+        handles.append(Line2D([], [], color="0.3", ls=REFERENCE_STYLE[kind], lw=0.9, marker=REFERENCE_MARKER[kind],
+                              ms=3.5, mfc="white", mew=0.8, label=f"reference: {REFERENCE_TEXT[kind]}"))
     return handles
 
 
@@ -167,6 +219,7 @@ def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
     seen = set(labels)
     extra = [h for h in extra if h.get_label() not in seen and not seen.add(h.get_label())]
     handles, labels = handles + extra, labels + [h.get_label() for h in extra]
+    title = words.key_text(title)
     if handles:
         fig.legend(handles, labels, loc="outside right upper", title=None if title in labels else title, frameon=False)
 
@@ -201,9 +254,10 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
             raise ValueError(f"{', '.join(asked)} not tracked in these runs")
         raise ValueError("no tracked measures in these runs (train with --track, or run probe analyze)")
     key = colour_key(hue, group_by)
-    colours = palette(runs, key)
-    d = _categorical(runs[runs.metric.isin(measures)], hue, group_by, "run")
-    refs = _categorical(refs, hue, group_by, "run") if refs is not None else None
+    names = words.run_labels(runs)
+    colours = palette(runs, key, names)
+    d = _categorical(runs[runs.metric.isin(measures)], hue, group_by, "run", runs=names)
+    refs = _categorical(refs, hue, group_by, "run", runs=names) if refs is not None else None
     line_keys = [key] + ([group_by] if group_by and group_by != key else [])
     ncols = min(ncols, len(measures))
     nrows = -(-len(measures) // ncols)
@@ -212,11 +266,12 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         extra = []
         for ax, m in zip(axes, measures):
-            dm = d[d.metric == m]
-            sns.lineplot(data=dm, x="step", y="value", ax=ax, **_line_kwargs(dm, hue, group_by, colours))
+            dm = _in_words(d[d.metric == m], hue, group_by)
+            sns.lineplot(data=dm, x="step", y="value", ax=ax,
+                         **_line_kwargs(dm, hue, group_by, colours, words.value_range(m)))
             extra += _draw_references(ax, refs, m, line_keys, colours, references)
             _step_axis(ax, dm.step.unique())
-            ax.set_title(m)
+            ax.set_title(words.title(m))
             ax.set_ylabel(LABELS.get(m, "value"))
         for ax in axes[len(measures):]:
             ax.set_axis_off()
@@ -229,17 +284,19 @@ def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | 
     accuracy (regression)."""
     _check_keys(runs, hue, group_by)
     metric = "test_acc" if (runs.metric == "test_acc").any() else "test_loss"
-    colours = palette(runs, colour_key(hue, group_by))
-    d = _categorical(runs[runs.metric == metric], hue, group_by, "run")
+    names = words.run_labels(runs)
+    colours = palette(runs, colour_key(hue, group_by), names)
+    d = _in_words(_categorical(runs[runs.metric == metric], hue, group_by, "run", runs=names), hue, group_by)
     if not len(d):
         raise ValueError("no test_acc or test_loss rows in these runs")
-    if metric == "test_acc":
-        d = d.assign(value=100 * d.value)
+    scale = 100.0 if metric == "test_acc" else 1.0
+    d = d.assign(value=scale * d.value)
     key = colour_key(hue, group_by)
     with paper_theme():
         fig = Figure(figsize=(4.8, 2.7), layout="constrained")
         ax = fig.subplots()
-        sns.lineplot(data=d, x="step", y="value", ax=ax, **_line_kwargs(d, hue, group_by, colours))
+        sns.lineplot(data=d, x="step", y="value", ax=ax,
+                     **_line_kwargs(d, hue, group_by, colours, words.value_range(metric, scale)))
         _step_axis(ax, d.step.unique())
         if metric == "test_loss":
             ax.set_yscale("log")
@@ -255,10 +312,6 @@ def _ordered(values) -> list:
     if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in levels):
         return sorted(levels)
     return levels
-
-
-def _tick(v) -> str:
-    return str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
 
 
 def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None = None, hue: str | None = None,
@@ -291,12 +344,14 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
         raise ValueError(f"none of the metrics {', '.join(wanted) or '(none given)'} in these runs")
     levels = _ordered(final[x])
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in levels)
-    pos = {str(v): i for i, v in enumerate(levels)}
-    key = hue or "__all__"  # without hue every group is one colour
-    if hue is None:
-        final = final.assign(__all__="all")
-    colours = palette(final, key)
-    d = _categorical(final, key, x)
+    pos = {words.value_text(x, v): i for i, v in enumerate(levels)}
+    key = "__hue__"  # a copy of the hue column (which may be x itself: --x width --hue width); without hue, one colour
+    final = final.assign(__hue__=final[hue] if hue is not None else "all")
+    hue_names = _names(final, hue) if hue is not None else {"all": "all"}
+    colours = palette(final, key, names=hue_names)
+    d = final.copy()
+    d[key] = d[key].map(lambda v: hue_names.get(v, str(v)))
+    d[x] = d[x].map(lambda v: words.value_text(x, v))
     r = None
     if refs is not None and len(refs):  # each run's group and x from the final table (task.n_train is only there)
         groups_of = d[["run", key, x]].drop_duplicates("run")
@@ -345,13 +400,13 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
             vals = vals[np.isfinite(vals)]
             if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
                 ax.set_yscale("log")
-            ticks = [_tick(v) for v in levels]
+            ticks = [words.value_text(x, v) for v in levels]
             long = not numeric and sum(len(t) + 2 for t in ticks) > 24  # names that would overlap: slanted
             ax.set_xticks(range(len(levels)), ticks, rotation=30 if long else 0, ha="right" if long else "center",
                           rotation_mode="anchor")
             ax.set_xlim(-0.5, len(levels) - 0.5)
-            ax.set_xlabel(xlabel or x)
-            ax.set_title(m)
+            ax.set_xlabel(xlabel or words.key_text(x))
+            ax.set_title(words.title(m))
             ax.set_ylabel(LABELS.get(m, "value"))
         for ax in axes[len(metrics):]:
             ax.set_axis_off()
@@ -365,30 +420,42 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
 def interpolation_figure(lines: pd.DataFrame, hue: str | None = None) -> Figure:
     """Train and test loss on the straight line between two solutions (:func:`probe.figures.tables.load_interpolation`):
     eCNN (alpha 0) -> plain MLP (alpha 1), one line per run coloured by ``hue``, and in grey the null, the same
-    line between two plain MLPs that differ only in their seed. Solid train, dashed test; log y."""
+    line between two plain MLPs that differ only in their seed. Solid train, dashed test; log y. Runs of one colour
+    (seeds) differ in their marker, named in the legend."""
     from matplotlib.lines import Line2D
 
     if not len(lines):
         raise ValueError("no interpolation.json in these runs (procedure ecnn writes it)")
     _check_keys(lines, hue)
     key = hue or "run"
-    colours = palette(lines, key)
-    d = _categorical(lines, key)
+    names = words.run_labels(lines)
+    colours = palette(lines, key, names)
+    d = _categorical(lines, key, runs=names)
     dashes = {"train": "-", "test": "--"}
+    # within a colour, each run (seed) its own marker
+    seed_of = {run: (g.seed.iloc[0] if "seed" in g.columns else i)
+               for i, (run, g) in enumerate(d.groupby("__run__", sort=False))}
+    seeds = list(dict.fromkeys(seed_of.values()))
+    shapes = dict(zip(seeds, ("o", "s", "^", "D", "v", "P", "X", "h")))
     with paper_theme():
         fig = Figure(figsize=(6.6, 3.0), layout="constrained")
         ax = fig.subplots()
-        for (run, pair, split), r in d.groupby(["run", "pair", "split"], sort=False):
+        for (run, pair, split), r in d.groupby(["__run__", "pair", "split"], sort=False):
             null = pair.endswith("(null)")
-            ax.plot(r.alpha, r.loss, dashes[split], marker="o", ms=2.5, lw=1.1,
-                    color="0.6" if null else colours[r[key].iloc[0]], zorder=1 if null else 2)
+            ax.plot(r.alpha, r.loss, dashes[split], marker=shapes.get(seed_of[run], "o"), ms=3, lw=1.1,
+                    mfc="white" if split == "test" else None, color="0.6" if null else colours[r[key].iloc[0]],
+                    zorder=1 if null else 2)
         ax.set_yscale("log")
         ax.set(xlabel=r"$\alpha$ on $(1-\alpha)\,\theta_{\mathrm{start}} + \alpha\,\theta_{\mathrm{end}}$",
                ylabel="loss (nats, log scale)", title="loss between two solutions")
-        handles = [Line2D([], [], color=c, marker="o", ms=2.5, label=f"eCNN -> MLP, {g}") for g, c in colours.items()]
+        handles = [Line2D([], [], color=c, lw=1.1, label=f"eCNN -> MLP, {g}") for g, c in colours.items()]
         if any(d.pair.str.endswith("(null)")):
-            handles.append(Line2D([], [], color="0.6", marker="o", ms=2.5, label="null: MLP -> MLP, another seed"))
+            handles.append(Line2D([], [], color="0.6", lw=1.1, label="null: MLP -> MLP, another seed"))
         handles += [Line2D([], [], color="0.3", ls=ls, label=f"{split} loss") for split, ls in dashes.items()]
+        if len(shapes) > 1 or len(seed_of) > len(colours):
+            handles += [Line2D([], [], color="0.3", ls="", marker=m, ms=3.5,
+                               label=f"seed {words.number_text(s)}" if "seed" in d.columns else f"run {s}")
+                        for s, m in shapes.items()]
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
     return fig
 
@@ -399,10 +466,15 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
 
     Args:
         fields: :func:`probe.figures.tables.load_fields` table (one row per run and step, with ``W`` and ``geometry``).
-        n_units: the most localized units drawn per panel (highest ipr at that step), via
-            :func:`probe.figures.fields.draw_fields`.
+        n_units: the most localized units drawn per panel (highest ipr at that step; interior units, none a shift
+            of another: :func:`probe.figures.fields.select_units`), via :func:`probe.figures.fields.draw_fields`.
+
+    Rows are named by what differs between the runs (:func:`probe.figures.labels.run_labels`). Weights drawn once
+    are not drawn again: runs that share an initialization (one seed, one shape) get a line saying so in place of
+    a copy of the first row's fields.
     """
     runs = list(dict.fromkeys(fields.run))
+    names = words.run_labels(fields)
     nsteps = fields.groupby("run").step.nunique().max()
     n_units = min(n_units, max(W.shape[0] for W in fields.W))  # a one-unit network gets one panel, not four
     ncols = min(ncols, n_units)
@@ -414,14 +486,25 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
         cell_w = max(ncols * panel_w, 3.0)
         fig = Figure(figsize=(nsteps * cell_w + 0.3, len(runs) * (rows_per * panel_h + 0.9)), layout="constrained")
         grid = np.atleast_2d(fig.subfigures(len(runs), nsteps, squeeze=False))
+        drawn: list = []  # (W, run name, step) of every panel drawn so far
         for i, run in enumerate(runs):
             r = fields[fields.run == run].sort_values("step")
             for j in range(nsteps):
                 if j >= len(r):
                     continue
                 row = r.iloc[j]
-                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=f"{run}\nstep {row.step}",
-                            ncols=ncols)
+                head = f"{names.get(run, run)}\nstep {row.step}{' (initialization)' if row.step == 0 else ''}"
+                same = next(((n, s) for W, n, s in drawn if W.shape == row.W.shape and np.array_equal(W, row.W)), None)
+                if same is not None:
+                    cell = grid[i, j]
+                    cell.suptitle(head, fontsize=7)
+                    ax = cell.subplots()
+                    ax.set_axis_off()
+                    ax.text(0.5, 0.5, f"the same weights as\n{same[0]}, step {same[1]}\n(one initialization)",
+                            ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
+                    continue
+                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=head, ncols=ncols)
+                drawn.append((row.W, names.get(run, run), row.step))
     return fig
 
 
@@ -430,7 +513,8 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
     xmin); right: the mean per-unit power spectrum over spatial frequency. One colour per run (or ``hue``)."""
     _check_keys(eigs, hue)
     key = hue or "run"
-    eigs, spectra = _categorical(eigs, key), _categorical(spectra, key)
+    names = words.run_labels(eigs)
+    eigs, spectra = _categorical(eigs, key, runs=names), _categorical(spectra, key, runs=names)
     colours = dict(zip(dict.fromkeys(eigs[key]), sns.color_palette(n_colors=eigs[key].nunique())))
     with paper_theme():
         fig = Figure(figsize=(8.2, 2.8), layout="constrained")
@@ -454,17 +538,23 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
                  title="eigenvalues, first layer")
         ax_e.legend(title="power-law fits", fontsize=6, title_fontsize=6, frameon=False, loc="lower left")
         for run, s in spectra.groupby("run", sort=False):
-            ax_f.plot(s.frequency, s.power, "o-", ms=2.5, lw=1, color=colours[s[key].iloc[0]], label=run)
+            ax_f.plot(s.frequency, s.power, "o-", ms=2.5, lw=1, color=colours[s[key].iloc[0]], label=s[key].iloc[0])
         ax_f.set(yscale="log", xlabel="spatial frequency |f| (cycles per grid length)",
                  ylabel="power (share of a unit's, mean)", title="per-unit power spectra")
-        fig.legend(*ax_f.get_legend_handles_labels(), loc="outside right upper", frameon=False, title="run")
+        handles, labs = ax_f.get_legend_handles_labels()
+        keep = dict(zip(labs, handles))  # runs of one hue value: one entry
+        fig.legend(list(keep.values()), list(keep), loc="outside right upper", frameon=False, title=words.key_text(key))
     return fig
 
 
 def routing_figure(routing: pd.DataFrame) -> Figure:
     """Routing maps of sequence runs side by side (an MLP's Jacobian map beside a transformer's attention) on the
     same test example: rows are output positions, columns input positions, colour the share of the row; white
-    rings mark the ground-truth source positions."""
+    rings mark the ground-truth source positions (the legend says so). Panels are named by what differs between
+    the runs (:func:`probe.figures.labels.run_labels`)."""
+    from matplotlib.lines import Line2D
+
+    names = words.run_labels(routing)
     panels = list(routing.groupby(["run", "method"], sort=False))
     if not panels:
         raise ValueError("no routing maps (no sequence runs)")
@@ -481,9 +571,12 @@ def routing_figure(routing: pd.DataFrame) -> Figure:
             ax.scatter(src.in_pos, [rows.index(q) for q in src.out_pos], s=30, facecolors="none", edgecolors="w",
                        linewidths=1)
             ax.set_yticks(range(len(rows)), [str(q) for q in rows])
-            ax.set(xlabel="input position s", ylabel="output position q", title=f"{run}\n{kind}")
+            ax.set(xlabel="input position s", ylabel="output position q", title=f"{names.get(run, run)}\n{'Jacobian map' if kind == 'jacobian' else kind}")
             ax.grid(False)
         fig.colorbar(im, ax=list(axes), label="share of the map (row sums to 1)", shrink=0.9)
+        ring = Line2D([], [], ls="", marker="o", ms=6, mfc="none", mec="0.2", mew=1,
+                      label="ring (white in the maps): a ground-truth source position\n(the matching key and its value)")
+        fig.legend(handles=[ring], loc="outside lower center", frameon=False, fontsize=7)
     return fig
 
 
@@ -517,9 +610,9 @@ def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task"
                 ax.plot([-0.5, T - 0.5], [-0.5, T - 0.5], color="w", lw=0.6)
                 ax.set_xticks([]), ax.set_yticks([])
                 if i == 0:
-                    ax.set_title(str(c))
+                    ax.set_title(words.value_text(col, c))
                 if j == 0:
-                    ax.set_ylabel(f"{r}\noutput t", fontsize=7)
+                    ax.set_ylabel(f"{words.value_text(row, r)}\noutput t", fontsize=7)
                 if i == len(rows) - 1:
                     ax.set_xlabel("input s", fontsize=7)
         fig.colorbar(im, ax=list(axes.ravel()), label="dependence (share of panel max)", shrink=0.6)
@@ -545,11 +638,14 @@ def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task") 
             pc = per_run[per_run[col] == c]
             for h, ph in pc.groupby(hue, sort=False):
                 g = ph.groupby("d").value
-                ax.plot(g.mean().index, g.mean().values, lw=1.2, color=colours[str(h)], label=str(h))
-                ax.fill_between(g.mean().index, g.min().values, g.max().values, color=colours[str(h)], alpha=0.15, lw=0)
+                c_h = colours[words.value_text(hue, h)]
+                ax.plot(g.mean().index, g.mean().values, lw=1.2, marker="o", ms=2.5, color=c_h,
+                        label=words.value_text(hue, h))
+                ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c_h, alpha=0.15, lw=0)
             lo = pc.d.min()
             ax.axvspan(lo - 0.5, -0.5, color="0.85", alpha=0.5, lw=0)
-            ax.set(title=str(c), xlabel="distance t - s (s > t: future, shaded)", ylabel="share of dependence",
+            ax.set(title=words.value_text(col, c), xlabel="distance t - s (s > t: future, shaded)",
+                   ylabel="share of dependence",
                    yscale="log")
             ax.set_ylim(bottom=max(pc.value[pc.value > 0].min(), 1e-4) if (pc.value > 0).any() else None)
         _legend(fig, axes[:1], [], hue)
@@ -586,9 +682,10 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                 ax = axes[i, j]
                 fm = fc[fc.metric == m]
                 for h, fh in fm.groupby(hue, sort=False):
-                    ax.scatter(fh[x], fh.value, s=8, color=colours[str(h)], alpha=0.45, lw=0)
+                    c_h = colours[words.value_text(hue, h)]
+                    ax.scatter(fh[x], fh.value, s=8, color=c_h, alpha=0.45, lw=0)
                     g = fh.groupby(x).value.mean()
-                    ax.plot(g.index, g.values, "o-", ms=3.5, lw=1.2, color=colours[str(h)], label=str(h))
+                    ax.plot(g.index, g.values, "o-", ms=3.5, lw=1.2, color=c_h, label=words.value_text(hue, h))
                 for k, (colour, ls, marker, _) in controls.items():
                     fk = fc[fc.metric == f"{m}@{k}"]
                     if len(fk):

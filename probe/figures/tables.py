@@ -83,13 +83,23 @@ def flat_config(run_dir: Path) -> dict:
     return out
 
 
+def input_shape(run_dir: Path) -> str | None:
+    """The run's input as ``channels x positions`` (``1x40``, ``3x32x32``) from task.json, None when unknown: two
+    runs of one task name can differ in it (``--task-opt size=...``), and their references must not be averaged."""
+    try:
+        geo = json.loads((Path(run_dir) / "task.json").read_text())["geometry"]
+        return "x".join(str(int(n)) for n in (geo["channels"], *geo["spatial"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _with_config(frames: list[pd.DataFrame], dirs: list[Path], names: dict) -> pd.DataFrame:
-    """Concatenate per-run frames, adding every run's flattened config as columns."""
+    """Concatenate per-run frames, adding every run's flattened config as columns, and ``input_shape``."""
     parts = []
     for d, f in zip(dirs, frames):
         if f is None or not len(f):
             continue
-        cfg = flat_config(d)
+        cfg = {**flat_config(d), "input_shape": input_shape(d)}
         for k, v in cfg.items():
             if k not in f.columns:
                 f[k] = v if not isinstance(v, list) else str(v)
@@ -127,12 +137,14 @@ def load_references(paths) -> pd.DataFrame:
 
 # -- weights back from checkpoints (probe.analysis.load, shared with `probe analyze`) ------------------------------
 def chosen_steps(run_dir: Path, steps=None) -> list[int]:
-    """The checkpoint steps to show: ``steps`` (nearest checkpoints), or the first, middle and last."""
+    """The checkpoint steps to show: ``steps`` (nearest checkpoints), or the first, the one nearest half the last
+    step (checkpoints are log-spaced: the middle one by count is still close to the initialization), and the last."""
     have = [s for s, _ in list_checkpoints(run_dir)]
     if not have:
         raise ConfigError(f"{run_dir}: no checkpoints")
     if steps is None:
-        return sorted({have[0], have[len(have) // 2], have[-1]})
+        middle = min(have[1:-1] or have, key=lambda s: abs(s - have[-1] / 2))
+        return sorted({have[0], middle, have[-1]})
     return sorted({min(have, key=lambda s: abs(s - t)) for t in steps})
 
 

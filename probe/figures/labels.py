@@ -1,0 +1,233 @@
+"""Words for figures (issue 17, item 6): panel titles, legend titles, swept values and run names a paper can print.
+
+Run folders and metrics.jsonl use code names (``lsg_task=nlgp-gauss_gain=100_s0``, ``ipr_frac_above``,
+``task_opts.gain``); figures say what they are instead:
+
+- :func:`title`: a metric's panel title (:data:`TITLES`; the axis label, :data:`probe.figures.plots.LABELS`, keeps
+  the unit or range);
+- :func:`key_text`: a config key as a legend or axis title (:data:`KEY_TEXT`);
+- :func:`value_text`: one value of a config key (:data:`VALUE_TEXT`; numbers without a trailing ``.0``);
+- :func:`run_labels`: each run named by the config values that differ between the runs drawn (``NLGP, gain 100,
+  seed 0``), not by its folder;
+- :func:`value_range`: the range a metric lives in, to clip +-sd bands (a share is never below 0).
+
+Unknown names fall back to the name with ``_`` as spaces, so a new measure still gets a readable title.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+# panel titles: what the number is, in words (the y-axis label says its unit or range)
+TITLES = {
+    "ipr": "localization (ipr)",
+    "ipr_frac_above": "share of localized units",
+    "spread": "spatial spread of fields",
+    "window_mass_3": "energy in the best 3-pixel window",
+    "window_mass_5": "energy in the best 5-pixel window",
+    "hoyer": "sparsity of weights (Hoyer)",
+    "zero_frac": "weights at zero",
+    "displacement_mean": "field centre off its position (mean)",
+    "displacement_median": "field centre off its position (median)",
+    "shift_match": "fields matching their shifts",
+    "shift_match_units": "units matched under shift",
+    "conv_distance_3": "distance to convolutions (k = 3)",
+    "conv_distance_5": "distance to convolutions (k = 5)",
+    "spectral_entropy": "spectral entropy of fields",
+    "peak_frequency": "peak spatial frequency",
+    "input_pc_share": "fields in the inputs' top PCs",
+    "movement": "movement from initialization",
+    "effective_rank": "effective rank",
+    "stable_rank": "stable rank",
+    "alpha": "power-law exponent of the spectrum",
+    "lie_derivative": "Lie derivative (translation)",
+    "lie_ratio": "translation / random sensitivity",
+    "position_ipr": "localization over positions",
+    "position_sharing": "sharing across positions",
+    "routing_accuracy": "routing to the source (key or value)",
+    "routing_accuracy_value": "routing to the value",
+    "attn_routing_accuracy": "attention routing to the source",
+    "intervention_follow": "answers following an intervention",
+    "swap_follow": "answers following a swap",
+    "swap_follow_keys": "answers following swapped keys",
+    "swap_follow_values": "answers following swapped values",
+    "input_dependence": "routing map change across inputs",
+    "self_mass": "routing on the query itself",
+    "perm_equivariance_error": "permutation equivariance error",
+    "perm_flip_rate": "answers flipped by a permutation",
+    "time_sharing": "time sharing (explained by t - s)",
+    "causal_mass": "causal dependence (s <= t)",
+    "relevant_weight_mass": "first-layer energy on the relevant inputs",
+    "rel_mse": "error in the training range",
+    "extrap_rel_mse": "error outside the training range",
+    "test_acc": "test accuracy",
+    "train_acc": "train accuracy",
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+    "test_acc_2T": "test accuracy at length 2T",
+    "test_acc_4T": "test accuracy at length 4T",
+    "cnn_test_acc": "test accuracy of the source CNN",
+    "mlp_test_acc": "test accuracy of the plain MLP",
+    "dense_test_acc": "test accuracy, dense",
+    "line_barrier": "test loss barrier, eCNN -> MLP",
+    "line_barrier_train": "train loss barrier, eCNN -> MLP",
+    "line_barrier_unaligned": "test loss barrier, units not aligned",
+    "line_barrier_train_unaligned": "train loss barrier, units not aligned",
+    "line_error_barrier": "test error barrier, eCNN -> MLP",
+    "line_error_barrier_unaligned": "test error barrier, units not aligned",
+    "conv_subspace_distance": "distance to the layout's convolutions",
+    "conv_subspace_distance_all": "distance to the layout's convolutions (all layers)",
+    "sparsity": "weights pruned",
+}
+for _k in (1, 2, 3):
+    TITLES[f"shift_consistency_{_k}"] = f"predictions kept under a {_k}-pixel shift"
+    TITLES[f"noise_consistency_{_k}"] = f"predictions kept under noise of a {_k}-pixel shift"
+
+# config keys as legend and axis titles
+KEY_TEXT = {
+    "run": "run",
+    "task": "task",
+    "model": "model",
+    "variant": "variant",
+    "width": "width (hidden units)",
+    "depth": "depth (hidden layers)",
+    "param": "parametrization",
+    "seed": "seed",
+    "optimizer": "optimizer",
+    "lr": "learning rate",
+    "batch_size": "batch size",
+    "steps": "training steps",
+    "weight_decay": "weight decay",
+    "procedure": "procedure",
+    "task.n_train": "training examples",
+    "task_opts.gain": "NLGP gain g",
+    "task_opts.pairs": "key-value pairs",
+    "task_opts.length": "sequence length",
+    "task_opts.augment_shift": "largest training shift (pixels)",
+    "task_opts.op": "operation",
+    "input_shape": "input (channels x positions)",
+}
+
+# values of config keys in words; keys not listed print their value as it is
+VALUE_TEXT = {
+    "task": {"mnist1d": "MNIST-1D", "mnist1d-shuffled": "MNIST-1D, positions shuffled", "nlgp": "NLGP",
+             "nlgp-gauss": "Gaussian clone of NLGP", "mnist": "MNIST", "cifar10": "CIFAR-10", "digits": "digits 8x8",
+             "mqar": "MQAR", "induction": "induction", "running-parity": "running parity", "dyck": "Dyck-1",
+             "delayed-copy": "delayed copy", "modadd": "modular addition"},
+    "model": {"mlp": "MLP", "cnn": "CNN", "lcn": "LCN (local, unshared)", "linear": "linear", "mixer": "MLP-Mixer",
+              "transformer": "transformer", "rnn": "RNN"},
+    "variant": {"sgd": "SGD", "l1": "L1", "beta-lasso": "beta-LASSO", "imp": "IMP (rewinding)", "mlp": "MLP",
+                "cnn": "CNN", "lcn": "LCN", "linear": "linear", "mixer": "MLP-Mixer", "transformer": "transformer",
+                "transformer-nope": "transformer, no positions", "rnn": "RNN", "rnn-elman": "RNN (Elman)",
+                "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
+                "mlp-small-sparse": "MLP, small, sparse", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20"},
+    "optimizer": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"},
+}
+_VARIANT_PATTERNS = ((re.compile(r"^e(cnn|lcn)-t(\d+)$"), lambda m: f"e{m[1].upper()} ({m[1].upper()} trained {m[2]} steps)"),)
+# config keys that say how a run was run, not what was run: never part of a run's name
+_BOOKKEEPING = {"run", "out", "device", "threads", "log", "on_nan", "compile", "track", "track_every", "eval_every",
+                "log_every", "checkpoints", "input_shape"}
+# keys as they prefix a number in a run's name (``gain 100``, ``width 32``); others: the last part of the key
+_SHORT_KEY = {"task.n_train": "examples", "task_opts.augment_shift": "shift", "batch_size": "batch"}
+# the order in which varying keys name a run
+_NAME_ORDER = ("task", "variant", "model", "param", "width", "depth")
+
+# the range of each metric's values: +-sd bands are clipped to it
+UNIT_INTERVAL = {
+    "ipr", "ipr_frac_above", "window_mass_3", "window_mass_5", "hoyer", "zero_frac", "conv_distance_3",
+    "conv_distance_5", "spectral_entropy", "input_pc_share", "position_ipr", "position_sharing", "routing_accuracy",
+    "routing_accuracy_value", "attn_routing_accuracy", "intervention_follow", "swap_follow", "swap_follow_keys",
+    "swap_follow_values", "self_mass", "time_sharing", "causal_mass", "relevant_weight_mass", "perm_flip_rate",
+    "conv_subspace_distance", "conv_subspace_distance_all", "sparsity", "shift_match_units", "test_acc",
+    "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T",
+    *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3)),
+}
+NON_NEGATIVE = {"spread", "displacement_mean", "displacement_median", "movement", "effective_rank", "stable_rank",
+                "peak_frequency", "lie_derivative", "lie_ratio", "input_dependence", "perm_equivariance_error",
+                "rel_mse", "extrap_rel_mse", "test_loss", "train_loss"}
+
+
+def _plain(name: str) -> str:
+    return name.split(".")[-1].replace("_", " ")
+
+
+def title(metric: str) -> str:
+    """A metric's panel title in words (``ipr_frac_above`` -> ``share of localized units``)."""
+    return TITLES.get(metric, _plain(metric))
+
+
+def key_text(key: str | None) -> str | None:
+    """A config key as a legend or axis title (``task_opts.gain`` -> ``NLGP gain g``)."""
+    return None if key is None else KEY_TEXT.get(key, _plain(key))
+
+
+def number_text(v) -> str:
+    """A number without a trailing ``.0`` (100.0 -> 100, 0.3 stays 0.3)."""
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def value_text(key: str, v) -> str:
+    """One value of config key ``key`` in words (``task`` ``nlgp-gauss`` -> ``Gaussian clone of NLGP``)."""
+    if isinstance(v, str):
+        words = VALUE_TEXT.get(key, {}).get(v)
+        if words is None and key == "variant":
+            for pattern, make in _VARIANT_PATTERNS:
+                if m := pattern.match(v):
+                    return make(m)
+        return words or v
+    return number_text(v)
+
+
+def _config_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of ``table`` that are run config keys (RunConfig fields, their options, and the sweep's
+    ``variant``)."""
+    from dataclasses import fields
+
+    from probe.config import RunConfig
+
+    names = {f.name for f in fields(RunConfig)} | {"variant", "procedure"}
+    return [c for c in table.columns if c.split(".")[0] in names and c not in _BOOKKEEPING]
+
+
+def run_labels(table: pd.DataFrame) -> dict:
+    """Each run of ``table`` (a column ``run``) named by the config values that differ between its runs, in words:
+    ``NLGP, gain 100, seed 0`` for ``lsg_task=nlgp_gain=100_s0``. Categorical values (task, model, variant) are
+    named alone, numbers after their key. Runs whose configs are all alike keep their folder name."""
+    if "run" not in table.columns or not len(table):
+        return {}
+    per_run = table.drop_duplicates("run").set_index("run")
+    cols = [c for c in _config_columns(table) if c in per_run.columns]
+    varying = [c for c in cols if per_run[c].astype(str).nunique() > 1]
+    varying.sort(key=lambda c: (_NAME_ORDER.index(c) if c in _NAME_ORDER else len(_NAME_ORDER) + (c == "seed"), c))
+    if "variant" in varying and "model" in varying:  # a variant names its model already
+        varying.remove("model")
+    out = {}
+    for run, row in per_run.iterrows():
+        parts = []
+        for c in varying:
+            v = row[c]
+            if isinstance(v, str) and c in ("task", "model", "variant", "param", "optimizer"):
+                parts.append(value_text(c, v))
+            else:
+                parts.append(f"{_SHORT_KEY.get(c, _plain(c))} {value_text(c, v)}")
+        out[run] = ", ".join(parts) if parts else str(run)
+    if len(set(out.values())) < len(out):  # configs alike: the folder tells them apart
+        out = {run: f"{label} ({run})" if list(out.values()).count(label) > 1 else label for run, label in out.items()}
+    return out
+
+
+def value_range(metric: str, scale: float = 1.0) -> tuple[float, float]:
+    """The interval ``metric``'s values live in, times ``scale`` (100 for accuracies in %): [0, 1] for shares,
+    [-1, 1] for mean cosines, [0, inf) for sizes, losses and distances, else unbounded."""
+    if metric in UNIT_INTERVAL:
+        return 0.0, scale
+    if metric == "shift_match":
+        return -scale, scale
+    if metric in NON_NEGATIVE:
+        return 0.0, np.inf
+    return -np.inf, np.inf
