@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from probe.metrics.kernels import center, cka, empirical_ntk, kta, label_kernel
 
@@ -134,3 +134,22 @@ def test_ntk_align_writes_the_alignments_into_the_rows(tmp_path):
 
     t = make_task("mnist1d", {}, seed=0)
     assert torch.equal(ntk_subset(t, 64), ntk_subset(make_task("mnist1d", {}, seed=5), 64))
+
+
+class _Twice(nn.Module):
+    """One Linear applied twice, and a second Linear tied to the first's weight: neither can be factored per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 6)
+        self.b.weight = self.a.weight
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.b(torch.tanh(self.a(torch.tanh(self.a(x)))))))
+
+
+def test_the_ntk_of_reused_and_tied_layers_matches_the_full_jacobian():
+    torch.manual_seed(1)
+    model, x = _Twice(), torch.randn(9, 6)
+    assert np.allclose(empirical_ntk(model, x), _brute_ntk(model, x), rtol=1e-4, atol=1e-5)

@@ -8,10 +8,25 @@ import torch
 
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
-from probe.metrics.equivariance import circular_conv_matrix, conv_layout, conv_subspace_projection
-from probe.metrics.symmetry import (complement_share, invariant_readout_layout, orbit, shift_layout)
-from probe.run.procedures import (ComplementTracker, OrbitAugment, embed_local_net, perturb_off_convolutions,
-                                  run_procedure, symmetry_layouts)
+from probe.metrics.equivariance import (
+    circular_conv_matrix,
+    conv_layout,
+    conv_subspace_projection,
+)
+from probe.metrics.symmetry import (
+    complement_share,
+    invariant_readout_layout,
+    orbit,
+    shift_layout,
+)
+from probe.run.procedures import (
+    ComplementTracker,
+    OrbitAugment,
+    embed_local_net,
+    perturb_off_convolutions,
+    run_procedure,
+    symmetry_layouts,
+)
 
 GEO = Geometry(channels=2, spatial=(12,))
 
@@ -117,7 +132,7 @@ def test_orbits_do_not_keep_the_symmetry_with_a_readout_that_is_not_invariant():
 
 @pytest.mark.parametrize("eps", [0.01, 0.1, 0.3])
 def test_the_perturbation_lies_off_the_convolutions_at_relative_norm_eps(eps):
-    task, cnn, mlp, state = _embedded()
+    _, cnn, _, state = _embedded()
     layouts = symmetry_layouts(cnn)
     perturbed = perturb_off_convolutions(state, layouts, eps, "all", seed=3)
     tracker = ComplementTracker(layouts, invariant_readout_layout(10, 3, 20), perturbed, perturbed=True)
@@ -164,7 +179,7 @@ def test_stability_procedure_tracks_the_complement_from_eps(tmp_path):
     assert res["conv_complement_ratio"] == pytest.approx(rows[-1]["conv_complement_growth"])
     assert (res["width"], res["depth"]) == (40, 2) and 0 <= res["cnn_test_acc"] <= 1
     # no perturbation, whole orbits: the layers stay equivariant, the ratio is undefined
-    row, res = run_procedure("stability", cfg, tmp_path / "exact", {"cnn_steps": 10, "source_opts": src, "eps": 0.0,
+    _, res = run_procedure("stability", cfg, tmp_path / "exact", {"cnn_steps": 10, "source_opts": src, "eps": 0.0,
                                                                        "augment": "orbit"})
     assert res["equiv_subspace_distance_all"] < 1e-6 and res["conv_complement_ratio"] is None
     assert json.loads((tmp_path / "exact" / "config.json").read_text())["model"] == "mlp"

@@ -55,7 +55,7 @@ def empirical_ntk(model: nn.Module, x: torch.Tensor, chunk: int = 128) -> np.nda
 
     Computed exactly, by parts of the sum over parameters:
 
-    - each ``nn.Linear`` applied to (n, d_in) inputs a (its output y = W a + b): d f_c / d W = delta_c a^T with
+    - each ``nn.Linear`` applied once to (n, d_in) inputs a (its output y = W a + b): d f_c / d W = delta_c a^T with
       delta_c = d f_c / d y, so its part is (A A^T + 1[bias]) * sum_c D_c D_c^T (elementwise), from the layer's
       inputs A (n, d_in) and the gradients D_c (n, d_out) of each output c at its output; C backward passes of the
       batch serve every Linear at once, and no per-example gradient is formed (a 40-100-100-10 MLP on 512
@@ -75,10 +75,11 @@ def empirical_ntk(model: nn.Module, x: torch.Tensor, chunk: int = 128) -> np.nda
 def _ntk(model: nn.Module, x: torch.Tensor, chunk: int) -> np.ndarray:
     from torch.func import functional_call, jacrev, vmap
 
-    inputs, outputs, handles = {}, {}, []
+    inputs, outputs, calls, handles = {}, {}, {}, []
 
     def keep(mod, args, out):
         inputs[mod], outputs[mod] = args[0], out
+        calls[mod] = calls.get(mod, 0) + 1
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for m in linears:
@@ -93,8 +94,14 @@ def _ntk(model: nn.Module, x: torch.Tensor, chunk: int) -> np.ndarray:
         raise ValueError(f"empirical_ntk needs (n, C) outputs, got shape {tuple(f.shape)}")
     n, C = f.shape
     # Linear layers used once on (n, d_in) inputs are done by their factorization; the rest by Jacobians
-    factored = [m for m in linears if m in outputs and inputs[m].dim() == 2 and outputs[m].requires_grad
-                and m.weight.requires_grad]
+    # (a layer called more than once, or sharing its weight with another module, goes the general way)
+    owners: dict[int, int] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    shared = {i for i, count in owners.items() if count > 1}
+    factored = [m for m in linears if calls.get(m) == 1 and inputs[m].dim() == 2 and outputs[m].requires_grad
+                and m.weight.requires_grad and id(m.weight) not in shared]
     done = {id(p) for m in factored for p in m.parameters(recurse=False)}
     K = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     if factored:

@@ -337,7 +337,7 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
         raise ConfigError(f"procedure ecnn: cnn_steps >= 0, source cnn or lcn, points >= 2 required; got "
                           f"cnn_steps={cnn_steps}, source={source!r}, points={points}")
     out = Path(out)
-    cnn, width, depth, state, layouts = embedded_cnn(cfg, out, cnn_steps, source, source_opts)
+    _, width, depth, state, layouts = embedded_cnn(cfg, out, cnn_steps, source, source_opts)
     mlp_cfg = cfg.replace(width=width, depth=depth)
     row = train_or_resume(mlp_cfg, out, prepare=_load_weights(state))
     # step 0 of the eCNN computes the CNN's function: its first row holds the CNN's accuracy after cnn_steps
