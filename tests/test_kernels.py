@@ -81,14 +81,14 @@ def _brute_ntk(model, x):
     return torch.einsum("ncp,mcp->nm", J, J).numpy()
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_the_ntk_matches_the_full_jacobian_on_an_mlp_and_a_cnn(kind):
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "lcn"])
+def test_the_ntk_matches_the_full_jacobian_on_an_mlp_a_cnn_and_an_lcn(kind):
     from probe.models import build_model
     from probe.tasks import make_task
 
     task = make_task("nlgp", {"n_train": 16, "n_test": 8, "size": 12}, seed=0)
     torch.manual_seed(0)
-    opts = {"channels": 3, "kernel": 3, "layers": 2, "stride": 2} if kind == "cnn" else {}
+    opts = {"channels": 3, "kernel": 3, "layers": 2, "stride": 2} if kind != "mlp" else {}
     model = build_model(kind, task, 12, 2, "standard", opts)
     x = task.x_train[:10]
     K = empirical_ntk(model, x, chunk=4)

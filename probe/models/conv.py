@@ -82,7 +82,8 @@ class LocallyConnected(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, P, in_channels, *([kernel] * self.d)).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels, P).uniform_(-bound, bound))
 
-    def forward(self, x):  # x (B, C, *S)
+    def patches(self, x):
+        """The input each output position reads: (B, C, *S) -> (B, P, C k^d), in the weight's (C, *k) order."""
         B = x.shape[0]
         if self.circular:
             x = F.pad(x, [self.pad] * (2 * self.d), mode="circular")
@@ -91,12 +92,13 @@ class LocallyConnected(nn.Module):
             pad = self.pad
         if self.d == 1:
             x = F.pad(x, (pad, pad)).unfold(2, self.kernel, self.stride)  # (B, C, P, k)
-            patches = x.permute(0, 2, 1, 3).reshape(B, x.shape[2], -1)  # (B, P, C*k)
-        else:
-            patches = F.unfold(x, self.kernel, padding=pad, stride=self.stride).transpose(1, 2)  # (B, P, C*k*k)
+            return x.permute(0, 2, 1, 3).reshape(B, x.shape[2], -1)  # (B, P, C*k)
+        return F.unfold(x, self.kernel, padding=pad, stride=self.stride).transpose(1, 2)  # (B, P, C*k*k)
+
+    def forward(self, x):  # x (B, C, *S)
         w = self.weight.reshape(self.weight.shape[0], self.weight.shape[1], -1)  # (O, P, C*k^d)
-        out = torch.einsum("bpj,opj->bop", patches, w) + self.bias
-        return out.reshape(B, -1, *self.out_spatial)
+        out = torch.einsum("bpj,opj->bop", self.patches(x), w) + self.bias
+        return out.reshape(x.shape[0], -1, *self.out_spatial)
 
     def dense(self) -> torch.Tensor:
         return local_dense(self.weight.detach(), self.in_spatial, self.stride, self.pad, self.circular)

@@ -648,8 +648,8 @@ def ntk_align(cfg: RunConfig, out: Path, ref: str = "cnn", ref_opts: dict | None
     Then ``cfg``'s model (an MLP, an LCN, a CNN ...) trains into ``out`` with :class:`NTKAlignment` writing
     ``ntk_cka`` (CKA of its NTK with K_ref), ``ntk_kta`` (its kernel-target alignment) and ``ntk_input_cka`` into
     the metrics rows at multiples of ``every`` (0: every evaluation, ``eval_every``), step 0 and the last step. On
-    CPU an MLP's kernel on 512 inputs takes about 0.1 s; a CNN's (kernels by per-example Jacobians) seconds, so a
-    CNN subject wants a sparse ``every``. The null of ``ntk_cka``: the same run against a reference of the
+    one loaded CPU core, on 512 MNIST-1D inputs: an MLP 40-100-100-10 0.2 s, an LCN of 16 channels 1.4 s, a CNN of
+    16 (32) channels 0.9 (3.8) s (its kernels by per-example Jacobians), so a CNN subject wants a sparse ``every``. The null of ``ntk_cka``: the same run against a reference of the
     subject's own kind at another seed (``ref=mlp``, ``ref_seed``): how alike two independently trained kernels of
     one architecture are.
 
