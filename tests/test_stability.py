@@ -153,6 +153,7 @@ def test_the_perturbation_lies_off_the_convolutions_at_relative_norm_eps(eps):
     (dict(model="cnn"), {}, "plain model=mlp"),
     ({}, {"eps": 1.0}, "0 <= eps < 1"),
     ({}, {"augment": "shift"}, "augment none or orbit"),
+    ({}, {"precision": "half"}, "precision float32 or float64"),
     ({}, {"augment": "orbit", "cnn_steps": 0, "source_opts": {"channels": 2, "layers": 1, "pool": False}},
      "fixed point of circular shifts"),
     ({}, {"augment": "orbit", "cnn_steps": 0, "source_opts": {"channels": 2, "layers": 1, "padding": "zeros"}},
@@ -183,3 +184,20 @@ def test_stability_procedure_tracks_the_complement_from_eps(tmp_path):
                                                                        "augment": "orbit"})
     assert res["equiv_subspace_distance_all"] < 1e-6 and res["conv_complement_ratio"] is None
     assert json.loads((tmp_path / "exact" / "config.json").read_text())["model"] == "mlp"
+
+
+@pytest.mark.slow
+def test_in_float64_adam_keeps_an_equivariant_net_equivariant_to_rounding(tmp_path):
+    cfg = RunConfig(task="mnist1d", model="mlp", steps=30, batch_size=20, log_every=10, eval_every=10, checkpoints=2,
+                    optimizer="adam", lr=1e-3)
+    opts = {"cnn_steps": 10, "source_opts": {"channels": 2, "layers": 2}, "eps": 0.0, "augment": "orbit",
+            "precision": "float64"}
+    _, res = run_procedure("stability", cfg, tmp_path / "f64", opts)
+    assert res["equiv_subspace_distance_all"] < 1e-12 and res["readout_shift_distance"] < 1e-12
+    from probe.run.checkpoint import load_checkpoint
+
+    sd = load_checkpoint(tmp_path / "f64" / "checkpoints" / "step_30.pt")["state_dict"]
+    assert sd["layers.0.weight"].dtype == torch.float64
+    # resuming a finished float64 run reads its result again
+    _, again = run_procedure("stability", cfg, tmp_path / "f64", opts)
+    assert again["equiv_subspace_distance_all"] == res["equiv_subspace_distance_all"]
