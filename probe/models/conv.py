@@ -2,8 +2,11 @@
 shared); and the dense embedding of either layer over the input grid (as in the eCNN of d'Ascoli et al.).
 
 Both are stacks of ``layers`` local layers (``channels`` each, kernel ``kernel``, the first with stride
-``stride``), ReLU, then a linear readout of the flattened feature map. Padding is k//2 on each side, zeros on
-open grids and circular on periodic ones. The dense embedding writes a local layer with weights
+``stride``), ReLU, then a linear readout of the flattened feature map (``pool``: of each channel's mean over
+positions, a readout invariant to circular shifts). Padding is k//2 on each side, zeros on open grids and circular
+on periodic ones (``padding`` = zeros or circular chooses). Circular padding, on a grid the stride divides and with
+an odd kernel, makes every layer exactly equivariant to circular shifts of the input (the ``stability`` procedure
+of :mod:`probe.run.procedures` needs it). The dense embedding writes a local layer with weights
 w[o, p, c, offset] (o output channel, p output position) as a matrix M with
 M[(o, p), (c, s)] = w[o, p, c, offset] where s = p*stride - pad + offset (mod the grid size when periodic);
 hidden unit (o, p) is row o*P + p, the channel-major order of PyTorch's feature maps.
@@ -18,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from probe.config import ConfigError
 from probe.models import register
 
 
@@ -78,7 +82,8 @@ class LocallyConnected(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, P, in_channels, *([kernel] * self.d)).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels, P).uniform_(-bound, bound))
 
-    def forward(self, x):  # x (B, C, *S)
+    def patches(self, x):
+        """The input each output position reads: (B, C, *S) -> (B, P, C k^d), in the weight's (C, *k) order."""
         B = x.shape[0]
         if self.circular:
             x = F.pad(x, [self.pad] * (2 * self.d), mode="circular")
@@ -87,12 +92,13 @@ class LocallyConnected(nn.Module):
             pad = self.pad
         if self.d == 1:
             x = F.pad(x, (pad, pad)).unfold(2, self.kernel, self.stride)  # (B, C, P, k)
-            patches = x.permute(0, 2, 1, 3).reshape(B, x.shape[2], -1)  # (B, P, C*k)
-        else:
-            patches = F.unfold(x, self.kernel, padding=pad, stride=self.stride).transpose(1, 2)  # (B, P, C*k*k)
+            return x.permute(0, 2, 1, 3).reshape(B, x.shape[2], -1)  # (B, P, C*k)
+        return F.unfold(x, self.kernel, padding=pad, stride=self.stride).transpose(1, 2)  # (B, P, C*k*k)
+
+    def forward(self, x):  # x (B, C, *S)
         w = self.weight.reshape(self.weight.shape[0], self.weight.shape[1], -1)  # (O, P, C*k^d)
-        out = torch.einsum("bpj,opj->bop", patches, w) + self.bias
-        return out.reshape(B, -1, *self.out_spatial)
+        out = torch.einsum("bpj,opj->bop", self.patches(x), w) + self.bias
+        return out.reshape(x.shape[0], -1, *self.out_spatial)
 
     def dense(self) -> torch.Tensor:
         return local_dense(self.weight.detach(), self.in_spatial, self.stride, self.pad, self.circular)
@@ -101,14 +107,16 @@ class LocallyConnected(nn.Module):
 class LocalNet(nn.Module):
     """Stack of local layers (conv or locally connected) + ReLU, flattened into a linear readout."""
 
-    def __init__(self, geometry, n_out, channels, kernel, layers, stride, shared: bool):
+    def __init__(self, geometry, n_out, channels, kernel, layers, stride, shared: bool, circular: bool | None = None,
+                 pool: bool = False):
         super().__init__()
         if geometry.channels_last:
             raise ValueError("convolutional controls need an image geometry")
         if layers < 1:
             raise ValueError("layers must be >= 1")
         self.geometry = geometry
-        self.circular = geometry.periodic
+        self.circular = geometry.periodic if circular is None else bool(circular)
+        self.pool = bool(pool)
         conv = nn.Conv1d if geometry.ndim == 1 else nn.Conv2d
         spatial, c_in = geometry.spatial, geometry.channels
         mods = []
@@ -122,14 +130,15 @@ class LocalNet(nn.Module):
             spatial = tuple(out_size(n, kernel, s, kernel // 2) for n in spatial)
             c_in = channels
         self.layers = nn.ModuleList(mods)
-        self.readout = nn.Linear(channels * math.prod(spatial), n_out)
+        self.out_spatial = spatial
+        self.readout = nn.Linear(channels * (1 if self.pool else math.prod(spatial)), n_out)
         self.shared = shared
 
     def forward(self, x):
         x = x.reshape(x.shape[0], *self.geometry.input_shape)
         for layer in self.layers:
             x = F.relu(layer(x))
-        return self.readout(x.flatten(1))
+        return self.readout(x.flatten(2).mean(2) if self.pool else x.flatten(1))
 
     def first_layer_dense(self) -> torch.Tensor:
         first = self.layers[0]
@@ -141,12 +150,25 @@ class LocalNet(nn.Module):
                            first.stride[0], first.padding[0], self.circular)
 
 
+def _circular(padding: str, geometry) -> bool | None:
+    if padding not in ("auto", "zeros", "circular"):
+        raise ConfigError(f"model option padding must be auto, zeros or circular, got {padding!r}")
+    return None if padding == "auto" else padding == "circular"
+
+
 @register("cnn", "convolutional reference: `layers` conv layers of `channels`, kernel `kernel`, flattened readout",
           uses=())
-def cnn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2):
-    return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=True)
+def cnn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2,
+        padding: str = "auto", pool: bool = False):
+    """``padding``: auto (circular on periodic grids, zeros otherwise), zeros or circular; ``pool``: the readout reads
+    each channel's mean over positions instead of the flattened map."""
+    return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=True,
+                    circular=_circular(padding, task.geometry), pool=pool)
 
 
 @register("lcn", "locally connected control: the CNN's local support without weight sharing", uses=())
-def lcn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2):
-    return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=False)
+def lcn(task, width, depth, param, channels: int = 32, kernel: int = 5, layers: int = 3, stride: int = 2,
+        padding: str = "auto", pool: bool = False):
+    """``padding`` and ``pool``: as :func:`cnn`'s."""
+    return LocalNet(task.geometry, task.n_outputs, channels, kernel, layers, stride, shared=False,
+                    circular=_circular(padding, task.geometry), pool=pool)

@@ -25,7 +25,7 @@ A sweep spec (the presets in ``probe/experiments/*.toml`` are examples)::
     model = "cnn"
     "model_opts.channels" = 32
     # procedure = "imp" and procedure_opts = { rounds = 3 }: a multi-stage procedure of probe.run.procedures
-    # (imp, ecnn) instead of one plain training run ("train", the default)
+    # (imp, ecnn, stability, ntk_align) instead of one plain training run ("train", the default)
 
     # Several zipped axes: [[variants.AXIS]] tables instead of [[variants]] (whose axis is called "variant").
     # Axes are crossed with each other and with the grid.
