@@ -63,6 +63,28 @@ TITLES = {
     "relevant_weight_mass": "first-layer energy on the relevant inputs",
     "rel_mse": "error in the training range",
     "extrap_rel_mse": "error outside the training range",
+    "grad_com_share_3": "pull inside each unit's 3-pixel field",
+    "grad_com_share_5": "pull inside each unit's 5-pixel field",
+    "grad_conv_share": "pull in the convolutions of the layout",
+    "delta_conv_share": "ΔW in the convolutions of the layout",
+    "grad_local_share": "pull in the layout's windows",
+    "delta_local_share": "ΔW in the layout's windows",
+    "clone_acc": "accuracy on the Gaussian clone",
+    "real_acc": "accuracy on the real test set",
+    "qda_acc": "QDA on the real test set",
+    "qda_clone_acc": "QDA on the Gaussian clone",
+    "ntk_cka": "NTK alignment with the trained CNN's (CKA)",
+    "ntk_kta": "NTK alignment with the labels (KTA)",
+    "ntk_input_cka": "NTK alignment with the inputs' Gram matrix",
+    "conv_subspace_distance_l2": "distance to the layout's convolutions, layer 2",
+    "conv_subspace_distance_l3": "distance to the layout's convolutions, layer 3",
+    "equiv_subspace_distance": "distance to the shift-equivariant layers",
+    "equiv_subspace_distance_all": "distance to the shift-equivariant layers, all layers",
+    "conv_complement_growth": "off-convolution part / its start (first layer)",
+    "conv_complement_growth_all": "off-convolution part / its start (all layers)",
+    "equiv_complement_growth": "non-equivariant part / its start (first layer)",
+    "equiv_complement_growth_all": "non-equivariant part / its start (all layers)",
+    "readout_shift_distance": "readout's distance to shift invariance",
     "test_acc": "test accuracy",
     "train_acc": "train accuracy",
     "test_loss": "test loss",
@@ -141,13 +163,17 @@ UNIT_INTERVAL = {
     "conv_distance_5", "spectral_entropy", "input_pc_share", "position_ipr", "position_sharing", "routing_accuracy",
     "routing_accuracy_value", "attn_routing_accuracy", "intervention_follow", "swap_follow", "swap_follow_keys",
     "swap_follow_values", "self_mass", "time_sharing", "causal_mass", "relevant_weight_mass", "perm_flip_rate",
-    "conv_subspace_distance", "conv_subspace_distance_all", "sparsity", "shift_match_units", "test_acc",
+    "conv_subspace_distance", "conv_subspace_distance_all", "sparsity", "grad_com_share_3", "grad_com_share_5",
+    "grad_conv_share", "delta_conv_share", "grad_local_share", "delta_local_share", "clone_acc", "real_acc",
+    "ntk_cka", "ntk_kta", "ntk_input_cka", "equiv_subspace_distance", "equiv_subspace_distance_all", "shift_match_units", "test_acc",
     "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T",
     *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3)),
 }
 NON_NEGATIVE = {"spread", "displacement_mean", "displacement_median", "movement", "effective_rank", "stable_rank",
                 "peak_frequency", "lie_derivative", "lie_ratio", "input_dependence", "perm_equivariance_error",
-                "rel_mse", "extrap_rel_mse", "test_loss", "train_loss"}
+                "rel_mse", "extrap_rel_mse", "test_loss", "train_loss", "conv_complement_growth",
+                "conv_complement_growth_all", "equiv_complement_growth", "equiv_complement_growth_all",
+                "readout_shift_distance"}
 
 
 def _plain(name: str) -> str:
@@ -156,6 +182,9 @@ def _plain(name: str) -> str:
 
 def title(metric: str) -> str:
     """A metric's panel title in words (``ipr_frac_above`` -> ``share of localized units``)."""
+    if metric not in TITLES and metric.startswith(("delta_", "grad_")):  # the ΔW and pull twins of a measure
+        prefix, base = metric.split("_", 1)
+        return f"{'ΔW' if prefix == 'delta' else 'pull G'}: {title(base)}"
     return TITLES.get(metric, _plain(metric))
 
 
@@ -224,6 +253,8 @@ def run_labels(table: pd.DataFrame) -> dict:
 def value_range(metric: str, scale: float = 1.0) -> tuple[float, float]:
     """The interval ``metric``'s values live in, times ``scale`` (100 for accuracies in %): [0, 1] for shares,
     [-1, 1] for mean cosines, [0, inf) for sizes, losses and distances, else unbounded."""
+    if metric.startswith(("delta_", "grad_")) and metric.split("_", 1)[1] in UNIT_INTERVAL | NON_NEGATIVE:
+        return value_range(metric.split("_", 1)[1], scale)
     if metric in UNIT_INTERVAL:
         return 0.0, scale
     if metric == "shift_match":

@@ -54,6 +54,17 @@ LABELS = {
     "conv_subspace_distance": "distance to the layout's convolutions",
     "conv_subspace_distance_all": "distance to the layout's convolutions",
     "mlp_steps": "training steps",
+    # the stability and ntk_align procedures (probe/run/procedures.py)
+    "equiv_subspace_distance": "distance to the shift-equivariant layers",
+    "equiv_subspace_distance_all": "distance to the shift-equivariant layers",
+    "conv_complement_growth": "||W - P(W)|| / its value at step 0",
+    "conv_complement_growth_all": "||W - P(W)|| / its value at step 0",
+    "equiv_complement_growth": "||W - P(W)|| / its value at step 0",
+    "equiv_complement_growth_all": "||W - P(W)|| / its value at step 0",
+    "readout_shift_distance": "distance to a shift-invariant readout",
+    "ntk_cka": "centred kernel alignment (0-1)",
+    "ntk_kta": "kernel-target alignment (0-1)",
+    "ntk_input_cka": "centred kernel alignment (0-1)",
     "sparsity": "share of weights pruned",
 }
 PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T")
@@ -231,6 +242,40 @@ def tracked_in(metrics) -> list[str]:
     return [k for k in LABELS if k in present] + sorted(present - set(LABELS))
 
 
+def step_nulls(metric: str, present) -> list[str]:
+    """The per-step nulls of ``metric`` among the metric keys ``present``: keys ``NAME@KIND`` that a tracker writes
+    beside a measure at every tracking step (``grad_window_mass_3@phase``, ``grad_com_share_3@chance``), where NAME
+    is the measure or, for the ΔW and pull twins (``grad_``, ``delta_``), the measure it is a twin of
+    (``conv_share@random`` for ``grad_conv_share``)."""
+    base = metric.split("_", 1)[1] if metric.startswith(("grad_", "delta_")) else metric
+    return sorted(k for k in present if "@" in k and k.split("@", 1)[0] in (metric, base))
+
+
+def _draw_step_nulls(ax, d: pd.DataFrame, nulls, colour_col: str, colours: dict) -> list:
+    """Each line's per-step nulls (:func:`step_nulls`): the mean over its runs at each step, a thin dotted line in
+    the line's colour with hollow markers; returns legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for k in nulls:
+        dk = d[d.metric == k]
+        for value, v in dk.groupby(colour_col, sort=False):
+            c = colours.get(value)
+            if c is None:
+                continue
+            mean = v.groupby("step").value.mean()
+            ax.plot(mean.index, mean.values, color=c, ls=":", lw=1.0, marker="D", ms=3, mfc="white", mew=0.8,
+                    alpha=0.9, gid="step-null", zorder=1.6)
+        kind = k.split("@", 1)[1]
+        handles.append(Line2D([], [], color="0.3", ls=":", lw=1.0, marker="D", ms=3, mfc="white", mew=0.8,
+                              label=f"null at each step: {STEP_NULL_TEXT.get(kind, kind)}"))
+    return handles
+
+
+# what a per-step null ``NAME@KIND`` is, for the legend
+STEP_NULL_TEXT = {"phase": "phases randomized", "chance": "isotropic (k/|S|)", "random": "random direction"}
+
+
 def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measures=None, hue: str | None = None,
                     group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3) -> Figure:
     """Tracked measures over training steps, one panel per measure, references as horizontal lines.
@@ -259,6 +304,7 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
     d = _categorical(runs[runs.metric.isin(measures)], hue, group_by, "run", runs=names)
     refs = _categorical(refs, hue, group_by, "run", runs=names) if refs is not None else None
     line_keys = [key] + ([group_by] if group_by and group_by != key else [])
+    nulls = _categorical(runs[runs.metric.str.contains("@", regex=False)], hue, group_by, "run", runs=names)
     ncols = min(ncols, len(measures))
     nrows = -(-len(measures) // ncols)
     with paper_theme():
@@ -270,6 +316,7 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
             sns.lineplot(data=dm, x="step", y="value", ax=ax,
                          **_line_kwargs(dm, hue, group_by, colours, words.value_range(m)))
             extra += _draw_references(ax, refs, m, line_keys, colours, references)
+            extra += _draw_step_nulls(ax, nulls, step_nulls(m, present), key, colours)
             _step_axis(ax, dm.step.unique())
             ax.set_title(words.title(m))
             ax.set_ylabel(LABELS.get(m, "value"))
