@@ -41,7 +41,7 @@ from probe.metrics import WEIGHT_MEASURES, defined, first_layer_measures, input_
 from probe.metrics.registry import applies
 from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
                                  phase_measures)
-from probe.metrics.spectral import gaussian_spectral_measures
+from probe.metrics.spectral import background_spectra, gaussian_spectral_measures, prefetch, prefetch_gaussian
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
 from probe.run.loop import evaluate
@@ -182,23 +182,25 @@ class Subject:
 
     # one entry's measures, the same for a checkpoint and for its init
     def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None, where: str = "",
-                name: str = "") -> dict[str, float]:
-        """The measures of one layer; weights no measure reads (all zero, empty) are a WeightsRefused naming it."""
+                name: str = "", spectral: dict[str, float] | None = None) -> dict[str, float]:
+        """The measures of one layer; weights no measure reads (all zero, empty) are a WeightsRefused naming it.
+        ``spectral``: the layer's spectral measures when they are known without W (a Gaussian reference)."""
         try:
-            return self._measure(W, first, W0)
+            return self._measure(W, first, W0, spectral)
         except (ConfigError, CheckpointError):
             raise
         except ValueError as e:  # the measures' own refusal (probe.metrics: all zero, empty, not finite)
             raise WeightsRefused(f"{where}: layer {name}: {first_line_of(e)}; refused") from None
 
-    def _measure(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None) -> dict[str, float]:
+    def _measure(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None,
+                 spectral: dict[str, float] | None = None) -> dict[str, float]:
         if first:  # the first layer's measures that apply to this task's kind (registry), movement with W0
             out = first_layer_measures(W, self.geometry, self._first_names, W0=W0)
             if self._inputs() is not None:
                 out["input_pc_share"] = input_pc_share(W, self._inputs())
         else:
             out = {"movement": movement(W, W0)} if W0 is not None and W0.shape == W.shape else {}
-        return {**out, **layer_measures(W)}
+        return {**out, **(layer_measures(W) if spectral is None else spectral)}
 
     @property
     def _first_names(self) -> list[str]:
@@ -217,9 +219,10 @@ class Subject:
         key = (shape, first)
         if key not in self._nulls and not first:  # spectral measures only: the shape and seed are enough
             self._nulls[key] = (defined(gaussian_spectral_measures(shape, self.seed)), None)
-        if key not in self._nulls:
+        if key not in self._nulls:  # the first layer: its geometric measures need the matrix, its spectra do not
             G, perm = null_draws(shape, self.geometry.n_positions, self.seed)
-            self._nulls[key] = (self._values(G, first), perm)
+            spectra = defined(gaussian_spectral_measures(shape, self.seed))
+            self._nulls[key] = (self._values(G, first, spectral=spectra), perm)
         return self._nulls[key]
 
     def _init_seed_values(self, shape: tuple) -> dict[str, float]:
@@ -244,6 +247,7 @@ class Subject:
                 try:
                     check_measurable(src)
                     layers = self.layers(src)
+                    prefetch(*layers.values())  # their spectra on the other core (inside background_spectra)
                     if self.init_path and list(layers) != list(self.layers_of_source):
                         raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the "
                                           f"checkpoint's ({', '.join(self.layers_of_source)})")
@@ -268,13 +272,25 @@ class Subject:
         return out
 
     def report(self, source: Source, layer: str | None = None) -> Report:
-        """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer."""
+        """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer.
+
+        The spectra (one eigendecomposition per layer and per Gaussian reference not yet kept) run on worker
+        threads (:func:`probe.metrics.spectral.background_spectra`) while this thread computes the other measures."""
         check_measurable(source)
-        init = self._init_state()  # first: it loads the step-0 weights into the model
-        layers = self.layers(source)
-        names = list(layers)
-        if layer is not None and layer not in layers:
-            raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
+        with background_spectra():
+            init = self._init_state()  # first: it loads the step-0 weights into the model
+            layers = self.layers(source)
+            names = list(layers)
+            if layer is not None and layer not in layers:
+                raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
+            for i, (name, W) in enumerate(layers.items()):  # in the order the loop below needs them
+                if layer is None or name == layer:
+                    prefetch(W)
+                    if (tuple(W.shape), i == 0) not in self._nulls:
+                        prefetch_gaussian(W.shape, self.seed)
+            return self._report(source, layer, init, layers, names)
+
+    def _report(self, source: Source, layer: str | None, init, layers: dict, names: list) -> Report:
         rep = Report(str(source.path), source.step, self.geometry, {}, model=self.config and self.config.model,
                      task=self.config and self.config.task, notes=list(self.notes))
         for i, (name, W) in enumerate(layers.items()):
