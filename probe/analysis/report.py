@@ -37,7 +37,7 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_
                                  plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics import LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share, layer_measures, movement
 from probe.metrics.registry import applies
 from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
                                  phase_measures)
@@ -154,6 +154,7 @@ class Subject:
         self._X = None  # inputs for input_pc_share, in the model's flat layout
         self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
         self.init_path = None  # the initial weights' file, when not the run's step-0 checkpoint (--init)
+        self._init_file: Path | None = None  # the file the init reference was measured on
         self.layers_of_source: list[str] = []
 
     @classmethod
@@ -258,6 +259,7 @@ class Subject:
                     self._init = (None,)
                     return None
                 self._init = (layers, values, self._function())
+                self._init_file = Path(path).resolve()
         return None if self._init[0] is None else self._init
 
     def _function(self) -> dict[str, float]:
@@ -293,12 +295,17 @@ class Subject:
     def _report(self, source: Source, layer: str | None, init, layers: dict, names: list) -> Report:
         rep = Report(str(source.path), source.step, self.geometry, {}, model=self.config and self.config.model,
                      task=self.config and self.config.task, notes=list(self.notes))
+        # the checkpoint the init reference was measured on (step 0 of --all-steps): measured once, not twice
+        is_init = init is not None and self._init_file == Path(source.path).resolve()
         for i, (name, W) in enumerate(layers.items()):
             if layer is not None and name != layer:
                 continue
             first = i == 0
             W0 = init[0].get(name) if init else None
-            rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
+            if is_init and name in init[1]:  # the step-0 checkpoint itself: its measures are the init reference's
+                rep.layers[name] = _with_movement(init[1][name], first, movement(W, W0))
+            else:
+                rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
             rep.shapes[name] = tuple(W.shape)
             gauss, perm = self._gaussian(W.shape, first)
             rep.reference["gaussian"][name] = gauss
@@ -319,7 +326,8 @@ class Subject:
                 if units < W.shape[0]:
                     rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
         if layer is None or layer == names[0]:
-            rep.function = self._function()  # the model holds this checkpoint's weights (self.layers loaded them)
+            # the model holds this checkpoint's weights (self.layers loaded them)
+            rep.function = dict(init[2]) if is_init else self._function()
             if "attn_layer" in self._info:
                 rep.notes.append(f"attn_* measures: the attention head that routes best, layer "
                                  f"{self._info['attn_layer']} head {self._info['attn_head']}")
@@ -343,6 +351,15 @@ class Subject:
             rep.notes.append("left out, not dense matrices (only a CNN's or LCN's first layer is written out "
                              "densely): " + ", ".join(left_out))
         return rep
+
+
+def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:
+    """A layer's measures with ``movement`` added where :meth:`Subject._measure` puts it (after the first layer's
+    registry measures, before input_pc_share and the spectra; first for the other layers)."""
+    if not first:
+        return {"movement": moved, **values}
+    head = {k: v for k, v in values.items() if k != "input_pc_share" and k not in LAYER_MEASURES}
+    return {**head, "movement": moved, **{k: v for k, v in values.items() if k not in head}}
 
 
 def unmeasured(state_dict: dict, layers) -> list[str]:
