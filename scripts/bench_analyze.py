@@ -124,13 +124,14 @@ def _time_probe(path: Path, label: str):
     clear_spectra()  # nothing kept from an earlier call in this process (the disk cache is left as it is)
     eig = _count_calls(spectral, "eigenvalues")
     try:
-        c0, t0 = time.process_time(), time.perf_counter()
+        c0, t0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
         rep = analyze_checkpoint(path, input_shape=INPUT_SHAPE)
-        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        cpu, wall, main = time.process_time() - c0, time.perf_counter() - t0, time.thread_time() - m0
     finally:
         spectral.eigenvalues = eig.real
-    print(f"probe analyze {label} (every measure and reference): {cpu:.1f} CPU s, {wall:.1f} wall s; load "
-          f"{os.getloadavg()[0]:.2f}")
+    print(f"probe analyze {label} (every measure and reference): {cpu:.1f} CPU s ({main:.1f} in the calling thread, "
+          f"the rest on the spectra workers), {wall:.1f} wall s; load {os.getloadavg()[0]:.2f}; on 2 idle cores the "
+          f"wall time would be about max(CPU / 2, calling thread) = {max(cpu / 2, main):.1f} s")
     if eig.cpu:
         print(f"  of which {len(eig.cpu)} eigendecompositions: {sum(eig.cpu):.1f} CPU s "
               f"(Gram matrices of {', '.join(str(min(s)) for s in eig.shapes)} rows)")

@@ -108,7 +108,9 @@ def peak_frequency(W, geometry: Geometry) -> float:
 # twice. Their values are invariant under permutations of rows (hidden units) and columns (inputs) and
 # under transposition: the singular values of P W Q are those of W for permutation matrices P and Q. A
 # permuted reference therefore has the spectral measures of W itself and is never decomposed (and a
-# Gaussian reference depends only on the shape and the seed: :func:`gaussian_spectral_measures`).
+# Gaussian reference depends only on the shape and the seed: :func:`gaussian_spectral_measures`, decomposed once
+# per machine and kept on disk by :func:`gaussian_eigenvalues`). Inside :func:`background_spectra` the
+# decompositions run on both cores while the caller computes the other measures.
 
 #: below this many Gram rows the solver's fixed costs dominate and scipy's LAPACK is called directly
 TORCH_SOLVER_MIN = 256
