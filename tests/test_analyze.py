@@ -225,7 +225,7 @@ def test_all_steps_table_fits_the_terminal_with_full_names(mlp_run):
 def test_all_steps_measures_step_zero_once_with_the_values_of_a_fresh_measure(mlp_run, tmp_path, monkeypatch):
     import shutil
 
-    import probe.analysis.report as report
+    from probe.analysis import report
 
     calls = []
     real = report.first_layer_measures

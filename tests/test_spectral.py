@@ -12,13 +12,18 @@ from probe.metrics import layer_measures
 from probe.metrics import spectral
 from probe.metrics.spectral import (
     alpha_fit,
+    background_spectra,
     clear_spectra,
     effective_rank,
     eigenvalues,
     frequency_magnitudes,
+    gaussian_cache_dir,
+    gaussian_eigenvalues,
     gaussian_spectral_measures,
     input_pc_share,
     peak_frequency,
+    prefetch,
+    prefetch_gaussian,
     spectral_entropy,
     spectral_measures,
     spectrum,
@@ -285,8 +290,6 @@ def test_float32_rank_one_layer_keeps_effective_rank_one():
 
 def test_gaussian_spectra_are_kept_on_disk_and_a_damaged_file_is_recomputed(tmp_path, count_decompositions,
                                                                                monkeypatch):
-    from probe.metrics.spectral import gaussian_cache_dir, gaussian_eigenvalues
-
     shape, seed = (50, 40), 7
     want = np.linalg.svd(np.random.default_rng(seed).standard_normal(shape), compute_uv=False)[::-1] ** 2
     first = gaussian_eigenvalues(shape, seed)
@@ -312,8 +315,6 @@ def test_gaussian_spectra_are_kept_on_disk_and_a_damaged_file_is_recomputed(tmp_
 
 
 def test_background_spectra_give_the_same_values_once_per_matrix(count_decompositions):
-    from probe.metrics.spectral import background_spectra, gaussian_eigenvalues, prefetch, prefetch_gaussian
-
     rng = np.random.default_rng(15)
     mats = [rng.standard_t(3, size=(300, 280)), rng.standard_normal((120, 90))]
     want = [eigenvalues(W) for W in mats] + [eigenvalues(np.random.default_rng(2).standard_normal((100, 60)))]

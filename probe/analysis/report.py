@@ -37,7 +37,8 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_
                                  plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics import (LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share,
+                           layer_measures, movement)
 from probe.metrics.registry import applies
 from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
                                  phase_measures)
@@ -248,10 +249,10 @@ class Subject:
                 try:
                     check_measurable(src)
                     layers = self.layers(src)
-                    prefetch(*layers.values())  # their spectra on the other core (inside background_spectra)
                     if self.init_path and list(layers) != list(self.layers_of_source):
                         raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the "
                                           f"checkpoint's ({', '.join(self.layers_of_source)})")
+                    prefetch(*layers.values())  # their spectra on the other core (inside background_spectra)
                     values = {n: self._values(W, i == 0, where=f"checkpoint {src.path}", name=n)
                               for i, (n, W) in enumerate(layers.items())}
                 except WeightsRefused as e:

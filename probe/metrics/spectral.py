@@ -198,7 +198,7 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
 def _content_key(W: np.ndarray) -> tuple:
     """(shape, dtype, digest of the bytes): equal keys mean equal matrices."""
     W = np.ascontiguousarray(W)
-    return W.shape, W.dtype.str, hashlib.sha1(memoryview(W).cast("B")).hexdigest()
+    return W.shape, W.dtype.str, hashlib.sha1(W.reshape(-1).view(np.uint8)).hexdigest()
 
 
 def spectrum(W, device: str | None = None) -> np.ndarray:
@@ -319,6 +319,8 @@ def prefetch(*matrices) -> None:
         return
     for W in matrices:
         W = as_matrix(W)
+        if not W.size or not np.isfinite(W).all():
+            continue  # left to the measures, which refuse it with their own message
         key = _content_key(W)
         _submit(key, lambda W=W, key=key: _remember(key, eigenvalues(W)))
 
