@@ -13,6 +13,7 @@ spawns a Python process. Three ways to say so, by what the test does:
 """
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -23,6 +24,9 @@ import torch
 # Bit-identity checks compare runs made under this same thread count.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
+# Gaussian reference spectra are kept on disk (probe.metrics.spectral.gaussian_eigenvalues): never in the user's cache
+# from the tests; one folder for the session (and the processes it spawns), left to pytest's temporary files.
+os.environ["PROBE_CACHE_DIR"] = tempfile.mkdtemp(prefix="probe-test-cache-")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -220,3 +220,26 @@ def test_all_steps_table_fits_the_terminal_with_full_names(mlp_run):
     text = console.export_text()
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "…" not in text and "displacement_median" in text and "shift_match_units" in text
+
+
+def test_all_steps_measures_step_zero_once_with_the_values_of_a_fresh_measure(mlp_run, tmp_path, monkeypatch):
+    import shutil
+
+    from probe.analysis import report
+
+    calls = []
+    real = report.first_layer_measures
+    monkeypatch.setattr(report, "first_layer_measures", lambda W, *a, **k: calls.append(k.get("W0") is not None)
+                        or real(W, *a, **k))
+    reps = report.analyze_steps(mlp_run, data=True)
+    # the checkpoints' own first layers (measured with W0) once each; step 0 is the init reference, not measured again
+    assert reps[0].step == 0 and calls.count(True) == len(reps) - 1
+    monkeypatch.setattr(report, "first_layer_measures", real)
+    copy = tmp_path / "step_0.pt"  # the same weights in another file: measured afresh against the run's step 0
+    shutil.copy(mlp_run / "checkpoints" / "step_0.pt", copy)
+    fresh = report.analyze_checkpoint(copy, init=mlp_run / "checkpoints" / "step_0.pt")
+    assert list(reps[0].layers) == list(fresh.layers)
+    for name, values in fresh.layers.items():
+        assert list(reps[0].layers[name]) == list(values)  # movement where a fresh measure puts it
+        assert reps[0].layers[name] == {k: pytest.approx(v, rel=1e-12, abs=1e-15) for k, v in values.items()}
+    assert reps[0].function == {k: pytest.approx(v, rel=1e-12) for k, v in fresh.function.items()}

@@ -12,13 +12,18 @@ from probe.metrics import layer_measures
 from probe.metrics import spectral
 from probe.metrics.spectral import (
     alpha_fit,
+    background_spectra,
     clear_spectra,
     effective_rank,
     eigenvalues,
     frequency_magnitudes,
+    gaussian_cache_dir,
+    gaussian_eigenvalues,
     gaussian_spectral_measures,
     input_pc_share,
     peak_frequency,
+    prefetch,
+    prefetch_gaussian,
     spectral_entropy,
     spectral_measures,
     spectrum,
@@ -198,8 +203,9 @@ def test_eigenvalues_on_a_torch_device_match_the_cpu_solver(shape):
 
 
 @pytest.fixture
-def count_decompositions(monkeypatch):
-    """A fresh memo, and a list that grows by one shape per eigendecomposition."""
+def count_decompositions(monkeypatch, tmp_path):
+    """A fresh memo and an empty disk cache, and a list that grows by one shape per eigendecomposition."""
+    monkeypatch.setenv("PROBE_CACHE_DIR", str(tmp_path / "cache"))
     clear_spectra()
     calls = []
     real = spectral.eigenvalues
@@ -280,3 +286,51 @@ def test_float32_rank_one_layer_keeps_effective_rank_one():
     rng = np.random.default_rng(14)
     W = torch.tensor(np.outer(rng.standard_normal(300), rng.standard_normal(300)), dtype=torch.float32)
     assert layer_measures(W)["effective_rank"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_gaussian_spectra_are_kept_on_disk_and_a_damaged_file_is_recomputed(tmp_path, count_decompositions,
+                                                                               monkeypatch):
+    shape, seed = (50, 40), 7
+    want = np.linalg.svd(np.random.default_rng(seed).standard_normal(shape), compute_uv=False)[::-1] ** 2
+    first = gaussian_eigenvalues(shape, seed)
+    np.testing.assert_allclose(first, want, rtol=1e-10)
+    files = list(gaussian_cache_dir().iterdir())
+    assert [f.suffix for f in files] == [".npy"] and "50x40-seed7" in files[0].name  # one file, no temporary left
+    clear_spectra()  # a later process: read from disk, not decomposed
+    assert np.array_equal(gaussian_eigenvalues(shape, seed), first)
+    assert count_decompositions == [shape]
+    for damage in (b"not an npy file", None):  # garbage, then a valid .npy of the wrong length
+        if damage is None:
+            np.save(files[0], np.arange(3.0))
+        else:
+            files[0].write_bytes(damage)
+        clear_spectra()
+        assert np.array_equal(gaussian_eigenvalues(shape, seed), first)
+        assert np.array_equal(np.load(files[0]), first)  # rewritten
+    assert count_decompositions == [shape] * 3
+    monkeypatch.setenv("PROBE_CACHE_DIR", "")  # empty: nothing on disk
+    assert gaussian_cache_dir() is None
+    clear_spectra()
+    assert np.array_equal(gaussian_eigenvalues(shape, seed), first)
+
+
+def test_background_spectra_give_the_same_values_once_per_matrix(count_decompositions):
+    rng = np.random.default_rng(15)
+    mats = [rng.standard_t(3, size=(300, 280)), rng.standard_normal((120, 90))]
+    want = [eigenvalues(W) for W in mats] + [eigenvalues(np.random.default_rng(2).standard_normal((100, 60)))]
+    count_decompositions.clear()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with background_spectra(2):
+        assert torch.get_num_threads() == 1  # every thread single-threaded inside the block
+        prefetch(*mats, mats[0].copy())  # an equal matrix is not decomposed twice
+        prefetch_gaussian((100, 60), 2)
+        got = [spectrum(W) for W in mats] + [gaussian_eigenvalues((100, 60), 2)]
+    assert torch.get_num_threads() == 2  # restored
+    torch.set_num_threads(threads)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * w.max())
+    assert sorted(count_decompositions) == sorted([(300, 280), (120, 90), (100, 60)])
+    with background_spectra(0):  # no workers: prefetch does nothing, spectra are computed where needed
+        prefetch(rng.standard_normal((30, 20)))
+    assert len(count_decompositions) == 3

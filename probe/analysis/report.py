@@ -37,11 +37,12 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_
                                  plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share, layer_measures, movement
+from probe.metrics import (LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share,
+                           layer_measures, movement)
 from probe.metrics.registry import applies
 from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
                                  phase_measures)
-from probe.metrics.spectral import gaussian_spectral_measures
+from probe.metrics.spectral import background_spectra, gaussian_spectral_measures, prefetch, prefetch_gaussian
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
 from probe.run.loop import evaluate
@@ -154,6 +155,7 @@ class Subject:
         self._X = None  # inputs for input_pc_share, in the model's flat layout
         self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
         self.init_path = None  # the initial weights' file, when not the run's step-0 checkpoint (--init)
+        self._init_file: Path | None = None  # the file the init reference was measured on
         self.layers_of_source: list[str] = []
 
     @classmethod
@@ -182,23 +184,25 @@ class Subject:
 
     # one entry's measures, the same for a checkpoint and for its init
     def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None, where: str = "",
-                name: str = "") -> dict[str, float]:
-        """The measures of one layer; weights no measure reads (all zero, empty) are a WeightsRefused naming it."""
+                name: str = "", spectral: dict[str, float] | None = None) -> dict[str, float]:
+        """The measures of one layer; weights no measure reads (all zero, empty) are a WeightsRefused naming it.
+        ``spectral``: the layer's spectral measures when they are known without W (a Gaussian reference)."""
         try:
-            return self._measure(W, first, W0)
+            return self._measure(W, first, W0, spectral)
         except (ConfigError, CheckpointError):
             raise
         except ValueError as e:  # the measures' own refusal (probe.metrics: all zero, empty, not finite)
             raise WeightsRefused(f"{where}: layer {name}: {first_line_of(e)}; refused") from None
 
-    def _measure(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None) -> dict[str, float]:
+    def _measure(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None,
+                 spectral: dict[str, float] | None = None) -> dict[str, float]:
         if first:  # the first layer's measures that apply to this task's kind (registry), movement with W0
             out = first_layer_measures(W, self.geometry, self._first_names, W0=W0)
             if self._inputs() is not None:
                 out["input_pc_share"] = input_pc_share(W, self._inputs())
         else:
             out = {"movement": movement(W, W0)} if W0 is not None and W0.shape == W.shape else {}
-        return {**out, **layer_measures(W)}
+        return {**out, **(layer_measures(W) if spectral is None else spectral)}
 
     @property
     def _first_names(self) -> list[str]:
@@ -217,9 +221,10 @@ class Subject:
         key = (shape, first)
         if key not in self._nulls and not first:  # spectral measures only: the shape and seed are enough
             self._nulls[key] = (defined(gaussian_spectral_measures(shape, self.seed)), None)
-        if key not in self._nulls:
+        if key not in self._nulls:  # the first layer: its geometric measures need the matrix, its spectra do not
             G, perm = null_draws(shape, self.geometry.n_positions, self.seed)
-            self._nulls[key] = (self._values(G, first), perm)
+            spectra = defined(gaussian_spectral_measures(shape, self.seed))
+            self._nulls[key] = (self._values(G, first, spectral=spectra), perm)
         return self._nulls[key]
 
     def _init_seed_values(self, shape: tuple) -> dict[str, float]:
@@ -247,6 +252,7 @@ class Subject:
                     if self.init_path and list(layers) != list(self.layers_of_source):
                         raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the "
                                           f"checkpoint's ({', '.join(self.layers_of_source)})")
+                    prefetch(*layers.values())  # their spectra on the other core (inside background_spectra)
                     values = {n: self._values(W, i == 0, where=f"checkpoint {src.path}", name=n)
                               for i, (n, W) in enumerate(layers.items())}
                 except WeightsRefused as e:
@@ -254,6 +260,7 @@ class Subject:
                     self._init = (None,)
                     return None
                 self._init = (layers, values, self._function())
+                self._init_file = Path(path).resolve()
         return None if self._init[0] is None else self._init
 
     def _function(self) -> dict[str, float]:
@@ -269,24 +276,41 @@ class Subject:
 
     def report(self, source: Source, layer: str | None = None, delta: bool = False) -> Report:
         """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer; with
-        ``delta`` the first layer's ``delta_*`` measures of ΔW = W - W_0 beside their references (:meth:`_delta`)."""
+        ``delta`` the first layer's ``delta_*`` measures of ΔW = W - W_0 beside their references (:meth:`_delta`).
+
+        The spectra (one eigendecomposition per layer and per Gaussian reference not yet kept) run on worker
+        threads (:func:`probe.metrics.spectral.background_spectra`) while this thread computes the other measures."""
         check_measurable(source)
-        init = self._init_state()  # first: it loads the step-0 weights into the model
-        if delta and init is None:
-            raise ConfigError("--delta: needs the initial weights W_0, the run's step-0 checkpoint (checkpoints/"
-                              "step_0.pt) or, for an outside checkpoint, --init FILE")
-        layers = self.layers(source)
-        names = list(layers)
-        if layer is not None and layer not in layers:
-            raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
+        with background_spectra():
+            init = self._init_state()  # first: it loads the step-0 weights into the model
+            if delta and init is None:
+                raise ConfigError("--delta: needs the initial weights W_0, the run's step-0 checkpoint (checkpoints/"
+                                  "step_0.pt) or, for an outside checkpoint, --init FILE")
+            layers = self.layers(source)
+            names = list(layers)
+            if layer is not None and layer not in layers:
+                raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
+            for i, (name, W) in enumerate(layers.items()):  # in the order the loop below needs them
+                if layer is None or name == layer:
+                    prefetch(W)
+                    if (tuple(W.shape), i == 0) not in self._nulls:
+                        prefetch_gaussian(W.shape, self.seed)
+            return self._report(source, layer, init, layers, names, delta)
+
+    def _report(self, source: Source, layer: str | None, init, layers: dict, names: list, delta: bool) -> Report:
         rep = Report(str(source.path), source.step, self.geometry, {}, model=self.config and self.config.model,
                      task=self.config and self.config.task, notes=list(self.notes))
+        # the checkpoint the init reference was measured on (step 0 of --all-steps): measured once, not twice
+        is_init = init is not None and self._init_file == Path(source.path).resolve()
         for i, (name, W) in enumerate(layers.items()):
             if layer is not None and name != layer:
                 continue
             first = i == 0
             W0 = init[0].get(name) if init else None
-            rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
+            if is_init and name in init[1]:  # the step-0 checkpoint itself: its measures are the init reference's
+                rep.layers[name] = _with_movement(init[1][name], first, movement(W, W0))
+            else:
+                rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
             rep.shapes[name] = tuple(W.shape)
             gauss, perm = self._gaussian(W.shape, first)
             rep.reference["gaussian"][name] = gauss
@@ -309,7 +333,8 @@ class Subject:
                 if units < W.shape[0]:
                     rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
         if layer is None or layer == names[0]:
-            rep.function = self._function()  # the model holds this checkpoint's weights (self.layers loaded them)
+            # the model holds this checkpoint's weights (self.layers loaded them)
+            rep.function = dict(init[2]) if is_init else self._function()
             if "attn_layer" in self._info:
                 rep.notes.append(f"attn_* measures: the attention head that routes best, layer "
                                  f"{self._info['attn_layer']} head {self._info['attn_head']}")
@@ -334,7 +359,6 @@ class Subject:
                              "densely): " + ", ".join(left_out))
         return rep
 
-
     def _delta(self, rep: Report, name: str, W: np.ndarray, W0: np.ndarray | None) -> None:
         """The first layer's measures on ΔW = W - W_0 (:mod:`probe.metrics.pull`) as ``delta_<key>`` in its row,
         and their ``gaussian``, ``permuted``, ``phase`` and ``lcn`` references drawn from ΔW as
@@ -356,6 +380,15 @@ class Subject:
         for kind, vals in refs.items():
             rep.reference[kind][name] = {**rep.reference[kind].get(name, {}),
                                          **{f"delta_{k}": v for k, v in vals.items()}}
+
+
+def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:
+    """A layer's measures with ``movement`` added where :meth:`Subject._measure` puts it (after the first layer's
+    registry measures, before input_pc_share and the spectra; first for the other layers)."""
+    if not first:
+        return {"movement": moved, **values}
+    head = {k: v for k, v in values.items() if k != "input_pc_share" and k not in LAYER_MEASURES}
+    return {**head, "movement": moved, **{k: v for k, v in values.items() if k not in head}}
 
 
 def unmeasured(state_dict: dict, layers) -> list[str]:

@@ -12,9 +12,13 @@ in the top principal components of the inputs.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import scipy.fft
@@ -104,7 +108,9 @@ def peak_frequency(W, geometry: Geometry) -> float:
 # twice. Their values are invariant under permutations of rows (hidden units) and columns (inputs) and
 # under transposition: the singular values of P W Q are those of W for permutation matrices P and Q. A
 # permuted reference therefore has the spectral measures of W itself and is never decomposed (and a
-# Gaussian reference depends only on the shape and the seed: :func:`gaussian_spectral_measures`).
+# Gaussian reference depends only on the shape and the seed: :func:`gaussian_spectral_measures`, decomposed once
+# per machine and kept on disk by :func:`gaussian_eigenvalues`). Inside :func:`background_spectra` the
+# decompositions run on both cores while the caller computes the other measures.
 
 #: below this many Gram rows the solver's fixed costs dominate and scipy's LAPACK is called directly
 TORCH_SOLVER_MIN = 256
@@ -112,6 +118,12 @@ TORCH_SOLVER_MIN = 256
 LANCZOS_MIN = 200
 _SPECTRA: OrderedDict = OrderedDict()  # content key -> eigenvalues, most recent last
 SPECTRA_CACHED = 256  # matrices whose spectra are kept (an array of min(m, n) floats each: 6 MB at 3072)
+_GAUSSIAN: dict = {}  # (shape, seed) -> eigenvalues of the Gaussian reference
+_PENDING: dict = {}  # content key or ("gaussian", shape, seed) -> Future of a spectrum computed in the background
+_LOCK = threading.RLock()  # guards the three dicts above (background threads write them)
+_POOL: ThreadPoolExecutor | None = None  # set inside background_spectra()
+#: the version of the on-disk Gaussian spectra (bump when what is stored changes)
+GAUSSIAN_CACHE_VERSION = 1
 
 
 @contextmanager
@@ -186,39 +198,138 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
 def _content_key(W: np.ndarray) -> tuple:
     """(shape, dtype, digest of the bytes): equal keys mean equal matrices."""
     W = np.ascontiguousarray(W)
-    return W.shape, W.dtype.str, hashlib.sha1(memoryview(W).cast("B")).hexdigest()
+    return W.shape, W.dtype.str, hashlib.sha1(W.reshape(-1).view(np.uint8)).hexdigest()
 
 
 def spectrum(W, device: str | None = None) -> np.ndarray:
     """:func:`eigenvalues` of W, memoized by W's content.
 
     The last :data:`SPECTRA_CACHED` spectra are kept, keyed by a digest of W's bytes (about 0.1 s for a
-    4096 x 4096 matrix, against 5-6 s for the decomposition it saves). The returned array is read-only: it is
-    the cached one.
+    4096 x 4096 matrix, against 5-6 s for the decomposition it saves). A spectrum that :func:`prefetch` started in
+    the background is waited for, not computed again. The returned array is read-only: it is the cached one.
     """
     W = as_matrix(W)
     key = _content_key(W)
-    ev = _SPECTRA.get(key)
-    if ev is None:
-        ev = eigenvalues(W, device=device)
-        ev.setflags(write=False)
+    with _LOCK:
+        ev = _SPECTRA.get(key)
+        pending = _PENDING.get(key)
+        if ev is not None:
+            _SPECTRA.move_to_end(key)
+            return ev
+    if pending is not None:
+        return pending.result()
+    return _remember(key, eigenvalues(W, device=device))
+
+
+def _remember(key: tuple, ev: np.ndarray) -> np.ndarray:
+    """Keep ``ev`` as the spectrum of the matrix of content ``key`` (read-only); return the kept array."""
+    ev.setflags(write=False)
+    with _LOCK:
         _SPECTRA[key] = ev
+        _SPECTRA.move_to_end(key)
         while len(_SPECTRA) > SPECTRA_CACHED:
             _SPECTRA.popitem(last=False)
-    else:
-        _SPECTRA.move_to_end(key)
     return ev
 
 
 def _cached_spectrum(W: np.ndarray) -> np.ndarray | None:
-    """The memoized spectrum of W if there is one (no decomposition)."""
-    return _SPECTRA.get(_content_key(W))
+    """The memoized spectrum of W if there is one (no decomposition; one started in the background is waited for)."""
+    key = _content_key(W)
+    with _LOCK:
+        ev, pending = _SPECTRA.get(key), _PENDING.get(key)
+    return pending.result() if ev is None and pending is not None else ev
 
 
 def clear_spectra() -> None:
-    """Forget the memoized spectra (:func:`spectrum`) and Gaussian references (:func:`gaussian_spectral_measures`)."""
-    _SPECTRA.clear()
-    _gaussian_spectral_measures.cache_clear()
+    """Forget the memoized spectra (:func:`spectrum`) and Gaussian references (:func:`gaussian_eigenvalues`) of this
+    process; the Gaussian spectra kept on disk stay (delete :func:`gaussian_cache_dir` to forget them)."""
+    with _LOCK:
+        _SPECTRA.clear()
+        _GAUSSIAN.clear()
+
+
+# -- both cores: spectra in background threads ------------------------------------------------------------------
+#
+# The decompositions of different matrices are independent, and LAPACK and BLAS release the GIL, so on a machine
+# with two cores the spectra of a checkpoint's layers (and of their Gaussian references) run on worker threads
+# while the calling thread computes the other measures, and waits only where it needs a spectrum not yet done.
+# Every thread runs its BLAS and LAPACK single-threaded inside the block: a 4096 x 4096 eigvalsh scales badly on
+# two threads (MKL: 3.5 s on one thread, 2.9 s on two), two on one thread each take 4.6 s together (7.0 s one after
+# the other), and OpenBLAS's spinning threads collapse when more threads than cores want them.
+
+
+def spectra_workers() -> int:
+    """Worker threads for :func:`background_spectra`: the cores this process may use, at most 2 (0 on one core)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores < 2 else 2
+
+
+@contextmanager
+def background_spectra(workers: int | None = None):
+    """Inside the block, :func:`prefetch` and :func:`prefetch_gaussian` start spectra on ``workers`` threads
+    (default :func:`spectra_workers`; 0: they do nothing and every spectrum is computed where it is needed). BLAS
+    and torch run single-threaded in the block (restored after it); the block ends when every spectrum started in
+    it is done. The values are those computed without it: the same solver on the same matrices. Not nested: an
+    inner block runs as a plain block inside the outer one. On a GPU (torch sees CUDA) nothing runs in the
+    background: the device is faster than the threads would be."""
+    global _POOL
+    if workers is None:
+        workers = spectra_workers()
+    if _POOL is not None or workers < 1 or torch.cuda.is_available():
+        yield
+        return
+    old_torch = torch.get_num_threads()
+    with blas_threads(1):
+        torch.set_num_threads(1)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="spectra", initializer=torch.set_num_threads,
+                                  initargs=(1,))
+        _POOL = pool
+        try:
+            yield
+        finally:
+            _POOL = None
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(old_torch)
+
+
+def _submit(key, compute) -> None:
+    """Run ``compute()`` (which keeps its result) on the background pool unless it is kept or under way."""
+    with _LOCK:
+        pool = _POOL
+        if pool is None or key in _PENDING or key in _SPECTRA or (key[0] == "gaussian" and key[1:] in _GAUSSIAN):
+            return
+        future: Future = pool.submit(compute)
+        _PENDING[key] = future
+
+    def done(_):
+        with _LOCK:
+            if _PENDING.get(key) is future:
+                del _PENDING[key]
+
+    future.add_done_callback(done)
+
+
+def prefetch(*matrices) -> None:
+    """Start the spectra of these matrices in the background (inside :func:`background_spectra`; else a no-op).
+    :func:`spectrum` then waits for them instead of computing them."""
+    if _POOL is None:
+        return
+    for W in matrices:
+        W = as_matrix(W)
+        if not W.size or not np.isfinite(W).all():
+            continue  # left to the measures, which refuse it with their own message
+        key = _content_key(W)
+        _submit(key, lambda W=W, key=key: _remember(key, eigenvalues(W)))
+
+
+def prefetch_gaussian(shape, seed: int = 0) -> None:
+    """Start :func:`gaussian_eigenvalues` (shape, seed) in the background (inside :func:`background_spectra`)."""
+    shape, seed = tuple(int(s) for s in shape), int(seed)
+    if _POOL is not None and not _gaussian_on_disk(shape, seed):
+        _submit(("gaussian", shape, seed), lambda: _compute_gaussian(shape, seed))
 
 
 def effective_rank(W, evals: np.ndarray | None = None) -> float:
@@ -275,22 +386,104 @@ def spectral_measures(W, evals: np.ndarray | None = None) -> dict[str, float]:
 
 
 def gaussian_spectral_measures(shape, seed: int = 0) -> dict[str, float]:
-    """:func:`spectral_measures` of the Gaussian reference of this shape, computed once per (shape, seed).
+    """:func:`spectral_measures` of the Gaussian reference of this shape, from :func:`gaussian_eigenvalues`.
 
     The reference is the first draw of ``numpy.random.default_rng(seed).standard_normal(shape)``, the matrix
     :func:`probe.metrics.references` and ``probe analyze`` draw (unscaled: the three measures are scale-free,
-    so the root-mean-square they scale it by changes nothing). It is decomposed once per (shape, seed) in a
-    process and kept, for every layer and checkpoint of that shape. Not a Marchenko-Pastur formula: at
-    4096 x 4096 the top eigenvalue of a draw moves by about 0.3% between seeds (Tracy-Widom), which shows in
-    the fourth digit of stable_rank, and the power-law fit of alpha has no closed form on that spectrum, so a
-    formula would change the reported references beyond numerical noise.
+    so the root-mean-square they scale it by changes nothing); stable_rank's ||G||_F^2 is the sum of the eigenvalues.
+    Not a Marchenko-Pastur formula: at 4096 x 4096 the top eigenvalue of a draw moves by about 0.3% between seeds
+    (Tracy-Widom), which shows in the fourth digit of stable_rank, and the power-law fit of alpha has no closed form
+    on that spectrum, so a formula would change the reported references beyond numerical noise.
     """
-    return dict(_gaussian_spectral_measures(tuple(int(s) for s in shape), int(seed)))
+    ev = gaussian_eigenvalues(shape, seed)
+    return {"effective_rank": effective_rank(None, ev), "stable_rank": stable_rank(None, ev), "alpha": alpha(None, ev)}
 
 
-@lru_cache(maxsize=32)
-def _gaussian_spectral_measures(shape: tuple, seed: int) -> dict[str, float]:
-    return spectral_measures(np.random.default_rng(seed).standard_normal(shape))
+def gaussian_eigenvalues(shape, seed: int = 0) -> np.ndarray:
+    """The :func:`eigenvalues` of ``numpy.random.default_rng(seed).standard_normal(shape)``, computed once per
+    (shape, seed) and kept: in this process, and on disk under :func:`gaussian_cache_dir` for every later process
+    (each analyze, ``--all-steps``, sweep and tracked run of that shape). A 4096 x 4096 reference costs 4-5 s to
+    decompose and 32 KB to keep.
+
+    The file is keyed by shape, seed, NumPy's major.minor version (the generator's stream may change between
+    NumPy releases) and :data:`GAUSSIAN_CACHE_VERSION`, written atomically (a temporary file renamed into place),
+    and read back only when it holds min(shape) finite, non-negative, ascending float64 values; anything else (a
+    truncated or foreign file) is recomputed and rewritten. The cache is safe to delete at any time.
+    """
+    shape, seed = tuple(int(s) for s in shape), int(seed)
+    key = ("gaussian", shape, seed)
+    with _LOCK:
+        ev, pending = _GAUSSIAN.get((shape, seed)), _PENDING.get(key)
+    if ev is not None:
+        return ev
+    if pending is not None:
+        return pending.result()
+    return _compute_gaussian(shape, seed)
+
+
+def _compute_gaussian(shape: tuple, seed: int) -> np.ndarray:
+    """:func:`gaussian_eigenvalues` from disk or decomposed (and written there), kept in this process."""
+    ev = _read_gaussian(shape, seed)
+    if ev is None:
+        G = np.random.default_rng(seed).standard_normal(shape)
+        ev = _remember(_content_key(G), eigenvalues(G))  # the drawn matrix, if met again, is not decomposed again
+        _write_gaussian(shape, seed, ev)
+    ev.setflags(write=False)
+    with _LOCK:
+        _GAUSSIAN[(shape, seed)] = ev
+    return ev
+
+
+def gaussian_cache_dir() -> Path | None:
+    """Where the Gaussian spectra are kept: ``$PROBE_CACHE_DIR/gaussian_spectra`` when that is set (set it empty to
+    keep nothing on disk), else ``$XDG_CACHE_HOME/probe/gaussian_spectra`` (default ``~/.cache/probe/...``)."""
+    root = os.environ.get("PROBE_CACHE_DIR")
+    if root is None:
+        root = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "probe")
+    return Path(root) / "gaussian_spectra" if root else None
+
+
+def _gaussian_path(shape: tuple, seed: int) -> Path | None:
+    folder = gaussian_cache_dir()
+    numpy_version = ".".join(np.__version__.split(".")[:2])
+    name = f"{'x'.join(map(str, shape))}-seed{seed}-numpy{numpy_version}-v{GAUSSIAN_CACHE_VERSION}.npy"
+    return folder / name if folder is not None else None
+
+
+def _gaussian_on_disk(shape: tuple, seed: int) -> bool:
+    path = _gaussian_path(shape, seed)
+    return path is not None and path.is_file()
+
+
+def _read_gaussian(shape: tuple, seed: int) -> np.ndarray | None:
+    """The kept spectrum, or None when there is none or it is not a valid one."""
+    path = _gaussian_path(shape, seed)
+    if path is None:
+        return None
+    try:
+        ev = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = (isinstance(ev, np.ndarray) and ev.dtype == np.float64 and ev.shape == (min(shape),)
+          and bool(np.isfinite(ev).all()) and bool((ev >= 0).all()) and bool((np.diff(ev) >= 0).all()))
+    return np.array(ev) if ok else None
+
+
+def _write_gaussian(shape: tuple, seed: int, ev: np.ndarray) -> None:
+    """Keep the spectrum on disk, atomically; a cache that cannot be written (read-only, full) is skipped."""
+    path = _gaussian_path(shape, seed)
+    if path is None:
+        return
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+            tmp = f.name
+            np.save(f, np.ascontiguousarray(ev, dtype=np.float64))
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def alpha_fit(W, evals: np.ndarray | None = None, rel_thresh: float = 1e-10) -> dict[str, float]:
