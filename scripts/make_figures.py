@@ -1,6 +1,7 @@
 """Run the preset experiments and regenerate every figure of docs/findings.md into figures/ (issue 5).
 
     python scripts/make_figures.py                       # quick scale: 152 runs, 90 min on 2 shared CPU cores
+    python scripts/make_figures.py --scale medium --only data_size  # about an hour on 2 cores: data_size-medium_*
     python scripts/make_figures.py --scale full --jobs 8 # the papers' scale, for a GPU machine
     python scripts/make_figures.py --only mnist1d nlgp   # some experiments only
     python scripts/make_figures.py --figures-only        # redraw from the runs already there
@@ -107,6 +108,35 @@ EXPERIMENTS = {
                                     "lie_derivative", "window_mass_3", "spread", "shift_match", "ipr"],
                              final_references=("phase",))),
     ]),
+    # issue 14, why: ΔW and the pull G = dL/dW1 of the MLP against the CNN, LCN and eCNN (per-step nulls dotted);
+    # what the solutions rest on (the Gaussian clone); NLGP's four marginals; the embedded CNN's stability;
+    # NTK alignment with a trained CNN
+    "mechanism": ("mechanism", [
+        Fig(("measures",), where={"variant": ("mlp", "cnn", "lcn", "ecnn")},
+            options=dict(prefix="mechanism_delta_", hue="variant", group_by="variant",
+                         references=("phase", "gaussian"),
+                         measures=["delta_ipr", "delta_window_mass_3", "delta_hoyer", "movement"])),
+        Fig(("measures",), where={"variant": ("mlp", "cnn", "lcn", "ecnn")},
+            options=dict(prefix="mechanism_pull_", hue="variant", group_by="variant", references=(),
+                         measures=["grad_window_mass_3", "grad_com_share_3", "grad_ipr"])),
+        Fig(("measures",), where={"variant": ("cnn", "lcn", "ecnn")},
+            options=dict(prefix="mechanism_layout_", hue="variant", group_by="variant", references=(),
+                         measures=["grad_conv_share", "delta_conv_share", "grad_local_share", "delta_local_share"])),
+        Fig(("measures",), where={"variant": ("mlp", "cnn", "lcn", "mlp-clone", "cnn-clone")},
+            options=dict(prefix="mechanism_clone_", hue="variant", group_by="variant", references=(),
+                         measures=["test_acc", "clone_acc", "real_acc"])),
+        Fig(("measures",), where={"task": "nlgp"},
+            options=dict(prefix="mechanism_nlgp_", hue="variant", group_by="variant", references=("gaussian", "phase"),
+                         measures=["ipr", "window_mass_3", "delta_ipr", "grad_com_share_3"])),
+        Fig(("fields",), where={"task": "nlgp", "seed": 0}, options=dict(prefix="mechanism_nlgp_", mix_tasks=True)),
+        Fig(("measures",), where={"procedure": "stability"},
+            options=dict(prefix="mechanism_stability_", hue="variant", group_by="variant", references=(),
+                         measures=["conv_complement_growth_all", "equiv_complement_growth_all",
+                                   "conv_subspace_distance_all", "test_acc"])),
+        Fig(("measures",), where={"procedure": "ntk_align"},
+            options=dict(prefix="mechanism_ntk_", hue="variant", group_by="variant", references=(),
+                         measures=["ntk_cka", "ntk_kta", "ntk_input_cka", "test_acc"])),
+    ]),
 }
 
 
@@ -117,6 +147,10 @@ def matches(cfg: dict, where: dict, exclude: dict) -> bool:
         return cfg.get(k) in (v if isinstance(v, tuple) else (v,))
 
     return all(hit(k, v) for k, v in where.items()) and not (exclude and all(hit(k, v) for k, v in exclude.items()))
+
+
+def has_scale(preset: str, scale: str) -> bool:
+    return scale in sw.load_spec(preset=preset)
 
 
 def run_experiment(name: str, preset: str, scale: str, runs: Path, jobs: int) -> Path:
@@ -133,6 +167,7 @@ def run_experiment(name: str, preset: str, scale: str, runs: Path, jobs: int) ->
 
 
 def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
+    """Draw ``figs`` from the runs under ``folder`` into ``out``, files ``NAME_*`` unless a figure names its prefix."""
     dirs = [d for d in run_dirs([folder]) if (d / "metrics.jsonl").exists()]
     written = []
     for fig in figs:
@@ -147,7 +182,8 @@ def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=("quick", "full"), default="quick")
+    parser.add_argument("--scale", choices=sw.SCALES, default="quick",
+                        help="quick (the default), medium (the presets that have it; figures NAME-medium_*) or full")
     parser.add_argument("--runs", type=Path, default=None, help="folder for the sweeps (default runs/figures-SCALE)")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="folder for the figures (default figures)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
@@ -158,8 +194,15 @@ def main() -> None:
     t0 = time.perf_counter()
     for name in args.only or EXPERIMENTS:
         preset, figs = EXPERIMENTS[name]
+        if not has_scale(preset, args.scale):
+            print(f"== {name}: preset {preset} has no {args.scale} scale; left out")
+            continue
         folder = runs / preset if args.figures_only else run_experiment(name, preset, args.scale, runs, args.jobs)
-        for p in draw(name, figs, folder, args.out):
+        # figures of other scales than quick get their own names: NAME-SCALE_*.png
+        tag = name if args.scale == "quick" else f"{name}-{args.scale}"
+        figs = [Fig(f.which, f.where, f.exclude, {**f.options, "prefix": f.options["prefix"].replace(name, tag, 1)}
+                    if "prefix" in f.options else f.options) for f in figs]
+        for p in draw(tag, figs, folder, args.out):
             if p.suffix == ".png":
                 print(f"   {p}")
     print(f"all done in {(time.perf_counter() - t0) / 60:.1f} min")
