@@ -83,7 +83,8 @@ def test_a_scale_the_spec_lacks_is_an_error():
 
 QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parametrization": (36, 192),
               "sparsity": (8, 20), "data-size": (20, 385), "ecnn": (12, 21), "augmentation": (16, 90),
-              "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243), "patches-controls": (12, 180)}
+              "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243), "patches-controls": (12, 180),
+              "mechanism": (40, 60)}
 # the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
 MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 48,
           "patches-controls": 80}
