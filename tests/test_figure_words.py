@@ -233,3 +233,32 @@ def test_make_figures_with_x_and_hue_on_the_same_key(tmp_path):
     written = make_figures([tmp_path / "runs"], tmp_path / "out", which=(), x="width", hue="width",
                            final=["test_acc", "ipr"], say=said.append)
     assert [p.name for p in written] == ["final.pdf", "final.png"] and said == []
+
+
+def test_per_step_nulls_are_drawn_beside_their_measure_in_the_lines_colour():
+    """A tracker's ``NAME@KIND`` keys (``grad_window_mass_3@phase``) are the null of NAME at each step: drawn in the
+    panel of NAME (and of its twin's base for ``conv_share@random``), in the colour of the line, named in the
+    legend; not drawn in other panels."""
+    rows = []
+    for run, model in (("mlp_s0", "mlp"), ("cnn_s0", "cnn")):
+        for step in (0, 100, 200):
+            rows += [dict(run=run, step=step, metric=m, value=v, model=model, seed=0, task="mnist1d")
+                     for m, v in (("grad_window_mass_3", 0.3), ("grad_window_mass_3@phase", 0.2),
+                                  ("grad_conv_share", 0.5), ("conv_share@random", 0.01), ("grad_ipr", 0.1))]
+    runs = pd.DataFrame(rows)
+    assert plots.step_nulls("grad_window_mass_3", set(runs.metric)) == ["grad_window_mass_3@phase"]
+    assert plots.step_nulls("grad_conv_share", set(runs.metric)) == ["conv_share@random"]
+    assert plots.step_nulls("grad_ipr", set(runs.metric)) == []
+    fig = plots.measures_figure(runs, measures=["grad_window_mass_3", "grad_conv_share", "grad_ipr"], hue="model")
+    axes = fig.axes[:3]
+    nulls = [[ln for ln in ax.get_lines() if ln.get_gid() == "step-null"] for ax in axes]
+    assert [len(n) for n in nulls] == [2, 2, 0]  # one per line (model) where there is a null
+    assert {round(float(ln.get_ydata()[0]), 6) for ln in nulls[0]} == {0.2}
+    assert {round(float(ln.get_ydata()[0]), 6) for ln in nulls[1]} == {0.01}
+    line_colours = {tuple(ln.get_color()) if not isinstance(ln.get_color(), str) else ln.get_color()
+                    for ln in axes[0].get_lines() if ln.get_gid() != "step-null" and len(ln.get_xdata()) == 3}
+    null_colours = {tuple(ln.get_color()) if not isinstance(ln.get_color(), str) else ln.get_color() for ln in nulls[0]}
+    assert null_colours <= line_colours
+    printed = texts(fig)
+    assert "null at each step: phases randomized" in printed and "null at each step: random direction" in printed
+    assert "pull G: energy in the best 3-pixel window" in printed
