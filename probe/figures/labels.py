@@ -73,17 +73,17 @@ TITLES = {
     "real_acc": "accuracy on the real test set",
     "qda_acc": "QDA on the real test set",
     "qda_clone_acc": "QDA on the Gaussian clone",
-    "ntk_cka": "NTK alignment with the trained CNN's (CKA)",
+    "ntk_cka": "NTK alignment with the reference",
     "ntk_kta": "NTK alignment with the labels (KTA)",
-    "ntk_input_cka": "NTK alignment with the inputs' Gram matrix",
+    "ntk_input_cka": "NTK alignment with X Xᵀ",
     "conv_subspace_distance_l2": "distance to the layout's convolutions, layer 2",
     "conv_subspace_distance_l3": "distance to the layout's convolutions, layer 3",
     "equiv_subspace_distance": "distance to the shift-equivariant layers",
-    "equiv_subspace_distance_all": "distance to the shift-equivariant layers, all layers",
-    "conv_complement_growth": "off-convolution part / its start (first layer)",
-    "conv_complement_growth_all": "off-convolution part / its start (all layers)",
-    "equiv_complement_growth": "non-equivariant part / its start (first layer)",
-    "equiv_complement_growth_all": "non-equivariant part / its start (all layers)",
+    "equiv_subspace_distance_all": "distance to equivariant layers",
+    "conv_complement_growth": "off-convolution part, layer 1",
+    "conv_complement_growth_all": "off-convolution part",
+    "equiv_complement_growth": "non-equivariant part, layer 1",
+    "equiv_complement_growth_all": "non-equivariant part",
     "readout_shift_distance": "readout's distance to shift invariance",
     "test_acc": "test accuracy",
     "train_acc": "train accuracy",
@@ -101,7 +101,7 @@ TITLES = {
     "line_error_barrier": "test error barrier, eCNN -> MLP",
     "line_error_barrier_unaligned": "test error barrier, units not aligned",
     "conv_subspace_distance": "distance to the layout's convolutions",
-    "conv_subspace_distance_all": "distance to the layout's convolutions (all layers)",
+    "conv_subspace_distance_all": "distance to convolutions, all layers",
     "sparsity": "weights pruned",
 }
 for _k in (1, 2, 3):
@@ -145,10 +145,18 @@ VALUE_TEXT = {
                 "cnn": "CNN", "lcn": "LCN", "linear": "linear", "mixer": "MLP-Mixer", "transformer": "transformer",
                 "transformer-nope": "transformer, no positions", "rnn": "RNN", "rnn-elman": "RNN (Elman)",
                 "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
-                "mlp-small-sparse": "MLP, small, sparse", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20"},
+                "mlp-small-sparse": "MLP, small, sparse", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20",
+                # the mechanism preset
+                "ecnn": "eCNN (embedded CNN)", "mlp-clone": "MLP on the Gaussian clone",
+                "cnn-clone": "CNN on the Gaussian clone", "nlgp-negative": "NLGP, kurtosis < 0 (erf)",
+                "nlgp-zero": "NLGP, Gaussian", "nlgp-positive": "NLGP, kurtosis > 0 (sinh)",
+                "nlgp-elliptical": "NLGP, elliptical", "ntk-mlp": "MLP vs trained CNN",
+                "ntk-lcn": "LCN vs trained CNN", "ntk-mlp-vs-mlp": "MLP vs MLP of another seed (null)"},
     "optimizer": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"},
 }
-_VARIANT_PATTERNS = ((re.compile(r"^e(cnn|lcn)-t(\d+)$"), lambda m: f"e{m[1].upper()} ({m[1].upper()} trained {m[2]} steps)"),)
+_VARIANT_PATTERNS = ((re.compile(r"^e(cnn|lcn)-t(\d+)$"), lambda m: f"e{m[1].upper()} ({m[1].upper()} trained {m[2]} steps)"),
+                     (re.compile(r"^stab-eps([\d.]+)(-orbit)?$"),
+                      lambda m: f"eps {m[1]}{', whole orbits' if m[2] else ', data'}"))
 # config keys that say how a run was run, not what was run: never part of a run's name
 _BOOKKEEPING = {"run", "out", "device", "threads", "log", "on_nan", "compile", "track", "track_every", "eval_every",
                 "log_every", "checkpoints", "input_shape"}

@@ -54,20 +54,25 @@ LABELS = {
     "conv_subspace_distance": "distance to the layout's convolutions",
     "conv_subspace_distance_all": "distance to the layout's convolutions",
     "mlp_steps": "training steps",
+    "clone_acc": "accuracy on the Gaussian clone (%)",
+    "real_acc": "accuracy on the real test set (%)",
+    "qda_acc": "QDA accuracy, real test set (%)",
+    "qda_clone_acc": "QDA accuracy, Gaussian clone (%)",
     # the stability and ntk_align procedures (probe/run/procedures.py)
     "equiv_subspace_distance": "distance to the shift-equivariant layers",
     "equiv_subspace_distance_all": "distance to the shift-equivariant layers",
-    "conv_complement_growth": "||W - P(W)|| / its value at step 0",
-    "conv_complement_growth_all": "||W - P(W)|| / its value at step 0",
-    "equiv_complement_growth": "||W - P(W)|| / its value at step 0",
-    "equiv_complement_growth_all": "||W - P(W)|| / its value at step 0",
+    "conv_complement_growth": "||W - P(W)|| / its step-0 value",
+    "conv_complement_growth_all": "||W - P(W)|| / its step-0 value",
+    "equiv_complement_growth": "||W - P(W)|| / its step-0 value",
+    "equiv_complement_growth_all": "||W - P(W)|| / its step-0 value",
     "readout_shift_distance": "distance to a shift-invariant readout",
     "ntk_cka": "centred kernel alignment (0-1)",
     "ntk_kta": "kernel-target alignment (0-1)",
     "ntk_input_cka": "centred kernel alignment (0-1)",
     "sparsity": "share of weights pruned",
 }
-PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T")
+PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T",
+           "clone_acc", "real_acc", "qda_acc", "qda_clone_acc", "ref_test_acc", "perturbed_test_acc")
 # dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
 REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4)),
                    "phase": (0, (5, 1.5, 1, 1.5)), "lcn": (0, (8, 3)), "init_seeds": (0, (1, 1.5)),
@@ -312,9 +317,11 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         extra = []
         for ax, m in zip(axes, measures):
+            scale = 100.0 if m in PERCENT else 1.0  # accuracies in %, as their axis label says
             dm = _in_words(d[d.metric == m], hue, group_by)
+            dm = dm.assign(value=scale * dm.value)
             sns.lineplot(data=dm, x="step", y="value", ax=ax,
-                         **_line_kwargs(dm, hue, group_by, colours, words.value_range(m)))
+                         **_line_kwargs(dm, hue, group_by, colours, words.value_range(m, scale)))
             extra += _draw_references(ax, refs, m, line_keys, colours, references)
             extra += _draw_step_nulls(ax, nulls, step_nulls(m, present), key, colours)
             _step_axis(ax, dm.step.unique())
