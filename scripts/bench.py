@@ -373,7 +373,7 @@ def print_table(results: list[dict], rss: dict, tracking: bool) -> None:
     for res in results:
         for r in res["rows"]:
             f = r.get("fused_ratio")
-            verdict = "" if f is None else (" met" if f >= TARGET_LOOP else " NOT met")
+            verdict = "" if f is None else f"; fused x vs {r['fused_vs']}: {'met' if f >= TARGET_LOOP else 'NOT met'}"
             print(f"{r['case']:28s} {r['optimizer']:5s} {r['loop']:15s} {r['steps']:5d} {_num(r['loop_rate'], ',.0f'):>10s} "
                   f"{_num(r['run_rate'], ',.0f'):>10s} {_num(r.get('loop_ratio'), '.3f'):>7s} "
                   f"{_num(r.get('run_ratio'), '.3f'):>7s} {_num(f, '.3f'):>7s}  {r['vs'] or ''}{verdict}")
