@@ -1,6 +1,6 @@
 """Throughput of probe's training loop against a bare PyTorch loop (docs/design.md §8: speed is measured, not guessed).
 
-Both loops train the same MLP (same layers, init seed, batch, AdamW, bf16 autocast on CUDA, data already in
+Both loops train the same MLP (same layers, init seed, batch, optimizer, bf16 autocast on CUDA, data already in
 memory as tensors on the device) in one process, and they take turns every few steps so that both see the same
 machine load: probe trains through ``probe train``'s own code path (:func:`probe.run.loop.run_training` on a
 synthetic task), logging every ``chunk`` steps, and a hook at each log step runs ``chunk`` steps of each bare
@@ -10,8 +10,9 @@ compilation) and the last interval (final evaluation) are left out.
 
 Loops per case:
 - ``bare``: about 15 lines of PyTorch (:class:`BareLoop`), the optimizer as a user writes it: PyTorch's
-  default AdamW on CPU (a Python for-loop over parameters), fused AdamW on CUDA (as docs/design.md §8's reference).
+  default on CPU (a Python for-loop over parameters), fused on CUDA (as docs/design.md §8's reference).
 - ``bare fused`` (CPU): the same loop with ``fused=True``, the implementation probe uses on CPU too.
+- Optimizers (``--optimizers``, default all): SGD, Adam and AdamW, each timed as its own set of runs (issue 17).
 - ``probe``: evaluation only at step 0 and the end, checkpoints only at 0 and the end. ``loop`` rates hold
   the per-step cost; ``run`` rates are the whole train() call less the hook's time, so they include probe's
   two evaluations and two checkpoints. Their cost at the default cadence (6000 steps, eval every 500, 10
@@ -20,7 +21,9 @@ Loops per case:
 - Tracking (when probe.run.tracking exists) runs at evaluation rows only, so like evaluations and checkpoints it
   is timed on its own and printed as its share of a default-cadence run, with the ratio of tracking on to off.
 
-Targets: probe >= 0.95x bare, tracking >= 0.9x off. Peak resident memory (VmHWM, else ru_maxrss) of the
+Targets: probe's steps >= 0.97x the bare loop with fused kernels (``fused x``; issue 17: within 3% for sgd, adam
+and adamw), tracking >= 0.9x off. Whole processes (``probe train`` against a bare script, at the default cadence)
+are timed by scripts/bench_process.py. Peak resident memory (VmHWM, else ru_maxrss) of the
 CIFAR-sized CPU case and of the wide MNIST-1D case is measured for each loop in a fresh subprocess; target probe
 within 1.5x the bare loop.
 
@@ -32,6 +35,7 @@ depend on the values), batch 100 as in MNIST-1D runs.
     python scripts/bench.py --quick       # shorter runs, fewer repeats
     python scripts/bench.py --compile     # GPU case also with torch.compile
     python scripts/bench.py --cases wide  # only the wide MNIST-1D case (cases: cpu, wide, cuda)
+    python scripts/bench.py --optimizers sgd  # only SGD (default sgd,adam,adamw)
 """
 
 from __future__ import annotations
@@ -105,15 +109,20 @@ def sync(device: str) -> None:
 
 
 # -- the bare loop ----------------------------------------------------------------------------------------
-class BareLoop:
-    """What a user writes: model, AdamW, batches by index from in-memory tensors; ``run(k)`` trains k steps."""
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+TARGET_LOOP = 0.97  # probe's steps against the bare loop with fused kernels (issue 17): within 3%
 
-    def __init__(self, case: Case, task: Task, fused: bool, compile: bool = False):
+
+class BareLoop:
+    """What a user writes: model, optimizer (AdamW unless told), batches by index from in-memory tensors;
+    ``run(k)`` trains k steps."""
+
+    def __init__(self, case: Case, task: Task, fused: bool, compile: bool = False, optimizer: str = "adamw"):
         torch.manual_seed(0)
         dims = [case.geometry.n_inputs] + [case.width] * case.depth
         layers = [m for a, b in zip(dims[:-1], dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
         self.model = nn.Sequential(*layers, nn.Linear(dims[-1], 10)).to(case.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, fused=fused or None)
+        self.opt = OPTIMIZERS[optimizer](self.model.parameters(), lr=LR, fused=fused or None)
         self.fwd = torch.compile(self.model) if compile else self.model
         self.case, self.x, self.y, self.step = case, task.x_train, task.y_train, 0
 
@@ -140,11 +149,11 @@ class BareLoop:
 
 
 # -- probe ------------------------------------------------------------------------------------------------
-def probe_cfg(case: Case, steps: int, eval_every: int | None = None, **kw) -> RunConfig:
+def probe_cfg(case: Case, steps: int, eval_every: int | None = None, optimizer: str = "adamw", **kw) -> RunConfig:
     """Evaluation at 0 and the end (and every ``eval_every``), a row every ``chunk`` steps, checkpoints at 0 and
     the end only."""
     return RunConfig(task="bench", width=case.width, depth=case.depth, steps=steps, batch_size=case.batch, lr=LR,
-                     optimizer="adamw", device=case.device, eval_every=eval_every or steps, log_every=case.chunk,
+                     optimizer=optimizer, device=case.device, eval_every=eval_every or steps, log_every=case.chunk,
                      checkpoints=1, track="none", **kw)
 
 
@@ -186,14 +195,14 @@ def interleaved(case: Case, task: Task, cfg: RunConfig, bares: dict, workdir: Pa
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
-def fixed_costs(case: Case, task: Task, workdir: Path, tracking: bool) -> dict:
+def fixed_costs(case: Case, task: Task, workdir: Path, tracking: bool, optimizer: str = "adamw") -> dict:
     """Seconds of what a probe run does beside its steps, each timed on its own (median of 3): an evaluation
     row (test set + 5000 training samples, as probe.run.loop's log() does), a checkpoint (with Adam's state) and,
     when tracking exists, a row of the default tracked measures and the last one (which adds the references)."""
     out = Path(tempfile.mkdtemp(dir=workdir))
     try:
         # eval_every=1: every row is an evaluation row, and so a tracked row
-        cfg = probe_cfg(case, 4, eval_every=1).replace(track="default" if tracking else "none")
+        cfg = probe_cfg(case, 4, eval_every=1, optimizer=optimizer).replace(track="default" if tracking else "none")
         run = probe.run.loop.setup(cfg, out, task)
         probe.run.loop.write_run_files(run)
         hook_s, hook_rows = {}, {}
@@ -255,14 +264,20 @@ def default_cadence(case: Case, costs: dict, rate: float) -> dict:
     return out
 
 
-def bench_case(case: Case, quick: bool, repeats: int, compile: bool, tracking: bool, workdir: Path) -> dict:
+def bench_case(case: Case, quick: bool, repeats: int, compile: bool, tracking: bool, workdir: Path,
+               optimizer: str = "adamw") -> dict:
     steps = case.chunk * (case.chunks // 2 if quick else case.chunks)
     task = synthetic_task(case)
     cuda = case.device == "cuda"
-    runs = [("probe", probe_cfg(case, steps), {"bare": dict(fused=cuda), **({} if cuda else {"bare fused": dict(fused=True)})})]
+    opt = dict(optimizer=optimizer)
+    runs = [("probe", probe_cfg(case, steps, **opt),
+             {"bare": dict(fused=cuda, **opt), **({} if cuda else {"bare fused": dict(fused=True, **opt)})})]
     if compile and cuda:
-        runs.append(("probe compile", probe_cfg(case, steps, compile=True), {"bare compile": dict(fused=True, compile=True)}))
+        runs.append(("probe compile", probe_cfg(case, steps, compile=True, **opt),
+                     {"bare compile": dict(fused=True, compile=True, **opt)}))
     refs = {"probe": "bare", "bare fused": "bare", "probe compile": "bare compile"}
+    # the 3% target's reference: the bare loop with torch's fused kernels (on CUDA "bare" is fused already)
+    fused_ref = {"probe": "bare" if cuda else "bare fused", "probe compile": "bare compile"}
     turns: dict[str, list] = {}  # seconds of each measured turn, all repeats; turn i of each loop back to back
     run_rates: dict[str, list] = {}  # probe's whole-run samples/s per repeat
     samples = case.chunk * case.batch
@@ -274,21 +289,26 @@ def bench_case(case: Case, quick: bool, repeats: int, compile: bool, tracking: b
             for loop, t in ts.items():
                 turns.setdefault(name if loop == "probe" else loop, []).extend(t)
             run_rates.setdefault(name, []).append(run_rate)
-        print(f"  {case.name}  {r + 1}/{repeats}  " + "  ".join(
+        print(f"  {case.name} {optimizer}  {r + 1}/{repeats}  " + "  ".join(
             f"{n} {samples * len(t) / sum(t):,.0f}" for n, t in turns.items()) + " samples/s so far", flush=True)
     rate = {name: samples * len(t) / sum(t) for name, t in turns.items()}
     rows = []
     for name, t in turns.items():
         vs = refs.get(name)
-        row = {"case": case.name, "loop": name, "steps": steps, "vs": vs, "loop_rate": rate[name],
+        row = {"case": case.name, "optimizer": optimizer, "loop": name, "steps": steps, "vs": vs,
+               "loop_rate": rate[name],
                "run_rate": statistics.median(run_rates[name]) if name in run_rates else float("nan")}
         if vs:  # median over turns of (reference's seconds / this loop's) in the same turn
             row["loop_ratio"] = statistics.median(b / a for a, b in zip(t, turns[vs]))
             # a whole run against the bare loop's rate: a bare loop has no evaluations or checkpoints
             row["run_ratio"] = row["run_rate"] / rate[vs]
+        if name in fused_ref:  # against fused kernels, the target TARGET_LOOP
+            row["fused_vs"] = fused_ref[name]
+            row["fused_ratio"] = statistics.median(b / a for a, b in zip(t, turns[fused_ref[name]]))
         rows.append(row)
-    costs = fixed_costs(case, task, workdir, tracking)
-    return {"case": case.name, "rows": rows, "costs": costs, "default_cadence": default_cadence(case, costs, rate["probe"])}
+    costs = fixed_costs(case, task, workdir, tracking, optimizer)
+    return {"case": case.name, "optimizer": optimizer, "rows": rows, "costs": costs,
+            "default_cadence": default_cadence(case, costs, rate["probe"])}
 
 
 def case_tag(case: Case) -> str:
@@ -346,21 +366,25 @@ def _num(x, fmt):
 def print_table(results: list[dict], rss: dict, tracking: bool) -> None:
     print("\nsamples/s. loop: the steps alone, over all measured turns of all repeats; run: probe's whole train()")
     print("call (2 evaluations, 2 checkpoints), median over repeats. loop x: median over turns of the rate against")
-    print("`vs` in the same turn; run x: probe's run rate against `vs`'s loop rate (a bare loop has no fixed costs)")
-    print(f"{'case':28s} {'loop':15s} {'steps':>5s} {'loop':>10s} {'run':>10s} {'loop x':>7s} {'run x':>7s}  vs")
+    print("`vs` in the same turn; run x: probe's run rate against `vs`'s loop rate (a bare loop has no fixed costs);")
+    print(f"fused x: loop x against the bare loop with fused kernels (target >= {TARGET_LOOP})")
+    print(f"{'case':28s} {'opt':5s} {'loop':15s} {'steps':>5s} {'loop':>10s} {'run':>10s} {'loop x':>7s} "
+          f"{'run x':>7s} {'fused x':>7s}  vs")
     for res in results:
         for r in res["rows"]:
-            print(f"{r['case']:28s} {r['loop']:15s} {r['steps']:5d} {_num(r['loop_rate'], ',.0f'):>10s} "
+            f = r.get("fused_ratio")
+            verdict = "" if f is None else f"; fused x vs {r['fused_vs']}: {'met' if f >= TARGET_LOOP else 'NOT met'}"
+            print(f"{r['case']:28s} {r['optimizer']:5s} {r['loop']:15s} {r['steps']:5d} {_num(r['loop_rate'], ',.0f'):>10s} "
                   f"{_num(r['run_rate'], ',.0f'):>10s} {_num(r.get('loop_ratio'), '.3f'):>7s} "
-                  f"{_num(r.get('run_ratio'), '.3f'):>7s}  {r['vs'] or ''}")
+                  f"{_num(r.get('run_ratio'), '.3f'):>7s} {_num(f, '.3f'):>7s}  {r['vs'] or ''}{verdict}")
     print("\nwhat a probe run does beside its steps (median of 3 each), and what it adds to a run of RunConfig's")
     print("default cadence (6000 steps; evaluation, and tracking, every 500: 13 rows; 10 checkpoints) at probe's loop rate:")
     for res in results:
         c, d = res["costs"], res["default_cadence"]
-        print(f"{res['case']:28s} evaluation {c['eval_s']:.3f} s, checkpoint {c['checkpoint_s']:.3f} s "
+        print(f"{res['case'] + ' ' + res['optimizer']:34s} evaluation {c['eval_s']:.3f} s, checkpoint {c['checkpoint_s']:.3f} s "
               f"-> +{100 * d['overhead']:.1f}%")
         if "tracked_keys" in c:
-            print(f"{'':28s} tracking ({', '.join(c['tracked_keys'])}) {c['tracking_row_s']:.3f} s a row, "
+            print(f"{'':34s} tracking ({', '.join(c['tracked_keys'])}) {c['tracking_row_s']:.3f} s a row, "
                   f"{c['tracking_last_s']:.3f} s the last (references) -> +{100 * d['tracking_overhead']:.1f}%; "
                   f"tracking on / off {d['tracking_ratio']:.3f} (target >= 0.9)")
     if not tracking:
@@ -380,6 +404,8 @@ def main(argv=None) -> None:
     p.add_argument("--compile", action="store_true", help="GPU case also with torch.compile (both loops)")
     p.add_argument("--cases", default="cpu,wide,cuda",
                    help="comma list among cpu, wide (the 40-4096-4096-10 MNIST-1D case), cuda (where available)")
+    p.add_argument("--optimizers", default="sgd,adam,adamw",
+                   help="comma list among sgd, adam, adamw: each case is timed with each (default all three)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--rss-child", choices=("bare", "probe"), help=argparse.SUPPRESS)
@@ -399,13 +425,18 @@ def main(argv=None) -> None:
         p.error(f"--cases: unknown {', '.join(sorted(wanted - {case_tag(c) for c in CASES}))}; cases: cpu, wide, cuda")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
           + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda: the GPU case is unmeasured"))
+    optimizers = a.optimizers.split(",")
+    if set(optimizers) - set(OPTIMIZERS):
+        p.error(f"--optimizers: unknown {', '.join(sorted(set(optimizers) - set(OPTIMIZERS)))}; optimizers: "
+                f"{', '.join(OPTIMIZERS)}")
     chosen = [c for c in CASES if case_tag(c) in wanted and (c.device == "cpu" or torch.cuda.is_available())]
     # memory first, while this process is small (see rss_child)
     rss = {} if a.no_rss else measure_rss(a.quick, chosen)
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for case in chosen:
-            results.append(bench_case(case, a.quick, repeats, a.compile, tracking, Path(workdir)))
+            for optimizer in optimizers:
+                results.append(bench_case(case, a.quick, repeats, a.compile, tracking, Path(workdir), optimizer))
     print_table(results, rss, tracking)
     if a.json:
         a.json.write_text(json.dumps({"results": results, "rss_mib": rss}, indent=2))

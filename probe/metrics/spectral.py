@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
-import scipy.linalg
-import scipy.sparse.linalg
 import torch
+
+# scipy.fft, scipy.linalg and scipy.sparse.linalg are imported where they are used: together ~0.3 CPU-s, which
+# every `probe train` would pay through the registry's import of this module though its steps use none (issue 17)
 
 from probe.geometry import Geometry
 from probe.metrics.locality import as_matrix, blas_threads, unit_fields
@@ -39,6 +39,8 @@ def unit_spectra(W, geometry: Geometry, chunk: int = 1024) -> np.ndarray:
     treated as periodic whatever the geometry says (no window is applied). Computed in chunks of units
     to bound memory.
     """
+    import scipy.fft
+
     F = unit_fields(W, geometry)
     axes = tuple(range(2, F.ndim))
     out = np.empty((len(F), geometry.n_positions))
@@ -190,6 +192,8 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
         with torch_threads(lapack_threads):
             ev = torch.linalg.eigvalsh(torch.from_numpy(G)).numpy()
     else:
+        import scipy.linalg
+
         with blas_threads(lapack_threads):
             ev = scipy.linalg.eigvalsh(G, check_finite=False)
     return np.clip(ev, 0.0, None)
@@ -366,6 +370,8 @@ def stable_rank(W, evals: np.ndarray | None = None) -> float:
     cached = _cached_spectrum(W) if min(W.shape) > LANCZOS_MIN else None
     if min(W.shape) <= LANCZOS_MIN or cached is not None:
         return stable_rank(W, spectrum(W) if cached is None else cached)
+    import scipy.sparse.linalg
+
     with blas_threads(1):
         top = scipy.sparse.linalg.svds(W, k=1, return_singular_vectors=False, v0=np.ones(min(W.shape)),
                                        solver="arpack")[0]
@@ -548,6 +554,8 @@ def input_pc_share(W, X, k: int = 10) -> float:
     k = int(min(k, B, n))
     if k < 1:
         raise ValueError(f"input_pc_share: k must be positive, got {k}")
+    import scipy.linalg
+
     with blas_threads(1):  # see blas_threads
         if B >= n:  # top eigenvectors of the n x n covariance
             _, V = scipy.linalg.eigh(X.T @ X, subset_by_index=[n - k, n - 1])
