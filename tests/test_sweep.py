@@ -87,7 +87,7 @@ QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parame
               "mechanism": (40, 60)}
 # the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
 MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 48,
-          "patches-controls": 80}
+          "patches-controls": 80, "mechanism": 6}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_FULL))
