@@ -741,9 +741,30 @@ def procedure_options(name: str) -> dict:
     return {k: p.default for k, p in list(sig.parameters.items())[2:]}
 
 
-def run_procedure(name: str, cfg: RunConfig, out: Path, opts: dict) -> tuple[dict, dict]:
+def check_procedure_options(name: str, opts: dict) -> dict:
+    """``opts`` checked against procedure ``name``'s options: unknown names, and values of the wrong type (against
+    the type of the default, :func:`probe.config.coerce_opts`; an option whose default is None against its
+    annotation, ``int | None`` or ``dict | None``), each a ConfigError; returns the options coerced."""
+    import typing
+
     valid = procedure_options(name)
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         raise ConfigError(f"procedure {name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return PROCEDURES[name](cfg, Path(out), **opts)
+    from probe.config import coerce_opts
+
+    out = coerce_opts(opts, valid, f"procedure {name}")
+    hints = typing.get_type_hints(PROCEDURES[name])
+    for k, v in out.items():
+        if valid[k] is not None or v is None:
+            continue
+        want = [t for t in typing.get_args(hints.get(k)) if t is not type(None)] or [hints.get(k)]
+        if want[0] is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"procedure {name}: option {k} must be an integer or left out, got {v!r}")
+        if want[0] is dict and not isinstance(v, dict):
+            raise ConfigError(f"procedure {name}: option {k} must be a table of options or left out, got {v!r}")
+    return out
+
+
+def run_procedure(name: str, cfg: RunConfig, out: Path, opts: dict) -> tuple[dict, dict]:
+    return PROCEDURES[name](cfg, Path(out), **check_procedure_options(name, opts))
