@@ -13,7 +13,7 @@ from probe.geometry import Geometry
 from probe.metrics import first_layer_measures, references
 from probe.metrics.equivariance import conv_layout, conv_subspace_projection
 from probe.metrics.pull import (com_share, com_share_chance, first_layer_gradient, pull_batch, random_shares,
-                                subspace_dims, subspace_shares)
+                                shared_chance, subspace_dims, subspace_shares)
 from probe.models.conv import LocalNet, local_dense
 from probe.models.blocks import MLP
 from probe.run.loop import loss_fn, run_training
@@ -42,6 +42,30 @@ def test_a_locally_connected_matrix_is_local_but_not_convolutional():
     assert shares["local_share"] == pytest.approx(1, abs=1e-12)
     # the shared part of i.i.d. taps: about one entry per tap of the ~P entries holding it
     assert shares["conv_share"] < 0.2
+    # ... yet far above a random direction's level: locality alone passes that null, not the local one
+    assert shares["conv_share"] > 4 * random_shares(index)["conv_share"]
+
+
+@pytest.mark.parametrize("geo, stride", [(G1, 1), (G1, 2), (G2, 1)])
+def test_a_local_unshared_matrix_reads_conv_share_at_its_local_null(geo, stride):
+    """shared_chance is the expected conv_share of a matrix local and random within its windows, at any local
+    share: 40 draws with half their energy outside the windows average to it within sampling error."""
+    index = conv_layout(geo, 3, 3, stride)
+    rng = np.random.default_rng(4)
+    held = index >= 0
+    draws, nulls = [], []
+    for _ in range(40):
+        M = np.where(held, rng.standard_normal(index.shape), 0.0)
+        M[~held] = rng.standard_normal((~held).sum()) * np.sqrt(held.sum() / (~held).sum())  # same energy off
+        shares = subspace_shares(M, index)
+        draws.append(shares["conv_share"])
+        nulls.append(shared_chance(shares, index))
+    draws = np.array(draws)
+    assert np.mean(nulls) == pytest.approx(0.5 * subspace_dims(index)["conv"] / subspace_dims(index)["local"], rel=0.05)
+    assert abs(draws.mean() - np.mean(nulls)) < 4 * draws.std(ddof=1) / np.sqrt(len(draws))
+    # a convolution reads conv_share 1, far above its local null (dim_conv / dim_local)
+    C = conv_subspace_projection(rng.standard_normal(index.shape), index)
+    assert subspace_shares(C, index)["conv_share"] > 5 * shared_chance(subspace_shares(C, index), index)
 
 
 def test_a_random_direction_has_the_dimension_ratio_within_sampling_error():
@@ -198,6 +222,9 @@ def test_a_tracked_cnn_learns_only_inside_its_convolutional_subspace(tmp_path):
     assert last["delta_conv_share"] == pytest.approx(1) and last["delta_local_share"] == pytest.approx(1)
     assert 0 < last["grad_conv_share"] <= last["grad_local_share"] <= 1 + 1e-12
     assert last["grad_window_mass_3@phase"] > 0 and last["conv_share@random"] < last["local_share@random"] < 1
+    for p in ("grad", "delta"):  # the local null of conv_share, from the same step's local share
+        assert last[f"{p}_conv_share@local"] == pytest.approx(last[f"{p}_local_share"] * last["conv_share@random"]
+                                                              / last["local_share@random"])
     refs = json.loads((tmp_path / "cnn" / "reference.json").read_text())
     assert refs["gaussian"]["grad_conv_share"] == last["conv_share@random"]
     assert {"delta_ipr", "grad_ipr"} <= set(refs["phase"])

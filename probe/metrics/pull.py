@@ -138,6 +138,20 @@ def random_shares(index: np.ndarray) -> dict[str, float]:
     return {"conv_share": d["conv"] / d["all"], "local_share": d["local"] / d["all"]}
 
 
+def shared_chance(shares: dict[str, float], index: np.ndarray) -> float:
+    """conv_share@local = local_share(M) * dim_conv / dim_local: the expected conv_share of a matrix with M's
+    local share whose part in the locally connected subspace is an isotropic random direction there (local,
+    but with no sharing across positions).
+
+    Why: the convolutions lie inside the locally connected matrices, so P_conv M = P_conv(P_local M) and any
+    local matrix, shared or not, reads a conv_share far above :func:`random_shares`' dim_conv / (m n) (by about
+    m n / dim_local, ~8 for a kernel of 5 on 40 positions). Read against this null, conv_share says whether
+    the matrix is *shared* beyond being local; against the random direction's, only that it is local or shared.
+    """
+    d = subspace_dims(index)
+    return float(shares["local_share"] * d["conv"] / d["local"])
+
+
 # -- the gradient of the dense first layer ------------------------------------------------------------------------
 def first_layer_module(model: torch.nn.Module) -> torch.nn.Module | None:
     """The module whose weights are ``model.first_layer_dense()``, for the image models whose first layer is linear

@@ -28,7 +28,9 @@ Conventions (what later parts rely on):
   (:func:`probe.metrics.pull.pull_batch`), beside ``grad_<k>@phase`` (the phase null of G at the same step) for
   the phase reference's measures; ``grad_com_share`` writes ``grad_com_share_k`` and its chance
   ``grad_com_share_k@chance``; ``conv_share`` and ``local_share`` write ``grad_*`` and ``delta_*`` shares in the
-  unit layout (:func:`unit_layout`) and ``conv_share@random`` / ``local_share@random``. Aliases: ``delta``
+  unit layout (:func:`unit_layout`) and ``conv_share@random`` / ``local_share@random``, and for conv_share
+  ``grad_conv_share@local`` / ``delta_conv_share@local`` (:func:`probe.metrics.pull.shared_chance`: the
+  conv_share of a local but unshared matrix; the random direction's level is passed by any local one). Aliases: ``delta``
   (:data:`DELTA_TRACK`) and ``pull`` (:data:`PULL_TRACK`). At the last step reference.json gets the delta and
   grad keys under ``gaussian``, ``permuted``, ``phase`` and ``lcn``, drawn from ΔW and G (and the exact
   expectations of an isotropic G for ``grad_com_share_k``, ``grad_conv_share`` and ``grad_local_share`` under
@@ -234,6 +236,8 @@ class Tracker:
                 if M.any():
                     shares = pull.subspace_shares(M, self.layout)
                     row.update({f"{prefix}_{n}": shares[n] for n in self.layout_names})
+                    if "conv_share" in self.layout_names:  # a local but unshared M's conv_share
+                        row[f"{prefix}_conv_share@local"] = pull.shared_chance(shares, self.layout)
             row.update({f"{n}@random": chance[n] for n in self.layout_names})
         return row
 
