@@ -12,8 +12,8 @@ from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 from probe.metrics import first_layer_measures, references
 from probe.metrics.equivariance import conv_layout, conv_subspace_projection
-from probe.metrics.pull import (com_share, com_share_chance, first_layer_gradient, pull_batch, random_shares,
-                                shared_chance, subspace_dims, subspace_shares)
+from probe.metrics.pull import (com_share, com_share_chance, com_share_units, first_layer_gradient, pull_batch,
+                                random_shares, shared_chance, subspace_dims, subspace_shares)
 from probe.models.conv import LocalNet, local_dense
 from probe.models.blocks import MLP
 from probe.run.loop import loss_fn, run_training
@@ -125,6 +125,24 @@ def test_an_isotropic_gradient_has_com_share_at_chance():
     assert com_share(G, W, geo, 3) == 0
 
 
+def test_a_gradient_unrelated_to_the_fields_but_peaked_mid_grid_reads_its_unit_null_not_chance():
+    """Random fields on an open grid have their centres of mass mid-grid; a gradient whose energy peaks there too,
+    drawn independently of the fields, exceeds |K|/|S| threefold, and the unit-shuffled null reads the same."""
+    geo = Geometry(1, (40,))
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((200, 40))
+    G = rng.standard_normal(W.shape) * np.exp(-0.5 * ((np.arange(40) - 19.5) / 8) ** 2)
+    share, null = com_share(G, W, geo, 3), com_share_units(G, W, geo, 3, seed=0)
+    assert share > 2 * com_share_chance(geo, 3)
+    assert null == pytest.approx(share, rel=0.15)
+    # a gradient inside each unit's own window: 1, its unit null far below
+    W1 = np.zeros((40, 40))
+    W1[np.arange(40), np.arange(40)] = 1.0
+    assert com_share(W1, W1, geo, 3) == pytest.approx(1)
+    assert com_share_units(W1, W1, geo, 3, seed=0) < 0.3
+    assert np.isnan(com_share_units(W1[:1], W1[:1], geo, 3, seed=0))
+
+
 # -- the gradient of the dense first layer -------------------------------------------------------------------------
 def _batch(n=64, C=1, L=20, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -217,7 +235,7 @@ def _tiny(tmp_path, name, **kw):
 def test_a_tracked_cnn_learns_only_inside_its_convolutional_subspace(tmp_path):
     rows = _tiny(tmp_path, "cnn", model="cnn", model_opts={"channels": 4, "layers": 1},
                  track="delta,pull,conv_share,local_share")
-    assert "delta_ipr" not in rows[0] and "grad_com_share_3@chance" in rows[0]
+    assert "delta_ipr" not in rows[0] and "grad_com_share_3@chance" in rows[0] and "grad_com_share_3@units" in rows[0]
     last = rows[-1]
     assert last["delta_conv_share"] == pytest.approx(1) and last["delta_local_share"] == pytest.approx(1)
     assert 0 < last["grad_conv_share"] <= last["grad_local_share"] <= 1 + 1e-12
