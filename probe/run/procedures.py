@@ -412,19 +412,15 @@ class OrbitAugment:
     draws_from_train_set = True  # batches come from x_train: a batch larger than it is the whole set
 
     def __init__(self, task):
-        self.task, self._epoch, self._perm = task, -1, None
+        from probe.seeding import EpochOrder
+
+        self.task, self.order = task, EpochOrder()
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu"):
         from probe.metrics.symmetry import orbit
-        from probe.seeding import stream
 
         x, y = self.task.x_train, self.task.y_train  # read now: the task may have moved to the device
-        n = len(x)
-        B = min(batch, n)
-        epoch, i = divmod(step, max(1, n // B))
-        if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
-            self._perm, self._epoch = torch.randperm(n, generator=stream(seed, epoch)).to(x.device), epoch
-        idx = self._perm[i * B : (i + 1) * B]
+        idx = self.order(seed, step, len(x), batch).to(x.device)  # the batches of probe.run.loop.Batches
         xo = orbit(x[idx], self.task.geometry)
         return xo.to(device), y[idx].repeat_interleave(len(xo) // len(idx)).to(device)
 
