@@ -185,6 +185,26 @@ def test_the_local_nets_pull_is_the_gradient_of_its_dense_matrix(shared):
     np.testing.assert_allclose(mlp.layers[0].weight.grad.double().numpy(), G, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("geo", [Geometry(1, (20,)), Geometry(2, (8, 8)), Geometry(2, (8, 8), periodic=True)])
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_pull_of_a_strided_or_2d_local_net_is_the_gradient_of_its_dense_matrix(geo, shared):
+    """Stride 2 and 2-D, several channels: the kernel's gradient is G summed over each tap's entries (cnn), or
+    G's entries in the windows (lcn); the forward hook's row order must be the dense matrix's."""
+    torch.manual_seed(2)
+    model = LocalNet(geo, 3, channels=3, kernel=3, layers=1, stride=2, shared=shared)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(32, geo.channels * geo.n_positions, generator=g), torch.randint(0, 3, (32,), generator=g)
+    G = first_layer_gradient(model, x, y, "ce").double().numpy()
+    loss_fn(model(x), y, "ce").backward()
+    first, index = model.layers[0], conv_layout(*conv_layouts(model)[0])
+    if shared:
+        taps = np.bincount(index[index >= 0], weights=G[index >= 0], minlength=first.weight.numel())
+        np.testing.assert_allclose(taps, first.weight.grad.double().numpy().ravel(), rtol=1e-4, atol=1e-7)
+    else:
+        dense_grad = local_dense(first.weight.grad.double(), geo.spatial, 2, first.pad, first.circular).numpy()
+        np.testing.assert_allclose(np.where(index >= 0, G, 0), dense_grad, rtol=1e-4, atol=1e-7)
+
+
 def test_the_pull_batch_is_fixed_and_whole_when_small():
     class T:
         x_train, y_train = torch.arange(5000.0)[:, None], torch.arange(5000)
