@@ -29,3 +29,21 @@ CLONE_TEST = 2**42 + 1
 def stream(seed: int, offset: int) -> torch.Generator:
     """The CPU generator of stream ``offset`` of ``seed`` (module docstring)."""
     return torch.Generator().manual_seed(int(seed) * STRIDE + int(offset))
+
+
+class EpochOrder:
+    """The trainer's epoch order of a fixed training set of n examples (:class:`probe.run.loop.Batches`): the batch
+    of step t is slice i of epoch e's permutation, (e, i) = divmod(t, max(1, n // B)), B = min(batch, n), the
+    permutation drawn from ``stream(seed, e)``. Samplers that transform the trainer's own batches (augmentations,
+    orbits) call it so that they see the same examples as a run without them. Keeps the current epoch's
+    permutation (on the CPU; the indices are returned there)."""
+
+    def __init__(self):
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, seed: int, step: int, n: int, batch: int) -> torch.Tensor:
+        B = min(batch, n)
+        epoch, i = divmod(step, max(1, n // B))
+        if epoch != self._epoch:
+            self._perm, self._epoch = torch.randperm(n, generator=stream(seed, epoch)), epoch
+        return self._perm[i * B : (i + 1) * B]

@@ -12,8 +12,8 @@ from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 from probe.metrics import first_layer_measures, references
 from probe.metrics.equivariance import conv_layout, conv_subspace_projection
-from probe.metrics.pull import (com_share, com_share_chance, first_layer_gradient, pull_batch, random_shares,
-                                subspace_dims, subspace_shares)
+from probe.metrics.pull import (com_share, com_share_chance, com_share_units, first_layer_gradient, pull_batch,
+                                random_shares, shared_chance, subspace_dims, subspace_shares)
 from probe.models.conv import LocalNet, local_dense
 from probe.models.blocks import MLP
 from probe.run.loop import loss_fn, run_training
@@ -42,6 +42,30 @@ def test_a_locally_connected_matrix_is_local_but_not_convolutional():
     assert shares["local_share"] == pytest.approx(1, abs=1e-12)
     # the shared part of i.i.d. taps: about one entry per tap of the ~P entries holding it
     assert shares["conv_share"] < 0.2
+    # ... yet far above a random direction's level: locality alone passes that null, not the local one
+    assert shares["conv_share"] > 4 * random_shares(index)["conv_share"]
+
+
+@pytest.mark.parametrize("geo, stride", [(G1, 1), (G1, 2), (G2, 1)])
+def test_a_local_unshared_matrix_reads_conv_share_at_its_local_null(geo, stride):
+    """shared_chance is the expected conv_share of a matrix local and random within its windows, at any local
+    share: 40 draws with half their energy outside the windows average to it within sampling error."""
+    index = conv_layout(geo, 3, 3, stride)
+    rng = np.random.default_rng(4)
+    held = index >= 0
+    draws, nulls = [], []
+    for _ in range(40):
+        M = np.where(held, rng.standard_normal(index.shape), 0.0)
+        M[~held] = rng.standard_normal((~held).sum()) * np.sqrt(held.sum() / (~held).sum())  # same energy off
+        shares = subspace_shares(M, index)
+        draws.append(shares["conv_share"])
+        nulls.append(shared_chance(shares, index))
+    draws = np.array(draws)
+    assert np.mean(nulls) == pytest.approx(0.5 * subspace_dims(index)["conv"] / subspace_dims(index)["local"], rel=0.05)
+    assert abs(draws.mean() - np.mean(nulls)) < 4 * draws.std(ddof=1) / np.sqrt(len(draws))
+    # a convolution reads conv_share 1, far above its local null (dim_conv / dim_local)
+    C = conv_subspace_projection(rng.standard_normal(index.shape), index)
+    assert subspace_shares(C, index)["conv_share"] > 5 * shared_chance(subspace_shares(C, index), index)
 
 
 def test_a_random_direction_has_the_dimension_ratio_within_sampling_error():
@@ -101,6 +125,24 @@ def test_an_isotropic_gradient_has_com_share_at_chance():
     assert com_share(G, W, geo, 3) == 0
 
 
+def test_a_gradient_unrelated_to_the_fields_but_peaked_mid_grid_reads_its_unit_null_not_chance():
+    """Random fields on an open grid have their centres of mass mid-grid; a gradient whose energy peaks there too,
+    drawn independently of the fields, exceeds |K|/|S| threefold, and the unit-shuffled null reads the same."""
+    geo = Geometry(1, (40,))
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((200, 40))
+    G = rng.standard_normal(W.shape) * np.exp(-0.5 * ((np.arange(40) - 19.5) / 8) ** 2)
+    share, null = com_share(G, W, geo, 3), com_share_units(G, W, geo, 3, seed=0)
+    assert share > 2 * com_share_chance(geo, 3)
+    assert null == pytest.approx(share, rel=0.15)
+    # a gradient inside each unit's own window: 1, its unit null far below
+    W1 = np.zeros((40, 40))
+    W1[np.arange(40), np.arange(40)] = 1.0
+    assert com_share(W1, W1, geo, 3) == pytest.approx(1)
+    assert com_share_units(W1, W1, geo, 3, seed=0) < 0.3
+    assert np.isnan(com_share_units(W1[:1], W1[:1], geo, 3, seed=0))
+
+
 # -- the gradient of the dense first layer -------------------------------------------------------------------------
 def _batch(n=64, C=1, L=20, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -141,6 +183,26 @@ def test_the_local_nets_pull_is_the_gradient_of_its_dense_matrix(shared):
     mlp.load_state_dict(state)
     loss_fn(mlp(x), y, "ce").backward()
     np.testing.assert_allclose(mlp.layers[0].weight.grad.double().numpy(), G, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("geo", [Geometry(1, (20,)), Geometry(2, (8, 8)), Geometry(2, (8, 8), periodic=True)])
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_pull_of_a_strided_or_2d_local_net_is_the_gradient_of_its_dense_matrix(geo, shared):
+    """Stride 2 and 2-D, several channels: the kernel's gradient is G summed over each tap's entries (cnn), or
+    G's entries in the windows (lcn); the forward hook's row order must be the dense matrix's."""
+    torch.manual_seed(2)
+    model = LocalNet(geo, 3, channels=3, kernel=3, layers=1, stride=2, shared=shared)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(32, geo.channels * geo.n_positions, generator=g), torch.randint(0, 3, (32,), generator=g)
+    G = first_layer_gradient(model, x, y, "ce").double().numpy()
+    loss_fn(model(x), y, "ce").backward()
+    first, index = model.layers[0], conv_layout(*conv_layouts(model)[0])
+    if shared:
+        taps = np.bincount(index[index >= 0], weights=G[index >= 0], minlength=first.weight.numel())
+        np.testing.assert_allclose(taps, first.weight.grad.double().numpy().ravel(), rtol=1e-4, atol=1e-7)
+    else:
+        dense_grad = local_dense(first.weight.grad.double(), geo.spatial, 2, first.pad, first.circular).numpy()
+        np.testing.assert_allclose(np.where(index >= 0, G, 0), dense_grad, rtol=1e-4, atol=1e-7)
 
 
 def test_the_pull_batch_is_fixed_and_whole_when_small():
@@ -193,11 +255,14 @@ def _tiny(tmp_path, name, **kw):
 def test_a_tracked_cnn_learns_only_inside_its_convolutional_subspace(tmp_path):
     rows = _tiny(tmp_path, "cnn", model="cnn", model_opts={"channels": 4, "layers": 1},
                  track="delta,pull,conv_share,local_share")
-    assert "delta_ipr" not in rows[0] and "grad_com_share_3@chance" in rows[0]
+    assert "delta_ipr" not in rows[0] and "grad_com_share_3@chance" in rows[0] and "grad_com_share_3@units" in rows[0]
     last = rows[-1]
     assert last["delta_conv_share"] == pytest.approx(1) and last["delta_local_share"] == pytest.approx(1)
     assert 0 < last["grad_conv_share"] <= last["grad_local_share"] <= 1 + 1e-12
     assert last["grad_window_mass_3@phase"] > 0 and last["conv_share@random"] < last["local_share@random"] < 1
+    for p in ("grad", "delta"):  # the local null of conv_share, from the same step's local share
+        assert last[f"{p}_conv_share@local"] == pytest.approx(last[f"{p}_local_share"] * last["conv_share@random"]
+                                                              / last["local_share@random"])
     refs = json.loads((tmp_path / "cnn" / "reference.json").read_text())
     assert refs["gaussian"]["grad_conv_share"] == last["conv_share@random"]
     assert {"delta_ipr", "grad_ipr"} <= set(refs["phase"])

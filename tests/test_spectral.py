@@ -334,3 +334,20 @@ def test_background_spectra_give_the_same_values_once_per_matrix(count_decomposi
     with background_spectra(0):  # no workers: prefetch does nothing, spectra are computed where needed
         prefetch(rng.standard_normal((30, 20)))
     assert len(count_decompositions) == 3
+
+
+def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block_raises():
+    import probe.metrics.spectral as sp
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with background_spectra(2):
+                prefetch(np.random.default_rng(16).standard_normal((60, 50)))
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2 and sp._POOL is None
+        prefetch(np.random.default_rng(17).standard_normal((60, 50)))  # outside a block: a no-op again
+        assert not sp._PENDING
+    finally:
+        torch.set_num_threads(threads)

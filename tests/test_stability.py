@@ -201,3 +201,18 @@ def test_in_float64_adam_keeps_an_equivariant_net_equivariant_to_rounding(tmp_pa
     # resuming a finished float64 run reads its result again
     _, again = run_procedure("stability", cfg, tmp_path / "f64", opts)
     assert again["equiv_subspace_distance_all"] == res["equiv_subspace_distance_all"]
+
+
+def test_orbit_batches_are_the_orbits_of_the_plain_batches():
+    """OrbitAugment reads the trainer's epoch order (probe.seeding.EpochOrder): step t's rows are the |S| shifts of
+    each example of the plain run's batch t, across an epoch boundary too."""
+    from probe.metrics.symmetry import orbit
+    from probe.run.loop import Batches
+    from probe.tasks import make_task
+
+    plain, aug = make_task("mnist1d", {"num_samples": 500}), make_task("mnist1d", {"num_samples": 500})
+    aug.sampler = OrbitAugment(aug)
+    b0, b1 = Batches(plain, 40, 3, torch.device("cpu")), Batches(aug, 40, 3, torch.device("cpu"))
+    for step in (0, 9, 10, 23):  # 400 training examples: 10 batches an epoch
+        (x0, y0), (x1, y1) = b0(step), b1(step)
+        assert torch.equal(x1, orbit(x0, plain.geometry)) and torch.equal(y1, y0.repeat_interleave(40))

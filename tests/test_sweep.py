@@ -69,6 +69,10 @@ def test_scales_replace_grid_keys_and_variant_axes():
     ({"variants": [{"name": "a"}, {"name": "a"}]}, "same folder name"),
     ({"variants": [{"procedure": "imp", "procedure_opts.roundz": 2}]}, "unknown procedure imp option(s) roundz"),
     ({"variants": [{"procedure": "magic"}]}, "unknown procedure 'magic'"),
+    ({"variants": [{"procedure": "stability", "procedure_opts.eps": "big"}]}, "option eps must be float"),
+    ({"variants": [{"procedure": "ntk_align", "procedure_opts.every": "x"}]}, "option every must be int"),
+    ({"variants": [{"procedure": "ntk_align", "procedure_opts.ref_seed": "a"}]}, "option ref_seed must be an integer"),
+    ({"variants": [{"procedure": "ecnn", "procedure_opts.source_opts": 3}]}, "option source_opts must be a table"),
 ])
 def test_bad_specs_are_one_line_errors_naming_the_key(bad, message):
     with pytest.raises(ConfigError) as e:

@@ -365,7 +365,7 @@ class Subject:
         :func:`probe.metrics.nulls.references` draws them (no ``init``: ΔW is 0 there). ΔW = 0 (the initial
         weights themselves) gets a note and no delta measures."""
         from probe.metrics.layer import LAYER_MEASURES
-        from probe.metrics.nulls import references
+        from probe.run.tracking import add_twin_references
 
         if W0 is None or W0.shape != W.shape:
             rep.notes.append(f"delta: no initial weights of layer {name}'s shape: no delta measures")
@@ -376,10 +376,10 @@ class Subject:
             return
         values = {**first_layer_measures(D, self.geometry, self._first_names), **layer_measures(D)}
         rep.layers[name] = {**rep.layers[name], **{f"delta_{k}": v for k, v in values.items()}}
-        refs = references(D, self.geometry, seed=self.seed, names=self._first_names, layer_names=LAYER_MEASURES)
+        # the same nulls, drawn from ΔW, as a tracked run's reference.json holds for its delta_ keys
+        refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *LAYER_MEASURES])
         for kind, vals in refs.items():
-            rep.reference[kind][name] = {**rep.reference[kind].get(name, {}),
-                                         **{f"delta_{k}": v for k, v in vals.items()}}
+            rep.reference[kind][name] = {**rep.reference[kind].get(name, {}), **vals}
 
 
 def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:

@@ -278,7 +278,8 @@ def _draw_step_nulls(ax, d: pd.DataFrame, nulls, colour_col: str, colours: dict)
 
 
 # what a per-step null ``NAME@KIND`` is, for the legend
-STEP_NULL_TEXT = {"phase": "phases randomized", "chance": "isotropic (k/|S|)", "random": "random direction"}
+STEP_NULL_TEXT = {"phase": "phases randomized", "chance": "isotropic (k/|S|)", "random": "random direction",
+                  "local": "local, unshared", "units": "another unit's window"}
 
 
 def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measures=None, hue: str | None = None,

@@ -15,7 +15,9 @@ W_0. Two instruments read what training did instead:
   (:func:`first_layer_gradient`). Every first-layer and layer measure m has a ``grad_m`` twin, m(G), and:
 
   * ``grad_com_share_k`` (:func:`com_share`): how much of each unit's gradient energy falls inside the k-window
-    around the unit's *current* weight centre of mass: does the pull reinforce where the field already is?
+    around the unit's *current* weight centre of mass: does the pull reinforce where the field already is? Read
+    against ``@chance`` (an evenly spread gradient) and ``@units`` (:func:`com_share_units`: another unit's
+    window, which keeps where the gradient and the fields lie on the grid overall).
   * ``grad_conv_share`` / ``delta_conv_share`` and ``grad_local_share`` / ``delta_local_share``
     (:func:`subspace_shares`), where a unit layout is known (an embedded CNN or LCN): the share of ||G||^2 and
     ||ΔW||^2 in the convolutional subspace of that layout, and in its locally connected subspace, each beside the
@@ -95,6 +97,25 @@ def com_share(G, W, geometry: Geometry, k: int) -> float:
     return float(np.mean(inside / tot[use]))
 
 
+def com_share_units(G, W, geometry: Geometry, k: int, seed: int) -> float:
+    """grad_com_share_k@units: :func:`com_share` with each unit's gradient read in the window of *another* unit's
+    weights (a random derangement of the units, seeded by ``seed`` and :data:`PULL_STREAM`); NaN for one unit.
+
+    Why beside :func:`com_share_chance`: |K| / |S| assumes the gradient's energy is spread evenly over the grid.
+    When it is not (the data's variance, hence every unit's gradient, peaks in the middle of the grid) and the
+    centres of mass gather there too (those of random weights on an open grid do), com_share exceeds chance with
+    no relation between a unit's pull and its own field; pairing G_i with W_j, j != i, keeps both marginals and
+    breaks only that relation."""
+    G, W = as_matrix(G), as_matrix(W)
+    m = len(W)
+    if m < 2:
+        return float("nan")
+    order = np.random.default_rng([seed, PULL_STREAM, k]).permutation(m)
+    perm = np.empty(m, dtype=np.int64)
+    perm[order] = np.roll(order, -1)  # one cycle through every unit: no unit keeps its own window
+    return com_share(G, W[perm], geometry, k)
+
+
 def com_share_chance(geometry: Geometry, k: int) -> float:
     """|K| / |S|: the expected grad_com_share_k of an isotropic gradient (:func:`com_share`)."""
     return float(np.prod(window_sizes(geometry, k)) / geometry.n_positions)
@@ -136,6 +157,20 @@ def random_shares(index: np.ndarray) -> dict[str, float]:
     """The expected :func:`subspace_shares` of an isotropic random direction: dim / (m n) for each subspace."""
     d = subspace_dims(index)
     return {"conv_share": d["conv"] / d["all"], "local_share": d["local"] / d["all"]}
+
+
+def shared_chance(shares: dict[str, float], index: np.ndarray) -> float:
+    """conv_share@local = local_share(M) * dim_conv / dim_local: the expected conv_share of a matrix with M's
+    local share whose part in the locally connected subspace is an isotropic random direction there (local,
+    but with no sharing across positions).
+
+    Why: the convolutions lie inside the locally connected matrices, so P_conv M = P_conv(P_local M) and any
+    local matrix, shared or not, reads a conv_share far above :func:`random_shares`' dim_conv / (m n) (by about
+    m n / dim_local, ~8 for a kernel of 5 on 40 positions). Read against this null, conv_share says whether
+    the matrix is *shared* beyond being local; against the random direction's, only that it is local or shared.
+    """
+    d = subspace_dims(index)
+    return float(shares["local_share"] * d["conv"] / d["local"])
 
 
 # -- the gradient of the dense first layer ------------------------------------------------------------------------

@@ -285,17 +285,18 @@ def background_spectra(workers: int | None = None):
     if _POOL is not None or workers < 1 or torch.cuda.is_available():
         yield
         return
-    old_torch = torch.get_num_threads()
+    old_torch, pool = torch.get_num_threads(), None
     with blas_threads(1):
-        torch.set_num_threads(1)
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="spectra", initializer=torch.set_num_threads,
-                                  initargs=(1,))
-        _POOL = pool
-        try:
+        try:  # the threads are restored whatever fails, the pool's start included
+            torch.set_num_threads(1)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="spectra", initializer=torch.set_num_threads,
+                                      initargs=(1,))
+            _POOL = pool
             yield
         finally:
             _POOL = None
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(old_torch)
 
 

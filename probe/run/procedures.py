@@ -412,19 +412,15 @@ class OrbitAugment:
     draws_from_train_set = True  # batches come from x_train: a batch larger than it is the whole set
 
     def __init__(self, task):
-        self.task, self._epoch, self._perm = task, -1, None
+        from probe.seeding import EpochOrder
+
+        self.task, self.order = task, EpochOrder()
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu"):
         from probe.metrics.symmetry import orbit
-        from probe.seeding import stream
 
         x, y = self.task.x_train, self.task.y_train  # read now: the task may have moved to the device
-        n = len(x)
-        B = min(batch, n)
-        epoch, i = divmod(step, max(1, n // B))
-        if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
-            self._perm, self._epoch = torch.randperm(n, generator=stream(seed, epoch)).to(x.device), epoch
-        idx = self._perm[i * B : (i + 1) * B]
+        idx = self.order(seed, step, len(x), batch).to(x.device)  # the batches of probe.run.loop.Batches
         xo = orbit(x[idx], self.task.geometry)
         return xo.to(device), y[idx].repeat_interleave(len(xo) // len(idx)).to(device)
 
@@ -741,9 +737,30 @@ def procedure_options(name: str) -> dict:
     return {k: p.default for k, p in list(sig.parameters.items())[2:]}
 
 
-def run_procedure(name: str, cfg: RunConfig, out: Path, opts: dict) -> tuple[dict, dict]:
+def check_procedure_options(name: str, opts: dict) -> dict:
+    """``opts`` checked against procedure ``name``'s options: unknown names, and values of the wrong type (against
+    the type of the default, :func:`probe.config.coerce_opts`; an option whose default is None against its
+    annotation, ``int | None`` or ``dict | None``), each a ConfigError; returns the options coerced."""
+    import typing
+
     valid = procedure_options(name)
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         raise ConfigError(f"procedure {name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return PROCEDURES[name](cfg, Path(out), **opts)
+    from probe.config import coerce_opts
+
+    out = coerce_opts(opts, valid, f"procedure {name}")
+    hints = typing.get_type_hints(PROCEDURES[name])
+    for k, v in out.items():
+        if valid[k] is not None or v is None:
+            continue
+        want = [t for t in typing.get_args(hints.get(k)) if t is not type(None)] or [hints.get(k)]
+        if want[0] is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"procedure {name}: option {k} must be an integer or left out, got {v!r}")
+        if want[0] is dict and not isinstance(v, dict):
+            raise ConfigError(f"procedure {name}: option {k} must be a table of options or left out, got {v!r}")
+    return out
+
+
+def run_procedure(name: str, cfg: RunConfig, out: Path, opts: dict) -> tuple[dict, dict]:
+    return PROCEDURES[name](cfg, Path(out), **check_procedure_options(name, opts))

@@ -26,10 +26,13 @@ Conventions (what later parts rely on):
 - The learned part and the pull (issue 14, :mod:`probe.metrics.pull`): ``delta_<m>`` tracks measure m on
   ΔW = W - W_0 (left out at step 0, where ΔW = 0); ``grad_<m>`` on the pull G = dL/dW_1 on a fixed batch
   (:func:`probe.metrics.pull.pull_batch`), beside ``grad_<k>@phase`` (the phase null of G at the same step) for
-  the phase reference's measures; ``grad_com_share`` writes ``grad_com_share_k`` and its chance
-  ``grad_com_share_k@chance``; ``conv_share`` and ``local_share`` write ``grad_*`` and ``delta_*`` shares in the
-  unit layout (:func:`unit_layout`) and ``conv_share@random`` / ``local_share@random``. Aliases: ``delta``
-  (:data:`DELTA_TRACK`) and ``pull`` (:data:`PULL_TRACK`). At the last step reference.json gets the delta and
+  the phase reference's measures; ``grad_com_share`` writes ``grad_com_share_k``, its chance
+  ``grad_com_share_k@chance`` and its unit-shuffled null ``grad_com_share_k@units``; ``conv_share`` and
+  ``local_share`` write ``grad_*`` and ``delta_*`` shares in the unit layout (:func:`unit_layout`) and
+  ``conv_share@random`` / ``local_share@random``, and for conv_share ``grad_conv_share@local`` /
+  ``delta_conv_share@local`` (:func:`probe.metrics.pull.shared_chance`: the conv_share of a local but unshared
+  matrix; the random direction's level is passed by any local one). Aliases: ``delta`` (:data:`DELTA_TRACK`)
+  and ``pull`` (:data:`PULL_TRACK`). At the last step reference.json gets the delta and
   grad keys under ``gaussian``, ``permuted``, ``phase`` and ``lcn``, drawn from ΔW and G (and the exact
   expectations of an isotropic G for ``grad_com_share_k``, ``grad_conv_share`` and ``grad_local_share`` under
   ``gaussian``).
@@ -228,12 +231,15 @@ class Tracker:
             for k in pull.COM_WINDOWS:
                 row[f"grad_com_share_{k}"] = pull.com_share(G, W, self.geometry, k)
                 row[f"grad_com_share_{k}@chance"] = pull.com_share_chance(self.geometry, k)
+                row[f"grad_com_share_{k}@units"] = pull.com_share_units(G, W, self.geometry, k, self.cfg.seed)
         if self.layout_names:
             chance = pull.random_shares(self.layout)
             for prefix, M in (("grad", G), ("delta", D)):
                 if M.any():
                     shares = pull.subspace_shares(M, self.layout)
                     row.update({f"{prefix}_{n}": shares[n] for n in self.layout_names})
+                    if "conv_share" in self.layout_names:  # a local but unshared M's conv_share
+                        row[f"{prefix}_conv_share@local"] = pull.shared_chance(shares, self.layout)
             row.update({f"{n}@random": chance[n] for n in self.layout_names})
         return row
 

@@ -62,7 +62,7 @@ from pathlib import Path
 from probe.analysis.function import FUNCTION_MEASURES
 from probe.config import ConfigError, RunConfig, load_config_file
 from probe.tasks import get_spec
-from probe.run.procedures import procedure_options
+from probe.run.procedures import check_procedure_options, procedure_options
 
 SCALES = ("quick", "medium", "full")  # CPU minutes; about an hour on 2 cores with --jobs 2; a GPU
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
@@ -201,6 +201,11 @@ def _check_options(cfg: RunConfig, procedure: str, popts: dict, where: str) -> N
         unknown = sorted(set(opts) - set(valid)) if valid is not None else []
         if unknown:
             raise ConfigError(f"{where}: unknown {what} option(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
+    if procedure != "train":  # the values too: a wrong type fails here, not as a traceback in the worker
+        try:
+            check_procedure_options(procedure, popts)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def _check_keys(d, allowed, where):

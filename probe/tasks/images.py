@@ -19,7 +19,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.seeding import AUGMENT, stream
+from probe.seeding import AUGMENT, EpochOrder, stream
 from probe.tasks import Task, register
 
 
@@ -116,17 +116,11 @@ class ShiftAugment:
     draws_from_train_set = True  # batches come from x_train: a batch larger than it is the whole set
 
     def __init__(self, task: Task, k: int):
-        self.task, self.k, self._epoch, self._perm = task, int(k), -1, None
+        self.task, self.k, self.order = task, int(k), EpochOrder()
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu"):
         x, y = self.task.x_train, self.task.y_train  # read now: the task may have moved to the device
-        n = len(x)
-        B = min(batch, n)
-        epoch, i = divmod(step, max(1, n // B))
-        if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
-            g = stream(seed, epoch)
-            self._perm, self._epoch = torch.randperm(n, generator=g).to(x.device), epoch
-        idx = self._perm[i * B : (i + 1) * B]
+        idx = self.order(seed, step, len(x), batch).to(x.device)  # the batches of probe.run.loop.Batches
         g = stream(seed, AUGMENT + step)
         shift = torch.randint(-self.k, self.k + 1, (len(idx), 1), generator=g).to(x.device)
         L = x.shape[1]

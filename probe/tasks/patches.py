@@ -35,7 +35,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.seeding import AUGMENT, SAMPLER, stream
+from probe.seeding import AUGMENT, SAMPLER, EpochOrder, stream
 from probe.tasks import Task, register
 
 # class index -> (name, file in skimage/data)
@@ -166,15 +166,10 @@ class PatchShiftAugment:
 
     def __init__(self, task: Task, source: PatchSource, where: np.ndarray, k: int):
         self.task, self.source, self.where, self.k = task, source, np.asarray(where), int(k)
-        self._epoch, self._perm = -1, None
+        self.order = EpochOrder()
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu"):
-        n = len(self.where)
-        B = min(batch, n)
-        epoch, i = divmod(step, max(1, n // B))
-        if epoch != self._epoch:  # the permutation of probe.run.loop.Batches
-            self._perm, self._epoch = torch.randperm(n, generator=stream(seed, epoch)).numpy(), epoch
-        idx = self._perm[i * B : (i + 1) * B]
+        idx = self.order(seed, step, len(self.where), batch).numpy()  # the batches of probe.run.loop.Batches
         k, top, left, b_top, b_left = self.where[idx, 0], *self.where[idx, 1:].T
         g = stream(seed, AUGMENT + step)
         shift = torch.randint(-self.k, self.k + 1, (len(idx), 2), generator=g).numpy()
