@@ -235,12 +235,14 @@ MEASURES.update({m.name: m for m in (
     Measure("grad_com_share", pull.com_share, "grad", _MECHANISM, "share of gradient energy",
             "the pull falls where each unit's field already is: share of the unit's gradient energy inside the k "
             "(k x k) window around its current weights' centre of mass (1 = all of it)",
-            "the pull ignores where the field is (chance `@chance` = k^d/\\|S\\|, an isotropic G's expectation)",
+            "the pull ignores where the field is (chance `@chance` = k^d/\\|S\\|, an isotropic G's expectation; "
+            "`@units`: each unit's G read in another unit's window, for G and fields that gather mid-grid)",
             keys=tuple(f"grad_com_share_{k}" for k in pull.COM_WINDOWS), trackable=True),
     Measure("conv_share", pull.subspace_shares, "layout", _MECHANISM, "share of squared norm",
             "(a known unit layout: embedded CNN or LCN) G's (`grad_`) and ΔW's (`delta_`) energy lies in the "
             "layout's convolutional subspace (1 = weight-shared and local)",
-            "no more than a random direction's share (`@random` = the subspace's dimension / m n)",
+            "no more than a random direction's share (`@random` = the subspace's dimension / m n), or than a local "
+            "but unshared matrix's with its local share (`@local`, at every step)",
             keys=("grad_conv_share", "delta_conv_share"), trackable=True),
     Measure("local_share", pull.subspace_shares, "layout", _MECHANISM, "share of squared norm",
             "(a known unit layout) G's and ΔW's energy inside the layout's windows (1 = locally connected)",
