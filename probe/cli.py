@@ -378,11 +378,14 @@ def analyze(
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
     if all_steps and (shape is not None or init is not None):
         raise ConfigError("--all-steps reads a probe run folder; --input-shape and --init are for outside checkpoints")
+    # a terminal's width; piped to a file or another program, lines as long as the tables need (names never cut)
+    out = console if console.is_terminal else Console(width=terminal.PIPE_WIDTH)
+    width = out.width
     if all_steps:
         reports = an.analyze_steps(path, data=data, layer=layer, n_data=n_data, seed=seed, progress=True,
                                    delta=delta)
         console.print(f"{terminal.header(reports[-1])} ({len(reports)} checkpoints)", highlight=False, soft_wrap=True)
-        tables, note = terminal.steps_tables(reports, console.width)
+        tables, note = terminal.steps_tables(reports, width)
         if note:
             reports[-1].notes.append(note)
     else:
@@ -393,8 +396,8 @@ def analyze(
     for note in dict.fromkeys(n for r in reports for n in r.notes):
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for t in tables:
-        console.print()
-        console.print(t)
+        out.print()
+        out.print(t)
     target = None  # the file being written, named if writing it fails
     try:
         if json_file is not None:

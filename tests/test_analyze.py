@@ -47,6 +47,16 @@ def _one_error_line(res) -> str:
     return lines[0]
 
 
+def test_piped_tables_print_full_measure_names_and_values(mlp_run):
+    """Output to a file or a pipe (CliRunner is not a terminal) is not squeezed to 80 columns: no name or value is
+    cut with an ellipsis, whatever the number of reference columns."""
+    res = runner.invoke(app, ["analyze", str(mlp_run), "--no-data", "--delta"])
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output
+    rows = [ln.split()[0] for ln in res.output.splitlines() if ln.startswith(" ")]
+    assert {"window_mass_3", "window_mass_5", "delta_window_mass_3", "delta_displacement_median"} <= set(rows)
+
+
 def test_json_has_layers_in_network_order_with_every_reference(mlp_run, tmp_path):
     res = runner.invoke(app, ["analyze", str(mlp_run), "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output

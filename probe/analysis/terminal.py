@@ -31,13 +31,17 @@ def report_tables(rep: Report) -> list:
     for name, values in rep.sections().items():
         # a reference with no value in this section (permuted beyond the first layer) gets no column
         refs = [r for r in REFERENCES if any(m in rep.reference.get(r, {}).get(name, {}) for m in values)]
-        t = Table("measure", "value", *refs, title=_title(rep, name), title_justify="left", box=None)
+        t = Table(title=_title(rep, name), title_justify="left", box=None)
+        t.add_column("measure", no_wrap=True, min_width=max(map(len, values), default=7))  # full names: never cut
+        for col in ("value", *refs):
+            t.add_column(col, no_wrap=True)
         for measure, v in values.items():
             t.add_row(measure, fmt(v), *[fmt(rep.reference[r][name].get(measure)) for r in refs])
         tables.append(t)
     return tables
 
 
+PIPE_WIDTH = 200  # characters of a line when output is not a terminal: tables are never squeezed for a file
 CELL = 11  # characters of a value column: "step 10000" or "0.0001234", and rich's padding of one on each side
 
 
