@@ -145,7 +145,8 @@ VALUE_TEXT = {
                 "cnn": "CNN", "lcn": "LCN", "linear": "linear", "mixer": "MLP-Mixer", "transformer": "transformer",
                 "transformer-nope": "transformer, no positions", "rnn": "RNN", "rnn-elman": "RNN (Elman)",
                 "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
-                "mlp-small-sparse": "MLP, small, sparse", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20",
+                "mlp-small-sparse": "MLP, small, sparse", "mlp-1024": "MLP, width 1024",
+                "bottleneck": "bottleneck MLP (residual)", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20",
                 # the mechanism preset
                 "ecnn": "eCNN (embedded CNN)", "mlp-clone": "MLP on the Gaussian clone",
                 "cnn-clone": "CNN on the Gaussian clone", "nlgp-negative": "NLGP, kurtosis < 0 (erf)",
@@ -202,9 +203,12 @@ def key_text(key: str | None) -> str | None:
 
 
 def number_text(v) -> str:
-    """A number without a trailing ``.0`` (100.0 -> 100, 0.3 stays 0.3)."""
-    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
-        return str(int(v))
+    """A number without a trailing ``.0`` (100.0 -> 100, 0.3 stays 0.3); whole thousands from 10,000 on as ``16k``,
+    ``100k`` (tick labels of training-set sizes stay apart)."""
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v) \
+            and float(v).is_integer():
+        v = int(v)
+        return f"{v // 1000}k" if v >= 10_000 and v % 1000 == 0 else str(v)
     return str(v)
 
 
