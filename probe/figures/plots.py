@@ -51,8 +51,8 @@ LABELS = {
     "line_error_barrier": "test error barrier",
     "line_error_barrier_unaligned": "test error barrier",
     "line_barrier_train_unaligned": "train loss barrier (nats)",
-    "conv_subspace_distance": "distance to the layout's convolutions",
-    "conv_subspace_distance_all": "distance to the layout's convolutions",
+    "conv_subspace_distance": "distance to convolutions",
+    "conv_subspace_distance_all": "distance to convolutions",
     "mlp_steps": "training steps",
     "clone_acc": "accuracy on the Gaussian clone (%)",
     "real_acc": "accuracy on the real test set (%)",
@@ -328,6 +328,8 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
             _step_axis(ax, dm.step.unique())
             ax.set_title(words.title(m))
             ax.set_ylabel(LABELS.get(m, "value"))
+            if m.endswith(("_growth", "_growth_all")):  # ratios to the start: x0.9 and x45 on one panel
+                ax.set_yscale("log")
         for ax in axes[len(measures):]:
             ax.set_axis_off()
         _legend(fig, axes[: len(measures)], extra, key)
@@ -463,6 +465,8 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
             ax.set_xlabel(xlabel or words.key_text(x))
             ax.set_title(words.title(m))
             ax.set_ylabel(LABELS.get(m, "value"))
+            if m.endswith(("_growth", "_growth_all")):  # ratios to the start: x0.9 and x45 on one panel
+                ax.set_yscale("log")
         for ax in axes[len(metrics):]:
             ax.set_axis_off()
         extra = [Line2D([], [], color="0.3", marker=REFERENCE_MARKER[k], mfc="none", ls=REFERENCE_STYLE[k], lw=0.9,
