@@ -1,6 +1,6 @@
 """Run the preset experiments and regenerate every figure of docs/findings.md into figures/ (issue 5).
 
-    python scripts/make_figures.py                       # quick scale: 192 runs, about 2 h on 2 shared CPU cores
+    python scripts/make_figures.py                       # quick scale: 192 runs, 90 + 28 min measured on 2 shared CPU cores
     python scripts/make_figures.py --scale medium --only data_size  # about an hour on 2 cores: data_size-medium_*
     python scripts/make_figures.py --scale full --jobs 8 # the papers' scale, for a GPU machine
     python scripts/make_figures.py --only mnist1d nlgp   # some experiments only
