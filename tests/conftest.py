@@ -24,7 +24,7 @@ import torch
 # Bit-identity checks compare runs made under this same thread count.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
-# Gaussian reference spectra are kept on disk (probe.metrics.spectral.gaussian_eigenvalues): never in the user's cache
+# generated data sets are kept on disk (probe.tasks.images.cache_dir): never in the user's cache
 # from the tests; one folder for the session (and the processes it spawns), left to pytest's temporary files.
 os.environ["PROBE_CACHE_DIR"] = tempfile.mkdtemp(prefix="probe-test-cache-")
 

@@ -17,13 +17,11 @@ from probe.metrics.spectral import (
     effective_rank,
     eigenvalues,
     frequency_magnitudes,
-    gaussian_cache_dir,
     gaussian_eigenvalues,
     gaussian_spectral_measures,
     input_pc_share,
     peak_frequency,
     prefetch,
-    prefetch_gaussian,
     spectral_entropy,
     spectral_measures,
     spectrum,
@@ -41,6 +39,13 @@ def test_unit_spectra_match_numpy_fft_summed_over_channels():
     F = W.reshape(3, 2, 12, 16)
     expected = (np.abs(np.fft.fft2(F)) ** 2).sum(axis=1).reshape(3, -1)
     np.testing.assert_allclose(unit_spectra(W, G2, chunk=2), expected, rtol=1e-10)
+    # odd and 1-D grids too (the half spectrum of the real transform is mirrored into the full grid)
+    for spatial in ((7, 9), (9, 8), (41,), (40,)):
+        geo = Geometry(channels=2, spatial=spatial, periodic=True)
+        W = np.random.default_rng(1).standard_normal((5, geo.n_inputs))
+        F = W.reshape(5, 2, *spatial)
+        expected = (np.abs(np.fft.fftn(F, axes=tuple(range(2, F.ndim)))) ** 2).sum(axis=1).reshape(5, -1)
+        np.testing.assert_allclose(unit_spectra(W, geo), expected, rtol=1e-10, atol=1e-12 * expected.max())
 
 
 def test_frequency_magnitudes_are_cycles_per_grid_length():
@@ -245,16 +250,39 @@ def test_spectrum_is_memoized_by_content_not_by_identity(count_decompositions):
         first[0] = 1.0  # the kept spectrum cannot be changed through what was returned
 
 
-def test_gaussian_reference_is_the_seeded_draw_and_decomposed_once(count_decompositions):
+def test_gaussian_spectra_have_the_distribution_of_drawn_matrices(count_decompositions):
+    # Dumitriu-Edelman's bidiagonal model against the spectra of 600 drawn 30 x 12 Gaussian matrices: the largest,
+    # smallest and median eigenvalue and the effective rank agree in distribution (two-sample Kolmogorov-Smirnov)
+    from scipy.stats import ks_2samp
+
+    shape, draws = (30, 12), 600
+    rng = np.random.default_rng(20)
+    drawn = np.array([np.linalg.eigvalsh(G.T @ G) for G in rng.standard_normal((draws, *shape))])
+    model = np.array([gaussian_eigenvalues(shape, seed) for seed in range(draws)])
+    assert count_decompositions == []  # no matrix decomposed
+    assert model.shape == drawn.shape and (np.diff(model, axis=1) >= 0).all() and (model > 0).all()
+    stats = {"top": lambda ev: ev[:, -1], "bottom": lambda ev: ev[:, 0], "median": lambda ev: ev[:, 6],
+             "effective_rank": lambda ev: [effective_rank(None, e) for e in ev]}
+    for name, stat in stats.items():
+        assert ks_2samp(stat(model), stat(drawn)).pvalue > 0.01, name
+    # the trace of G^T G is chi^2 with m n degrees of freedom: its mean m n, its variance 2 m n
+    trace = model.sum(axis=1)
+    assert abs(trace.mean() - 360) < 4 * np.sqrt(720 / draws) and abs(trace.var() / 720 - 1) < 0.2
+    # and the construction that would fool the test: a bidiagonal model with the wrong degrees of freedom (the
+    # diagonal chi_m throughout) is told apart
+    wrong = [np.linalg.eigvalsh(np.diag(np.sqrt(rng.chisquare(30, 12))) @ np.diag(np.sqrt(rng.chisquare(30, 12))))
+             for _ in range(draws)]
+    assert ks_2samp(np.array(wrong)[:, 0], drawn[:, 0]).pvalue < 1e-6
+
+
+def test_gaussian_reference_is_seeded_and_of_the_shape_alone(count_decompositions):
     shape, seed = (90, 70), 5
-    G = np.random.default_rng(seed).standard_normal(shape) * 0.03  # as references() draws it, scaled to W's rms
-    want = spectral_measures(G)
+    first = gaussian_spectral_measures(shape, seed)
     clear_spectra()
-    count_decompositions.clear()
-    for _ in range(3):
-        assert gaussian_spectral_measures(shape, seed) == {k: pytest.approx(v, rel=1e-9) for k, v in want.items()}
-    assert count_decompositions == [shape]
-    assert gaussian_spectral_measures(shape, seed + 1)["alpha"] != gaussian_spectral_measures(shape, seed)["alpha"]
+    assert gaussian_spectral_measures(shape, seed) == first  # the same draw in every process
+    assert gaussian_spectral_measures(shape[::-1], seed) == first  # (m, n) and (n, m): the same spectrum
+    assert gaussian_spectral_measures(shape, seed + 1)["alpha"] != first["alpha"]
+    assert len(gaussian_eigenvalues((1, 40), 0)) == 1 and count_decompositions == []
 
 
 def test_analyze_takes_layer_gaussian_references_from_shape_and_seed(tmp_path, count_decompositions):
@@ -265,11 +293,11 @@ def test_analyze_takes_layer_gaussian_references_from_shape_and_seed(tmp_path, c
                               torch.nn.Linear(30, 30), torch.nn.ReLU(), torch.nn.Linear(30, 4))
     torch.save(net.state_dict(), tmp_path / "sd.pt")
     rep = analyze_checkpoint(tmp_path / "sd.pt", input_shape=(2, 6, 6), seed=3)
-    for name in ("2", "4"):  # layers after the first: the spectral measures of the seeded (30, 30) draw
-        G = np.random.default_rng(3).standard_normal((30, 30))
-        assert rep.reference["gaussian"][name] == {k: pytest.approx(v, rel=1e-9) for k, v in layer_measures(G).items()}
-    # one decomposition per layer, one per Gaussian shape: (30, 30) is shared by two layers
-    assert sorted(count_decompositions) == sorted([(30, 72), (30, 30), (30, 30), (4, 30), (30, 72), (30, 30), (4, 30)])
+    for name in ("2", "4"):  # layers after the first: the seeded Gaussian spectrum of (30, 30)
+        assert rep.reference["gaussian"][name] == gaussian_spectral_measures((30, 30), 3)
+    assert rep.reference["gaussian"]["0"]["effective_rank"] == gaussian_spectral_measures((30, 72), 3)["effective_rank"]
+    # one decomposition per layer and none for a Gaussian reference
+    assert sorted(count_decompositions) == sorted([(30, 72), (30, 30), (30, 30), (4, 30)])
 
 
 def test_stable_rank_of_a_large_matrix_needs_no_spectrum(count_decompositions):
@@ -288,52 +316,25 @@ def test_float32_rank_one_layer_keeps_effective_rank_one():
     assert layer_measures(W)["effective_rank"] == pytest.approx(1.0, abs=1e-3)
 
 
-def test_gaussian_spectra_are_kept_on_disk_and_a_damaged_file_is_recomputed(tmp_path, count_decompositions,
-                                                                               monkeypatch):
-    shape, seed = (50, 40), 7
-    want = np.linalg.svd(np.random.default_rng(seed).standard_normal(shape), compute_uv=False)[::-1] ** 2
-    first = gaussian_eigenvalues(shape, seed)
-    np.testing.assert_allclose(first, want, rtol=1e-10)
-    files = list(gaussian_cache_dir().iterdir())
-    assert [f.suffix for f in files] == [".npy"] and "50x40-seed7" in files[0].name  # one file, no temporary left
-    clear_spectra()  # a later process: read from disk, not decomposed
-    assert np.array_equal(gaussian_eigenvalues(shape, seed), first)
-    assert count_decompositions == [shape]
-    for damage in (b"not an npy file", None):  # garbage, then a valid .npy of the wrong length
-        if damage is None:
-            np.save(files[0], np.arange(3.0))
-        else:
-            files[0].write_bytes(damage)
-        clear_spectra()
-        assert np.array_equal(gaussian_eigenvalues(shape, seed), first)
-        assert np.array_equal(np.load(files[0]), first)  # rewritten
-    assert count_decompositions == [shape] * 3
-    monkeypatch.setenv("PROBE_CACHE_DIR", "")  # empty: nothing on disk
-    assert gaussian_cache_dir() is None
-    clear_spectra()
-    assert np.array_equal(gaussian_eigenvalues(shape, seed), first)
-
-
 def test_background_spectra_give_the_same_values_once_per_matrix(count_decompositions):
     rng = np.random.default_rng(15)
     mats = [rng.standard_t(3, size=(300, 280)), rng.standard_normal((120, 90))]
-    want = [eigenvalues(W) for W in mats] + [eigenvalues(np.random.default_rng(2).standard_normal((100, 60)))]
+    want = [eigenvalues(W) for W in mats]
     count_decompositions.clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     with background_spectra(2):
         assert torch.get_num_threads() == 1  # every thread single-threaded inside the block
         prefetch(*mats, mats[0].copy())  # an equal matrix is not decomposed twice
-        prefetch_gaussian((100, 60), 2)
-        got = [spectrum(W) for W in mats] + [gaussian_eigenvalues((100, 60), 2)]
+        got = [spectrum(W) for W in mats]
     assert torch.get_num_threads() == 2  # restored
     torch.set_num_threads(threads)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * w.max())
-    assert sorted(count_decompositions) == sorted([(300, 280), (120, 90), (100, 60)])
+    assert sorted(count_decompositions) == sorted([(300, 280), (120, 90)])
     with background_spectra(0):  # no workers: prefetch does nothing, spectra are computed where needed
         prefetch(rng.standard_normal((30, 20)))
-    assert len(count_decompositions) == 3
+    assert len(count_decompositions) == 2
 
 
 def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block_raises():
@@ -351,3 +352,75 @@ def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block
         assert not sp._PENDING
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_calling_thread_computes_the_spectra_no_worker_has_started(monkeypatch):
+    import threading
+
+    real, log, release = spectral.eigenvalues, [], threading.Event()
+
+    def eig(W, *args, **kwargs):  # the worker holds its first matrix until the calling thread has computed two
+        worker = threading.current_thread().name.startswith("spectra")
+        log.append(("worker" if worker else "caller", np.shape(W)))
+        if worker:
+            assert release.wait(30)
+        elif sum(who == "caller" for who, _ in log) == 2:
+            release.set()
+        return real(W, *args, **kwargs)
+
+    monkeypatch.setattr(spectral, "eigenvalues", eig)
+    rng = np.random.default_rng(18)
+    A, B, C = (rng.standard_normal(shape) for shape in ((70, 60), (50, 40), (30, 20)))
+    with background_spectra(1):
+        prefetch(A, B, C)
+        while not log:  # the worker has taken A
+            threading.Event().wait(0.01)
+        got_c = spectrum(C)  # not started: taken, not waited for
+        got_a = spectrum(A)  # under way: while waiting, the caller computes B, which no worker has started
+        got_b = spectrum(B)  # kept: no decomposition
+    assert log == [("worker", (70, 60)), ("caller", (30, 20)), ("caller", (50, 40))]
+    for got, W in ((got_a, A), (got_b, B), (got_c, C)):
+        np.testing.assert_allclose(got, real(W), rtol=1e-12, atol=1e-12)
+
+
+def test_first_layer_measures_compute_the_unit_spectra_once(monkeypatch):
+    from probe.metrics import first_layer_measures
+
+    W = np.random.default_rng(19).standard_normal((20, G2.n_inputs))
+    want = {"spectral_entropy": spectral_entropy(W, G2), "peak_frequency": peak_frequency(W, G2)}
+    calls = []
+    real = spectral.unit_spectra
+    monkeypatch.setattr(spectral, "unit_spectra", lambda W, g, *a: calls.append(1) or real(W, g, *a))
+    got = first_layer_measures(W, G2, ["spectral_entropy", "peak_frequency"])
+    assert got == {k: pytest.approx(v, rel=1e-12) for k, v in want.items()} and len(calls) == 1
+    first_layer_measures(W * 2.0, G2, ["spectral_entropy", "peak_frequency"])  # another matrix: its own spectra
+    assert len(calls) == 2
+    spectral_entropy(W, G2), peak_frequency(W, G2)  # outside first_layer_measures nothing is kept
+    assert len(calls) == 4
+
+
+def test_background_tasks_give_their_value_once_and_their_error_to_the_caller():
+    import threading
+
+    from probe.metrics.spectral import background, background_result
+
+    where = []
+
+    def task(value):
+        def fn():
+            where.append((value, threading.current_thread().name))
+            if value is None:
+                raise ValueError("refused")
+            return value
+        return fn
+
+    with background_spectra(1):
+        background("a", task(1))
+        background("bad", task(None))
+        assert background_result("a", task(1)) == 1
+        with pytest.raises(ValueError, match="refused"):
+            background_result("bad", task(None))
+        assert background_result("never started", task(3)) == 3  # not asked for: computed here
+    assert (3, "MainThread") in where and where.count((3, "MainThread")) == 1
+    assert len([w for w in where if w[0] == 1]) == 1  # computed once, wherever
+    assert background_result("a", task(5)) == 5  # outside a block: computed here, nothing kept from the block

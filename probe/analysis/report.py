@@ -42,7 +42,8 @@ from probe.metrics import (LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer
 from probe.metrics.registry import applies
 from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
                                  phase_measures)
-from probe.metrics.spectral import background_spectra, gaussian_spectral_measures, prefetch, prefetch_gaussian
+from probe.metrics.spectral import (background, background_result, background_spectra, gaussian_spectral_measures,
+                                    prefetch)
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
 from probe.run.loop import evaluate
@@ -290,12 +291,28 @@ class Subject:
             names = list(layers)
             if layer is not None and layer not in layers:
                 raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
-            for i, (name, W) in enumerate(layers.items()):  # in the order the loop below needs them
-                if layer is None or name == layer:
-                    prefetch(W)
-                    if (tuple(W.shape), i == 0) not in self._nulls:
-                        prefetch_gaussian(W.shape, self.seed)
+            # the spectra, largest first (the one this thread needs next and no worker has started, it computes
+            # itself), then the first layer's references (the workers take them when their spectra are done)
+            mine = [W for name, W in layers.items() if layer is None or name == layer]
+            prefetch(*sorted(mine, key=lambda W: -min(W.shape) ** 2 * max(W.shape)))
+            if layer is None or layer == names[0]:
+                for kind, fn in self._first_references(layers[names[0]]).items():
+                    background((names[0], kind), fn)
             return self._report(source, layer, init, layers, names, delta)
+
+    def _first_references(self, W: np.ndarray) -> dict:
+        """The first layer's references that need only W, geometry and seed, as functions safe to run on a worker
+        thread (NumPy with seeded generators): ``permuted``, and for images ``phase`` and ``lcn``."""
+        geo, seed, names = self.geometry, self.seed, self._first_names
+
+        def permuted():
+            perm = null_draws(W.shape, geo.n_positions, seed)[1]  # the permutation _gaussian draws after its G
+            return first_layer_measures(permute_positions(W, geo, perm), geo.without_perm(), names)
+
+        refs = {"permuted": permuted}
+        if geo.kind == "image":  # the image nulls of the image measures
+            refs.update(phase=lambda: phase_measures(W, geo, seed), lcn=lambda: lcn_measures(W, geo, seed))
+        return refs
 
     def _report(self, source: Source, layer: str | None, init, layers: dict, names: list, delta: bool) -> Report:
         rep = Report(str(source.path), source.step, self.geometry, {}, model=self.config and self.config.model,
@@ -312,27 +329,27 @@ class Subject:
             else:
                 rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
             rep.shapes[name] = tuple(W.shape)
-            gauss, perm = self._gaussian(W.shape, first)
+            gauss, _ = self._gaussian(W.shape, first)
             rep.reference["gaussian"][name] = gauss
             if init and name in init[1]:
                 rep.reference["init"][name] = init[1][name]
-            if first:
-                Wp = permute_positions(W, self.geometry, perm)
-                rep.reference["permuted"][name] = first_layer_measures(Wp, self.geometry.without_perm(),
-                                                                       self._first_names)
-                if self.geometry.kind == "image":  # the image nulls of the image measures
-                    rep.reference["phase"][name] = phase_measures(W, self.geometry, self.seed)
-                    rep.reference["lcn"][name] = lcn_measures(W, self.geometry, self.seed)
-                    rep.reference["init_seeds"][name] = self._init_seed_values(W.shape)
-                    if self._build is None:
-                        rep.notes.append("init_seeds: PyTorch's default Linear init U(-1/sqrt(n), 1/sqrt(n)) on other "
-                                         "seeds (a plain state_dict does not say how it was initialized)")
-                if delta:
-                    self._delta(rep, name, W, init[0].get(name))
-                units = rep.layers[name].get("shift_match_units", W.shape[0])
-                if units < W.shape[0]:
-                    rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
+            if first and self.geometry.kind == "image":
+                rep.reference["init_seeds"][name] = self._init_seed_values(W.shape)
+                if self._build is None:
+                    rep.notes.append("init_seeds: PyTorch's default Linear init U(-1/sqrt(n), 1/sqrt(n)) on other "
+                                     "seeds (a plain state_dict does not say how it was initialized)")
         if layer is None or layer == names[0]:
+            # the first layer's other references last: report() started them on a worker, which takes them once its
+            # spectra are done, while this thread computes the rest (background_result computes here what none has
+            # started); then its delta measures, which add their twins to these references
+            name, W = names[0], layers[names[0]]
+            for kind, fn in self._first_references(W).items():
+                rep.reference[kind][name] = background_result((name, kind), fn)
+            if delta:
+                self._delta(rep, name, W, init[0].get(name))
+            units = rep.layers[name].get("shift_match_units", W.shape[0])
+            if units < W.shape[0]:
+                rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
             # the model holds this checkpoint's weights (self.layers loaded them)
             rep.function = dict(init[2]) if is_init else self._function()
             if "attn_layer" in self._info:

@@ -9,7 +9,7 @@ from probe.geometry import Geometry
 from probe.metrics.locality import as_matrix
 from probe.metrics.registry import MEASURES, of_scope
 from probe.metrics.sparsity import movement
-from probe.metrics.spectral import spectral_measures
+from probe.metrics.spectral import shared_unit_spectra, spectral_measures
 
 # tables derived from the registry (probe/metrics/registry.py), one record per measure
 WEIGHT_MEASURES = {n: m.fn for n, m in of_scope("first").items()}  # name -> f(W, geometry)
@@ -32,12 +32,13 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
         raise ValueError(f"unknown measures {unknown}; known: {', '.join(WEIGHT_MEASURES)}")
     W = checked_matrix(W)  # convert once, not once per measure
     out: dict[str, float] = {}
-    for name in names:
-        value = WEIGHT_MEASURES[name](W, geometry)
-        if isinstance(value, dict):
-            out.update({k: float(v) for k, v in value.items()})
-        else:
-            out[name] = float(value)
+    with shared_unit_spectra():  # computed once for the two measures that read them
+        for name in names:
+            value = WEIGHT_MEASURES[name](W, geometry)
+            if isinstance(value, dict):
+                out.update({k: float(v) for k, v in value.items()})
+            else:
+                out[name] = float(value)
     if W0 is not None:
         out["movement"] = movement(W, checked_matrix(W0, "initial weights"))
     return defined(out)

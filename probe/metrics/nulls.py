@@ -1,7 +1,8 @@
 """The references every measure is read against (docs/design.md §4.3): the one place that draws them.
 
 - ``gaussian``: i.i.d. Gaussian weights of the layer's shape, scaled to its root-mean-square (most measures are
-  scale-free; this keeps the others comparable);
+  scale-free; this keeps the others comparable); its spectral measures are those of a spectrum drawn from the
+  exact distribution of such a matrix's (:func:`probe.metrics.spectral.gaussian_eigenvalues`: no decomposition);
 - ``permuted``: the layer's own weights with their input positions permuted (all channels of a position move
   together): the same concentration per unit, contiguity destroyed. ipr, hoyer and zero_frac are unchanged by
   construction, and so is every spectral measure (a column permutation keeps the singular values);
@@ -27,7 +28,8 @@
   :func:`default_linear_init` for a plain state_dict); the seeds are chosen here.
 
 The Gaussian matrix and the permutation come from one generator seeded ``seed``, in that order
-(:func:`null_draws`); the phases and the local fields from generators seeded (seed, 1) and (seed, 2). So
+(:func:`null_draws`); the phases, the local fields and the Gaussian spectra from generators seeded (seed, 1),
+(seed, 2) and (seed, 3). So
 `probe analyze`, tracking and the demo report the same numbers for the same seed.
 """
 
@@ -38,9 +40,11 @@ from typing import Callable
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.layer import LAYER_MEASURES, WEIGHT_MEASURES, checked_matrix, first_layer_measures, layer_measures
+from probe.metrics.layer import (LAYER_MEASURES, WEIGHT_MEASURES, checked_matrix, defined, first_layer_measures,
+                                 layer_measures)
 from probe.metrics.equivariance import _best_windows, _crop_index, flat_from_fields
 from probe.metrics.locality import as_matrix, energy_maps, window_sizes
+from probe.metrics.spectral import gaussian_spectral_measures
 
 # the first-layer measures each extra reference is computed for (module docstring)
 PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "shift_match")
@@ -201,9 +205,10 @@ def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None, layer_
     layer_names = [n for n in layer_names if n in LAYER_MEASURES]
     if layer_names:
         own = layer_measures(W)  # the permuted reference's spectrum is W's own: never recomputed
-        for key, M in (("gaussian", gaussian), ("permuted", None), ("init", W0)):
+        spectra = {"gaussian": defined(gaussian_spectral_measures(W.shape, seed)), "permuted": own}  # not decomposed
+        for key, M in (("gaussian", None), ("permuted", None), ("init", W0)):
             if key in out:
-                lm = own if M is None else layer_measures(M)
+                lm = spectra[key] if M is None else layer_measures(M)
                 out[key].update({k: lm[k] for k in layer_names if k in lm})
     return out
 
