@@ -60,7 +60,7 @@ EXPERIMENTS = {
             options=dict(hue="width", group_by="param", measures=["ipr", "window_mass_3", "movement"],
                          references=("gaussian", "phase"))),
         Fig(("accuracy",), where={"task": "nlgp"}, options=dict(hue="width", group_by="param")),
-        Fig(("fields",), where={"task": "nlgp", "seed": 0, "width": (32, 1024)}),
+        Fig(("fields",), where={"task": "nlgp", "seed": 0, "width": (32, 1024, 4096)}),  # 4096: medium scale
     ]),
     # associative recall (4 pairs, length 16): the flattened MLP's routing map beside attention (seed 0), accuracy
     # over training (mean over seeds), and the end-of-run routing scores on both MQAR tasks with their init nulls
