@@ -208,9 +208,8 @@ def test_eigenvalues_on_a_torch_device_match_the_cpu_solver(shape):
 
 
 @pytest.fixture
-def count_decompositions(monkeypatch, tmp_path):
-    """A fresh memo and an empty disk cache, and a list that grows by one shape per eigendecomposition."""
-    monkeypatch.setenv("PROBE_CACHE_DIR", str(tmp_path / "cache"))
+def count_decompositions(monkeypatch):
+    """A fresh memo, and a list that grows by one shape per eigendecomposition."""
     clear_spectra()
     calls = []
     real = spectral.eigenvalues
@@ -268,11 +267,15 @@ def test_gaussian_spectra_have_the_distribution_of_drawn_matrices(count_decompos
     # the trace of G^T G is chi^2 with m n degrees of freedom: its mean m n, its variance 2 m n
     trace = model.sum(axis=1)
     assert abs(trace.mean() - 360) < 4 * np.sqrt(720 / draws) and abs(trace.var() / 720 - 1) < 0.2
-    # and the construction that would fool the test: a bidiagonal model with the wrong degrees of freedom (the
-    # diagonal chi_m throughout) is told apart
-    wrong = [np.linalg.eigvalsh(np.diag(np.sqrt(rng.chisquare(30, 12))) @ np.diag(np.sqrt(rng.chisquare(30, 12))))
-             for _ in range(draws)]
-    assert ks_2samp(np.array(wrong)[:, 0], drawn[:, 0]).pvalue < 1e-6
+    # and the construction that would fool a weaker test: the same bidiagonal model with its superdiagonal's degrees
+    # of freedom in the wrong order (chi_1 first) keeps the trace's distribution, and is told apart
+    def wrong_model():
+        d, e = np.sqrt(rng.chisquare(30 - np.arange(12))), np.sqrt(rng.chisquare(np.arange(1, 12)))
+        return np.linalg.eigvalsh((np.diag(d) + np.diag(e, 1)).T @ (np.diag(d) + np.diag(e, 1)))
+
+    wrong = np.array([wrong_model() for _ in range(draws)])
+    assert abs(wrong.sum(axis=1).mean() - 360) < 4 * np.sqrt(720 / draws)
+    assert min(ks_2samp(stat(wrong), stat(drawn)).pvalue for stat in stats.values()) < 1e-6
 
 
 def test_gaussian_reference_is_seeded_and_of_the_shape_alone(count_decompositions):
@@ -316,7 +319,7 @@ def test_float32_rank_one_layer_keeps_effective_rank_one():
     assert layer_measures(W)["effective_rank"] == pytest.approx(1.0, abs=1e-3)
 
 
-def test_background_spectra_give_the_same_values_once_per_matrix(count_decompositions):
+def test_background_spectra_give_the_same_values_once_per_matrix(count_decompositions, cpu_threads):
     rng = np.random.default_rng(15)
     mats = [rng.standard_t(3, size=(300, 280)), rng.standard_normal((120, 90))]
     want = [eigenvalues(W) for W in mats]
@@ -337,7 +340,7 @@ def test_background_spectra_give_the_same_values_once_per_matrix(count_decomposi
     assert len(count_decompositions) == 2
 
 
-def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block_raises():
+def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block_raises(cpu_threads):
     import probe.metrics.spectral as sp
 
     threads = torch.get_num_threads()
@@ -354,8 +357,15 @@ def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block
         torch.set_num_threads(threads)
 
 
-def test_the_calling_thread_computes_the_spectra_no_worker_has_started(monkeypatch):
+@pytest.fixture
+def cpu_threads(monkeypatch):
+    """background_spectra runs workers only where torch sees no GPU: these tests pretend there is none."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_the_calling_thread_computes_the_spectra_no_worker_has_started(monkeypatch, cpu_threads):
     import threading
+    import time
 
     real, log, release = spectral.eigenvalues, [], threading.Event()
 
@@ -373,8 +383,9 @@ def test_the_calling_thread_computes_the_spectra_no_worker_has_started(monkeypat
     A, B, C = (rng.standard_normal(shape) for shape in ((70, 60), (50, 40), (30, 20)))
     with background_spectra(1):
         prefetch(A, B, C)
-        while not log:  # the worker has taken A
-            threading.Event().wait(0.01)
+        deadline = time.monotonic() + 30
+        while not log and time.monotonic() < deadline:  # the worker has taken A
+            time.sleep(0.01)
         got_c = spectrum(C)  # not started: taken, not waited for
         got_a = spectrum(A)  # under way: while waiting, the caller computes B, which no worker has started
         got_b = spectrum(B)  # kept: no decomposition
@@ -385,30 +396,37 @@ def test_the_calling_thread_computes_the_spectra_no_worker_has_started(monkeypat
 
 def test_first_layer_measures_compute_the_unit_spectra_once(monkeypatch):
     from probe.metrics import first_layer_measures
+    from probe.metrics.spectral import shared_unit_spectra
 
     W = np.random.default_rng(19).standard_normal((20, G2.n_inputs))
+    V = W * 2.0  # another matrix (the same fields, scaled): its own spectra, 4x W's
     want = {"spectral_entropy": spectral_entropy(W, G2), "peak_frequency": peak_frequency(W, G2)}
     calls = []
     real = spectral.unit_spectra
     monkeypatch.setattr(spectral, "unit_spectra", lambda W, g, *a: calls.append(1) or real(W, g, *a))
     got = first_layer_measures(W, G2, ["spectral_entropy", "peak_frequency"])
     assert got == {k: pytest.approx(v, rel=1e-12) for k, v in want.items()} and len(calls) == 1
-    first_layer_measures(W * 2.0, G2, ["spectral_entropy", "peak_frequency"])  # another matrix: its own spectra
-    assert len(calls) == 2
-    spectral_entropy(W, G2), peak_frequency(W, G2)  # outside first_layer_measures nothing is kept
-    assert len(calls) == 4
+    with shared_unit_spectra():  # two matrices in one block: each its own spectra
+        a, b, a2 = spectral._non_dc(W, G2), spectral._non_dc(V, G2), spectral._non_dc(V, G2)
+    assert len(calls) == 3 and np.allclose(b, 4 * a) and a2 is b
+    spectral_entropy(W, G2), peak_frequency(W, G2)  # outside a block nothing is kept
+    assert len(calls) == 5
 
 
-def test_background_tasks_give_their_value_once_and_their_error_to_the_caller():
+def test_background_tasks_give_their_value_once_and_their_error_to_the_caller(cpu_threads):
     import threading
 
     from probe.metrics.spectral import background, background_result
 
-    where = []
+    where, started, ran = [], threading.Event(), threading.Event()
 
     def task(value):
         def fn():
             where.append((value, threading.current_thread().name))
+            if value == 1:
+                started.set()
+            if value == 4:
+                ran.set()
             if value is None:
                 raise ValueError("refused")
             return value
@@ -416,11 +434,15 @@ def test_background_tasks_give_their_value_once_and_their_error_to_the_caller():
 
     with background_spectra(1):
         background("a", task(1))
+        assert started.wait(30)  # the worker has taken "a"
         background("bad", task(None))
+        background("unasked", task(4))  # nobody takes it: dropped with the block
         assert background_result("a", task(1)) == 1
         with pytest.raises(ValueError, match="refused"):
             background_result("bad", task(None))
-        assert background_result("never started", task(3)) == 3  # not asked for: computed here
-    assert (3, "MainThread") in where and where.count((3, "MainThread")) == 1
-    assert len([w for w in where if w[0] == 1]) == 1  # computed once, wherever
-    assert background_result("a", task(5)) == 5  # outside a block: computed here, nothing kept from the block
+        assert background_result("never started", task(3)) == 3  # not asked for in the background: computed here
+        assert ran.wait(30)  # "unasked" has run: its value waits in the block
+    assert [w for w in where if w[0] == 1] == [(1, "spectra_0")]  # on the worker, once
+    assert (3, "MainThread") in where
+    assert not spectral._RESULTS and not spectral._PENDING  # nothing kept after the block
+    assert background_result("a", task(5)) == 5  # outside a block: computed here

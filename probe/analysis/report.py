@@ -150,6 +150,7 @@ class Subject:
         self.run_dir = source.run_dir if source is not None else None
         self.n_data, self.seed, self.notes = n_data, seed, list(notes)
         self._nulls: dict = {}
+        self._tasks: object = None  # the task keys of the report() under way (probe.metrics.spectral.background)
         self._init: tuple | None = None
         self._init_seeds: dict = {}
         self._build = init_builder(source, task) if source is not None else None
@@ -295,18 +296,20 @@ class Subject:
             # itself), then the first layer's references (the workers take them when their spectra are done)
             mine = [W for name, W in layers.items() if layer is None or name == layer]
             prefetch(*sorted(mine, key=lambda W: -min(W.shape) ** 2 * max(W.shape)))
+            self._tasks = object()  # this call's task keys: nothing another report() started can be taken for it
             if layer is None or layer == names[0]:
                 for kind, fn in self._first_references(layers[names[0]]).items():
-                    background((names[0], kind), fn)
+                    background((self._tasks, kind), fn)
             return self._report(source, layer, init, layers, names, delta)
 
     def _first_references(self, W: np.ndarray) -> dict:
         """The first layer's references that need only W, geometry and seed, as functions safe to run on a worker
         thread (NumPy with seeded generators): ``permuted``, and for images ``phase`` and ``lcn``."""
         geo, seed, names = self.geometry, self.seed, self._first_names
+        drawn = self._nulls.get((tuple(W.shape), True))  # the permutation _gaussian drew after its G, once drawn
 
         def permuted():
-            perm = null_draws(W.shape, geo.n_positions, seed)[1]  # the permutation _gaussian draws after its G
+            perm = drawn[1] if drawn else null_draws(W.shape, geo.n_positions, seed)[1]
             return first_layer_measures(permute_positions(W, geo, perm), geo.without_perm(), names)
 
         refs = {"permuted": permuted}
@@ -344,7 +347,7 @@ class Subject:
             # started); then its delta measures, which add their twins to these references
             name, W = names[0], layers[names[0]]
             for kind, fn in self._first_references(W).items():
-                rep.reference[kind][name] = background_result((name, kind), fn)
+                rep.reference[kind][name] = background_result((self._tasks, kind), fn)
             if delta:
                 self._delta(rep, name, W, init[0].get(name))
             units = rep.layers[name].get("shift_match_units", W.shape[0])

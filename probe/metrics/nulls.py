@@ -1,8 +1,9 @@
 """The references every measure is read against (docs/design.md §4.3): the one place that draws them.
 
 - ``gaussian``: i.i.d. Gaussian weights of the layer's shape, scaled to its root-mean-square (most measures are
-  scale-free; this keeps the others comparable); its spectral measures are those of a spectrum drawn from the
-  exact distribution of such a matrix's (:func:`probe.metrics.spectral.gaussian_eigenvalues`: no decomposition);
+  scale-free; this keeps the others comparable); its spectral measures come from a spectrum drawn from the exact
+  distribution of the spectrum of such a matrix (:func:`probe.metrics.spectral.gaussian_eigenvalues`: no
+  decomposition; since issue 19, so runs and reference.json files written before then hold other draws);
 - ``permuted``: the layer's own weights with their input positions permuted (all channels of a position move
   together): the same concentration per unit, contiguity destroyed. ipr, hoyer and zero_frac are unchanged by
   construction, and so is every spectral measure (a column permutation keeps the singular values);

@@ -314,13 +314,15 @@ def spectra_workers() -> int:
 
 def _claim(future: Future) -> bool:
     """True when ``future`` had not started and is now cancelled: the caller computes its work itself (and its
-    done-callback has dropped it from the pending ones); False when a worker runs it or has run it (wait for it)."""
+    done-callback has dropped it from the pending ones); False when a worker runs it or has run it (wait for it).
+    Two threads claiming the same future would both get True and both compute it (the same value, twice): only the
+    thread that opened :func:`background_spectra` claims, so it does not happen."""
     return future.cancel()
 
 
 def _help_while_waiting(future: Future):
-    """``future.result()``, after computing here, one by one, the spectra asked for that no worker has started
-    (:func:`_claim`) while ``future`` is not done: the waiting thread works instead of idling."""
+    """``future.result()``, after computing here, one by one, the spectra and tasks asked for that no worker has
+    started (:func:`_claim`) while ``future`` is not done: the waiting thread works instead of idling."""
     while not future.done():
         with _LOCK:
             waiting = [(f, _TASKS[key]) for key, f in _PENDING.items() if f is not future and not f.running()]
