@@ -34,7 +34,13 @@ class Fig:
     where: dict = field(default_factory=dict)
     exclude: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    extra: tuple = ()  # other sweep folders under the same runs root whose runs join this figure, where they exist
 
+
+AUGMENTATION_FINAL = dict(x="task_opts.augment_shift", hue="variant", xlabel="largest training shift k (pixels)",
+                          final=["test_acc", "shift_consistency_1", "noise_consistency_1", "lie_ratio",
+                                 "lie_derivative", "window_mass_3", "spread", "shift_match", "ipr"],
+                          final_references=("phase",))
 
 # experiment -> (sweep preset, figures); file names are EXPERIMENT_<figure>.png
 EXPERIMENTS = {
@@ -102,11 +108,12 @@ EXPERIMENTS = {
         Fig(("interpolation",), where={"procedure": "ecnn"}, options=dict(hue="variant")),
     ]),
     # random circular shifts of up to k pixels: accuracy, shift consistency, Lie derivative, locality
+    # (medium: on patches the wide MLP does not train at lr 1e-2; the second figure puts in its place the same MLP at
+    # lr 1e-3, docs/specs/augmentation-wide-patches-lr1e-3.toml, run into runs/figures-medium/augmentation-wide-lr1e-3)
     "augmentation": ("augmentation", [
-        Fig((), options=dict(x="task_opts.augment_shift", hue="variant", xlabel="largest training shift k (pixels)",
-                             final=["test_acc", "shift_consistency_1", "noise_consistency_1", "lie_ratio",
-                                    "lie_derivative", "window_mass_3", "spread", "shift_match", "ipr"],
-                             final_references=("phase",))),
+        Fig((), options=dict(AUGMENTATION_FINAL)),
+        Fig((), where={"task": "patches"}, exclude={"variant": "mlp-wide"}, extra=("augmentation-wide-lr1e-3",),
+            options=dict(AUGMENTATION_FINAL, prefix="augmentation_patches-lr1e-3_")),
     ]),
     # issue 14, why: ΔW and the pull G = dL/dW1 of the MLP against the CNN, LCN and eCNN (per-step nulls dotted);
     # what the solutions rest on (the Gaussian clone); NLGP's four marginals; the embedded CNN's stability;
@@ -168,9 +175,10 @@ def run_experiment(name: str, preset: str, scale: str, runs: Path, jobs: int) ->
 
 def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
     """Draw ``figs`` from the runs under ``folder`` into ``out``, files ``NAME_*`` unless a figure names its prefix."""
-    dirs = [d for d in run_dirs([folder]) if (d / "metrics.jsonl").exists()]
     written = []
     for fig in figs:
+        folders = [folder] + [folder.parent / e for e in fig.extra if (folder.parent / e).is_dir()]
+        dirs = [d for d in run_dirs(folders) if (d / "metrics.jsonl").exists()]
         chosen = [d for d in dirs if matches(flat_config(d), fig.where, fig.exclude)]
         if not chosen:
             print(f"   {name} {', '.join(fig.which)}: no runs match {fig.where}")
@@ -201,7 +209,7 @@ def main() -> None:
         # figures of other scales than quick get their own names: NAME-SCALE_*.png
         tag = name if args.scale == "quick" else f"{name}-{args.scale}"
         figs = [Fig(f.which, f.where, f.exclude, {**f.options, "prefix": f.options["prefix"].replace(name, tag, 1)}
-                    if "prefix" in f.options else f.options) for f in figs]
+                    if "prefix" in f.options else f.options, f.extra) for f in figs]
         for p in draw(tag, figs, folder, args.out):
             if p.suffix == ".png":
                 print(f"   {p}")

@@ -105,8 +105,8 @@ TITLES = {
     "sparsity": "weights pruned",
 }
 for _k in (1, 2, 3):
-    TITLES[f"shift_consistency_{_k}"] = f"predictions kept under a {_k}-pixel shift"
-    TITLES[f"noise_consistency_{_k}"] = f"predictions kept under noise of a {_k}-pixel shift"
+    TITLES[f"shift_consistency_{_k}"] = f"kept under a {_k}-pixel shift"
+    TITLES[f"noise_consistency_{_k}"] = f"kept under noise of its norm ({_k} px)"
 
 # config keys as legend and axis titles
 KEY_TEXT = {
@@ -145,7 +145,8 @@ VALUE_TEXT = {
                 "cnn": "CNN", "lcn": "LCN", "linear": "linear", "mixer": "MLP-Mixer", "transformer": "transformer",
                 "transformer-nope": "transformer, no positions", "rnn": "RNN", "rnn-elman": "RNN (Elman)",
                 "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
-                "mlp-small-sparse": "MLP, small, sparse", "mlp-1024": "MLP, width 1024",
+                "mlp-wide-lr1e-3": "MLP, wide, lr 1e-3", "mlp-small-sparse": "MLP, small, sparse",
+                "mlp-1024": "MLP, width 1024",
                 "bottleneck": "bottleneck MLP (residual)", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20",
                 # the mechanism preset
                 "ecnn": "eCNN (embedded CNN)", "mlp-clone": "MLP on the Gaussian clone",
