@@ -156,7 +156,7 @@ _GAUSSIAN: dict = {}  # (shape, seed) -> eigenvalues of the Gaussian reference
 _PENDING: dict = {}  # content key or ("task", key) -> Future of a spectrum or task computed in the background
 _TASKS: dict = {}  # the same keys -> the function that computes (and keeps) that spectrum, for _help_while_waiting
 _RESULTS: dict = {}  # ("task", key) -> the value of a :func:`background` task, until :func:`background_result` takes it
-_LOCK = threading.RLock()  # guards the three dicts above (background threads write them)
+_LOCK = threading.RLock()  # guards the dicts above (background threads write them)
 _POOL: ThreadPoolExecutor | None = None  # set inside background_spectra()
 
 
@@ -291,11 +291,10 @@ def clear_spectra() -> None:
 # -- both cores: spectra in background threads ------------------------------------------------------------------
 #
 # The decompositions of different matrices are independent, and LAPACK and BLAS release the GIL, so on a machine
-# with two cores the spectra of a checkpoint's layers run on a worker thread
-# while the calling thread computes the other measures. Where the calling thread needs a spectrum, it waits for one
-# under way but takes one no worker has started yet and computes it itself (:func:`_claim`), and while it waits it
-# computes any other one no worker has started (:func:`_help_while_waiting`), so that neither core idles while
-# work is left. Every thread runs its BLAS and LAPACK single-threaded inside the block: a 4096 x 4096
+# with two cores the spectra of a checkpoint's layers run on a worker thread while the calling thread computes the
+# other measures. Where the calling thread needs a spectrum, it waits for one under way but takes one no worker has
+# started yet and computes it itself (:func:`_claim`), and while it waits it computes any other one no worker has
+# started (:func:`_help_while_waiting`), so that neither core idles while work is left. Every thread runs its BLAS and LAPACK single-threaded inside the block: a 4096 x 4096
 # eigvalsh scales badly on two threads (MKL: 3.5 s on one thread, 2.9 s on two), and OpenBLAS's spinning threads
 # collapse when more threads than cores want them. One worker beside the calling thread, not one per core: on 2
 # cores, issue 19's 3072-4096-4096-4096-10 MLP (warm) took 13.6 s wall with one worker and 15.6 s with two, whose
