@@ -22,7 +22,8 @@ Wall seconds are printed beside the totals.
 and, in this one process, times ``probe analyze`` on it (``analyze_checkpoint`` with ``--input-shape 3,32,32``: every
 measure and every reference) twice, then weightwatcher's ``analyze()`` (its spectra and power-law fits alone), with
 BLAS (and torch) limited to ``--blas-threads`` (default 2 here: the goal is on 2 cores; probe runs its spectra on
-worker threads, one BLAS thread each, whatever this says). The two probe timings:
+worker threads, one BLAS thread each, whatever this says) and freed memory reused as `probe analyze` sets it
+(``keep_freed_memory``: weightwatcher, timed after probe, runs with it too). The two probe timings:
 
 - cold: the first analyze in this process (no spectrum kept; what a lone `probe analyze` pays, imports aside);
 - warm: the second, with the spectra kept in the process forgotten again (every layer decomposed anew): what each
@@ -53,6 +54,7 @@ from threadpoolctl import threadpool_limits
 from probe.geometry import Geometry
 from probe.metrics import WEIGHT_MEASURES, first_layer_measures, layer_measures
 from probe.metrics.equivariance import circular_conv_matrix
+from probe.analysis import report as analysis_report
 from probe.metrics import spectral
 
 # the spectra are memoized since issue 19: forget them before each timing (a no-op on older checkouts)
@@ -146,9 +148,12 @@ def vs_weightwatcher(threads: int, seed: int = 0) -> bool:
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     model = mlp(seed)
     torch_threads = torch.get_num_threads()
+    # as `probe analyze` does (weightwatcher, timed after it in this process, gets the same setting)
+    reused = getattr(analysis_report, "keep_freed_memory", lambda: False)()
     print(f"model {'-'.join(map(str, MLP_WIDTHS))} MLP (torch default init, seed {seed}); load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; BLAS and torch threads: {threads}; spectra workers: "
-          f"{spectral.spectra_workers() if hasattr(spectral, 'spectra_workers') else 0}")
+          f"{spectral.spectra_workers() if hasattr(spectral, 'spectra_workers') else 0}; freed memory reused: "
+          f"{'yes' if reused else 'no'}")
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=threads, user_api="blas"):
         torch.set_num_threads(threads)
         try:

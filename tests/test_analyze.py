@@ -99,6 +99,28 @@ def test_references_agree_with_probe_metrics_references(mlp_run):
             if k in want[null]:
                 got = rep.reference[null]["layers.0"][k]
                 assert got == pytest.approx(want[null][k], rel=1e-9, abs=1e-12), (null, k)
+    for null in ("permuted", "phase", "lcn"):  # computed in parts on two threads, merged: every key
+        got = rep.reference[null]["layers.0"]
+        assert got == pytest.approx(want[null], rel=1e-12, abs=1e-15), null
+        if null != "lcn":  # (lcn's keys come per window size, in another order than references() gives them)
+            assert list(got) == list(want[null]), null
+
+
+def test_reference_parts_split_at_the_heavy_measure_and_share_one_matrix():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from probe.analysis.report import _Once, _split_at
+
+    names = ["ipr", "spread", "shift_match", "conv_distance_3", "peak_frequency"]
+    assert _split_at(names, "shift_match") == [["ipr", "spread"], ["shift_match"],
+                                               ["conv_distance_3", "peak_frequency"]]
+    assert _split_at(["shift_match"], "shift_match") == [["shift_match"]]
+    assert _split_at(["ipr"], "shift_match") == [["ipr"]] and _split_at([], "shift_match") == []
+    calls = []
+    once = _Once(lambda: calls.append(1) or np.arange(3))
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda _: once(), range(8)))
+    assert len(calls) == 1 and all(v is values[0] for v in values)
 
 
 def test_plain_sequential_state_dict_with_input_shape(tmp_path):
@@ -253,3 +275,37 @@ def test_all_steps_measures_step_zero_once_with_the_values_of_a_fresh_measure(ml
         assert list(reps[0].layers[name]) == list(values)  # movement where a fresh measure puts it
         assert reps[0].layers[name] == {k: pytest.approx(v, rel=1e-12, abs=1e-15) for k, v in values.items()}
     assert reps[0].function == {k: pytest.approx(v, rel=1e-12) for k, v in fresh.function.items()}
+
+
+def test_keep_freed_memory_lets_a_freed_block_be_reused_without_page_faults():
+    """What `probe analyze` sets for itself (glibc): a 256 MB block malloc'ed, touched and freed, then malloc'ed and
+    touched again, comes back from the process's heap without page faults; by default glibc maps every block that
+    large afresh and each of its 65,536 pages faults in again. In child processes: the setting is process-wide."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    code = """
+import ctypes, resource, sys
+from probe.analysis.report import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+n = 256 << 20
+p = libc.malloc(n); libc.memset(p, 1, n); libc.free(p)
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+p = libc.malloc(n); libc.memset(p, 1, n)
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+    out = {}
+    for mode in ("keep", "default"):
+        res = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        kept, faults = res.stdout.split()
+        out[mode] = (kept == "True", int(faults))
+    assert out["keep"][0] is True and out["default"][0] is False
+    assert out["default"][1] > 30_000  # 65,536 pages of 4 KiB (fewer where the kernel backs some with huge pages)
+    assert out["keep"][1] < 1_000

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +41,8 @@ from probe.geometry import Geometry
 from probe.metrics import (LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share,
                            layer_measures, movement)
 from probe.metrics.registry import applies
-from probe.metrics.nulls import (default_linear_init, init_seed_measures, lcn_measures, null_draws, permute_positions,
-                                 phase_measures)
+from probe.metrics.nulls import (LCN_MEASURES, PHASE_MEASURES, default_linear_init, init_seed_measures, lcn_measures,
+                                 null_draws, permute_positions, phase_randomize)
 from probe.metrics.spectral import (background, background_result, background_spectra, gaussian_spectral_measures,
                                     prefetch)
 from probe.progress import Progress
@@ -151,6 +152,10 @@ class Subject:
         self.n_data, self.seed, self.notes = n_data, seed, list(notes)
         self._nulls: dict = {}
         self._tasks: object = None  # the task keys of the report() under way (probe.metrics.spectral.background)
+        self._refs: dict = {}  # the first layer's reference parts that report() started (_first_references)
+        self._perms: dict = {}  # layer shape -> the permutation of the permuted reference (_permutation)
+        self._drawn: dict = {}  # layer shape -> its Gaussian matrix, drawn before that permutation, until _gaussian
+        self._draw_lock = threading.Lock()  # _permutation runs on a worker too
         self._init: tuple | None = None
         self._init_seeds: dict = {}
         self._build = init_builder(source, task) if source is not None else None
@@ -224,7 +229,11 @@ class Subject:
         if key not in self._nulls and not first:  # spectral measures only: the shape and seed are enough
             self._nulls[key] = (defined(gaussian_spectral_measures(shape, self.seed)), None)
         if key not in self._nulls:  # the first layer: its geometric measures need the matrix, its spectra do not
-            G, perm = null_draws(shape, self.geometry.n_positions, self.seed)
+            perm = self._permutation(tuple(shape))
+            with self._draw_lock:
+                G = self._drawn.pop(tuple(shape), None)
+            if G is None:  # taken by an earlier call of this shape that failed: drawn again
+                G = null_draws(shape, self.geometry.n_positions, self.seed)[0]
             spectra = defined(gaussian_spectral_measures(shape, self.seed))
             self._nulls[key] = (self._values(G, first, spectral=spectra), perm)
         return self._nulls[key]
@@ -297,25 +306,48 @@ class Subject:
             mine = [W for name, W in layers.items() if layer is None or name == layer]
             prefetch(*sorted(mine, key=lambda W: -min(W.shape) ** 2 * max(W.shape)))
             self._tasks = object()  # this call's task keys: nothing another report() started can be taken for it
+            self._refs = {}
             if layer is None or layer == names[0]:
-                for kind, fn in self._first_references(layers[names[0]]).items():
-                    background((self._tasks, kind), fn)
+                self._refs = self._first_references(layers[names[0]])
+                # largest first, so that the two threads end close together (the parts' rough CPU seconds on issue
+                # 19's 4096 x 3072 first layer: shift_match about 1, the other groups 0.3 to 0.8)
+                parts = [(kind, j, fn) for kind, fns in self._refs.items() for j, fn in enumerate(fns)]
+                for kind, j, fn in sorted(parts, key=lambda p: getattr(p[2], "cost", 0.0), reverse=True):
+                    background((self._tasks, kind, j), fn)
             return self._report(source, layer, init, layers, names, delta)
 
-    def _first_references(self, W: np.ndarray) -> dict:
-        """The first layer's references that need only W, geometry and seed, as functions safe to run on a worker
-        thread (NumPy with seeded generators): ``permuted``, and for images ``phase`` and ``lcn``."""
+    def _first_references(self, W: np.ndarray) -> dict[str, list]:
+        """The first layer's references that need only W, geometry and seed, each as a list of parts: functions safe
+        to run on a worker thread (NumPy with seeded generators) whose dicts, merged in order, are that reference's
+        values: ``permuted``, and for images ``phase`` and ``lcn``. A reference is split where its measures' cost is
+        (shift_match's matrix product and matching, ~1 CPU s at 4096 x 3072, apart from the rest), so that the two
+        cores share them evenly; its parts draw its matrix once (:class:`_Once`)."""
         geo, seed, names = self.geometry, self.seed, self._first_names
-        drawn = self._nulls.get((tuple(W.shape), True))  # the permutation _gaussian drew after its G, once drawn
-
-        def permuted():
-            perm = drawn[1] if drawn else null_draws(W.shape, geo.n_positions, seed)[1]
-            return first_layer_measures(permute_positions(W, geo, perm), geo.without_perm(), names)
-
-        refs = {"permuted": permuted}
-        if geo.kind == "image":  # the image nulls of the image measures
-            refs.update(phase=lambda: phase_measures(W, geo, seed), lcn=lambda: lcn_measures(W, geo, seed))
+        plain = geo.without_perm()
+        shape = tuple(W.shape)
+        permuted = _Once(lambda: permute_positions(W, geo, self._permutation(shape)))
+        refs = {"permuted": [_part(lambda group=group: first_layer_measures(permuted(), plain, group), group)
+                             for group in _split_at(names, "shift_match")]}
+        if geo.kind == "image":  # the image nulls of the image measures (nulls.phase_measures and lcn_measures)
+            phased = _Once(lambda: phase_randomize(W, geo, seed))
+            in_phase = [n for n in PHASE_MEASURES if n in names]  # (the order nulls.phase_measures gives them)
+            refs["phase"] = [_part(lambda group=group: first_layer_measures(phased(), plain, group), group)
+                             for group in _split_at(in_phase, "shift_match")]
+            in_lcn = [n for n in LCN_MEASURES if n in names]
+            refs["lcn"] = [_part(lambda k=k: lcn_measures(W, geo, seed, [n for n in in_lcn if LCN_MEASURES[n] == k]),
+                                 [n for n in in_lcn if LCN_MEASURES[n] == k])
+                           for k in dict.fromkeys(LCN_MEASURES[n] for n in in_lcn)]
         return refs
+
+    def _permutation(self, shape: tuple) -> np.ndarray:
+        """The permutation of input positions :func:`probe.metrics.nulls.null_draws` draws after the Gaussian matrix
+        of this shape: drawn once (a worker's permuted reference or this thread's Gaussian one, whichever comes
+        first), its Gaussian matrix kept for :meth:`_gaussian` until that takes it."""
+        with self._draw_lock:
+            if shape not in self._perms:
+                G, self._perms[shape] = null_draws(shape, self.geometry.n_positions, self.seed)
+                self._drawn[shape] = G
+            return self._perms[shape]
 
     def _report(self, source: Source, layer: str | None, init, layers: dict, names: list, delta: bool) -> Report:
         rep = Report(str(source.path), source.step, self.geometry, {}, model=self.config and self.config.model,
@@ -346,8 +378,10 @@ class Subject:
             # spectra are done, while this thread computes the rest (background_result computes here what none has
             # started); then its delta measures, which add their twins to these references
             name, W = names[0], layers[names[0]]
-            for kind, fn in self._first_references(W).items():
-                rep.reference[kind][name] = background_result((self._tasks, kind), fn)
+            for kind, fns in (self._refs or self._first_references(W)).items():
+                rep.reference[kind][name] = {k: v for j, fn in enumerate(fns)
+                                             for k, v in background_result((self._tasks, kind, j), fn).items()}
+            self._refs = {}  # (their permuted and phase-randomized matrices with them)
             if delta:
                 self._delta(rep, name, W, init[0].get(name))
             units = rep.layers[name].get("shift_match_units", W.shape[0])
@@ -402,6 +436,36 @@ class Subject:
             rep.reference[kind][name] = {**rep.reference[kind].get(name, {}), **vals}
 
 
+class _Once:
+    """A value computed on first call, by whichever thread calls first (the others wait for it), shared by the parts of
+    one reference (:meth:`Subject._first_references`)."""
+
+    def __init__(self, fn):
+        self._fn, self._lock, self._value = fn, threading.Lock(), None
+
+    def __call__(self):
+        with self._lock:
+            if self._value is None:
+                self._value = self._fn()
+            return self._value
+
+
+def _part(fn, names: list):
+    """``fn`` with its rough cost for the order :meth:`Subject.report` starts parts in: shift_match's products weigh
+    most (a unit per measure otherwise)."""
+    fn.cost = sum(4.0 if n == "shift_match" else 1.0 for n in names)
+    return fn
+
+
+def _split_at(names: list, heavy: str) -> list[list]:
+    """``names`` in contiguous groups, ``heavy`` alone in its own: merged in order, the groups' dicts have the keys in
+    the order one call with all names gives."""
+    if heavy not in names:
+        return [names] if names else []
+    i = names.index(heavy)
+    return [g for g in (names[:i], [heavy], names[i + 1:]) if g]
+
+
 def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:
     """A layer's measures with ``movement`` added where :meth:`Subject._measure` puts it (after the first layer's
     registry measures, before input_pc_share and the spectra; first for the other layers)."""
@@ -441,6 +505,31 @@ def _split_nulls(function: dict, reference: dict) -> None:
 
 
 # -- public entry points -----------------------------------------------------------------------------------------
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of handing it back to the system (glibc's ``mallopt``:
+    allocations up to 1 GiB come from the heap, whose freed top is kept); True where it took effect (Linux with glibc).
+
+    An analysis allocates and frees arrays of tens to hundreds of MB again and again (Gram matrices, the solver's
+    copies, fields, cosine matrices). By default glibc maps each one afresh and unmaps it when freed, and every page of
+    a fresh mapping costs a page fault on first touch: 2-3 CPU s of kernel time per analyze of issue 19's
+    3072-4096-4096-4096-10 MLP (400,000 faults). With the memory reused, 1.8 s for the first analyze in a process
+    (250,000 faults: what it touches first) and 0.3 s for the next (70,000), measured on the project's 2-core
+    machine. The price is that the process keeps its peak memory until it exits, so
+    `probe analyze` and the benchmark call this, not the library: a training process or a notebook keeps the
+    default."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: bool = True, layer: str | None = None,
                        n_data: int = 512, seed: int = 0, init=None, delta: bool = False) -> Report:
     """Measure one checkpoint (a run folder: its last one) beside its references.
