@@ -309,12 +309,14 @@ class Subject:
             self._refs = {}
             if layer is None or layer == names[0]:
                 self._refs = self._first_references(layers[names[0]])
-                # largest first, so that the two threads end close together (the parts' rough CPU seconds on issue
-                # 19's 4096 x 3072 first layer: shift_match about 1, the other groups 0.3 to 0.8)
+                # largest first (their rough CPU seconds, PART_COST), so that the two threads end close together
                 parts = [(kind, j, fn) for kind, fns in self._refs.items() for j, fn in enumerate(fns)]
                 for kind, j, fn in sorted(parts, key=lambda p: getattr(p[2], "cost", 0.0), reverse=True):
                     background((self._tasks, kind, j), fn)
-            return self._report(source, layer, init, layers, names, delta)
+            try:
+                return self._report(source, layer, init, layers, names, delta)
+            finally:
+                self._refs = {}  # (and the matrices their parts share, should one have failed before using them)
 
     def _first_references(self, W: np.ndarray) -> dict[str, list]:
         """The first layer's references that need only W, geometry and seed, each as a list of parts: functions safe
@@ -325,14 +327,16 @@ class Subject:
         geo, seed, names = self.geometry, self.seed, self._first_names
         plain = geo.without_perm()
         shape = tuple(W.shape)
-        permuted = _Once(lambda: permute_positions(W, geo, self._permutation(shape)))
+        groups = _split_at(names, "shift_match")
+        permuted = _Once(lambda: permute_positions(W, geo, self._permutation(shape)), uses=len(groups))
         refs = {"permuted": [_part(lambda group=group: first_layer_measures(permuted(), plain, group), group)
-                             for group in _split_at(names, "shift_match")]}
+                             for group in groups]}
         if geo.kind == "image":  # the image nulls of the image measures (nulls.phase_measures and lcn_measures)
-            phased = _Once(lambda: phase_randomize(W, geo, seed))
             in_phase = [n for n in PHASE_MEASURES if n in names]  # (the order nulls.phase_measures gives them)
+            groups = _split_at(in_phase, "shift_match")
+            phased = _Once(lambda: phase_randomize(W, geo, seed), uses=len(groups))
             refs["phase"] = [_part(lambda group=group: first_layer_measures(phased(), plain, group), group)
-                             for group in _split_at(in_phase, "shift_match")]
+                             for group in groups]
             in_lcn = [n for n in LCN_MEASURES if n in names]
             refs["lcn"] = [_part(lambda k=k: lcn_measures(W, geo, seed, [n for n in in_lcn if LCN_MEASURES[n] == k]),
                                  [n for n in in_lcn if LCN_MEASURES[n] == k])
@@ -381,7 +385,6 @@ class Subject:
             for kind, fns in (self._refs or self._first_references(W)).items():
                 rep.reference[kind][name] = {k: v for j, fn in enumerate(fns)
                                              for k, v in background_result((self._tasks, kind, j), fn).items()}
-            self._refs = {}  # (their permuted and phase-randomized matrices with them)
             if delta:
                 self._delta(rep, name, W, init[0].get(name))
             units = rep.layers[name].get("shift_match_units", W.shape[0])
@@ -438,22 +441,28 @@ class Subject:
 
 class _Once:
     """A value computed on first call, by whichever thread calls first (the others wait for it), shared by the parts of
-    one reference (:meth:`Subject._first_references`)."""
+    one reference (:meth:`Subject._first_references`), and let go after ``uses`` calls (a large matrix: 100 MB at
+    4096 x 3072); a call after that computes it again."""
 
-    def __init__(self, fn):
-        self._fn, self._lock, self._value = fn, threading.Lock(), None
+    def __init__(self, fn, uses: int):
+        self._fn, self._lock, self._value, self._left = fn, threading.Lock(), None, uses
 
     def __call__(self):
         with self._lock:
-            if self._value is None:
-                self._value = self._fn()
-            return self._value
+            value = self._fn() if self._value is None else self._value
+            self._left -= 1
+            self._value = value if self._left > 0 else None
+            return value
+
+
+#: rough CPU seconds of a measure on issue 19's 4096 x 3072 first layer, for the order of the reference parts
+PART_COST = {"shift_match": 1.0, "conv_distance_3": 0.15, "conv_distance_5": 0.2, "spectral_entropy": 0.2}
 
 
 def _part(fn, names: list):
-    """``fn`` with its rough cost for the order :meth:`Subject.report` starts parts in: shift_match's products weigh
-    most (a unit per measure otherwise)."""
-    fn.cost = sum(4.0 if n == "shift_match" else 1.0 for n in names)
+    """``fn`` with its rough cost (:data:`PART_COST`; 0.05 s for a measure not there) for the order
+    :meth:`Subject.report` starts the parts in."""
+    fn.cost = sum(PART_COST.get(n, 0.05) for n in names)
     return fn
 
 
@@ -507,26 +516,28 @@ def _split_nulls(function: dict, reference: dict) -> None:
 # -- public entry points -----------------------------------------------------------------------------------------
 def keep_freed_memory() -> bool:
     """Let this process reuse the memory it frees instead of handing it back to the system (glibc's ``mallopt``:
-    allocations up to 1 GiB come from the heap, whose freed top is kept); True where it took effect (Linux with glibc).
+    allocations up to 1 GiB come from the heap, whose freed top is kept, and every thread allocates from that one
+    heap, since a thread's own arena maps blocks over 64 MiB afresh); True where it took effect (Linux with glibc).
 
     An analysis allocates and frees arrays of tens to hundreds of MB again and again (Gram matrices, the solver's
     copies, fields, cosine matrices). By default glibc maps each one afresh and unmaps it when freed, and every page of
     a fresh mapping costs a page fault on first touch: 2-3 CPU s of kernel time per analyze of issue 19's
-    3072-4096-4096-4096-10 MLP (400,000 faults). With the memory reused, 1.8 s for the first analyze in a process
-    (250,000 faults: what it touches first) and 0.3 s for the next (70,000), measured on the project's 2-core
-    machine. The price is that the process keeps its peak memory until it exits, so
-    `probe analyze` and the benchmark call this, not the library: a training process or a notebook keeps the
-    default."""
+    3072-4096-4096-4096-10 MLP (400,000 faults). With the memory reused, the first analyze in a process still faults in
+    what it touches first (240,000 faults, 1.8-2.7 s), the next ones almost nothing (1,000 faults, 0.2 s; 66,000 when
+    the spectra worker kept its own arena), measured on the project's 2-core machine. The price is that the process
+    keeps its peak memory until it exits, so `probe analyze` and the benchmark call this, not the library: a training
+    process or a notebook keeps the default."""
     import ctypes
     import platform
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
     try:
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            return False
         libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # <malloc.h>
+        return all([libc.mallopt(M_MMAP_THRESHOLD, 1 << 30), libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1),
+                    libc.mallopt(M_ARENA_MAX, 1)])
+    except (OSError, AttributeError, ValueError):
         return False
 
 
