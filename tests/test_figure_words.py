@@ -45,6 +45,9 @@ def test_runs_are_named_by_what_differs_between_them_in_words():
     # configs alike: the folder still tells them apart
     same = pd.DataFrame(dict(run=["a", "b"], seed=[0, 0], task=["mnist1d"] * 2))
     assert labels.run_labels(same) == {"a": "a", "b": "b"}
+    # a variant that names its width is not followed by the width again; one that does not, is
+    wide = pd.DataFrame(dict(run=["w", "n"], variant=["mlp-1024", "mlp"], width=[1024, 100], seed=[0, 0]))
+    assert labels.run_labels(wide) == {"w": "MLP, width 1024", "n": "MLP, width 100"}
 
 
 def test_measure_panels_and_legends_print_words_not_folder_or_code_names():

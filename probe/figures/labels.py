@@ -146,7 +146,7 @@ VALUE_TEXT = {
                 "transformer-nope": "transformer, no positions", "rnn": "RNN", "rnn-elman": "RNN (Elman)",
                 "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
                 "mlp-wide-lr1e-3": "MLP, wide, lr 1e-3", "mlp-small-sparse": "MLP, small, sparse",
-                "mlp-1024": "MLP, width 1024",
+                "mlp-1024": "MLP, width 1024", "mlp-1024-lr1e-3": "MLP, width 1024, lr 1e-3",
                 "bottleneck": "bottleneck MLP (residual)", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20",
                 # the mechanism preset
                 "ecnn": "eCNN (embedded CNN)", "mlp-clone": "MLP on the Gaussian clone",
@@ -256,7 +256,9 @@ def run_labels(table: pd.DataFrame) -> dict:
             if isinstance(v, str) and c in ("task", "model", "variant", "param", "optimizer"):
                 parts.append(value_text(c, v))
             else:
-                parts.append(f"{_SHORT_KEY.get(c, _plain(c))} {value_text(c, v)}")
+                text = f"{_SHORT_KEY.get(c, _plain(c))} {value_text(c, v)}"
+                if not any(text in p for p in parts):  # not twice: "MLP, width 1024" names its width already
+                    parts.append(text)
         out[run] = ", ".join(parts) if parts else str(run)
     if len(set(out.values())) < len(out):  # configs alike: the folder tells them apart
         out = {run: f"{label} ({run})" if list(out.values()).count(label) > 1 else label for run, label in out.items()}

@@ -576,7 +576,9 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
     eigs, spectra = _categorical(eigs, key, runs=names), _categorical(spectra, key, runs=names)
     colours = dict(zip(dict.fromkeys(eigs[key]), sns.color_palette(n_colors=eigs[key].nunique())))
     with paper_theme():
-        fig = Figure(figsize=(8.2, 2.8), layout="constrained")
+        n_entries = eigs[key].nunique()
+        # the legend below the panels (run names are long; beside them it squeezed the panels until labels overlapped)
+        fig = Figure(figsize=(8.2, 3.0 + 0.2 * -(-n_entries // 2)), layout="constrained")
         ax_e, ax_f = fig.subplots(1, 2)
         for run, e in eigs.groupby("run", sort=False):
             ev = np.sort(e.eigenvalue.to_numpy())
@@ -602,7 +604,8 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
                  ylabel="power (share of a unit's, mean)", title="per-unit power spectra")
         handles, labs = ax_f.get_legend_handles_labels()
         keep = dict(zip(labs, handles))  # runs of one hue value: one entry
-        fig.legend(list(keep.values()), list(keep), loc="outside right upper", frameon=False, title=words.key_text(key))
+        fig.legend(list(keep.values()), list(keep), loc="outside lower center", ncols=min(2, len(keep)), frameon=False,
+                   title=words.key_text(key))
     return fig
 
 
