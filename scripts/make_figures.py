@@ -105,16 +105,17 @@ EXPERIMENTS = {
     ]),
     # natural-image patches (scikit-image's photographs and textures): linear, MLP (width 100 and 1024) and CNN against
     # the number of training patches: accuracy and first-layer locality with their nulls; fields at 10^5 patches
-    # (medium: the 1024-wide MLP often does not train at the preset's lr 1e-2; the second figure and the fields put in
-    # its place the same MLP at lr 1e-3, docs/specs/patches-controls-mlp1024-lr1e-3.toml, run into
-    # runs/figures-medium/patches-controls-mlp1024-lr1e-3)
+    # (medium: at the preset's Adam lr 1e-2 the 1024-wide MLP and the CNN often do not train; the second figure and the
+    # fields are the same grid at lr 1e-3, docs/specs/patches-controls-lr1e-3.toml, run into
+    # runs/figures-medium/patches-controls-lr1e-3)
     "patches": ("patches-controls", [
         Fig((), options=dict(PATCHES_FINAL)),
-        Fig((), exclude={"variant": "mlp-1024"}, extra=("patches-controls-mlp1024-lr1e-3",),
+        Fig((), where={"lr": 0.001}, extra=("patches-controls-lr1e-3",),
             options=dict(PATCHES_FINAL, prefix="patches_lr1e-3_")),
         # (medium and full scales: the quick one stops at 10^4 patches)
-        Fig(("fields",), where={"seed": 0, "task_opts.n_train": 100000, "variant": ("mlp", "mlp-1024-lr1e-3", "cnn")},
-            extra=("patches-controls-mlp1024-lr1e-3",)),
+        Fig(("fields",), where={"seed": 0, "task_opts.n_train": 100000, "lr": 0.001,
+                                "variant": ("mlp-lr1e-3", "mlp-1024-lr1e-3", "cnn-lr1e-3")},
+            extra=("patches-controls-lr1e-3",), options=dict(prefix="patches_lr1e-3_")),
     ]),
     # CNN, plain MLP and eCNNs (CNN trained t steps, embedded, trained on as an MLP): conv_distance over
     # training, end-of-run values, and the loss on the line eCNN -> plain MLP

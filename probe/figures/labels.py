@@ -147,6 +147,7 @@ VALUE_TEXT = {
                 "rnn-gru": "GRU", "rnn-lstm": "LSTM", "mlp-small": "MLP, small", "mlp-wide": "MLP, wide",
                 "mlp-wide-lr1e-3": "MLP, wide, lr 1e-3", "mlp-small-sparse": "MLP, small, sparse",
                 "mlp-1024": "MLP, width 1024", "mlp-1024-lr1e-3": "MLP, width 1024, lr 1e-3",
+                "linear-lr1e-3": "linear, lr 1e-3", "mlp-lr1e-3": "MLP, lr 1e-3", "cnn-lr1e-3": "CNN, lr 1e-3",
                 "bottleneck": "bottleneck MLP (residual)", "lsg": "one unit, 40 pixels", "ig": "8 units, 20 x 20",
                 # the mechanism preset
                 "ecnn": "eCNN (embedded CNN)", "mlp-clone": "MLP on the Gaussian clone",
