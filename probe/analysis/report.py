@@ -382,7 +382,7 @@ class Subject:
             # spectra are done, while this thread computes the rest (background_result computes here what none has
             # started); then its delta measures, which add their twins to these references
             name, W = names[0], layers[names[0]]
-            for kind, fns in (self._refs or self._first_references(W)).items():
+            for kind, fns in self._refs.items():  # the parts report() started
                 rep.reference[kind][name] = {k: v for j, fn in enumerate(fns)
                                              for k, v in background_result((self._tasks, kind, j), fn).items()}
             if delta:
