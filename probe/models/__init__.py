@@ -4,56 +4,22 @@ A model builder is a function ``fn(task, width, depth, param, **opts)`` register
 its keyword arguments after those four are the model options (``--model-opt KEY=VALUE``). Every model has
 ``first_layer_dense()``: its first layer written as a dense (m x n) matrix over the input geometry, so an MLP
 and its controls are measured by the same code (docs/design.md §3.3). Models may define ``lr_multipliers()``, a dict
-from parameter name to learning-rate factor (mean-field scaling uses it).
+from parameter name to learning-rate factor (mean-field scaling uses it), and, where the first layer is linear in
+the input, ``first_layer_module()``: the module whose gradient the pull reads (:mod:`probe.metrics.pull`).
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import Callable
-
 import torch.nn as nn
 
 from probe.config import ConfigError, coerce_opts
-
-_FIXED = ("task", "width", "depth", "param")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    fn: Callable
-    description: str
-    kinds: tuple[str, ...]  # task kinds it accepts: "image", "sequence"
-    uses: tuple[str, ...] = ("width", "depth", "param")  # the RunConfig fields it reads (beyond its options)
-
-    def options(self) -> dict:
-        sig = inspect.signature(self.fn)
-        return {k: p.default for k, p in sig.parameters.items() if k not in _FIXED}
-
-
-MODELS: dict[str, ModelSpec] = {}
-
-
-def register(name: str, description: str, kinds=("image",), uses=("width", "depth", "param")):
-    """Register a model builder. ``uses``: which of --width, --depth and --param it reads; giving one it does not
-    read is refused (a CNN's size is set by its options, not by --width)."""
-
-    def deco(fn):
-        MODELS[name] = ModelSpec(name, fn, description, tuple(kinds), tuple(uses))
-        return fn
-
-    return deco
+from probe.models.registry import MODELS, ModelSpec, register  # noqa: F401
+# importing the builders' modules registers their models (in this order: `probe models` lists them so)
+from probe.models import conv, mlp  # noqa: F401
+from probe.models import mixer, rnn, transformer  # noqa: F401
 
 
 def model_specs() -> dict[str, ModelSpec]:
-    from probe.models import conv, mlp  # noqa: F401
-
-    try:
-        from probe.models import mixer, rnn, transformer  # noqa: F401
-    except ImportError:  # pragma: no cover - sequence models not yet present
-        pass
     return MODELS
 
 

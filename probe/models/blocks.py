@@ -50,6 +50,10 @@ class MLP(nn.Module):
     def first_layer_dense(self) -> torch.Tensor:
         return (self.layers[0] if self.layers else self.readout).weight.detach()
 
+    def first_layer_module(self) -> nn.Module:
+        """The module whose weight is :meth:`first_layer_dense`, linear in the input (the pull differentiates it)."""
+        return self.layers[0] if self.layers else self.readout
+
     def lr_multipliers(self, optimizer: str) -> dict[str, float]:
         if self.param == "mean-field" and optimizer == "sgd" and self.layers:
             return {name: float(self.width) for name, _ in self.named_parameters()}
@@ -79,3 +83,7 @@ class BottleneckMLP(nn.Module):
 
     def first_layer_dense(self) -> torch.Tensor:
         return self.embed.weight.detach()
+
+    def first_layer_module(self) -> nn.Module:
+        """The module whose weight is :meth:`first_layer_dense`, linear in the input (the pull differentiates it)."""
+        return self.embed

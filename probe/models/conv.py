@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from probe.config import ConfigError
-from probe.models import register
+from probe.geometry import Geometry
+from probe.models.registry import register
 
 
 def out_size(n: int, kernel: int, stride: int, pad: int) -> int:
@@ -140,6 +141,10 @@ class LocalNet(nn.Module):
             x = F.relu(layer(x))
         return self.readout(x.flatten(2).mean(2) if self.pool else x.flatten(1))
 
+    def first_layer_module(self) -> nn.Module:
+        """The first local layer, whose dense matrix is :meth:`first_layer_dense` (the pull differentiates it)."""
+        return self.layers[0]
+
     def first_layer_dense(self) -> torch.Tensor:
         first = self.layers[0]
         if not self.shared:
@@ -148,6 +153,21 @@ class LocalNet(nn.Module):
         P = math.prod(out_size(n, first.kernel_size[0], first.stride[0], first.padding[0]) for n in self.geometry.spatial)
         return local_dense(w.unsqueeze(1).expand(w.shape[0], P, *w.shape[1:]), self.geometry.spatial,
                            first.stride[0], first.padding[0], self.circular)
+
+
+def conv_layouts(model) -> list[tuple]:
+    """Per local layer of ``model`` (a cnn or lcn LocalNet), what :func:`probe.metrics.equivariance.conv_layout`
+    needs to write the convolutions of its embedded dense layer: (input geometry, output channels, kernel, stride,
+    padding, circular). Hidden layers' inputs are the previous layer's channels over its output grid."""
+    out, geo = [], model.geometry
+    for layer in model.layers:
+        if isinstance(layer, LocallyConnected):
+            O, k, s, pad = layer.weight.shape[0], layer.kernel, layer.stride, layer.pad
+        else:
+            O, k, s, pad = layer.weight.shape[0], layer.kernel_size[0], layer.stride[0], layer.padding[0]
+        out.append((geo, O, k, s, pad, model.circular))
+        geo = Geometry(channels=O, spatial=tuple(out_size(n, k, s, pad) for n in geo.spatial), periodic=geo.periodic)
+    return out
 
 
 def _circular(padding: str, geometry) -> bool | None:

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn as nn
 
-from probe.models import register
+from probe.models.registry import register
 from probe.models.blocks import make_activation
 from probe.models.tokens import embed, layout, shared_table_dense
 

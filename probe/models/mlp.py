@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probe.models import register
+from probe.models.registry import register
 from probe.models.blocks import MLP, BottleneckMLP
 from probe.models.tokens import token_mlp
 

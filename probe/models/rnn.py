@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from probe.models import register
+from probe.models.registry import register
 from probe.models.tokens import layout, shared_table_dense
 
 CELLS = {"elman": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn as nn
 
-from probe.models import register
+from probe.models.registry import register
 from probe.models.blocks import make_activation
 from probe.models.tokens import embed, layout, seq_length, shared_table_dense
 

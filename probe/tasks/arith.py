@@ -25,7 +25,7 @@ import torch
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.seeding import TEST_SET, TRAIN_SET, stream
-from probe.tasks import Task, register
+from probe.tasks.registry import Task, register
 
 OPS = {"add": torch.add, "mul": torch.mul, "max": torch.maximum}
 EXTRAP_SET = TEST_SET + 2000  # the extrapolation split's stream

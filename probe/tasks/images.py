@@ -20,7 +20,7 @@ import torch
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.seeding import AUGMENT, EpochOrder, stream
-from probe.tasks import Task, register
+from probe.tasks.registry import Task, register
 
 
 def _tensors(x_tr, y_tr, x_te, y_te):

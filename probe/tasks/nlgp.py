@@ -40,7 +40,7 @@ import torch
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.seeding import SAMPLER, stream
-from probe.tasks import Task, register
+from probe.tasks.registry import Task, register
 
 
 def grid_sq_distances(spatial: tuple[int, ...], periodic: bool) -> np.ndarray:

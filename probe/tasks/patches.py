@@ -36,7 +36,7 @@ import torch
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.seeding import AUGMENT, SAMPLER, EpochOrder, stream
-from probe.tasks import Task, register
+from probe.tasks.registry import Task, register
 
 # class index -> (name, file in skimage/data)
 IMAGES = (("camera", "camera.png"), ("astronaut", "astronaut.png"), ("coffee", "coffee.png"),

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from probe.seeding import TEST_SET, stream
-from probe.tasks import register
+from probe.tasks.registry import register
 from probe.tasks.sequences import _check, _task
 
 LENGTH_FACTORS = (2, 4)

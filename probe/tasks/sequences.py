@@ -26,7 +26,7 @@ import torch
 from probe.config import ConfigError
 from probe.geometry import Geometry
 from probe.seeding import TEST_SET, TRAIN_SET, stream
-from probe.tasks import SEQUENCE_TRAINING, Task, register
+from probe.tasks.registry import SEQUENCE_TRAINING, Task, register
 
 
 
