@@ -310,3 +310,23 @@ def test_a_window_that_covers_the_grid_holds_all_of_the_gradient(geo):
     W, G = rng.standard_normal((6, geo.n_inputs)), rng.standard_normal((6, geo.n_inputs))
     assert com_share_chance(geo, 5) == 1
     assert com_share(G, W, geo, 5) == pytest.approx(1)
+
+
+def test_the_pull_reads_the_module_a_model_names_and_refuses_a_model_without_one():
+    from probe.metrics import pull
+    from probe.models import build_model
+    from probe.tasks import Task, make_task
+
+    geo = Geometry(channels=1, spatial=(8,))
+    task = Task("t", torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 8),
+                torch.zeros(2, dtype=torch.long), geo, n_outputs=3)
+    mlp = build_model("mlp", task, 5, 1, "standard", {})
+    assert pull.first_layer_module(mlp) is mlp.layers[0]
+    assert pull.first_layer_module(build_model("linear", task, 5, 0, "standard", {})).weight.shape == (3, 8)
+    lcn = build_model("lcn", task, 5, 1, "standard", {"channels": 2, "kernel": 3, "layers": 1, "stride": 1})
+    assert pull.first_layer_module(lcn) is lcn.layers[0]
+    seq = make_task("parity", {"n_test": 8}, seed=0)
+    transformer = build_model("transformer", seq, 8, 1, "standard", {})
+    assert pull.first_layer_module(transformer) is None
+    with pytest.raises(ValueError, match="needs a first layer linear in its input"):
+        first_layer_gradient(transformer, seq.x_train[:4], seq.y_train[:4], seq.loss)

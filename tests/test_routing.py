@@ -303,3 +303,14 @@ def test_models_that_ignore_the_context_or_read_fixed_positions_do_not_follow_sw
     out = R.swap_follow(first_value, x, maps, task.extras["blocks"], g)
     assert out["swap_follow_keys"] == pytest.approx(0.25, abs=0.06)
     assert out["swap_follow_values"] == pytest.approx(0.25, abs=0.06)
+
+
+def test_the_modadd_grid_is_rebuilt_from_the_tasks_own_splits_in_row_order():
+    from probe.tasks.sequences import all_pairs
+
+    p = 7
+    task = make_task("modadd", {"p": p, "train_frac": 0.3}, seed=1)
+    assert torch.equal(R._all_pairs(task, p), all_pairs(p)[0])  # row a * p + b, whatever the split
+    task.x_test = task.x_test[1:]  # a pair missing: no grid to read the neurons over
+    with pytest.raises(ValueError, match="each of the 7 x 7 pairs once"):
+        R._all_pairs(task, p)

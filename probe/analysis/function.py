@@ -26,7 +26,12 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
 from __future__ import annotations
 
 from probe.metrics import defined
+from probe.metrics.arith import arith_measures
 from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
+from probe.metrics.recurrence import recurrence_measures
+from probe.metrics.routing import sequence_measures
+from probe.metrics.second_order import second_order_measures
+from probe.tasks.clone import clone_test_set, real_data
 
 FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith",
                      "second_order")
@@ -63,8 +68,6 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info
     if "shift_consistency" in names:
         out.update(shift_consistency(model, x, task.geometry, seed=seed))
     if "routing" in names:
-        from probe.metrics.routing import sequence_measures
-
         for k, v in sequence_measures(model, task, n=n, seed=seed).items():
             if k in NOT_MEASURES:
                 if info is not None:
@@ -72,15 +75,10 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info
             else:
                 out[k] = float(v)
     if "recurrence" in names:
-        from probe.metrics.recurrence import recurrence_measures
-
         out.update(recurrence_measures(model, task, n=n, seed=seed))
     if "second_order" in names:
-        from probe.metrics.second_order import second_order_measures
-
-        out.update(second_order_measures(model, task))
+        on_clone = task.info.get("clone") == "gaussian"
+        out.update(second_order_measures(model, real_data(task), clone_test_set(task), on_clone))
     if "arith" in names:
-        from probe.metrics.arith import arith_measures
-
         out.update(arith_measures(model, task))
     return defined(out)  # undefined ones (lie_ratio of a model that ignores its input) are left out, never NaN

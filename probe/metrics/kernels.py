@@ -77,10 +77,15 @@ def empirical_ntk(model: nn.Module, x: torch.Tensor, chunk: int = 128) -> np.nda
         model.train(was_training)
 
 
+def _is_local(m: nn.Module) -> bool:
+    """A locally connected layer (:class:`probe.models.conv.LocallyConnected`), told by what the factorization
+    below reads of it: ``patches(x)`` (B, P, J), the input each of its P positions reads, and a weight (O, P, ...)
+    and bias (O, P) with output[b, o, p] = weight[o, p] . patches(x)[b, p] + bias[o, p]."""
+    return not isinstance(m, nn.Linear) and callable(getattr(m, "patches", None)) and hasattr(m, "weight")
+
+
 def _ntk(model: nn.Module, x: torch.Tensor, chunk: int) -> np.ndarray:
     from torch.func import functional_call, jacrev, vmap
-
-    from probe.models.conv import LocallyConnected
 
     inputs, outputs, calls, handles = {}, {}, {}, []
 
@@ -88,7 +93,7 @@ def _ntk(model: nn.Module, x: torch.Tensor, chunk: int) -> np.ndarray:
         inputs[mod], outputs[mod] = args[0], out
         calls[mod] = calls.get(mod, 0) + 1
 
-    local = [m for m in model.modules() if isinstance(m, (nn.Linear, LocallyConnected))]
+    local = [m for m in model.modules() if isinstance(m, nn.Linear) or _is_local(m)]
     for m in local:
         handles.append(m.register_forward_hook(keep))
     try:
@@ -108,7 +113,7 @@ def _ntk(model: nn.Module, x: torch.Tensor, chunk: int) -> np.ndarray:
             owners[id(p)] = owners.get(id(p), 0) + 1
     factored = [m for m in local if calls.get(m) == 1 and outputs[m].requires_grad and m.weight.requires_grad
                 and owners[id(m.weight)] == 1 and (m.bias is None or owners[id(m.bias)] == 1)
-                and (inputs[m].dim() == 2 or isinstance(m, LocallyConnected))]
+                and (inputs[m].dim() == 2 or _is_local(m))]
     done = {id(p) for m in factored for p in m.parameters(recurse=False)}
     K = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     if factored:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from probe.geometry import Geometry
+from probe.losses import loss_fn
 from probe.metrics.equivariance import conv_subspace_projection
 from probe.metrics.locality import (_live_distributions, as_matrix, centres, energy_maps, unit_fields, window_sizes,
                                    window_sums)
@@ -178,16 +179,8 @@ def first_layer_module(model: torch.nn.Module) -> torch.nn.Module | None:
     """The module whose weights are ``model.first_layer_dense()``, for the image models whose first layer is linear
     in its input (z = M x + b): an MLP's first Linear (the readout of a depth-0 MLP), a bottleneck MLP's embedding,
     a CNN's or LCN's first local layer. None for other models."""
-    from probe.models.blocks import MLP, BottleneckMLP
-    from probe.models.conv import LocalNet
-
-    if isinstance(model, MLP):
-        return model.layers[0] if len(model.layers) else model.readout
-    if isinstance(model, BottleneckMLP):
-        return model.embed
-    if isinstance(model, LocalNet):
-        return model.layers[0]
-    return None
+    first = getattr(model, "first_layer_module", None)
+    return first() if callable(first) else None
 
 
 @contextmanager
@@ -217,8 +210,6 @@ def first_layer_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     training loop leaves the optimizer's state alone. Batches larger than ``chunk`` are summed in chunks,
     weighted by their size (the loss is a mean). Runs in float32 (no autocast) and in the model's current mode.
     """
-    from probe.run.loop import loss_fn
-
     module = first_layer_module(model)
     if module is None:
         raise ValueError(f"{type(model).__name__}: the pull needs a first layer linear in its input (an MLP, a "

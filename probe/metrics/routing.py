@@ -358,11 +358,20 @@ def key_frequencies(power: np.ndarray, k: int = 5) -> tuple[list[int], float]:
 
 
 # -- everything that applies to one model and task ------------------------------------------------------------
+def _all_pairs(task, p: int) -> torch.Tensor:
+    """Every input ``a b =`` of a modular-addition task, row a * p + b: its training and test splits together,
+    which cover the p x p grid once (ValueError otherwise)."""
+    x = torch.cat([task.x_train, task.x_test]).cpu()
+    key = x[:, 0] * p + x[:, 1]
+    order = torch.argsort(key)
+    if len(x) != p * p or not torch.equal(key[order], torch.arange(p * p)):
+        raise ValueError(f"task {task.name}: its splits do not hold each of the {p} x {p} pairs once")
+    return x[order]
+
+
 def _modadd_frequencies(model, task, W, k: int = 5) -> dict[str, float]:
     """Key frequencies of the first layer's token blocks at the a and b positions (the embedding; for an MLP
     its first layer) and of the first hidden neurons as functions of a and of b over the full p x p grid."""
-    from probe.tasks.sequences import all_pairs
-
     p = int(task.info["p"])
     B = position_blocks(W, task.geometry)
     res = {"fourier_top_random": k / ((p - 1) // 2), "fourier_peak_random": fourier_peak_random(p)}
@@ -371,7 +380,7 @@ def _modadd_frequencies(model, task, W, k: int = 5) -> dict[str, float]:
     res.update({f"embed_freq_{i + 1}": float(f) for i, f in enumerate(freqs)}, embed_fourier_top=share,
                embed_fourier_peak=fourier_peak_share(rows, p))
     if hasattr(model, "first_hidden"):
-        x, _ = all_pairs(p)
+        x = _all_pairs(task, p)
         H = model.first_hidden(x.to(next(model.parameters()).device))
         if H is not None:
             H = H.detach().cpu().double().numpy().reshape(p, p, -1)  # (a, b, unit)

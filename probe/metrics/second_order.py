@@ -79,15 +79,15 @@ def qda_accuracy(x_train, y_train, x_test, y_test, shrinkage: float = QDA_SHRINK
         return float("nan")
 
 
-def second_order_measures(model, task) -> dict[str, float]:
-    """``clone_acc``, ``real_acc`` (clone tasks), ``qda_acc`` and ``qda_clone_acc`` of ``model`` on ``task``: the
-    final-measure form of this module's measures (the same clone test set as the tracked ``clone_acc``)."""
-    from probe.tasks.clone import clone_test_set, real_data
-
-    x_tr, y_tr, x_te, y_te = real_data(task)
-    xc, yc = clone_test_set(task)
+def second_order_measures(model, real, clone, on_clone: bool = False) -> dict[str, float]:
+    """``clone_acc``, ``real_acc`` (``on_clone``: a model trained on the clone), ``qda_acc`` and ``qda_clone_acc`` of
+    ``model``: the final-measure form of this module's measures. ``real``: the real (x_train, y_train, x_test,
+    y_test) (:func:`probe.tasks.clone.real_data`); ``clone``: the clone test set (x, y)
+    (:func:`probe.tasks.clone.clone_test_set`, the same as the tracked ``clone_acc``'s)."""
+    x_tr, y_tr, x_te, y_te = real
+    xc, yc = clone
     out = {"clone_acc": clone_accuracy(model, xc, yc)}
-    if task.info.get("clone") == "gaussian":
+    if on_clone:
         out["real_acc"] = clone_accuracy(model, x_te, y_te)
     out["qda_acc"] = qda_accuracy(x_tr, y_tr, x_te, y_te)
     out["qda_clone_acc"] = qda_accuracy(x_tr, y_tr, xc, yc)
@@ -95,28 +95,17 @@ def second_order_measures(model, task) -> dict[str, float]:
 
 
 class CloneAccuracy:
-    """The training hook of ``--track clone_acc``: at tracking steps, ``clone_acc`` (and ``real_acc`` for a run on
-    the clone) in the metrics row. The clone test set is drawn once, when the hook is made."""
+    """The training hook of ``--track clone_acc``: at the steps where ``due(step)`` is true, ``clone_acc`` on the
+    clone test set (x, y) (drawn once, when the hook is made) and, for a run on the clone, ``real_acc`` on
+    ``real`` = the real (x_test, y_test), in the metrics row (:func:`probe.run.tracking.clone_accuracy_hook`)."""
 
-    def __init__(self, task, cfg):
-        from probe.tasks.clone import check_clonable, clone_test_set
-
-        check_clonable(task, f"--track clone_acc on task {cfg.task}", fixed=False)
-        self.cfg = cfg
-        self.x, self.y = clone_test_set(task)
-        self.real = (task.extras["real_x_test"], task.extras["real_y_test"]) if task.info.get("clone") else None
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, real: tuple | None, due):
+        self.x, self.y, self.real, self.due = x, y, real, due
 
     def __call__(self, step: int, model: torch.nn.Module) -> dict[str, float]:
-        from probe.run.tracking import is_track_step
-
-        if not is_track_step(step, self.cfg):
+        if not self.due(step):
             return {}
         row = {"clone_acc": clone_accuracy(model, self.x, self.y)}
         if self.real is not None:
             row["real_acc"] = clone_accuracy(model, *self.real)
         return row
-
-
-def clone_accuracy_hook(run) -> CloneAccuracy:
-    """The ``clone_acc`` hook of a run (:data:`probe.run.tracking.DATA_TRACKS`)."""
-    return CloneAccuracy(run.task, run.cfg)

@@ -30,6 +30,7 @@ from probe.config import ConfigError, RunConfig
 from probe.run.checkpoint import (CHECKSUMS, TEMP_MARK, CheckpointError, checkpoint_steps, is_probe_checkpoint,
                                   list_checkpoints, load_checkpoint)
 from probe.run.folder import LOCK_FILE, METRICS_FILE, _RESUME_KEYS, first_line, lock_holder, log_steps, read_json_file
+from probe.run.tracking import DATA_TRACKS, REFERENCE_FILE, parse_track
 
 OK, NOTE, PROBLEM = "ok", "note", "problem"
 
@@ -261,8 +262,6 @@ def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | N
 
 
 def _references(rep: CheckReport, cfg: RunConfig, last: int | None) -> None:
-    from probe.run.tracking import DATA_TRACKS, REFERENCE_FILE, parse_track
-
     path = rep.run / REFERENCE_FILE
     try:  # the data tracks (clone_acc) have no references: a run tracking only them writes no reference.json
         tracked = tuple(n for n in parse_track(cfg.track) if n not in DATA_TRACKS)

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from probe.config import ConfigError, RunConfig
+from probe.losses import loss_fn  # noqa: F401  (also imported from here by callers)
 from probe.models import build_model
 from probe.progress import Progress
 from probe.seeding import stream
@@ -40,6 +40,7 @@ from probe.run.checkpoint import checkpoint_steps, list_checkpoints, step_path
 from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_new_folder, check_space,
                               claim, diverged, effective_config, first_line, last_values, raw_model, read_metrics,
                               restore, run_state, save, stop_requests, write_run_files)
+from probe.run.tracking import check_model, check_tracking, tracking_hooks
 from probe.tasks import Task, make_task
 
 EVAL_BATCH = 4096
@@ -57,14 +58,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 # -- losses and evaluation ------------------------------------------------------------------------------
-def loss_fn(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "mse":
-        return F.mse_loss(out.float(), y.float())
-    if out.dim() == 3:  # per-position logits (B, T, K) with targets (B, T), -100 = not asked
-        return F.cross_entropy(out.float().flatten(0, 1), y.flatten(), ignore_index=-100)
-    return F.cross_entropy(out.float(), y)
-
-
 def _correct(out, y):
     mask = y != -100
     return ((out.argmax(-1) == y) & mask).sum(), mask.sum()
@@ -319,13 +312,9 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     out = Path(out)
     if not resume and list_checkpoints(out):  # cheap, before the task is built; checked again under the lock
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
-    from probe.run.tracking import check_tracking, tracking_hooks
-
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out, task)  # bad data or options fail here, before the run folder is created
     names = check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
-    from probe.run.tracking import check_model
-
     check_model(names, run.model, out, cfg.model)  # the pull and the layout shares need a model that has them
     if cfg.log == "tensorboard":
         _summary_writer()  # a missing package is a one-line error before --out is touched

@@ -31,10 +31,19 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from probe.config import ConfigError, RunConfig
+from probe.config import ConfigError, RunConfig, coerce_opts
 from probe.run.checkpoint import atomic_write, list_checkpoints, load_checkpoint
 from probe.run.folder import read_metrics
 from probe.run.loop import evaluate, resolve_device, setup, train_or_resume
+from probe.geometry import Geometry
+from probe.metrics.equivariance import conv_layout, conv_subspace_projection
+from probe.metrics.kernels import cka, empirical_ntk, kta, label_kernel
+from probe.metrics.symmetry import complement_norm, complement_share, invariant_readout_layout, orbit, shift_layout
+from probe.models import model_specs
+from probe.models.conv import LocallyConnected, conv_layouts, local_dense, out_size
+from probe.run.tracking import write_layout
+from probe.seeding import EpochOrder
+from probe.tasks import make_task
 
 STAGES = "stages"
 
@@ -173,8 +182,6 @@ def embed_local_net(model) -> tuple[int, int, dict]:
     computes: each local layer becomes its dense matrix (:func:`probe.models.conv.local_dense`), hidden unit
     (o, p) = row o*P + p, the bias of channel o repeated over positions; the readout is copied (a pooled readout,
     of the channels' means over P positions, becomes each channel's weight / P at every position)."""
-    from probe.models.conv import LocallyConnected, local_dense, out_size
-
     state, widths = {}, []
     spatial = model.geometry.spatial
     for i, layer in enumerate(model.layers):
@@ -211,31 +218,11 @@ def _load_weights(state: dict):
     return prepare
 
 
-def conv_layouts(model) -> list[tuple]:
-    """Per local layer of ``model`` (a cnn or lcn LocalNet), what :func:`probe.metrics.equivariance.conv_layout`
-    needs to write the convolutions of its embedded dense layer: (input geometry, output channels, kernel, stride,
-    padding, circular). Hidden layers' inputs are the previous layer's channels over its output grid."""
-    from probe.geometry import Geometry
-    from probe.models.conv import LocallyConnected, out_size
-
-    out, geo = [], model.geometry
-    for layer in model.layers:
-        if isinstance(layer, LocallyConnected):
-            O, k, s, pad = layer.weight.shape[0], layer.kernel, layer.stride, layer.pad
-        else:
-            O, k, s, pad = layer.weight.shape[0], layer.kernel_size[0], layer.stride[0], layer.padding[0]
-        out.append((geo, O, k, s, pad, model.circular))
-        geo = Geometry(channels=O, spatial=tuple(out_size(n, k, s, pad) for n in geo.spatial), periodic=geo.periodic)
-    return out
-
-
 def conv_subspace_distances(state: dict, layouts: list[tuple]) -> dict[str, float]:
     """The distance of an embedded MLP's layers (state ``layers.i.weight``) to the convolutions of their known unit
     layouts (:func:`probe.metrics.equivariance.conv_subspace_distance`): ``conv_subspace_distance`` of the first
     layer, and ``conv_subspace_distance_all`` over all embedded layers together (sqrt of the summed squared
     residuals over the summed squared norms)."""
-    from probe.metrics.equivariance import conv_layout, conv_subspace_projection
-
     res, tot, first = 0.0, 0.0, None
     for i, (geo, O, k, s, pad, circ) in enumerate(layouts):
         W = state[f"layers.{i}.weight"].detach().double().cpu().numpy()
@@ -338,8 +325,6 @@ def ecnn(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source: str = "cnn", 
                           f"cnn_steps={cnn_steps}, source={source!r}, points={points}")
     out = Path(out)
     _, width, depth, state, layouts = embedded_cnn(cfg, out, cnn_steps, source, source_opts)
-    from probe.run.tracking import write_layout  # the MLPs' unit layout, for --track conv_share, local_share
-
     for folder in (out, *((out / STAGES / "mlp", out / STAGES / "mlp_null") if interpolate else ())):
         write_layout(folder, layouts[0])
     mlp_cfg = cfg.replace(width=width, depth=depth)
@@ -412,13 +397,9 @@ class OrbitAugment:
     draws_from_train_set = True  # batches come from x_train: a batch larger than it is the whole set
 
     def __init__(self, task):
-        from probe.seeding import EpochOrder
-
         self.task, self.order = task, EpochOrder()
 
     def __call__(self, seed: int, step: int, batch: int, device="cpu"):
-        from probe.metrics.symmetry import orbit
-
         x, y = self.task.x_train, self.task.y_train  # read now: the task may have moved to the device
         idx = self.order(seed, step, len(x), batch).to(x.device)  # the batches of probe.run.loop.Batches
         xo = orbit(x[idx], self.task.geometry)
@@ -430,11 +411,6 @@ def symmetry_layouts(model) -> list[dict]:
     convolutions of its layout, :func:`probe.metrics.equivariance.conv_layout`) and ``equiv`` (the shift-equivariant
     layers, :func:`probe.metrics.symmetry.shift_layout`; None where no shift of the input is a shift of the output:
     a stride that does not divide the grid, or an even kernel under circular padding)."""
-    from probe.geometry import Geometry
-    from probe.metrics.equivariance import conv_layout
-    from probe.metrics.symmetry import shift_layout
-    from probe.models.conv import out_size
-
     out = []
     for geo, O, k, s, pad, circ in conv_layouts(model):
         outs = tuple(out_size(n, k, s, pad) for n in geo.spatial)
@@ -452,8 +428,6 @@ def perturb_off_convolutions(state: dict, layouts: list[dict], eps: float, which
     subspace and scaled so that the perturbed layer's complement share ||W - P(W)||_F / ||W||_F is ``eps``:
     ||D_l||_F = eps ||W_l||_F / sqrt(1 - eps^2) (W_l lies in the subspace, so P(W_l + D_l) = W_l). Seeded by
     ``seed`` and the layer; the readout and biases are kept."""
-    from probe.metrics.equivariance import conv_subspace_projection
-
     out = {k: v.clone() for k, v in state.items()}
     if eps == 0:
         return out
@@ -485,8 +459,6 @@ class ComplementTracker:
         self.start = self.norms(state0) if perturbed else None
 
     def norms(self, state: dict) -> dict:
-        from probe.metrics.symmetry import complement_norm
-
         out = {}
         for l, lay in enumerate(self.layouts):
             W = state[f"layers.{l}.weight"].detach().double().cpu().numpy()
@@ -496,8 +468,6 @@ class ComplementTracker:
         return out
 
     def measures(self, state: dict) -> dict:
-        from probe.metrics.symmetry import complement_share
-
         norms, row = self.norms(state), {}
         for name in ("conv", "equiv"):
             layers = sorted(l for (n, l) in norms if n == name)
@@ -572,9 +542,6 @@ def stability(cfg: RunConfig, out: Path, cnn_steps: int = 1000, source_opts: dic
     ``conv_subspace_distance``, ``equiv_subspace_distance`` (and ``_all``) with their step-0 values (``@init``), and
     ``readout_shift_distance``.
     """
-    from probe.metrics.symmetry import invariant_readout_layout
-    from probe.tasks import make_task
-
     if cfg.model != "mlp" or cfg.param != "standard" or cfg.model_opts:
         raise ConfigError("procedure stability: the run must be a plain model=mlp, param=standard, without model_opts "
                           "(the CNN goes in procedure_opts.source_opts)")
@@ -646,16 +613,12 @@ class NTKAlignment:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, ref_kernel: np.ndarray, every: int,
                  last: int):
-        from probe.metrics.kernels import label_kernel
-
         self.x, self.labels, self.ref = x, label_kernel(y.cpu().numpy(), n_classes), ref_kernel
         X = x.double().cpu().numpy()
         self.gram = X @ X.T
         self.every, self.last = every, last
 
     def __call__(self, step, model):
-        from probe.metrics.kernels import cka, empirical_ntk
-
         if step % self.every and step not in (0, self.last):
             return {}
         K = empirical_ntk(model, self.x.to(next(model.parameters()).device))
@@ -680,9 +643,6 @@ def ntk_align(cfg: RunConfig, out: Path, ref: str = "cnn", ref_opts: dict | None
     reference's ``ref_kta`` and ``ref_test_acc``; two references without learning: ``input_kta`` (KTA of the input
     Gram matrix X X^T) and ``ref_input_cka`` (CKA of K_ref with X X^T); ``examples`` (how many inputs).
     """
-    from probe.metrics.kernels import cka, empirical_ntk, kta
-    from probe.models import model_specs
-
     every = every or cfg.eval_every
     if examples < 2 or every < 0 or (every % cfg.log_every and every % cfg.eval_every):
         raise ConfigError(f"procedure ntk_align: examples >= 2 and every a multiple of log_every ({cfg.log_every}) or "
@@ -691,8 +651,6 @@ def ntk_align(cfg: RunConfig, out: Path, ref: str = "cnn", ref_opts: dict | None
         raise ConfigError(f"procedure ntk_align: unknown ref model {ref!r}; valid: {', '.join(sorted(model_specs()))}")
     if (ref_steps is not None and ref_steps < 0) or (ref_seed is not None and ref_seed < 0):
         raise ConfigError(f"procedure ntk_align: ref_steps and ref_seed must be >= 0, got {ref_steps}, {ref_seed}")
-    from probe.tasks import make_task
-
     task = make_task(cfg.task, cfg.task_opts, seed=cfg.seed)
     if task.geometry.kind != "image" or task.loss != "ce" or task.y_train.dim() != 1:
         raise ConfigError(f"procedure ntk_align: task {cfg.task} is not an image classification task (one class per "
@@ -747,8 +705,6 @@ def check_procedure_options(name: str, opts: dict) -> dict:
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         raise ConfigError(f"procedure {name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    from probe.config import coerce_opts
-
     out = coerce_opts(opts, valid, f"procedure {name}")
     hints = typing.get_type_hints(PROCEDURES[name])
     for k, v in out.items():

@@ -44,6 +44,7 @@ import copy
 import json
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,6 +57,12 @@ from probe.metrics.nulls import PHASE_MEASURES, phase_measures, references
 from probe.metrics.registry import MEASURES, applies
 from probe.metrics.locality import as_matrix
 from probe.metrics import pull
+from probe.metrics.second_order import CloneAccuracy
+from probe.tasks.clone import check_clonable, clone_test_set
+from probe.geometry import Geometry
+from probe.metrics.equivariance import conv_layout
+from probe.models import build_model
+from probe.models.conv import LocalNet, conv_layouts
 
 DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
 # `--track delta`: the default set on ΔW (movement is itself a norm of ΔW); `--track pull`: the locality of G
@@ -70,23 +77,28 @@ TRACKABLE = tuple(n for n, m in MEASURES.items() if m.trackable)
 # checkpoints afterwards with `probe analyze RUN --all-steps`
 EXPENSIVE = tuple(n for n, m in MEASURES.items() if m.expensive)
 REFERENCE_FILE = "reference.json"
+
+
+def clone_accuracy_hook(run) -> CloneAccuracy:
+    """The ``clone_acc`` hook of a run (``clone_acc``, and ``real_acc`` for a run on the clone, at its tracking
+    steps): ConfigError (one line) unless its task is an image classification task."""
+    task, cfg = run.task, run.cfg
+    check_clonable(task, f"--track clone_acc on task {cfg.task}", fixed=False)
+    x, y = clone_test_set(task)
+    real = (task.extras["real_x_test"], task.extras["real_y_test"]) if task.info.get("clone") else None
+    return CloneAccuracy(x, y, real, due=partial(is_track_step, cfg=cfg))
+
+
 # tracked names computed from the model on the task's data, not from the first layer: name -> (the task kinds it
-# applies to, "module:function" making the hook ``hook(step, model) -> dict`` of a run); imported only when asked for
-DATA_TRACKS: dict[str, tuple[tuple[str, ...], str]] = {
-    "clone_acc": (("image",), "probe.metrics.second_order:clone_accuracy_hook"),  # issue 14: clone_acc, real_acc
+# applies to, the function making the hook ``hook(step, model) -> dict`` of a run)
+DATA_TRACKS: dict[str, tuple[tuple[str, ...], Callable]] = {
+    "clone_acc": (("image",), clone_accuracy_hook),  # clone_acc, real_acc
 }
 
 
 def _data_hooks(run, names) -> tuple:
     """The hooks of the :data:`DATA_TRACKS` among ``names``, for ``run``."""
-    import importlib
-
-    hooks = []
-    for n in names:
-        if n in DATA_TRACKS:
-            module, fn = DATA_TRACKS[n][1].split(":")
-            hooks.append(getattr(importlib.import_module(module), fn)(run))
-    return tuple(hooks)
+    return tuple(DATA_TRACKS[n][1](run) for n in names if n in DATA_TRACKS)
 
 
 def parse_track(spec: str, kind: str | None = None) -> tuple[str, ...]:
@@ -356,8 +368,6 @@ def first_layer_at_init(cfg: RunConfig, task, seed: int) -> np.ndarray:
     """The dense first layer of ``cfg``'s model as a run of ``seed`` starts (``setup`` seeds torch with the run's seed
     before building the model), built on the CPU without touching the caller's random state: the model's own
     initializer, for the ``init_seeds`` reference."""
-    from probe.models import build_model
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(cfg.model, task, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
@@ -380,7 +390,7 @@ def tracking_hooks(run) -> tuple:
 # -- the unit layout of the conv_share / local_share measures ------------------------------------------------------
 def write_layout(out, layout: tuple) -> Path:
     """Record a run's unit layout in ``out/layout.json``: the first layer's (input geometry, output channels,
-    kernel, stride, padding, circular), as :func:`probe.run.procedures.conv_layouts` gives it for a CNN or LCN.
+    kernel, stride, padding, circular), as :func:`probe.models.conv.conv_layouts` gives it for a CNN or LCN.
     The eCNN procedure writes it for its MLP (whose model does not carry the CNN it came from), so that
     tracking and analysis read its weights in that layout."""
     geo, O, k, s, pad, circ = layout
@@ -395,13 +405,7 @@ def unit_layout(model: torch.nn.Module, run_dir=None) -> np.ndarray | None:
     """The :func:`probe.metrics.equivariance.conv_layout` index of the model's dense first layer, where its unit
     layout is known: a cnn or lcn model's own first layer, else the run folder's ``layout.json``
     (:func:`write_layout`); None otherwise."""
-    from probe.geometry import Geometry
-    from probe.metrics.equivariance import conv_layout
-    from probe.models.conv import LocalNet
-
     if isinstance(model, LocalNet):
-        from probe.run.procedures import conv_layouts
-
         return conv_layout(*conv_layouts(model)[0])
     path = Path(run_dir) / LAYOUT_FILE if run_dir is not None else None
     if path is None or not path.is_file():
