@@ -1,4 +1,7 @@
-"""The `probe` command. Thin: it parses options, calls library functions and prints."""
+"""The `probe` command. Thin: it parses options, calls library functions and prints.
+
+Each command imports the library parts it runs when it runs (the ``# lazy:`` imports below): torch alone takes
+seconds to import, and `probe --help`, `probe --version` and a mistyped option should not wait for it."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from probe import __version__
 from probe.config import MAX_SEED, ConfigError, RunConfig, load_config_file, parse_kv
 
 
@@ -56,8 +60,6 @@ err = Console(stderr=True)
 
 def _version(value: bool):
     if value:
-        from probe import __version__
-
         console.print(f"probe {__version__}", highlight=False)
         raise typer.Exit()
 
@@ -79,7 +81,7 @@ def clean_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from probe.run.checkpoint import CheckpointError
+        from probe.run.checkpoint import CheckpointError  # lazy: torch
 
         def say(msg):
             err.print(msg, markup=False, highlight=False, soft_wrap=True)
@@ -100,7 +102,7 @@ def clean_errors(fn):
                 f"continue with `probe train --resume {run_dir}`")
             raise typer.Exit(128 + e.signum) from None
         except Exception as e:
-            from probe.run.folder import RunFailed  # imported only here: a failed run has imported it already
+            from probe.run.folder import RunFailed  # lazy: torch (a failed run has imported it already)
 
             if not isinstance(e, RunFailed):
                 raise
@@ -118,7 +120,7 @@ def default_out(cfg: RunConfig) -> Path:
 def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | None, model_opts: list[str] | None) -> RunConfig:
     """RunConfig's defaults <- the task's training defaults <- config file <- flags given on the command line
     (None = not given)."""
-    from probe.tasks import get_spec
+    from probe.tasks import get_spec  # lazy: torch
 
     d = load_config_file(config) if config else {}
     if config and "task" not in d and flags.get("task") is None:
@@ -205,8 +207,8 @@ def train(
     **options,
 ):
     """Train a model on a task and write a run folder (config, metrics.jsonl, checkpoints)."""
-    from probe.models import check_applies
-    from probe.run.loop import run_training
+    from probe.models import check_applies  # lazy: torch
+    from probe.run.loop import run_training  # lazy: torch
 
     flags = given_flags(ctx, options)
     task = flags["task"]
@@ -254,7 +256,7 @@ def summary_line(cfg: RunConfig, row: dict, out) -> str:
 def check(run: Path = typer.Argument(..., help="A run folder.")):
     """Verify a run folder: config, metrics rows, checkpoints (their checksums), references; says what is wrong.
     Exit code 0 when it is sound, 1 when something is wrong, 2 when it is not a run folder."""
-    from probe.run.check import check_run
+    from probe.run.check import check_run  # lazy: torch
 
     report = check_run(run)
     for line in report.lines():
@@ -267,8 +269,8 @@ def check(run: Path = typer.Argument(..., help="A run folder.")):
 @clean_errors
 def tasks(name: Optional[str] = typer.Argument(None, help="A task to show the parameters of.")):
     """List the tasks, or one task's parameters and defaults."""
-    from probe.tasks import get_spec, task_specs
-    from probe.tasks.options import option_help
+    from probe.tasks import get_spec, task_specs  # lazy: torch
+    from probe.tasks.options import option_help  # lazy: torch (through probe.tasks)
 
     if name is None:
         t = Table("task", "kind", "description", box=None)
@@ -292,7 +294,7 @@ def tasks(name: Optional[str] = typer.Argument(None, help="A task to show the pa
 @clean_errors
 def models(name: Optional[str] = typer.Argument(None, help="A model to show the options of.")):
     """List the models, or one model's options and defaults."""
-    from probe.models import model_specs
+    from probe.models import model_specs  # lazy: torch
 
     specs = model_specs()
     if name is None:
@@ -315,7 +317,7 @@ def models(name: Optional[str] = typer.Argument(None, help="A model to show the 
 @clean_errors
 def measures(name: Optional[str] = typer.Argument(None, help="A measure to show in full.")):
     """List the measures (probe/metrics/registry.py): what each is computed on, whether --track takes it, its keys."""
-    from probe.metrics.registry import MEASURES
+    from probe.metrics.registry import MEASURES  # lazy: torch and the measures
 
     if name is None:
         t = Table("measure", "on", "--track", "keys it writes (when not its name)", box=None)
@@ -343,7 +345,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the two ru
          seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed.")):
     """The built-in default: an MLP and a CNN on MNIST-1D, their accuracies, and a first look at the MLP's
     first layer."""
-    from probe.demo import run_demo
+    from probe.demo import run_demo  # lazy: torch
 
     run_demo(out, steps, seed, console)
 
@@ -369,9 +371,9 @@ def analyze(
                                "their references drawn from ΔW; W0 from the run's step-0 checkpoint or --init."),
 ):
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
-    from probe.analysis import report as an, terminal
-    from probe.analysis.load import load_layers, parse_input_shape
-    from probe.run.checkpoint import atomic_write
+    from probe.analysis import report as an, terminal  # lazy: torch, pandas
+    from probe.analysis.load import load_layers, parse_input_shape  # lazy: torch
+    from probe.run.checkpoint import atomic_write  # lazy: torch
 
     an.keep_freed_memory()  # this process only analyzes: reuse freed memory instead of faulting it in again
     shape = parse_input_shape(input_shape) if input_shape is not None else None
@@ -409,7 +411,7 @@ def analyze(
             table = an.reports_frame(reports).to_csv(index=False)
             atomic_write(csv_file, lambda f: f.write(table.encode()))
         if fields is not None:
-            from probe.figures.fields import fields_figure, save_figure
+            from probe.figures.fields import fields_figure, save_figure  # lazy: matplotlib
 
             target = fields
             layers, geo = load_layers(reports[-1].checkpoint, shape, periodic)
@@ -441,8 +443,8 @@ def sweep(
 ):
     """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
     a sweep folder."""
-    from probe.sweep import execute as runner
-    from probe.sweep import spec as sw, summary as sweep_summary
+    from probe.sweep import execute as runner  # lazy: torch
+    from probe.sweep import spec as sw, summary as sweep_summary  # lazy: torch, pandas
 
     if list_:
         t = Table("preset", "hypothesis", box=None)
@@ -511,7 +513,7 @@ def _print_sweep_summary(df, folder: Path) -> None:
         t.add_row(*["" if v != v or v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
                     for v in (row[c] for c in shown)])
     console.print(t)
-    from probe.sweep.spec import MANIFEST
+    from probe.sweep.spec import MANIFEST  # lazy: torch
 
     if not (folder / MANIFEST).is_file():
         console.print(f"summary of {len(df)} runs (of {folder}, not a sweep folder: nothing written there)",
@@ -524,7 +526,7 @@ def _print_sweep_summary(df, folder: Path) -> None:
 
 def _print_exponents(folder: Path, df) -> None:
     """A data-size sweep's sample-complexity exponents (test error ~ a n^-b), mean +- sd over seeds."""
-    from probe.sweep.summary import EXPONENTS_FILE, exponents
+    from probe.sweep.summary import EXPONENTS_FILE, exponents  # lazy: torch, pandas
 
     table = exponents(folder, df)
     if table is None or not len(table):
@@ -557,7 +559,7 @@ def figures(
 ):
     """Figures of runs: measures and accuracy over steps, receptive fields, spectra, routing maps (sequences),
     end-of-run values against a swept key (--x), the loss between two solutions (procedure ecnn)."""
-    from probe.figures.make import make_figures
+    from probe.figures.make import make_figures  # lazy: matplotlib, pandas, torch
 
     try:
         chosen = [int(s) for s in steps.split(",")] if steps else None

@@ -23,6 +23,10 @@ from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_che
                                   state_dict_mismatch)
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
+from probe.models import build_model
+from probe.models.conv import local_dense
+from probe.run.tracking import first_layer_at_init
+from probe.tasks import Task, make_task
 
 
 # -- what a path holds ----------------------------------------------------------------------------------------
@@ -136,8 +140,6 @@ def conv_dense(kernel: torch.Tensor, geometry: Geometry) -> np.ndarray:
     with zero padding k // 2 ("same": one output unit per kernel and position, padding clipping the fields at the
     border), circular on a periodic grid. probe cannot read the stride and padding from a state_dict: these are
     the assumptions `probe analyze` states in its notes."""
-    from probe.models.conv import local_dense
-
     O, C = kernel.shape[:2]
     P = geometry.n_positions
     w = kernel.detach().double().cpu()[:, None].expand(O, P, *kernel.shape[1:])
@@ -185,8 +187,6 @@ def _task_shells(source: Source):
 
     The output count comes from the run's task.json when there is one, else from the last 2-D tensor (the
     readout); whether a sequence task asks at every position is not stored, so both are tried."""
-    from probe.tasks import Task
-
     geo = source.geometry
     meta_file = source.run_dir / "task.json" if source.run_dir else None
     meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
@@ -206,8 +206,6 @@ def _task_shells(source: Source):
 def build_probe_model(source: Source, task=None) -> torch.nn.Module:
     """The model of a probe checkpoint, rebuilt from its config (on ``task`` if given, else on a task shell) with
     the checkpoint's weights loaded; CheckpointError if they do not fit."""
-    from probe.models import build_model
-
     cfg = source.config
     last, model = None, None
     with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite; leave the caller's RNG alone
@@ -232,9 +230,6 @@ def init_builder(source: Source, task=None):
     """seed -> the dense first layer (numpy) of the source's model as a run of that seed starts: the model's own
     initializer, for the ``init_seeds`` reference (:mod:`probe.metrics.nulls`). Built on ``task``, or on the first
     task shell whose model fits the checkpoint's weights; None for a plain state_dict or when none fits."""
-    from probe.models import build_model
-    from probe.run.tracking import first_layer_at_init
-
     cfg = source.config
     if cfg is None:
         return None
@@ -260,8 +255,6 @@ def load_task(cfg: RunConfig):
 
 @lru_cache(maxsize=8)
 def _cached_task(key: str):
-    from probe.tasks import make_task
-
     cfg = json.loads(key)
     state = np.random.get_state()
     try:

@@ -48,6 +48,7 @@ from probe.metrics.spectral import (background, background_result, background_sp
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
 from probe.run.loop import evaluate
+from probe.run.tracking import add_twin_references
 
 class WeightsRefused(CheckpointError):
     """A checkpoint whose weights no measure can read (NaN or inf, an all-zero or empty layer): one line naming
@@ -421,9 +422,6 @@ class Subject:
         and their ``gaussian``, ``permuted``, ``phase`` and ``lcn`` references drawn from ΔW as
         :func:`probe.metrics.nulls.references` draws them (no ``init``: ΔW is 0 there). ΔW = 0 (the initial
         weights themselves) gets a note and no delta measures."""
-        from probe.metrics.layer import LAYER_MEASURES
-        from probe.run.tracking import add_twin_references
-
         if W0 is None or W0.shape != W.shape:
             rep.notes.append(f"delta: no initial weights of layer {name}'s shape: no delta measures")
             return

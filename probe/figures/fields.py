@@ -27,6 +27,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from probe.geometry import Geometry
+from probe.run import checkpoint
 
 RC = {"pdf.fonttype": 42, "ps.fonttype": 42}  # embed TrueType fonts in PDFs (editable text, accepted by journals)
 FORMATS = (".png", ".pdf", ".svg")
@@ -213,8 +214,6 @@ def save_figure(fig: Figure, path) -> list[Path]:
         raise ValueError(f"{path}: figures are written as {', '.join(FORMATS)}, not {path.suffix or 'no suffix'}")
     import io
 
-    from probe.run.checkpoint import atomic_write
-
     out = [path] + ([path.with_suffix(".png")] if path.suffix.lower() != ".png" else [])
     path.parent.mkdir(parents=True, exist_ok=True)
     with mpl.rc_context(RC):
@@ -222,7 +221,7 @@ def save_figure(fig: Figure, path) -> list[Path]:
             buf = io.BytesIO()
             fig.savefig(buf, format=p.suffix.lower()[1:], dpi=200)
             try:  # whole or not at all: a failed write (disk full) leaves no half figure under the name
-                atomic_write(p, lambda f: f.write(buf.getvalue()))
+                checkpoint.atomic_write(p, lambda f: f.write(buf.getvalue()))
             except OSError as e:
                 raise OSError(e.errno, e.strerror, str(p)) from None
     return out

@@ -21,6 +21,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from probe.config import RunConfig
+
 # panel titles: what the number is, in words (the y-axis label says its unit or range)
 TITLES = {
     "ipr": "localization (ipr)",
@@ -230,8 +232,6 @@ def _config_columns(table: pd.DataFrame) -> list[str]:
     """The columns of ``table`` that are run config keys (RunConfig fields, their options, and the sweep's
     ``variant``)."""
     from dataclasses import fields
-
-    from probe.config import RunConfig
 
     names = {f.name for f in fields(RunConfig)} | {"variant", "procedure"}
     return [c for c in table.columns if c.split(".")[0] in names and c not in _BOOKKEEPING]

@@ -26,6 +26,8 @@ from probe.figures import tables as figdata, plots
 from probe.config import ConfigError
 from probe.progress import Progress
 from probe.run.folder import StorageError, check_out
+from probe.metrics.registry import MEASURES
+from probe.tasks import task_specs
 
 MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the first ones are drawn
 
@@ -130,12 +132,7 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
             if not seq:
                 say(f"{prefix}routing: skipped (no sequence runs)")
             else:
-                try:
-                    import probe.metrics.routing  # noqa: F401
-                except ImportError:
-                    say(f"{prefix}routing: skipped (probe.metrics.routing is not available)")
-                else:
-                    emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
+                emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
     return written
 
 
@@ -150,8 +147,6 @@ def _task_groups(dirs) -> dict:
 
 def _check_measures(runs, flag: str, names) -> None:
     """A one-line error for names that are neither a measure (the registry's keys) nor a metric of these runs."""
-    from probe.metrics.registry import MEASURES
-
     if not names:
         return
     present = set(runs.metric) if "metric" in runs.columns else set()
@@ -172,6 +167,4 @@ def _check_keys(table, flags: str, *keys) -> None:
 
 
 def _sequence_tasks() -> set[str]:
-    from probe.tasks import task_specs
-
     return {name for name, spec in task_specs().items() if spec.kind == "sequence"}

@@ -27,6 +27,9 @@ from probe.run.checkpoint import list_checkpoints
 from probe.run.folder import read_json_file, read_metrics
 from probe.run.tracking import read_references
 from probe.sweep.summary import end_values
+from probe.metrics import routing as R
+from probe.metrics.recurrence import dependence_map
+from probe.metrics.spectral import alpha_fit, eigenvalues, frequency_magnitudes, unit_spectra
 
 # training keys of metrics.jsonl that are not observations of the model
 _NOT_METRICS = ("step", "lr")
@@ -183,8 +186,6 @@ def load_spectra(paths, step: int | None = None) -> tuple[pd.DataFrame, pd.DataF
         unit spectra: ``run, frequency, power``: the mean over units of each field's power spectrum normalized
             to sum 1, per |f| in cycles per grid length (DC left out), in the original pixel order.
     """
-    from probe.metrics.spectral import alpha_fit, eigenvalues, frequency_magnitudes, unit_spectra
-
     dirs = run_dirs(paths)
     names = run_names(dirs)
     eig_frames, spec_frames = [], []
@@ -212,10 +213,8 @@ def load_routing(paths, n: int = 64, example: int = 0, seed: int = 0) -> pd.Data
     Rows are normalized to sum 1. Only test example ``example`` of n drawn with ``seed`` is kept (content routing
     differs per example, so a mean would blur it); ``source`` marks its ground-truth source positions (for key-value
     tasks the matching key and its value).
-    Image runs are skipped. Raises ImportError when probe.metrics.routing is not available.
+    Image runs are skipped.
     """
-    from probe.metrics import routing as R
-
     dirs = run_dirs(paths)
     names = run_names(dirs)
     frames = []
@@ -303,8 +302,6 @@ def load_dependence(paths, n: int = 256, seed: int = 0) -> pd.DataFrame:
     final model on n test inputs drawn with ``seed`` (:func:`probe.metrics.recurrence.dependence_map`), divided by
     its sum, for sequence runs with an answer at every position (other runs are skipped). Rows where nothing is
     asked are left out."""
-    from probe.metrics.recurrence import dependence_map
-
     dirs = run_dirs(paths)
     names = run_names(dirs)
     frames = []

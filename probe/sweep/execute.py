@@ -21,7 +21,7 @@ from pathlib import Path
 from probe.analysis.function import function_measures
 from probe.analysis.load import load_run
 from probe.config import ConfigError, RunConfig
-from probe.run.checkpoint import list_checkpoints
+from probe.run.checkpoint import atomic_write, list_checkpoints
 from probe.run.folder import run_state
 from probe.run.loop import train_or_resume
 from probe.run.procedures import run_procedure
@@ -271,8 +271,6 @@ def _run_submitit(dirs, executor, jobs, slurm, folder, wait, on_result) -> list[
 
 
 def _write_json(path: Path, obj) -> None:
-    from probe.run.checkpoint import atomic_write
-
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
 
 

@@ -63,6 +63,7 @@ from probe.analysis.function import FUNCTION_MEASURES
 from probe.config import ConfigError, RunConfig, load_config_file
 from probe.tasks import get_spec
 from probe.run.procedures import check_procedure_options, procedure_options
+from probe.models import model_specs
 
 SCALES = ("quick", "medium", "full")  # CPU minutes; about an hour on 2 cores with --jobs 2; a GPU
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
@@ -185,9 +186,6 @@ def _run_spec(run_name, varied, d, final, where) -> RunSpec:
 
 def _check_options(cfg: RunConfig, procedure: str, popts: dict, where: str) -> None:
     """Option names checked against the task, model and procedure, so a typo fails before anything runs."""
-    from probe.models import model_specs
-    from probe.tasks import get_spec
-
     checks = [("task", cfg.task_opts, get_spec(cfg.task).options() if not cfg.task.startswith("npz:") else None)]
     specs = model_specs()
     if cfg.model not in specs:

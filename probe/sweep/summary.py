@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from probe.analysis.scaling import sample_complexity
 from probe.config import ConfigError, flatten_config
 from probe.run.checkpoint import atomic_write
 from probe.run.folder import StorageError, last_values, read_json_file
@@ -113,10 +114,6 @@ def exponents(sweep_dir, df=None, write: bool = True):
     whole split, counts as its size), as err = a n^(-b), fitted per seed for every combination of the other varied
     keys (the model variant, the task, ...); mean and sd of b over seeds. Only finished runs count. None when the
     sweep varies no ``n_train`` key or holds no sweep.json; else the table, written to ``exponents.csv``."""
-    import pandas as pd
-
-    from probe.analysis.scaling import sample_complexity
-
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / MANIFEST).is_file():
         return None
