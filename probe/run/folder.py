@@ -129,28 +129,47 @@ def first_line(e: BaseException) -> str:
 METRICS_FILE = "metrics.jsonl"
 
 
+DAMAGED_FILE = "metrics.damaged.txt"  # lines of metrics.jsonl that are not rows, kept aside by --resume
+
+
+def _metrics_row(line: str):
+    """The row of one metrics.jsonl line, or None when it is not a JSON object with an integer ``step`` >= 0."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
+            and row["step"] >= 0):
+        return None
+    return row
+
+
 def read_metrics(run_dir) -> list[dict]:
-    """The rows of a run's metrics.jsonl in order ([] when there is none); a row cut short by a crash (or any line
-    that is not a JSON object with an integer ``step`` >= 0), and every row after it, is left out (resuming drops
-    them the same way; ``probe check`` reports them)."""
+    """The rows of a run's metrics.jsonl in order ([] when there is none). A line that is not a JSON object with an
+    integer ``step`` >= 0 (a row cut short by a crash, a damaged byte) is skipped, never the good rows around it
+    (``probe check`` reports it; ``--resume`` keeps it aside in :data:`DAMAGED_FILE`)."""
+    return _read_metrics_lines(run_dir)[0]
+
+
+def _read_metrics_lines(run_dir) -> tuple[list[dict], list[str]]:
+    """(rows, damaged lines) of a run's metrics.jsonl; the last line cut short by a crash (no newline after it)
+    counts as neither: it is the row a crash interrupted, which a resumed run writes again."""
     p = Path(run_dir) / METRICS_FILE
-    rows = []
+    rows, damaged = [], []
     try:
         text = p.read_text(errors="replace") if p.is_file() else ""
     except OSError:
         text = ""
-    for line in text.splitlines():
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            break
-        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
-                and row["step"] >= 0):
-            break
-        rows.append(row)
-    return rows
+        row = _metrics_row(line)
+        if row is not None:
+            rows.append(row)
+        elif i < len(lines) - 1:  # a whole line (a newline follows it) that is not a row
+            damaged.append(line)
+    return rows, damaged
 
 
 def last_values(run_dir) -> dict:
@@ -251,7 +270,20 @@ def restore(run: Run) -> None:
     run.resumed = True
     metrics = run.out / METRICS_FILE
     if metrics.exists():
-        keep = [json.dumps(r) for r in read_metrics(run.out) if r.get("step", math.inf) <= run.step]
+        rows, damaged = _read_metrics_lines(run.out)
+        if damaged:  # kept aside, never dropped: they are reported and can be read there
+            aside = run.out / DAMAGED_FILE
+            try:
+                with open(aside, "a", errors="replace") as f:
+                    f.write("".join(line + "\n" for line in damaged))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StorageError(f"cannot write {aside} ({e.strerror or e}): {METRICS_FILE} holds {len(damaged)} "
+                                   "damaged line(s) that resuming would keep there; nothing was changed") from None
+            log.warning(f"note: {metrics}: {len(damaged)} damaged line(s) (not a row with an integer step) moved to "
+                        f"{aside}; the good rows around them are kept")
+        keep = [json.dumps(r) for r in rows if r.get("step", math.inf) <= run.step]
         atomic_write(metrics, lambda f: f.write("".join(r + "\n" for r in keep).encode()))
 
 
@@ -523,7 +555,7 @@ def lock_holder(run_dir) -> str | None:
 
 # files a run folder holds: the run's own, and what sweeps and procedures put beside them (docs/design.md §5.1)
 RUN_ENTRIES = ("config.json", "task.json", METRICS_FILE, "reference.json", "checkpoints")
-COMPANION_ENTRIES = ("sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json", "interpolation.json",
+COMPANION_ENTRIES = (DAMAGED_FILE, "sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json", "interpolation.json",
                      "stages", "mask.pt", "rewind.pt", "layout.json")
 
 

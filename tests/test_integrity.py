@@ -1,0 +1,64 @@
+"""Nothing lost, nothing silently wrong: damaged metrics lines, damaged checksums, deleted checkpoints, a checkpoint
+of another run, special files as outputs, a poisoned data cache (docs/design.md §5). Each test failed before the
+change it guards."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from probe.config import RunConfig
+from probe.run.checkpoint import step_path
+from probe.run.folder import DAMAGED_FILE, read_metrics
+from probe.run.loop import run_training
+
+TINY = dict(task="mnist1d", width=16, depth=1, steps=50, batch_size=50, eval_every=10, log_every=5, checkpoints=6)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, slow_setup):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_training(RunConfig(**TINY, track="default", track_every=10), out, progress=False)
+    return out
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def damage_line(run: Path, index: int) -> str:
+    """Replace one byte in line ``index`` of metrics.jsonl so it is no longer JSON; returns the damaged line."""
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    lines[index] = lines[index].replace('"step"', '"st\x01p', 1).replace("{", "[", 1)
+    (run / "metrics.jsonl").write_text("".join(lines))
+    return lines[index].rstrip("\n")
+
+
+# -- a damaged metrics line ------------------------------------------------------------------------------------
+def test_resume_of_a_finished_run_keeps_every_good_row_around_a_damaged_line(tmp_path, finished):
+    """Before: resume read rows up to the damaged line and rewrote metrics.jsonl with those only, deleting the
+    good rows after it (steps 20-50) for good, with exit 0."""
+    run = copy_run(finished, tmp_path / "r")
+    before = read_metrics(finished)
+    bad = damage_line(run, 3)
+    run_training(RunConfig(**TINY, track="default", track_every=10), run, progress=False, resume=True)
+    after = read_metrics(run)
+    assert after == [r for i, r in enumerate(before) if i != 3]  # only the damaged row is gone from the rows ...
+    assert (run / DAMAGED_FILE).read_text() == bad + "\n"  # ... and it is kept aside, byte for byte
+
+
+def test_resume_of_a_partial_run_keeps_rows_after_a_damaged_line_and_writes_the_rest(tmp_path, finished):
+    """Before: a partial run resumed from step 19 lost the rows between a damaged line and its checkpoint (steps
+    10-15), never rewritten."""
+    run = copy_run(finished, tmp_path / "r")
+    step_path(run, 50).unlink()  # a run killed after its row of step 30, its last checkpoint at step 19
+    rows = [r for r in read_metrics(run) if r["step"] <= 30]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "reference.json").unlink()
+    bad = damage_line(run, 1)  # step 5
+    run_training(RunConfig(**TINY, track="default", track_every=10), run, progress=False, resume=True)
+    assert read_metrics(run) == [r for r in read_metrics(finished) if r["step"] != 5]
+    assert (run / DAMAGED_FILE).read_text() == bad + "\n"
