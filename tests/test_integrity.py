@@ -62,3 +62,44 @@ def test_resume_of_a_partial_run_keeps_rows_after_a_damaged_line_and_writes_the_
     run_training(RunConfig(**TINY, track="default", track_every=10), run, progress=False, resume=True)
     assert read_metrics(run) == [r for r in read_metrics(finished) if r["step"] != 5]
     assert (run / DAMAGED_FILE).read_text() == bad + "\n"
+
+
+# -- a damaged byte in the checksums' key name -------------------------------------------------------------------
+def damage_checksums_key_and_a_weight(path: Path) -> None:
+    """Change one byte of the key name ``checksums`` and one byte of the first weight, in place in the file."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"checksums")
+    assert i > 0 and data.find(b"checksums", i + 1) < 0
+    data[i + 3] ^= 0x01  # checksums -> chedksums
+    W = torch.load(path, weights_only=True)["state_dict"]["layers.0.weight"]
+    j = data.find(W.contiguous().view(torch.uint8).numpy().tobytes()[:32])
+    assert j > 0
+    data[j + 3] ^= 0x40  # one weight's exponent byte
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_whose_checksums_key_is_damaged_is_refused_everywhere(tmp_path, finished):
+    """Before: it read as an old checkpoint without checksums, and its damaged weight was accepted by load_checkpoint,
+    `probe check` (a note only), analyze and --resume."""
+    from probe.analysis.load import read_source
+    from probe.run.check import check_run
+    from probe.run.checkpoint import CheckpointError, load_checkpoint
+
+    run = copy_run(finished, tmp_path / "r")
+    path = step_path(run, 50)
+    damage_checksums_key_and_a_weight(path)
+    with pytest.raises(CheckpointError, match="key probe never writes"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="key probe never writes"):
+        read_source(path)
+    rep = check_run(run)
+    assert [f.what for f in rep.problems] == ["checkpoints/step_50.pt"]
+    with pytest.raises(CheckpointError, match="key probe never writes"):
+        run_training(RunConfig(**TINY, track="default", track_every=10), run, progress=False, resume=True)
+
+
+def test_checkpoints_written_before_checksums_still_load_unverified():
+    from probe.run.checkpoint import CHECKSUMS, load_checkpoint
+
+    ck = load_checkpoint(Path(__file__).parent / "data" / "run_v1" / "checkpoints" / "step_20.pt")
+    assert CHECKSUMS not in ck and ck["step"] == 20

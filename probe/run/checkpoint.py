@@ -9,7 +9,9 @@ A checkpoint also holds ``checksums`` (docs/design.md §5.2): a CRC-32 of every 
 (``state_dict/layers.0.weight``, ``optimizer/state/0/exp_avg``), and one of everything else (config, step,
 numbers), verified by :func:`load_checkpoint`, so a flipped bit is reported by name instead of being read as a
 weight of 5.7e37. The key was added without changing the format's version: checkpoints written before it (no
-``checksums``) still load, unverified.
+``checksums``) still load, unverified, but only when they hold nothing but the keys written then
+(:data:`UNVERIFIED_KEYS`): a changed byte in the name ``checksums`` leaves a key probe never writes, and the file
+is refused rather than read as an old, unverified one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ FORMAT = "probe-checkpoint"
 VERSION = 1  # checksums are an added key: checkpoints without one (written before them) load, unverified
 TEMP_MARK = ".tmp-"
 CHECKSUMS = "checksums"
+# the keys of a checkpoint written before checksums existed: only such a one loads unverified
+UNVERIFIED_KEYS = ("format", "version", "config", "geometry", "task_info", "model", "state_dict", "step", "optimizer",
+                   "scheduler", "rng", "loss_accum")
 
 
 class CheckpointError(ValueError):
@@ -189,6 +194,14 @@ def verify_checksums(obj: dict) -> str | None:
     One written before checksums existed has none and passes."""
     stored = obj.get(CHECKSUMS)
     if stored is None:
+        # only a checkpoint that has nothing but the keys written before checksums existed passes unverified: one
+        # whose key ``checksums`` was damaged (a byte changed in its name) has a key probe never writes instead
+        unknown = [k for k in obj if k not in UNVERIFIED_KEYS]
+        if unknown:
+            return (f"it has no checksums but a key probe never writes ({str(unknown[0])[:40]!r}): a checkpoint "
+                    "written with checksums whose key is damaged or edited; refused")
+        if obj.get("version") != 1:
+            return f"it has no checksums and version {obj.get('version')!r}: damaged or edited; refused"
         return None
     if not (isinstance(stored, dict) and stored.get("algorithm") == "crc32" and isinstance(stored.get("tensors"), dict)):
         return "its checksums are unreadable (damaged or edited)"
