@@ -103,3 +103,69 @@ def test_checkpoints_written_before_checksums_still_load_unverified():
 
     ck = load_checkpoint(Path(__file__).parent / "data" / "run_v1" / "checkpoints" / "step_20.pt")
     assert CHECKSUMS not in ck and ck["step"] == 20
+
+
+# -- probe check cross-checks checkpoints, rows and references -----------------------------------------------------
+@pytest.mark.parametrize("how", ["all deleted", "folder replaced by a file", "last deleted", "last deleted, no refs"])
+def test_check_reports_checkpoints_that_rows_or_references_show_were_written(tmp_path, finished, how):
+    """Before: every checkpoint deleted (or checkpoints/ replaced by a file) in a finished run read "sound (fresh, no
+    checkpoint yet)" though its metrics reach step 50 and reference.json exists."""
+    from probe.run.check import check_run
+
+    run = copy_run(finished, tmp_path / "r")
+    if how == "all deleted":
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints").mkdir()
+    elif how == "folder replaced by a file":
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints").write_text("x")
+    else:
+        step_path(run, 50).unlink()
+        if how.endswith("no refs"):  # then rows reach step 50 only: an interrupt between row 50 and its checkpoint
+            (run / "reference.json").unlink()
+            rows = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+            (run / "metrics.jsonl").write_text("".join(rows[:-1]))  # rows to 45: step 50's checkpoint never came
+    rep = check_run(run)
+    if how.endswith("no refs"):
+        assert rep.ok and rep.state.startswith("partial"), rep.lines()
+        return
+    assert not rep.ok and rep.state == "checkpoints lost", rep.lines()
+    assert any("deleted or lost" in f.message for f in rep.problems), rep.lines()
+
+
+def _recheck(ck: dict) -> dict:
+    from probe.run.checkpoint import checksums
+
+    ck["checksums"] = checksums(ck)
+    return ck
+
+
+@pytest.mark.parametrize("part", ["optimizer lr", "optimizer state shape", "scheduler step", "rng", "loss_accum"])
+def test_check_refuses_crafted_training_state_as_resume_would(tmp_path, finished, part):
+    """Before: check accepted a checkpoint whose (checksummed) optimizer, schedule or RNG state --resume refuses."""
+    from probe.run.check import check_run
+    from probe.run.checkpoint import load_checkpoint
+
+    run = copy_run(finished, tmp_path / "r")
+    path = step_path(run, 19)
+    ck = load_checkpoint(path)
+    if part == "optimizer lr":
+        ck["optimizer"]["param_groups"][0]["lr"] = 10.0
+    elif part == "optimizer state shape":
+        st = ck["optimizer"]["state"][0]
+        st["exp_avg"] = st["exp_avg"][:1]
+    elif part == "scheduler step":
+        ck["scheduler"]["last_epoch"] = 3
+    elif part == "rng":
+        ck["rng"]["numpy"]["pos"] = 9999
+    else:
+        ck["loss_accum"]["n"] = 7
+    torch.save(_recheck(ck), path)
+    rep = check_run(run)
+    assert [f.what for f in rep.problems] == ["checkpoints/step_19.pt"], rep.lines()
+    with pytest.raises(Exception, match="cannot resume"):
+        step_path(run, 50).unlink()
+        (run / "reference.json").unlink()
+        rows = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+        (run / "metrics.jsonl").write_text("".join(r for r in rows if json.loads(r)["step"] <= 19))
+        run_training(RunConfig(**TINY, track="default", track_every=10), run, progress=False, resume=True)
