@@ -169,3 +169,24 @@ def test_check_refuses_crafted_training_state_as_resume_would(tmp_path, finished
         rows = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
         (run / "metrics.jsonl").write_text("".join(r for r in rows if json.loads(r)["step"] <= 19))
         run_training(RunConfig(**TINY, track="default", track_every=10), run, progress=False, resume=True)
+
+
+# -- analyze never mixes two runs ---------------------------------------------------------------------------------
+def test_analyze_does_not_measure_a_checkpoint_of_another_run_against_this_runs_start(tmp_path, finished):
+    """Before: with step_50.pt replaced by a seed-1 checkpoint, analyze reported its movement against this folder's
+    seed-0 step_0.pt (1.976 where its own is 1.424), without a word."""
+    from probe.analysis.report import analyze_checkpoint, analyze_steps
+
+    other = tmp_path / "seed1"
+    run_training(RunConfig(**TINY, seed=1, track="default", track_every=10), other, progress=False)
+    run = copy_run(finished, tmp_path / "r")
+    shutil.copy(step_path(other, 50), step_path(run, 50))
+    rep = analyze_checkpoint(run, data=False)
+    first = next(iter(rep.layers.values()))
+    assert "movement" not in first and not rep.reference.get("init"), rep.reference.get("init")
+    assert any("differs in seed" in n and "not this run's start" in n for n in rep.notes), rep.notes
+    own = next(iter(analyze_checkpoint(other, data=False).layers.values()))
+    assert own["movement"] > 0  # its own run measures it against its own start
+    steps = analyze_steps(run, data=False)
+    assert [r.step for r in steps] == [0, 1, 3, 7, 19]  # step 50 left out, with a note
+    assert any("step(s) 50 left out" in n and "differs in seed" in n for n in steps[0].notes), steps[0].notes
