@@ -190,3 +190,52 @@ def test_analyze_does_not_measure_a_checkpoint_of_another_run_against_this_runs_
     steps = analyze_steps(run, data=False)
     assert [r.step for r in steps] == [0, 1, 3, 7, 19]  # step 50 left out, with a note
     assert any("step(s) 50 left out" in n and "differs in seed" in n for n in steps[0].notes), steps[0].notes
+
+
+# -- special files as outputs ---------------------------------------------------------------------------------------
+def _special_files(tmp_path: Path) -> list[Path]:
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    found = [fifo]
+    try:  # a device node (a copy of /dev/null's numbers) where this user may make one
+        dev = tmp_path / "null.json"
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        found.append(dev)
+    except (PermissionError, OSError):
+        pass
+    return found
+
+
+def test_atomic_write_refuses_a_special_file_and_leaves_it_as_it_was(tmp_path):
+    """Before: the write renamed a regular file over the target, replacing a device node or a pipe."""
+    import stat
+
+    from probe.run.checkpoint import atomic_write
+
+    for p in _special_files(tmp_path):
+        mode = p.stat().st_mode
+        with pytest.raises(OSError, match="not a regular file"):
+            atomic_write(p, lambda f: f.write(b"x"))
+        assert p.stat().st_mode == mode and not stat.S_ISREG(mode)
+        assert not list(tmp_path.glob(".*tmp-*"))
+    atomic_write(tmp_path / "plain.csv", lambda f: f.write(b"x"))  # a new or regular file is written as before
+    atomic_write(tmp_path / "plain.csv", lambda f: f.write(b"y"))
+    assert (tmp_path / "plain.csv").read_bytes() == b"y"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", ["--csv", "--json"])
+def test_analyze_refuses_a_special_file_as_its_output_before_measuring(tmp_path, finished, option):
+    import stat
+
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+
+    for p in _special_files(tmp_path):
+        res = CliRunner().invoke(app, ["analyze", str(finished), "--no-data", option, str(p)])
+        assert res.exit_code == 2 and "not a file" in res.output and "Traceback" not in res.output, res.output
+        assert not stat.S_ISREG(p.stat().st_mode)

@@ -16,6 +16,7 @@ is refused rather than read as an old, unverified one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -42,10 +43,14 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``. A ``path``
+    that is a device, a named pipe or a socket is refused (OSError, EINVAL) before anything is written.
     The temporary name (``.NAME.tmp-PID``) is hidden and never matches ``step_*.pt``; a kill -9 can leave one
     behind, which :func:`remove_temp_files` clears."""
     path = Path(path)
+    special = special_file(path) if os.path.lexists(path) else None
+    if special:  # renaming over it would replace a device node or a pipe with a regular file
+        raise OSError(errno.EINVAL, f"it is {special}, not a regular file; refused (give a file name)", str(path))
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
