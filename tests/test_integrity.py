@@ -239,3 +239,67 @@ def test_analyze_refuses_a_special_file_as_its_output_before_measuring(tmp_path,
         res = CliRunner().invoke(app, ["analyze", str(finished), "--no-data", option, str(p)])
         assert res.exit_code == 2 and "not a file" in res.output and "Traceback" not in res.output, res.output
         assert not stat.S_ISREG(p.stat().st_mode)
+
+
+# -- the data cache ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_cache(tmp_path, monkeypatch):
+    from probe.tasks import images
+
+    monkeypatch.setenv("PROBE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(images, "CACHE_MIN", 100)  # "large" from 100 examples, so the test stays fast
+    images._mnist1d_arrays.cache_clear()
+    yield tmp_path
+    images._mnist1d_arrays.cache_clear()
+
+
+def _entry(cache: Path) -> Path:
+    (path,) = cache.glob("mnist1d-*-seed42-n500.npz")
+    return path
+
+
+def test_a_poisoned_cache_entry_is_regenerated_not_trained_on(small_cache):
+    """Before: an entry for num_samples=500 holding 10 examples was read as the data set (a run trained on 10
+    examples and reported test_acc 1.0)."""
+    import numpy as np
+
+    from probe.tasks import images, make_task
+
+    task = make_task("mnist1d", {"num_samples": 500}, seed=0)
+    assert len(task.x_train) == 400 and len(task.x_test) == 100
+    path = _entry(small_cache)
+    z = dict(np.load(path))
+    poisoned = {k: v[:5] for k, v in z.items() if k != "crc"}  # 5 + 5 examples, a checksum of its own or none
+    for with_crc in (False, True):
+        crc = with_crc and images._arrays_crc(tuple(poisoned[k] for k in ("x", "y", "x_test", "y_test")))
+        np.savez(path, **poisoned, **({"crc": np.array(crc)} if crc else {}))
+        images._mnist1d_arrays.cache_clear()
+        again = make_task("mnist1d", {"num_samples": 500}, seed=0)
+        assert torch.equal(again.x_train, task.x_train) and torch.equal(again.y_test, task.y_test)
+    labels = dict(np.load(path))  # a changed label under the old checksum
+    labels["y"] = labels["y"].copy()
+    labels["y"][0] = (labels["y"][0] + 1) % 10
+    np.savez(path, **labels)
+    images._mnist1d_arrays.cache_clear()
+    assert torch.equal(make_task("mnist1d", {"num_samples": 500}, seed=0).y_train, task.y_train)
+
+
+def test_a_cache_entry_written_without_a_checksum_is_regenerated_and_rewritten(small_cache, monkeypatch):
+    import numpy as np
+
+    from probe.tasks import images
+
+    made = images._mnist1d_arrays(42, 500)
+    path = _entry(small_cache)
+    np.savez(path, **dict(zip(("x", "y", "x_test", "y_test"), made)))  # as probe wrote it before checksums
+    images._mnist1d_arrays.cache_clear()
+    calls = []
+    real = images._generate_mnist1d
+    monkeypatch.setattr(images, "_generate_mnist1d", lambda *a: calls.append(a) or real(*a))
+    again = images._mnist1d_arrays(42, 500)
+    assert calls and all(np.array_equal(a, b) for a, b in zip(made, again))
+    assert "crc" in np.load(path)  # rewritten with one: read without generating next time
+    images._mnist1d_arrays.cache_clear()
+    calls.clear()
+    images._mnist1d_arrays(42, 500)
+    assert not calls

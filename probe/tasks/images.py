@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import logging
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -77,21 +79,62 @@ def _mnist1d_arrays(data_seed: int, num_samples: int):
     version = importlib.metadata.version("mnist1d")
     path = cache_dir() / f"mnist1d-{version}-seed{int(data_seed)}-n{int(num_samples)}.npz"
     keys = ("x", "y", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return tuple(z[k] for k in keys)
-    except (OSError, ValueError, KeyError):  # not there yet, or unreadable: generate it (again)
-        pass
+    if path.exists():
+        try:
+            z = _read_npz(path, f"cache file {path}", keys=(*keys, "crc"))
+            arrays = tuple(z[k] for k in keys if k in z)
+            problem = _mnist1d_problem(arrays, num_samples, z.get("crc"))
+        except ConfigError as e:
+            problem = str(e)
+        if problem is None:
+            return arrays
+        # an entry written before it carried a checksum, a damaged or a planted one: made again from the generator
+        logging.getLogger("probe.tasks").warning(f"note: {path}: {problem}; generating the set again")
     arrays = _generate_mnist1d(data_seed, num_samples)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **dict(zip(keys, arrays)))
-        os.replace(tmp, path)
-    except OSError:  # a read-only home: generate each time
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **dict(zip(keys, arrays)), crc=np.array(_arrays_crc(arrays)))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:  # a read-only home, a full disk: generate each time
         pass
     return arrays
+
+
+def _arrays_crc(arrays) -> str:
+    """CRC-32 of arrays' dtypes, shapes and bytes, as 8 hex digits: written with a cache entry, checked on reading."""
+    crc = 0
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), crc)
+        crc = zlib.crc32(a.view(np.uint8).reshape(-1), crc)
+    return f"{crc:08x}"
+
+
+def _mnist1d_problem(arrays, num_samples: int, crc) -> str | None:
+    """Why cached MNIST-1D arrays are not the set asked for (num_samples examples of 40 positions, labels 0-9,
+    split as the generator splits them, matching the checksum written with them), or None."""
+    if len(arrays) != 4:
+        return "not the four arrays x, y, x_test, y_test"
+    x, y, xt, yt = arrays
+    if crc is None or crc.shape != () or crc.dtype.kind != "U":
+        return "written without a checksum (or with a damaged one)"
+    if not (x.ndim == xt.ndim == 2 and x.shape[1] == xt.shape[1] == 40 and y.shape == (len(x),)
+            and yt.shape == (len(xt),)):
+        return f"arrays of shapes {x.shape}, {y.shape}, {xt.shape}, {yt.shape}, not MNIST-1D's (N, 40) and (N,)"
+    if len(x) + len(xt) != num_samples or len(xt) != num_samples - int(num_samples * 0.8):
+        return f"holds {len(x)} + {len(xt)} examples, not the {num_samples} asked for"
+    if y.dtype.kind not in "iu" or yt.dtype.kind not in "iu" or x.dtype.kind != "f" or xt.dtype.kind != "f":
+        return "labels that are not integers or inputs that are not real numbers"
+    if not (np.isin(y, np.arange(10)).all() and np.isin(yt, np.arange(10)).all()):
+        return "labels outside 0-9"
+    if _arrays_crc(arrays) != str(crc):
+        return f"fails its checksum (stored {crc}, now {_arrays_crc(arrays)}): damaged or edited"
+    return None
 
 
 def _generate_mnist1d(data_seed: int, num_samples: int):
@@ -336,7 +379,7 @@ def npz(seed: int = 0, path: str = "", test_frac: float = 0.2, data_seed: int = 
     return Task("npz", xt, yt, xe, ye, geometry=geo, n_outputs=yt.shape[1], loss="mse")
 
 
-def _read_npz(p: Path, where: str) -> dict:
+def _read_npz(p: Path, where: str, keys=NPZ_KEYS) -> dict:
     """The arrays of NPZ_KEYS in an .npz file. Bounded: a regular file only (a named pipe would block), a zip
     archive (else says what the file is), every member's header read and checked (no pickled objects, no shape
     claiming more bytes than the member holds) before its data is allocated; damage (truncation, a bad CRC) is a
@@ -372,7 +415,7 @@ def _read_npz(p: Path, where: str) -> dict:
     try:
         with zipfile.ZipFile(p) as z:
             members = {i.filename[: -len(".npy")]: i for i in z.infolist() if i.filename.endswith(".npy")}
-            for key in NPZ_KEYS:
+            for key in keys:
                 info = members.get(key)
                 if info is None:
                     continue
