@@ -303,3 +303,65 @@ def test_a_cache_entry_written_without_a_checksum_is_regenerated_and_rewritten(s
     calls.clear()
     images._mnist1d_arrays(42, 500)
     assert not calls
+
+
+# -- decompression bombs --------------------------------------------------------------------------------------------
+def _peak(fn) -> int:
+    """Peak bytes traced (numpy's allocations included) while ``fn`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_an_npz_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatch):
+    """Before: a 2.3 MB npz peaked at 5.4 GB; here 200 MB of zeros in a ~200 KB file, with a 20 MB limit."""
+    import numpy as np
+
+    from probe.config import ConfigError
+    from probe.tasks import make_task
+
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.zeros((50_000, 1000), np.float32), y=np.zeros(50_000, np.int64),
+                        input_shape=np.array([1, 1000]))
+    assert bomb.stat().st_size < 2_000_000
+    monkeypatch.setenv("PROBE_MAX_DATA_BYTES", str(20_000_000))
+    with pytest.raises(ConfigError, match=r"would take 0\.2 GB in memory, more than the 0\.02 GB allowed"):
+        make_task("npz", {"path": str(bomb)})
+    assert _peak(lambda: make_task("npz", {"path": str(bomb)})) < 5_000_000
+    monkeypatch.setenv("PROBE_MAX_DATA_BYTES", "1e9")  # within the limit it reads as before
+    assert make_task("npz", {"path": str(bomb)}).x_train.shape[1] == 1000
+
+
+def _idx(dims, dtype=0x08, body=None) -> bytes:
+    import struct
+
+    import numpy as np
+
+    head = bytes([0, 0, dtype, len(dims)]) + struct.pack(">" + "I" * len(dims), *dims)
+    return head + (bytes(int(np.prod(dims))) if body is None else body)
+
+
+def test_a_gzipped_idx_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatch):
+    """Before: a 2.3 MB gzip'd MNIST IDX peaked at 4.7 GB; here 100 MB of zeros, with a 20 MB limit."""
+    import gzip
+
+    from probe.config import ConfigError
+    from probe.tasks.images import read_idx
+
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(_idx((127_551, 28, 28)), 9))
+    assert p.stat().st_size < 2_000_000
+    monkeypatch.setenv("PROBE_MAX_DATA_BYTES", str(20_000_000))
+    with pytest.raises(ConfigError, match="more than the 0.02 GB allowed"):
+        read_idx(p)
+    assert _peak(lambda: read_idx(p)) < 5_000_000
+    small = tmp_path / "small.gz"
+    small.write_bytes(gzip.compress(_idx((10, 28, 28))))
+    assert read_idx(small).shape == (10, 28, 28)

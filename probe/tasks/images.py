@@ -199,23 +199,112 @@ def mnist1d_shuffled(seed: int = 0, data_seed: int = 42, num_samples: int = 5000
     return task
 
 
+# -- bounds on what a data file may make us allocate ---------------------------------------------------------------
+def data_limit() -> int:
+    """The most bytes a data file may decompress to: ``$PROBE_MAX_DATA_BYTES`` when set, else half the memory this
+    process can still get (the smaller of the system's available memory and the address-space limit, if any), so
+    that a small compressed file claiming gigabytes (a decompression bomb) is refused before anything is read."""
+    import os
+    import resource
+
+    env = os.environ.get("PROBE_MAX_DATA_BYTES", "").strip()
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"PROBE_MAX_DATA_BYTES={env!r}: expected a positive number of bytes")
+        return value
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 16 << 30
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        avail = min(avail, soft)
+    return max(avail // 2, 1 << 20)
+
+
+def check_size(nbytes: int, where: str, what: str) -> None:
+    """ConfigError naming the file when ``nbytes`` decompressed would pass :func:`data_limit`."""
+    limit = data_limit()
+    if nbytes > limit:
+        raise ConfigError(f"{where}: {what} would take {nbytes / 1e9:.3g} GB in memory, more than the "
+                          f"{limit / 1e9:.3g} GB allowed (half the memory available; set PROBE_MAX_DATA_BYTES to "
+                          "change it); refused before reading")
+
+
 # -- MNIST ---------------------------------------------------------------------------------------------
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), optionally gzipped."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ConfigError(f"{path}: not an IDX file")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if raw[2] not in dtypes:
-        raise ConfigError(f"{path}: unknown IDX data type {raw[2]:#x}")
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    dt = np.dtype(dtypes[raw[2]])
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(np.prod(dims)) * dt.itemsize:
-        raise ConfigError(f"{path}: truncated IDX file (header says {dims})")
+    """Read an IDX file (the MNIST format), optionally gzipped. Bounded and checked before the data is read: a
+    regular file, a full header (magic, dtype, dimensions), a size the header claims within :func:`data_limit`
+    (a gzip is decompressed in pieces, never past what the header claims), and exactly that many bytes."""
+    import os
+    import stat
+    import zlib as _zlib
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{path}: not a regular file; refused")
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    gz = raw[:2] == b"\x1f\x8b"
+    d = _zlib.decompressobj(16 + _zlib.MAX_WBITS) if gz else None
+
+    def take(n: int, have: bytes) -> bytes:  # decompress until ``have`` holds n bytes (or the stream ends)
+        try:
+            while len(have) < n and not d.eof:
+                if d.unconsumed_tail:
+                    src = d.unconsumed_tail
+                elif pending:
+                    src = pending.pop(0)
+                else:
+                    break
+                have += d.decompress(src, n - len(have))
+        except _zlib.error as e:
+            raise ConfigError(f"{path}: damaged gzip data ({e})") from None
+        return have
+
+    pending = [raw] if gz else []
+    head = take(4, b"") if gz else raw[:4]
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise ConfigError(f"{path}: not an IDX file (an IDX file starts with two zero bytes, a type and a rank)")
+    if head[2] not in IDX_DTYPES:
+        raise ConfigError(f"{path}: unknown IDX data type {head[2]:#x}")
+    ndim = head[3]
+    if ndim == 0:
+        raise ConfigError(f"{path}: an IDX file of rank 0 (no dimensions)")
+    header = take(4 + 4 * ndim, head) if gz else raw[: 4 + 4 * ndim]
+    if len(header) < 4 + 4 * ndim:
+        raise ConfigError(f"{path}: IDX header cut short (rank {ndim} needs {4 + 4 * ndim} bytes)")
+    dims = struct.unpack(">" + "I" * ndim, header[4:])
+    dt = np.dtype(IDX_DTYPES[head[2]])
+    need = int(np.prod(dims, dtype=object)) * dt.itemsize
+    check_size(need, str(path), f"an IDX array of shape {dims}")
+    if gz:
+        body = take(4 + 4 * ndim + need + 1, header)[4 + 4 * ndim :]  # one byte more: a body too long is refused
+    else:
+        body = raw[4 + 4 * ndim :]
+    if len(body) != need:
+        what = "truncated IDX file" if len(body) < need else "IDX file longer than its header says"
+        raise ConfigError(f"{path}: {what} (header says {dims}: {need:,} bytes of data, "
+                          f"{'more' if len(body) > need else f'{len(body):,}'} there)")
     return np.frombuffer(body, dtype=dt).reshape(dims).copy()
 
 
@@ -411,7 +500,7 @@ def _read_npz(p: Path, where: str, keys=NPZ_KEYS) -> dict:
                               "np.savez(PATH, x=..., y=..., input_shape=...)")
         raise ConfigError(f"{where}: cannot read it: not an .npz archive (np.savez writes a zip file; this is not one)")
     fmt = np.lib.format
-    arrays = {}
+    arrays, headers, total = {}, {}, 0
     try:
         with zipfile.ZipFile(p) as z:
             members = {i.filename[: -len(".npy")]: i for i in z.infolist() if i.filename.endswith(".npy")}
@@ -430,6 +519,11 @@ def _read_npz(p: Path, where: str, keys=NPZ_KEYS) -> dict:
                 if claimed > info.file_size:
                     raise ConfigError(f"{where}: array {key} claims shape {tuple(shape)} ({claimed:,} bytes) but holds "
                                       f"{info.file_size:,} bytes; the file is damaged")
+                headers[key] = (info, shape)
+                total += claimed
+            # all arrays' sizes are known from their headers: bounded before one byte of data is decompressed
+            check_size(total, where, f"its arrays ({', '.join(f'{k} {tuple(s)}' for k, (_, s) in headers.items())})")
+            for key, (info, _) in headers.items():
                 with z.open(info) as f:
                     arrays[key] = fmt.read_array(f, allow_pickle=False)
     except ConfigError:
