@@ -471,3 +471,83 @@ def test_a_bad_cifar_folder_is_one_config_error_naming_the_problem(tmp_path, how
     with pytest.raises(ConfigError, match=message):
         make_task("cifar10", {"data_dir": str(folder)})
     assert _peak(lambda: make_task("cifar10", {"data_dir": str(folder)})) < 50_000_000
+
+
+# -- a disk that fills up -------------------------------------------------------------------------------------------
+FULL = dict(task="mnist1d", width=8, depth=1, steps=1000, batch_size=50, eval_every=500, log_every=1, checkpoints=3,
+            track="none")
+
+
+@pytest.fixture(scope="module")
+def full_reference(tmp_path_factory, slow_setup):
+    out = tmp_path_factory.mktemp("full") / "run"
+    run_training(RunConfig(**FULL), out, progress=False)
+    return out
+
+
+def _file_size_limit(nbytes: int):
+    """Within the block, no file grows past ``nbytes`` (writes past it fail with EFBIG, as on a full disk)."""
+    import contextlib
+    import resource
+    import signal
+
+    @contextlib.contextmanager
+    def limited():
+        old = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old)
+            signal.signal(signal.SIGXFSZ, handler)
+
+    return limited()
+
+
+@pytest.mark.parametrize("limit", [32_000, 24_000], ids=["metrics-row", "inside-torch.save"])
+def test_a_disk_filling_up_stops_with_the_file_named_no_half_row_and_resume_is_identical(tmp_path, full_reference,
+                                                                                          limit):
+    """Files may grow to ``limit`` bytes only (as on a disk filling up). Before: a row cut by the limit stayed as a
+    half line and the OSError from closing metrics.jsonl replaced the message naming it (the metrics-row case); the
+    limit inside torch.save was already a StorageError and stays one."""
+    from probe.run.folder import StorageError
+
+    out = tmp_path / "r"
+    with _file_size_limit(limit), pytest.raises(StorageError) as e:
+        run_training(RunConfig(**FULL), out, progress=False)
+    msg = str(e.value)
+    assert ("metrics.jsonl" if limit == 32_000 else "step_") in msg and f"--resume {out}" in msg, msg
+    text = (out / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())  # no half row
+    run_training(RunConfig(**FULL), out, progress=False, resume=True)
+    assert (out / "metrics.jsonl").read_text() == (full_reference / "metrics.jsonl").read_text()
+    for s in (0, 1000):
+        a = torch.load(step_path(out, s), weights_only=True)["state_dict"]
+        b = torch.load(step_path(full_reference, s), weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_full_disk_reported_by_torchs_zip_writer_is_a_storage_error_and_resume_is_identical(tmp_path, monkeypatch,
+                                                                                                full_reference):
+    """Before: torch.save on a full disk raised RuntimeError("... unexpected pos 64 vs 0"), uncaught (a traceback).
+    Here torch.save writes part of step 1's file and fails as torch's zip writer does there."""
+    from probe.run.folder import StorageError
+
+    real = torch.save
+
+    def full_at_step_1(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 1:
+            f.write(b"PK\x03\x04" + bytes(60))
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                               "data/0: file write failed\nunexpected pos 64 vs 0")
+        return real(obj, f, *args, **kwargs)
+
+    out = tmp_path / "r"
+    monkeypatch.setattr(torch, "save", full_at_step_1)
+    with pytest.raises(StorageError, match=r"cannot write .*step_1\.pt .*is the disk full.*--resume"):
+        run_training(RunConfig(**FULL), out, progress=False)
+    monkeypatch.undo()
+    assert not list((out / "checkpoints").glob(".*")) and not step_path(out, 1).exists()
+    run_training(RunConfig(**FULL), out, progress=False, resume=True)
+    assert (out / "metrics.jsonl").read_text() == (full_reference / "metrics.jsonl").read_text()

@@ -48,7 +48,8 @@ def atomic_write(path: Path, write) -> None:
     The temporary name (``.NAME.tmp-PID``) is hidden and never matches ``step_*.pt``; a kill -9 can leave one
     behind, which :func:`remove_temp_files` clears."""
     path = Path(path)
-    special = special_file(path) if os.path.lexists(path) else None
+    special = special_file(path) if os.path.lexists(path) and not path.is_dir() else None  # (a folder: os.replace
+    # refuses it itself)
     if special:  # renaming over it would replace a device node or a pipe with a regular file
         raise OSError(errno.EINVAL, f"it is {special}, not a regular file; refused (give a file name)", str(path))
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")

@@ -654,6 +654,10 @@ def save(run: Run, step: int) -> Path:
     except OSError as e:
         raise StorageError(f"cannot write {path} ({e.strerror or e}); the checkpoints before it are kept, "
                            f"continue with --resume {run.out} once there is room") from None
+    except RuntimeError as e:  # torch's zip writer reports a failed write as "unexpected pos ..." (a full disk)
+        raise StorageError(f"cannot write {path} (the write failed: {first_line(e)}; is the disk full?); the "
+                           f"checkpoints before it are kept, continue with --resume {run.out} once there is "
+                           "room") from None
     for s, p in list_checkpoints(run.out):
         if s < step and s not in run.ckpt_steps:
             p.unlink(missing_ok=True)
