@@ -551,3 +551,55 @@ def test_a_full_disk_reported_by_torchs_zip_writer_is_a_storage_error_and_resume
     assert not list((out / "checkpoints").glob(".*")) and not step_path(out, 1).exists()
     run_training(RunConfig(**FULL), out, progress=False, resume=True)
     assert (out / "metrics.jsonl").read_text() == (full_reference / "metrics.jsonl").read_text()
+
+
+# -- stale locks ----------------------------------------------------------------------------------------------------
+def _old(path: Path) -> None:
+    import os
+
+    os.utime(path, (1, 1))  # written long ago: not one being written right now
+
+
+def test_a_stale_lock_of_invalid_utf8_is_taken_over(tmp_path):
+    """Before: reading it back during the take-over raised UnicodeDecodeError (a traceback)."""
+    from probe.run.folder import RunLock, lock_holder
+
+    (tmp_path / ".lock").write_bytes(b"\xff\xfe{pid: \x80}")
+    _old(tmp_path / ".lock")
+    assert lock_holder(tmp_path) == "an unreadable lock"
+    lock = RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == lock.info["pid"]
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+@pytest.mark.parametrize("how", ["a folder", "immutable"])
+def test_a_lock_that_cannot_be_taken_over_is_one_config_error(tmp_path, monkeypatch, how):
+    """Before: a .lock folder was renamed aside and then read as a file (IsADirectoryError); an immutable stale lock
+    (chattr +i: renaming it fails with EPERM) raised PermissionError; both tracebacks."""
+    import errno
+    import os
+
+    from probe.config import ConfigError
+    from probe.run.folder import RunLock
+
+    lock = tmp_path / ".lock"
+    if how == "a folder":
+        lock.mkdir()
+        (lock / "inside").write_text("kept")
+        message = "is a folder, not a lock probe wrote"
+    else:
+        lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname(), "start": None}))
+        _old(lock)
+        real = os.rename
+
+        def immutable(src, dst, *a, **k):
+            if Path(src) == lock:
+                raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+            return real(src, dst, *a, **k)
+
+        monkeypatch.setattr(os, "rename", immutable)
+        message = r"cannot take over the stale lock .*Operation not permitted.*remove it by hand"
+    with pytest.raises(ConfigError, match=message):
+        RunLock(tmp_path).acquire()
+    assert lock.exists() and (how != "a folder" or (lock / "inside").read_text() == "kept")

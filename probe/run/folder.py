@@ -463,6 +463,10 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                if self.path.is_dir() or (self.path.exists() and not self.path.is_file()):
+                    raise ConfigError(f"--out {self.out}: {self.path} is {'a folder' if self.path.is_dir() else 'not a file'}"
+                                      ", not a lock probe wrote; remove it if no probe process writes this run "
+                                      "folder") from None
                 raw, info = read_lock(self.out)
                 if info is None and raw is not None and time.time() - _mtime(self.path) < 10:
                     raise ConfigError(f"--out {self.out}: another process is taking the run folder's lock "
@@ -494,8 +498,14 @@ class RunLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return False  # someone else removed it: try again
+        except OSError as e:  # an immutable file, a read-only folder
+            raise ConfigError(f"--out {self.out}: cannot take over the stale lock {self.path} ({e.strerror or e}); "
+                              "remove it by hand if no probe process writes this run folder") from None
         try:
-            ours = aside.read_text() == raw
+            try:
+                ours = _read_text(aside) == raw
+            except OSError:
+                ours = False
             if not ours:
                 with contextlib.suppress(OSError):
                     os.link(aside, self.path)
@@ -525,14 +535,19 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _read_text(path: Path) -> str:
+    """A lock file's text; bytes that are not UTF-8 kept as surrogates, so any content compares exactly."""
+    return path.read_bytes().decode("utf-8", "surrogateescape")
+
+
 def read_lock(run_dir) -> tuple[str | None, dict | None]:
     """(raw text, parsed dict) of a run folder's lock; (None, None) when there is none, (raw, None) when it is
     not a lock probe wrote (or still being written)."""
     try:
-        raw = (Path(run_dir) / LOCK_FILE).read_text()
+        raw = _read_text(Path(run_dir) / LOCK_FILE)
     except FileNotFoundError:
         return None, None
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return "", None
     try:
         info = json.loads(raw)
