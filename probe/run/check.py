@@ -11,7 +11,11 @@ What is checked, in the order it is reported:
   checkpoint with the training state, holds step N, the run's config and geometry, finite weights (unless
   ``--on-nan continue``); the log-spaced steps up to the last are all there, step 0 included; a checkpoint off
   that schedule can only be the last (where an interrupt stopped the run);
-- ``reference.json`` (tracked runs that finished) is there and readable; leftover temporary files are noted.
+- ``reference.json`` (tracked runs that finished) is there and readable; leftover temporary files are noted;
+- what was written after the checkpoints: a metrics row past a scheduled checkpoint step (or ``reference.json``) is
+  written only once that checkpoint is on disk, so a scheduled checkpoint missing below them was deleted or lost
+  (:func:`_lost_checkpoints`); each checkpoint's optimizer, schedule, RNG and loss accumulator are checked as
+  ``--resume`` checks them (:func:`_training_state_problem`).
 
 Findings are ``ok``, ``note`` (worth knowing, nothing wrong) or ``problem``; :func:`check_run` returns them, the CLI
 prints them and exits 1 when there is a problem.
