@@ -379,6 +379,12 @@ def analyze(
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
+    from probe.run.checkpoint import special_file
+
+    for option, target in (("--json", json_file), ("--csv", csv_file), ("--fields", fields)):
+        what = special_file(target) if target is not None and target.exists() else None
+        if what or (target is not None and target.is_dir()):
+            raise ConfigError(f"{option} {target}: is {what or 'a folder'}, not a file; give a file name to write")
     if all_steps and (shape is not None or init is not None):
         raise ConfigError("--all-steps reads a probe run folder; --input-shape and --init are for outside checkpoints")
     # a terminal's width; piped to a file or another program, lines as long as the tables need (names never cut)

@@ -258,6 +258,13 @@ class Subject:
                 # an outside checkpoint's initial weights (--init) read with its own geometry
                 shape = None if self.config else (self.geometry.channels, *self.geometry.spatial)
                 src = read_source(path, shape, self.geometry.periodic)
+                other = None if self.init_path else _config_diff(self.config, src.config)
+                if other:  # another run's start (a checkpoint copied in from another seed): not this one's W_0
+                    self.notes.append(f"no init reference and no movement: {src.path} was written with another "
+                                      f"config than the checkpoint measured (differs in {', '.join(other)}), so it is "
+                                      "not this run's start")
+                    self._init = (None,)
+                    return None
                 try:
                     check_measurable(src)
                     layers = self.layers(src)
@@ -293,6 +300,11 @@ class Subject:
         The spectra (one eigendecomposition per layer and per Gaussian reference not yet kept) run on worker
         threads (:func:`probe.metrics.spectral.background_spectra`) while this thread computes the other measures."""
         check_measurable(source)
+        other = _config_diff(self.config, source.config)
+        if other:  # --all-steps: model, task and step-0 weights are those of the run's first checkpoint
+            raise WeightsRefused(f"checkpoint {source.path}: written with another config than the run's first "
+                                 f"checkpoint (differs in {', '.join(other)}): another run's checkpoint, not measured "
+                                 "against this run's start")
         with background_spectra():
             init = self._init_state()  # first: it loads the step-0 weights into the model
             if delta and init is None:
@@ -401,7 +413,7 @@ class Subject:
             if init and init[2]:
                 rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items()
                                                    if not k.endswith("_random") and "@" not in k}
-        if init is None and self.config is not None:
+        if init is None and self.config is not None and not any("not this run's start" in n for n in self.notes):
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
         if init is None and self.config is None:
             rep.notes.append("no init reference and no movement: give the initial weights with --init FILE")
@@ -471,6 +483,14 @@ def _split_at(names: list, heavy: str) -> list[list]:
         return [names] if names else []
     i = names.index(heavy)
     return [g for g in (names[:i], [heavy], names[i + 1:]) if g]
+
+
+def _config_diff(a, b) -> list[str]:
+    """The RunConfig fields (but the device) in which two probe checkpoints' configs differ; [] when either is None."""
+    if a is None or b is None:
+        return []
+    da, db = a.to_dict(), b.to_dict()
+    return [k for k in da if k != "device" and da[k] != db.get(k)]
 
 
 def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:

@@ -11,7 +11,11 @@ What is checked, in the order it is reported:
   checkpoint with the training state, holds step N, the run's config and geometry, finite weights (unless
   ``--on-nan continue``); the log-spaced steps up to the last are all there, step 0 included; a checkpoint off
   that schedule can only be the last (where an interrupt stopped the run);
-- ``reference.json`` (tracked runs that finished) is there and readable; leftover temporary files are noted.
+- ``reference.json`` (tracked runs that finished) is there and readable; leftover temporary files are noted;
+- what was written after the checkpoints: a metrics row past a scheduled checkpoint step (or ``reference.json``) is
+  written only once that checkpoint is on disk, so a scheduled checkpoint missing below them was deleted or lost
+  (:func:`_lost_checkpoints`); each checkpoint's optimizer, schedule, RNG and loss accumulator are checked as
+  ``--resume`` checks them (:func:`_training_state_problem`).
 
 Findings are ``ok``, ``note`` (worth knowing, nothing wrong) or ``problem``; :func:`check_run` returns them, the CLI
 prints them and exits 1 when there is a problem.
@@ -87,10 +91,11 @@ def check_run(run_dir) -> CheckReport:
     last = ckpts[-1][0] if ckpts else None
     if cfg is not None:
         _metrics(rep, cfg, last)
-    _checkpoints(rep, cfg, geometry, ckpts)
+    lost = _lost_checkpoints(rep, cfg, ckpts) if cfg is not None else False
+    _checkpoints(rep, cfg, geometry, ckpts, lost)
     if cfg is not None:
-        rep.state = "done" if last == cfg.steps else "partial, `probe train --resume` continues it" if ckpts else \
-            "fresh, no checkpoint yet"
+        rep.state = "checkpoints lost" if lost else "done" if last == cfg.steps else \
+            "partial, `probe train --resume` continues it" if ckpts else "fresh, no checkpoint yet"
         _references(rep, cfg, last)
     temps = [p.relative_to(run) for folder in (run, run / "checkpoints") if folder.is_dir()
              for p in folder.glob(f".*{TEMP_MARK}*")]
@@ -186,14 +191,51 @@ def _metrics(rep: CheckReport, cfg: RunConfig, last: int | None) -> None:
     if nonfinite:
         level = NOTE if cfg.on_nan == "continue" or nonfinite[0] == steps[-1] else PROBLEM
         rep.add(level, METRICS_FILE, f"the loss is NaN or inf from step {nonfinite[0]} (training diverged)")
+    from probe.run.folder import DAMAGED_FILE
+
+    if (rep.run / DAMAGED_FILE).is_file():
+        rep.add(NOTE, METRICS_FILE, f"damaged lines that `probe train --resume` kept aside are in {DAMAGED_FILE}")
     if not (bad or repeated or disorder or (last is not None and missing)):
         span = f", steps {steps[0]}..{steps[-1]}" if steps else ""
         rep.add(OK, METRICS_FILE, f"{len(rows)} rows{span}, none missing or repeated")
 
 
-def _checkpoints(rep: CheckReport, cfg: RunConfig | None, geometry: dict | None, ckpts) -> None:
+def _lost_checkpoints(rep: CheckReport, cfg: RunConfig, ckpts) -> bool:
+    """Cross-check the checkpoints against what the run wrote after them: a row of metrics.jsonl at a step past a
+    scheduled checkpoint step k is written only once checkpoint k is on disk (row 0 comes before step_0.pt, but
+    any later row after it), and reference.json only after the last checkpoint. A scheduled checkpoint missing
+    below that evidence was deleted (or ``checkpoints/`` replaced): a problem, whatever else is there. Returns
+    whether one is."""
+    folder = rep.run / "checkpoints"
+    if folder.exists() and not folder.is_dir():
+        rep.add(PROBLEM, "checkpoints", "is not a folder (replaced by a file?): the run's checkpoints are gone")
+    from probe.run.folder import read_metrics
+    from probe.run.tracking import REFERENCE_FILE
+
+    rows = read_metrics(rep.run)
+    reached = max((r["step"] for r in rows), default=-1)  # checkpoints scheduled below it were written
+    evidence = f"metrics.jsonl has rows up to step {reached}, written after them"
+    try:
+        ref = json.loads((rep.run / REFERENCE_FILE).read_text())
+        ref_step = ref.get("step") if isinstance(ref, dict) else None
+    except (OSError, ValueError, RecursionError):
+        ref_step = None
+    if isinstance(ref_step, int) and not isinstance(ref_step, bool) and ref_step >= reached:
+        reached = ref_step + 1  # written after its step's checkpoint
+        evidence = f"{REFERENCE_FILE} was written after the checkpoint of step {ref_step}"
+    have = {s for s, _ in ckpts}
+    last = max(have, default=-1)  # (missing ones below the last checkpoint: _checkpoints reports them)
+    gone = [s for s in checkpoint_steps(cfg.steps, cfg.checkpoints) if last < s < reached]
+    if not gone:
+        return False
+    rep.add(PROBLEM, "checkpoints", f"step(s) {_few(gone)} missing though {evidence}: deleted or lost")
+    return True
+
+
+def _checkpoints(rep: CheckReport, cfg: RunConfig | None, geometry: dict | None, ckpts, lost: bool = False) -> None:
     if not ckpts:
-        rep.add(NOTE, "checkpoints", "none yet")
+        if not lost:
+            rep.add(NOTE, "checkpoints", "none yet")
         return
     cfg_dict = cfg.to_dict() if cfg is not None else None
     verified, unverified, broken = 0, 0, 0
@@ -211,6 +253,8 @@ def _checkpoints(rep: CheckReport, cfg: RunConfig | None, geometry: dict | None,
             broken += 1
             continue
         problem = _checkpoint_problem(ck, step, cfg, cfg_dict, geometry)
+        if problem is None and cfg is not None:
+            problem = _training_state_problem(rep, ck, step, cfg, path)
         if problem:
             rep.add(PROBLEM, what, problem)
             broken += 1
@@ -259,6 +303,48 @@ def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | N
         if bad:
             return f"{bad[0]} holds NaN or inf"
     return None
+
+
+def _training_state_problem(rep: CheckReport, ck: dict, step: int, cfg: RunConfig, path: Path) -> str | None:
+    """What keeps the training state of ``ck`` (optimizer, schedule, RNG, loss accumulator) from continuing the
+    run, checked as ``--resume`` checks it (:func:`probe.run.folder.check_resume_state`) against the model, optimizer
+    and schedule rebuilt from config.json without the task's data; None when it fits, or when the model cannot be
+    rebuilt without the data (then a note says so, once)."""
+    from probe.analysis.load import Source, _task_shells
+    from probe.geometry import Geometry
+    from probe.models import build_model
+    from probe.run.checkpoint import state_dict_mismatch
+    from probe.run.folder import Run, check_resume_state
+    from probe.run.loop import lr_lambda, make_optimizer
+
+    if not hasattr(rep, "_model"):
+        rep._model = None
+        try:
+            source = Source(path, ck["state_dict"], Geometry.from_dict(ck["geometry"]), step, cfg, rep.run)
+            with torch.random.fork_rng(devices=[]):
+                for shell in _task_shells(source):
+                    try:
+                        model = build_model(cfg.model, shell, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
+                    except (RuntimeError, ValueError, KeyError, TypeError, ConfigError):
+                        continue
+                    if state_dict_mismatch(model, ck["state_dict"]) is None:
+                        rep._model = model
+                        break
+        except (KeyError, TypeError, ValueError, OSError):
+            pass
+        if rep._model is None:
+            rep.add(NOTE, "checkpoints", "optimizer, schedule and random state not checked: the model could not be "
+                                         "rebuilt from the config without the task's data")
+    if rep._model is None:
+        return None
+    device = torch.device("cpu")
+    optimizer = make_optimizer(rep._model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    run = Run(cfg, rep.run, None, rep._model, optimizer, scheduler, device)
+    try:
+        return check_resume_state(run, ck, step)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        return f"its training state is malformed ({first_line(e)})"
 
 
 def _references(rep: CheckReport, cfg: RunConfig, last: int | None) -> None:

@@ -9,11 +9,14 @@ A checkpoint also holds ``checksums`` (docs/design.md §5.2): a CRC-32 of every 
 (``state_dict/layers.0.weight``, ``optimizer/state/0/exp_avg``), and one of everything else (config, step,
 numbers), verified by :func:`load_checkpoint`, so a flipped bit is reported by name instead of being read as a
 weight of 5.7e37. The key was added without changing the format's version: checkpoints written before it (no
-``checksums``) still load, unverified.
+``checksums``) still load, unverified, but only when they hold nothing but the keys written then
+(:data:`UNVERIFIED_KEYS`): a changed byte in the name ``checksums`` leaves a key probe never writes, and the file
+is refused rather than read as an old, unverified one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -30,6 +33,9 @@ FORMAT = "probe-checkpoint"
 VERSION = 1  # checksums are an added key: checkpoints without one (written before them) load, unverified
 TEMP_MARK = ".tmp-"
 CHECKSUMS = "checksums"
+# the keys of a checkpoint written before checksums existed: only such a one loads unverified
+UNVERIFIED_KEYS = ("format", "version", "config", "geometry", "task_info", "model", "state_dict", "step", "optimizer",
+                   "scheduler", "rng", "loss_accum")
 
 
 class CheckpointError(ValueError):
@@ -37,10 +43,15 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``. A ``path``
+    that is a device, a named pipe or a socket is refused (OSError, EINVAL) before anything is written.
     The temporary name (``.NAME.tmp-PID``) is hidden and never matches ``step_*.pt``; a kill -9 can leave one
     behind, which :func:`remove_temp_files` clears."""
     path = Path(path)
+    special = special_file(path) if os.path.lexists(path) and not path.is_dir() else None  # (a folder: os.replace
+    # refuses it itself)
+    if special:  # renaming over it would replace a device node or a pipe with a regular file
+        raise OSError(errno.EINVAL, f"it is {special}, not a regular file; refused (give a file name)", str(path))
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -189,6 +200,14 @@ def verify_checksums(obj: dict) -> str | None:
     One written before checksums existed has none and passes."""
     stored = obj.get(CHECKSUMS)
     if stored is None:
+        # only a checkpoint that has nothing but the keys written before checksums existed passes unverified: one
+        # whose key ``checksums`` was damaged (a byte changed in its name) has a key probe never writes instead
+        unknown = [k for k in obj if k not in UNVERIFIED_KEYS]
+        if unknown:
+            return (f"it has no checksums but a key probe never writes ({str(unknown[0])[:40]!r}): a checkpoint "
+                    "written with checksums whose key is damaged or edited; refused")
+        if obj.get("version") != 1:
+            return f"it has no checksums and version {obj.get('version')!r}: damaged or edited; refused"
         return None
     if not (isinstance(stored, dict) and stored.get("algorithm") == "crc32" and isinstance(stored.get("tensors"), dict)):
         return "its checksums are unreadable (damaged or edited)"

@@ -129,28 +129,47 @@ def first_line(e: BaseException) -> str:
 METRICS_FILE = "metrics.jsonl"
 
 
+DAMAGED_FILE = "metrics.damaged.txt"  # lines of metrics.jsonl that are not rows, kept aside by --resume
+
+
+def _metrics_row(line: str):
+    """The row of one metrics.jsonl line, or None when it is not a JSON object with an integer ``step`` >= 0."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
+            and row["step"] >= 0):
+        return None
+    return row
+
+
 def read_metrics(run_dir) -> list[dict]:
-    """The rows of a run's metrics.jsonl in order ([] when there is none); a row cut short by a crash (or any line
-    that is not a JSON object with an integer ``step`` >= 0), and every row after it, is left out (resuming drops
-    them the same way; ``probe check`` reports them)."""
+    """The rows of a run's metrics.jsonl in order ([] when there is none). A line that is not a JSON object with an
+    integer ``step`` >= 0 (a row cut short by a crash, a damaged byte) is skipped, never the good rows around it
+    (``probe check`` reports it; ``--resume`` keeps it aside in :data:`DAMAGED_FILE`)."""
+    return _read_metrics_lines(run_dir)[0]
+
+
+def _read_metrics_lines(run_dir) -> tuple[list[dict], list[str]]:
+    """(rows, damaged lines) of a run's metrics.jsonl; the last line cut short by a crash (no newline after it)
+    counts as neither: it is the row a crash interrupted, which a resumed run writes again."""
     p = Path(run_dir) / METRICS_FILE
-    rows = []
+    rows, damaged = [], []
     try:
         text = p.read_text(errors="replace") if p.is_file() else ""
     except OSError:
         text = ""
-    for line in text.splitlines():
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            break
-        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
-                and row["step"] >= 0):
-            break
-        rows.append(row)
-    return rows
+        row = _metrics_row(line)
+        if row is not None:
+            rows.append(row)
+        elif i < len(lines) - 1:  # a whole line (a newline follows it) that is not a row
+            damaged.append(line)
+    return rows, damaged
 
 
 def last_values(run_dir) -> dict:
@@ -251,7 +270,20 @@ def restore(run: Run) -> None:
     run.resumed = True
     metrics = run.out / METRICS_FILE
     if metrics.exists():
-        keep = [json.dumps(r) for r in read_metrics(run.out) if r.get("step", math.inf) <= run.step]
+        rows, damaged = _read_metrics_lines(run.out)
+        if damaged:  # kept aside, never dropped: they are reported and can be read there
+            aside = run.out / DAMAGED_FILE
+            try:
+                with open(aside, "a", errors="replace") as f:
+                    f.write("".join(line + "\n" for line in damaged))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StorageError(f"cannot write {aside} ({e.strerror or e}): {METRICS_FILE} holds {len(damaged)} "
+                                   "damaged line(s) that resuming would keep there; nothing was changed") from None
+            log.warning(f"note: {metrics}: {len(damaged)} damaged line(s) (not a row with an integer step) moved to "
+                        f"{aside}; the good rows around them are kept")
+        keep = [json.dumps(r) for r in rows if r.get("step", math.inf) <= run.step]
         atomic_write(metrics, lambda f: f.write("".join(r + "\n" for r in keep).encode()))
 
 
@@ -431,6 +463,10 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                if self.path.is_dir() or (self.path.exists() and not self.path.is_file()):
+                    raise ConfigError(f"--out {self.out}: {self.path} is {'a folder' if self.path.is_dir() else 'not a file'}"
+                                      ", not a lock probe wrote; remove it if no probe process writes this run "
+                                      "folder") from None
                 raw, info = read_lock(self.out)
                 if info is None and raw is not None and time.time() - _mtime(self.path) < 10:
                     raise ConfigError(f"--out {self.out}: another process is taking the run folder's lock "
@@ -462,8 +498,14 @@ class RunLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return False  # someone else removed it: try again
+        except OSError as e:  # an immutable file, a read-only folder
+            raise ConfigError(f"--out {self.out}: cannot take over the stale lock {self.path} ({e.strerror or e}); "
+                              "remove it by hand if no probe process writes this run folder") from None
         try:
-            ours = aside.read_text() == raw
+            try:
+                ours = _read_text(aside) == raw
+            except OSError:
+                ours = False
             if not ours:
                 with contextlib.suppress(OSError):
                     os.link(aside, self.path)
@@ -493,14 +535,19 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _read_text(path: Path) -> str:
+    """A lock file's text; bytes that are not UTF-8 kept as surrogates, so any content compares exactly."""
+    return path.read_bytes().decode("utf-8", "surrogateescape")
+
+
 def read_lock(run_dir) -> tuple[str | None, dict | None]:
     """(raw text, parsed dict) of a run folder's lock; (None, None) when there is none, (raw, None) when it is
     not a lock probe wrote (or still being written)."""
     try:
-        raw = (Path(run_dir) / LOCK_FILE).read_text()
+        raw = _read_text(Path(run_dir) / LOCK_FILE)
     except FileNotFoundError:
         return None, None
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return "", None
     try:
         info = json.loads(raw)
@@ -523,7 +570,7 @@ def lock_holder(run_dir) -> str | None:
 
 # files a run folder holds: the run's own, and what sweeps and procedures put beside them (docs/design.md §5.1)
 RUN_ENTRIES = ("config.json", "task.json", METRICS_FILE, "reference.json", "checkpoints")
-COMPANION_ENTRIES = ("sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json", "interpolation.json",
+COMPANION_ENTRIES = (DAMAGED_FILE, "sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json", "interpolation.json",
                      "stages", "mask.pt", "rewind.pt", "layout.json")
 
 
@@ -622,6 +669,10 @@ def save(run: Run, step: int) -> Path:
     except OSError as e:
         raise StorageError(f"cannot write {path} ({e.strerror or e}); the checkpoints before it are kept, "
                            f"continue with --resume {run.out} once there is room") from None
+    except RuntimeError as e:  # torch's zip writer reports a failed write as "unexpected pos ..." (a full disk)
+        raise StorageError(f"cannot write {path} (the write failed: {first_line(e)}; is the disk full?); the "
+                           f"checkpoints before it are kept, continue with --resume {run.out} once there is "
+                           "room") from None
     for s, p in list_checkpoints(run.out):
         if s < step and s not in run.ckpt_steps:
             p.unlink(missing_ok=True)

@@ -197,7 +197,9 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
     threshold = cfg.beta_lasso * cfg.l1
     kept = read_metrics(run.out) if run.resumed else []
     last_row: dict = (kept or [{}])[-1]  # a finished resumed run: its end
-    metrics_f = open(run.out / METRICS_FILE, "a")
+    # unbuffered: each row goes to the file in one write of its own, so nothing is left to flush at close (a full
+    # disk fails in log(), where the file is named, not later in close()), and a row cut short is cut back
+    metrics_f = open(run.out / METRICS_FILE, "ab", buffering=0)
     bar = Progress(cfg.steps, f"{cfg.model} on {cfg.task}", "step", run.step, enabled=progress)
     t0, step0 = time.perf_counter(), run.step
 
@@ -227,12 +229,19 @@ def train(run: Run, hooks=(), progress: bool = True, on_log=None) -> dict:
         for hook in hooks:
             row.update(hook(step, raw_model(model)))
         bad = [k for k in ("train_loss", "test_loss") if k in row and not math.isfinite(row[k])]
+        line = memoryview((json.dumps(row) + "\n").encode())
+        start = None
         try:
-            metrics_f.write(json.dumps(row) + "\n")
-            metrics_f.flush()
+            start = os.lseek(metrics_f.fileno(), 0, os.SEEK_END)
+            while line:  # a raw write may take part of the line (a disk filling up): write the rest
+                line = line[metrics_f.write(line):]
         except OSError as e:
-            raise StorageError(f"cannot write {run.out / METRICS_FILE} ({e.strerror or e}); the checkpoints are "
-                               f"kept, continue with --resume {run.out} once there is room") from None
+            if start is not None:  # no half row stays: cut the file back to the rows before this one
+                with contextlib.suppress(OSError):
+                    os.ftruncate(metrics_f.fileno(), start)
+            raise StorageError(f"cannot write {run.out / METRICS_FILE} ({e.strerror or e}); its rows and the "
+                               f"checkpoints so far are kept, continue with --resume {run.out} once there is "
+                               "room") from None
         if bad and cfg.on_nan == "stop":
             raise diverged(run, f"{bad[0]} became {row[bad[0]]} at step {step}")
         if on_log:

