@@ -189,7 +189,12 @@ def _task_shells(source: Source):
 
     geo = source.geometry
     meta_file = source.run_dir / "task.json" if source.run_dir else None
-    meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
+    if meta_file and meta_file.is_file():
+        from probe.run.folder import read_json_file
+
+        meta = read_json_file(meta_file, "the run's task")
+    else:
+        meta = {}
     rows = [v.shape[0] for v in source.state_dict.values() if torch.is_tensor(v) and v.dim() == 2][-1:] or [1]
     T = geo.spatial[0]
     counts = [meta["n_outputs"]] if "n_outputs" in meta else [rows[0], max(1, rows[0] // T)]

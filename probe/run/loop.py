@@ -168,6 +168,12 @@ def setup(cfg: RunConfig, out: Path, task: Task | None = None) -> Run:
         raise ConfigError(f"model {cfg.model}{_opts(cfg)} cannot be built ({first_line(e)})") from None
     task.to(device)
     cfg = effective_config(cfg, task)  # a batch larger than the training set trains (and is recorded) as full batch
+    from probe.bounds import check_model_size
+    from probe.models import model_specs
+
+    spec = model_specs()[cfg.model]
+    check_model_size(cfg.model, task.n_inputs, task.n_outputs, cfg.width, cfg.depth,
+                     {**spec.options(), **cfg.model_opts}, cfg.batch_size)
     _check_forward(model, task, cfg)
     opt = make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -319,6 +325,16 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     out = Path(out)
     if not resume and list_checkpoints(out):  # cheap, before the task is built; checked again under the lock
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
+    from probe.run.checkpoint import special_file
+
+    for name in ("config.json", "task.json", "metrics.jsonl", "reference.json", "checkpoints"):
+        p = out / name  # a file a run writes replaced by a folder (or the folder by a file): nothing could be written
+        if not p.exists():
+            continue
+        kind = "a folder" if p.is_dir() else special_file(p)
+        if (name == "checkpoints") != (kind == "a folder") or (name != "checkpoints" and kind):
+            raise ConfigError(f"{p}: is {kind or 'a file'}, where the run keeps its {name}; move it away to "
+                              f"{'continue' if resume else 'train'} here")
     from probe.run.tracking import check_tracking, tracking_hooks
 
     check_tracking(cfg)  # a bad --track fails before anything is built or written
