@@ -225,3 +225,34 @@ def test_check_reads_a_config_nested_too_deeply_as_a_problem(finished_run, tmp_p
     (run / "config.json").write_text("[" * 100_000)
     rep = check_run(run)
     assert not rep.ok and any("config.json" in line for line in rep.lines())
+
+
+# -- item 15: analyze on weights that are not this run's --------------------------------------------------------
+def test_a_state_dict_with_integer_keys_is_one_line(tmp_path):
+    """Before: AttributeError ('int' object has no attribute 'endswith')."""
+    from probe.analysis.load import read_source
+
+    torch.save({0: torch.zeros(16, 40), 1: torch.zeros(10, 16)}, tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match="keys are not all parameter names \\(a key 0\\)"):
+        read_source(tmp_path / "sd.pt", (1, 40))
+
+
+@pytest.mark.slow
+def test_a_wider_checkpoint_in_a_run_folder_is_measured_without_the_folders_start(finished_run, tmp_path):
+    """Before: a width-32 checkpoint as the last step of a width-16 run raised load_state_dict's size mismatch
+    from the step-0 init reference. Now: measured, with no init reference and a note naming the mismatch;
+    --all-steps (one model for every step) refuses in one line naming the file."""
+    from probe.analysis.report import analyze_checkpoint, analyze_steps
+    from probe.run.loop import run_training
+
+    run = _copy(finished_run, tmp_path)
+    wide = tmp_path / "wide"
+    run_training(RunConfig(task="mnist1d", width=32, depth=1, steps=2, checkpoints=2, eval_every=1, log_every=1),
+                 wide, progress=False)
+    (run / "checkpoints" / "step_20.pt").write_bytes((wide / "checkpoints" / "step_2.pt").read_bytes())
+    rep = analyze_checkpoint(run, data=False)
+    assert rep.step == 2 and "init" not in rep.reference or not rep.reference.get("init")
+    assert any("no init reference" in n and "(16, 40)" in n for n in rep.notes)
+    assert not any("no step-0 checkpoint" in n for n in rep.notes)
+    with pytest.raises(CheckpointError, match="step_20.pt: its weights do not fit this model"):
+        analyze_steps(run, data=False)
