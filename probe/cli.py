@@ -572,7 +572,11 @@ def figures(
 
 
 def main():
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while modules load, or at exit)
+        err.print("interrupted", markup=False, highlight=False)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -256,3 +256,74 @@ def test_a_wider_checkpoint_in_a_run_folder_is_measured_without_the_folders_star
     assert not any("no step-0 checkpoint" in n for n in rep.notes)
     with pytest.raises(CheckpointError, match="step_20.pt: its weights do not fit this model"):
         analyze_steps(run, data=False)
+
+
+# -- item 16: damaged sweep folders, long names ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep_folder(tmp_path_factory, slow_setup):
+    from probe.sweep import execute, spec as sw
+
+    out = tmp_path_factory.mktemp("sweep") / "sw"
+    s = sw.expand({"name": "ok", "base": {"task": "mnist1d", "steps": 2, "width": 8, "depth": 1, "checkpoints": 2}})
+    execute.run_sweep(s, out, "local", 1, {}, None)
+    return s, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["not json", "[1]", '{"runs": 5, "columns": []}', '{"runs": [{"name": 3}]}'])
+def test_a_damaged_sweep_json_is_one_line(sweep_folder, tmp_path, text):
+    """Before: JSONDecodeError, AttributeError, TypeError or KeyError from the restart and from --summary."""
+    import shutil
+
+    from probe.sweep import execute, summary
+
+    s, src = sweep_folder
+    out = tmp_path / "sw"
+    shutil.copytree(src, out)
+    (out / "sweep.json").write_text(text)
+    with pytest.raises(ConfigError, match="sweep.json"):
+        summary.summarize(out)
+    with pytest.raises(ConfigError, match="sweep.json: damaged|holds sweep None"):  # an object: another sweep's
+        execute.prepare(s, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["not json", "[1]", '{"config": 5}'])
+def test_a_damaged_sweep_run_json_is_one_line_and_the_run_is_kept(sweep_folder, tmp_path, text):
+    """Before: JSONDecodeError / TypeError / AttributeError when the sweep was started again."""
+    import shutil
+
+    from probe.sweep import execute
+
+    s, src = sweep_folder
+    out = tmp_path / "sw"
+    shutil.copytree(src, out)
+    (out / "run" / "sweep_run.json").write_text(text)
+    with pytest.raises(ConfigError, match="sweep_run.json: damaged"):
+        execute.prepare(s, out)
+    assert sorted(p.name for p in (out / "run" / "checkpoints").iterdir()) == ["step_0.pt", "step_2.pt"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["[1]", '{"measures": "abc"}'])
+def test_summary_skips_a_procedure_or_result_json_of_the_wrong_kind(sweep_folder, tmp_path, text):
+    """Before: --summary raised AttributeError ('list' has no get) or on a string's items."""
+    import shutil
+
+    from probe.sweep import summary
+
+    _, src = sweep_folder
+    out = tmp_path / "sw"
+    shutil.copytree(src, out)
+    (out / "run" / "procedure.json").write_text(text)
+    (out / "run" / "result.json").write_text(text)
+    df = summary.summarize(out)
+    assert list(df["run"]) == ["run"] and "test_acc" in df.columns
+
+
+def test_an_out_name_over_255_bytes_is_one_line(tmp_path):
+    """Before: OSError (File name too long) from inside training."""
+    from probe.run.loop import run_training
+
+    with pytest.raises(ConfigError, match="a name of 256 bytes"):
+        run_training(RunConfig(steps=1), tmp_path / ("a" * 256), progress=False)

@@ -323,6 +323,12 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
         on_log: ``on_log(row)`` after each metrics row is written (logging integrations).
     """
     out = Path(out)
+    long = [part for part in out.parts if len(part.encode()) > 240]  # 255 bytes on most filesystems, less a temp suffix
+    if long:
+        raise ConfigError(f"--out {str(out)[:60]}...: a name of {len(long[0].encode())} bytes (most filesystems take "
+                          "255, and probe adds a temporary suffix); choose a shorter --out")
+    if len(str(out.resolve()).encode()) > 4000:
+        raise ConfigError(f"--out {str(out)[:60]}...: a path of over 4000 bytes; choose a shorter --out")
     if not resume and list_checkpoints(out):  # cheap, before the task is built; checked again under the lock
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
     from probe.run.checkpoint import special_file
