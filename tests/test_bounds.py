@@ -327,3 +327,44 @@ def test_an_out_name_over_255_bytes_is_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match="a name of 256 bytes"):
         run_training(RunConfig(steps=1), tmp_path / ("a" * 256), progress=False)
+
+
+# -- item 17: signals at the edges ----------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["write_run_files", "finish"])
+def test_sigterm_outside_the_training_loop_exits_143_with_a_line(tmp_path, where):
+    """Before: SIGTERM while the run files were written, or while reference.json was written after the last
+    checkpoint, killed the process with no line (exit -15, not 143): training's handler covers the loop only."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import probe.run.loop as loop, probe.run.tracking as tracking
+        where = {where!r}
+        if where == "write_run_files":
+            real = loop.write_run_files
+            def patched(run):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return real(run)
+            loop.write_run_files = patched
+        else:
+            real = tracking.tracking_hooks
+            def hooks(run):
+                out = list(real(run))
+                class Dying:
+                    def __call__(self, step, model):
+                        return {{}}
+                    def finish(self, model):
+                        os.kill(os.getpid(), signal.SIGTERM)
+                return [*out, Dying()]
+            tracking.tracking_hooks = hooks
+        sys.argv = ["probe", "train", "--task", "mnist1d", "--width", "8", "--depth", "1", "--steps", "4",
+                    "--checkpoints", "2", "-q", "--out", {str(tmp_path / "r")!r}]
+        from probe.cli import main
+        main()
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 143, (r.returncode, r.stderr[-500:])
+    assert "Traceback" not in r.stderr and r.stderr.strip().splitlines()[-1].startswith("interrupted")
