@@ -197,6 +197,7 @@ def a_ckpt_crafted(base, rng, kind, command):
         for _ in range(rng.randint(150, 900)):
             x = [x]
         ck["junk"] = x
+        sys.setrecursionlimit(10_000)  # for torch.save's pickler, writing the attack
     elif kind == "self-list":
         x.append(x)
         ck["junk"] = x
