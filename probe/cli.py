@@ -94,7 +94,7 @@ def clean_errors(fn):
         except KeyboardInterrupt as e:  # train raises TrainingInterrupted, which says where it saved
             if getattr(e, "path", None) is None:
                 say("interrupted")
-                raise typer.Exit(130) from None
+                raise typer.Exit(128 + getattr(e, "signum", 2)) from None
             import signal
 
             run_dir = Path(e.path).parent.parent
@@ -579,8 +579,25 @@ def figures(
         console.print(str(p), highlight=False, soft_wrap=True)
 
 
+def _terminated(signum, frame):
+    """SIGTERM outside training's own handler (while the task is built, while reference.json is written): an
+    interrupt like Ctrl-C's, so that the command exits 143 with a line instead of being killed without one."""
+    e = KeyboardInterrupt()
+    e.signum = signum
+    raise e
+
+
 def main():
-    app()
+    import signal
+
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        app()
+    except KeyboardInterrupt as e:  # Ctrl-C outside a command's own handling (while modules load, or at exit)
+        err.print("interrupted", markup=False, highlight=False)
+        sys.exit(128 + getattr(e, "signum", 2))
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

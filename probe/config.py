@@ -31,6 +31,8 @@ LOGGERS = ("none", "tensorboard")
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch's and the seeded streams (probe/seeding.py) take it too
 MAX_DEPTH = 1000  # hidden layers
 MAX_CHECKPOINTS = 10_000
+MAX_COUNT = 10**12  # steps, batch size, intervals: far past any run, and safe in int64 and float64 arithmetic
+MAX_THREADS = 1024  # torch CPU threads (OpenMP aborts the process at some 10^5)
 
 
 def _or(choices) -> str:
@@ -163,6 +165,11 @@ def check_config(c: RunConfig) -> None:
     for name in ("depth", "warmup", "track_every", "threads"):
         if getattr(c, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(c, name)}")
+    for name in ("steps", "batch_size", "eval_every", "log_every", "warmup", "track_every"):
+        if getattr(c, name) > MAX_COUNT:
+            raise ConfigError(f"--{name.replace('_', '-')} must be <= {MAX_COUNT:.0e}; got {getattr(c, name)}")
+    if c.threads > MAX_THREADS:
+        raise ConfigError(f"--threads must be <= {MAX_THREADS}; got {c.threads}")
     if c.depth > MAX_DEPTH:
         raise ConfigError(f"--depth must be <= {MAX_DEPTH}; got {c.depth}")
     if c.checkpoints > MAX_CHECKPOINTS:
@@ -212,7 +219,11 @@ def load_config_file(path: str | Path) -> dict:
         text = p.read_text()
         d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
     except (ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {p}: cannot parse ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"config file {p}: cannot parse ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p}: nested too deeply to read (a damaged or crafted file)") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p}: cannot read it ({e.strerror or e})") from None
     if not isinstance(d, dict):
         raise ConfigError(f"config file {p}: expected a table of config keys")
     return {k.replace("-", "_"): v for k, v in d.items()}

@@ -222,7 +222,7 @@ BAD_OPTIONS = [
     (["--task-opt", "nonsense"], "error: --task-opt expects KEY=VALUE"),
     (["--model-opt", "colour=3"], "error: model mlp: unknown model option(s) colour; valid options: "),
     (["--model", "cnn", "--model-opt", "kernel=wide"], "error: model cnn: option kernel must be int"),
-    (["--model", "cnn", "--model-opt", "channels=-2"], "error: model cnn with options {'channels': -2} cannot be built"),
+    (["--model", "cnn", "--model-opt", "channels=-2"], "error: model cnn: stride and channels must be >= 1"),
     (["--width", "0"], "error: --width must be a positive integer; got 0"),
     (["--width", "-4"], "error: --width must be a positive integer; got -4"),
     (["--steps", "0"], "error: --steps must be a positive integer; got 0"),

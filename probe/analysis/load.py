@@ -87,6 +87,9 @@ def read_source(path, input_shape=None, periodic: bool = False) -> Source:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         return Source(path, sd, geo, step, cfg, run_dir)
     obj = unwrap_state_dict(obj)
+    if isinstance(obj, Mapping) and not all(isinstance(k, str) for k in obj):
+        raise CheckpointError(f"checkpoint {path}: its keys are not all parameter names (a key "
+                              f"{next(k for k in obj if not isinstance(k, str))!r}); a state_dict maps names to tensors")
     if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path}: neither a probe checkpoint nor a state_dict of tensors (nor one "
                               f"under {', '.join(repr(k) for k in WRAPPER_KEYS)})")
@@ -169,7 +172,11 @@ def plain_layers(state_dict: dict, geometry: Geometry | None = None) -> dict[str
 
 
 def model_layers(model: torch.nn.Module, state_dict: dict) -> dict[str, np.ndarray]:
-    """Load ``state_dict`` into ``model`` and return its layers with the dense first layer first (module docstring)."""
+    """Load ``state_dict`` into ``model`` and return its layers with the dense first layer first (module docstring);
+    CheckpointError naming the keys when the weights do not fit the model (another run's checkpoint)."""
+    bad = state_dict_mismatch(model, state_dict)
+    if bad:
+        raise CheckpointError(f"its weights do not fit this model ({bad})")
     model.load_state_dict(state_dict)
     dense = _numpy(model.first_layer_dense())
     source = next(k for k, v in state_dict.items() if torch.is_tensor(v) and v.dim() >= 2)
@@ -189,7 +196,12 @@ def _task_shells(source: Source):
     readout); whether a sequence task asks at every position is not stored, so both are tried."""
     geo = source.geometry
     meta_file = source.run_dir / "task.json" if source.run_dir else None
-    meta = json.loads(meta_file.read_text()) if meta_file and meta_file.is_file() else {}
+    if meta_file and meta_file.is_file():
+        from probe.run.folder import read_json_file
+
+        meta = read_json_file(meta_file, "the run's task")
+    else:
+        meta = {}
     rows = [v.shape[0] for v in source.state_dict.values() if torch.is_tensor(v) and v.dim() == 2][-1:] or [1]
     T = geo.spatial[0]
     counts = [meta["n_outputs"]] if "n_outputs" in meta else [rows[0], max(1, rows[0] // T)]

@@ -188,7 +188,10 @@ class Subject:
         """The checkpoint's layers; for a probe model this also loads the weights into ``self.model``."""
         if self.model is None:
             return plain_layers(source.state_dict, self.geometry)
-        return model_layers(self.model, source.state_dict)
+        try:
+            return model_layers(self.model, source.state_dict)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {source.path}: {e}") from None
 
     # one entry's measures, the same for a checkpoint and for its init
     def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None, where: str = "",
@@ -274,7 +277,7 @@ class Subject:
                     prefetch(*layers.values())  # their spectra on the other core (inside background_spectra)
                     values = {n: self._values(W, i == 0, where=f"checkpoint {src.path}", name=n)
                               for i, (n, W) in enumerate(layers.items())}
-                except WeightsRefused as e:
+                except (WeightsRefused, CheckpointError) as e:  # CheckpointError: step 0 of another model
                     self.notes.append(f"no init reference ({e})")
                     self._init = (None,)
                     return None
@@ -413,7 +416,8 @@ class Subject:
             if init and init[2]:
                 rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items()
                                                    if not k.endswith("_random") and "@" not in k}
-        if init is None and self.config is not None and not any("not this run's start" in n for n in self.notes):
+        if init is None and self.config is not None and not any(
+                "not this run's start" in n or n.startswith("no init reference") for n in self.notes):
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
         if init is None and self.config is None:
             rep.notes.append("no init reference and no movement: give the initial weights with --init FILE")

@@ -51,9 +51,12 @@ def build_model(name: str, task, width: int, depth: int, param: str = "standard"
         valid = ", ".join(sorted(spec.options())) or "none"
         raise ConfigError(f"model {name}: unknown model option(s) {', '.join(unknown)}; valid options: {valid}")
     opts = coerce_opts(opts, spec.options(), f"model {name}")
+    from probe.bounds import check_model_size
+
+    check_model_size(name, task.n_inputs, task.n_outputs, width, depth, {**spec.options(), **opts})
     try:
         model = spec.fn(task, width, depth, param, **opts)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ZeroDivisionError) as e:
         raise ConfigError(f"model {name}: {e}") from None
     check_length(name, model, task)
     return model

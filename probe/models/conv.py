@@ -115,6 +115,13 @@ class LocalNet(nn.Module):
             raise ValueError("convolutional controls need an image geometry")
         if layers < 1:
             raise ValueError("layers must be >= 1")
+        if stride < 1 or channels < 1:
+            raise ValueError(f"stride and channels must be >= 1, got stride={stride}, channels={channels}")
+        if not 1 <= kernel <= 2 * max(geometry.spatial) + 1:
+            raise ValueError(f"kernel must be in [1, {2 * max(geometry.spatial) + 1}] on this grid "
+                             f"{tuple(geometry.spatial)}, got {kernel}")
+        if layers > 1000:
+            raise ValueError(f"layers must be <= 1000, got {layers}")
         self.geometry = geometry
         self.circular = geometry.periodic if circular is None else bool(circular)
         self.pool = bool(pool)

@@ -226,6 +226,60 @@ def verify_checksums(obj: dict) -> str | None:
     return None
 
 
+MAX_ENTRIES = 1_000_000  # containers, tensors and values a checkpoint holds, counted as a tree (shared ones each time)
+MAX_NESTING = 100  # levels of nested containers; probe writes five at most (optimizer/state/0/exp_avg)
+
+
+def nested_size(obj) -> tuple[int, int]:
+    """(entries, depth) of a nested dict/list/tuple as the recursive walks here see it: a container or value
+    reached along k paths counts k times. Each object is visited once (sizes memoized by id), so a small file of
+    lists that share references (a list holding the same list twice, 60 levels deep: 2^60 paths) is measured in
+    microseconds instead of walked for ever. A container that holds itself raises ValueError."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    keep = []  # the objects memoized by id, kept alive so their ids are not reused during the walk
+    stack = [(obj, False)]
+    open_ = set()
+    while stack:
+        x, done = stack.pop()
+        if not isinstance(x, (dict, list, tuple)):
+            continue
+        i = id(x)
+        children = list(x.values()) if isinstance(x, dict) else x
+        if done:
+            open_.discard(i)
+            inner = [c for c in children if isinstance(c, (dict, list, tuple))]
+            size[i] = 1 + sum(size[id(c)] for c in inner) + (len(children) - len(inner))
+            depth[i] = 1 + max((depth[id(c)] for c in inner), default=0)
+            continue
+        if i in size:
+            continue
+        if i in open_:
+            raise ValueError("a container holds itself")
+        open_.add(i)
+        keep.append(x)
+        stack.append((x, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list, tuple)) and id(c) not in size)
+    if not isinstance(obj, (dict, list, tuple)):
+        return 1, 0
+    return size[id(obj)], depth[id(obj)]
+
+
+def _check_structure(p: Path, obj) -> None:
+    """Refuse nesting that the walks over a checkpoint (checksums, tensors, reports) cannot finish: a container
+    holding itself, more than :data:`MAX_NESTING` levels, or more than :data:`MAX_ENTRIES` entries counted as a
+    tree (shared references make a 5 KB file hold 2^60 of them)."""
+    try:
+        n, d = nested_size(obj)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {p}: {e} (a crafted file); refused") from None
+    if d > MAX_NESTING:
+        raise CheckpointError(f"checkpoint {p}: containers nested {d} levels deep (probe writes a few); refused")
+    if n > MAX_ENTRIES:
+        raise CheckpointError(f"checkpoint {p}: its nested containers hold {n:,} entries counted along every path "
+                              f"(more than {MAX_ENTRIES:,}; shared references in a crafted file); refused")
+
+
 def _check_tensors(p: Path, obj) -> None:
     """Refuse tensors that claim more than the file holds (a stride-0 view of 10^6 x 10^6 elements in a 2 KB file
     would allocate terabytes when read) and layouts probe does not read (sparse, quantized)."""
@@ -303,6 +357,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                                   "probe loads only tensors, numbers and containers (weights_only), so nothing "
                                   "in it was run") from None
         raise CheckpointError(f"checkpoint {p}: not a readable PyTorch checkpoint ({detail})") from None
+    _check_structure(p, obj)
     _check_tensors(p, obj)
     if is_probe_checkpoint(obj):
         bad = verify_checksums(obj)

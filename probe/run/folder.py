@@ -199,7 +199,7 @@ def read_json_file(path: Path, what: str) -> dict:
         d = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found ({what})") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ConfigError(f"{path}: not readable as JSON ({first_line(e)})") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a JSON object ({what})")

@@ -36,7 +36,7 @@ from probe.losses import loss_fn  # noqa: F401  (also imported from here by call
 from probe.models import build_model
 from probe.progress import Progress
 from probe.seeding import stream
-from probe.run.checkpoint import checkpoint_steps, list_checkpoints, step_path
+from probe.run.checkpoint import checkpoint_steps, list_checkpoints, special_file, step_path
 from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_new_folder, check_space,
                               claim, diverged, effective_config, first_line, last_values, raw_model, read_metrics,
                               restore, run_state, save, stop_requests, write_run_files)
@@ -161,6 +161,12 @@ def setup(cfg: RunConfig, out: Path, task: Task | None = None) -> Run:
         raise ConfigError(f"model {cfg.model}{_opts(cfg)} cannot be built ({first_line(e)})") from None
     task.to(device)
     cfg = effective_config(cfg, task)  # a batch larger than the training set trains (and is recorded) as full batch
+    from probe.bounds import check_model_size
+    from probe.models import model_specs
+
+    spec = model_specs()[cfg.model]
+    check_model_size(cfg.model, task.n_inputs, task.n_outputs, cfg.width, cfg.depth,
+                     {**spec.options(), **cfg.model_opts}, cfg.batch_size)
     _check_forward(model, task, cfg)
     opt = make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -319,8 +325,22 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
         on_log: ``on_log(row)`` after each metrics row is written (logging integrations).
     """
     out = Path(out)
+    long = [part for part in out.parts if len(part.encode()) > 240]  # 255 bytes on most filesystems, less a temp suffix
+    if long:
+        raise ConfigError(f"--out {str(out)[:60]}...: a name of {len(long[0].encode())} bytes (most filesystems take "
+                          "255, and probe adds a temporary suffix); choose a shorter --out")
+    if len(str(out.resolve()).encode()) > 4000:
+        raise ConfigError(f"--out {str(out)[:60]}...: a path of over 4000 bytes; choose a shorter --out")
     if not resume and list_checkpoints(out):  # cheap, before the task is built; checked again under the lock
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
+    for name in ("config.json", "task.json", "metrics.jsonl", "reference.json", "checkpoints"):
+        p = out / name  # a file a run writes replaced by a folder (or the folder by a file): nothing could be written
+        if not p.exists():
+            continue
+        kind = "a folder" if p.is_dir() else special_file(p)
+        if (name == "checkpoints") != (kind == "a folder") or (name != "checkpoints" and kind):
+            raise ConfigError(f"{p}: is {kind or 'a file'}, where the run keeps its {name}; move it away to "
+                              f"{'continue' if resume else 'train'} here")
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out, task)  # bad data or options fail here, before the run folder is created
     names = check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched

@@ -348,7 +348,14 @@ def read_references(run_dir) -> dict:
     p = Path(run_dir) / REFERENCE_FILE
     if not p.exists():
         return {}
-    d = json.loads(p.read_text())
+    from probe.run.folder import read_json_file
+
+    d = read_json_file(p, "the run's references")
+    bad = [k for k, v in d.items() if isinstance(v, dict) and not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) or x is None for x in v.values())]
+    if bad:
+        raise ConfigError(f"{p}: reference {bad[0]!r} holds values that are not numbers (a damaged file; "
+                          "`probe check` reports it)")
     return {k: v for k, v in d.items() if isinstance(v, dict)}
 
 

@@ -37,7 +37,11 @@ def prepare(sweep: Sweep, out: Path) -> list[Path]:
     out = Path(out).resolve()
     old = out / MANIFEST
     if old.exists():
-        prev = json.loads(old.read_text())
+        prev = json_dict(old)
+        if prev is None:
+            raise ConfigError(f"{old}: damaged (not a JSON object), so probe cannot tell which sweep this folder holds; "
+                              "delete it and start again: it is rewritten from the spec, and each run folder is "
+                              "checked against the spec (finished runs are skipped)")
         if (prev.get("name"), prev.get("scale")) != (sweep.name, sweep.scale):
             raise ConfigError(f"--out {out}: holds sweep {prev.get('name')} (scale {prev.get('scale')}), not "
                               f"{sweep.name} (scale {sweep.scale}); use another --out")
@@ -50,13 +54,26 @@ def prepare(sweep: Sweep, out: Path) -> list[Path]:
         d.mkdir(exist_ok=True)
         new = json.loads(json.dumps(asdict(r)))  # as it reads back from JSON (tuples become lists)
         if (d / RUN_FILE).exists() and (d / "checkpoints").is_dir():
-            old_run = json.loads((d / RUN_FILE).read_text())
+            old_run = json_dict(d / RUN_FILE)
+            if old_run is None or not isinstance(old_run.get("config"), dict):
+                raise ConfigError(f"{d / RUN_FILE}: damaged, so probe cannot tell whether run {r.name} was started "
+                                  f"from this spec; delete {d / RUN_FILE} to continue the run as this spec says, or "
+                                  f"{d} to run it again")
             if _comparable(old_run) != _comparable(new):  # a finished run would be skipped with stale results
                 raise ConfigError(f"--out {out}: run {r.name} was started from another spec; use another --out, or "
                                   f"delete {d} to run it again")
         _write_json(d / RUN_FILE, new)
         dirs.append(d)
     return dirs
+
+
+def json_dict(path: Path) -> dict | None:
+    """A JSON object read from ``path``, or None when it is missing, unreadable, damaged or not an object."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def _comparable(run: dict) -> dict:
@@ -67,10 +84,9 @@ def _comparable(run: dict) -> dict:
 def is_finished(run_dir: Path) -> bool:
     """Last checkpoint at the config's ``steps`` and a result that says done."""
     run_dir = Path(run_dir)
-    try:
-        result = json.loads((run_dir / RESULT_FILE).read_text())
-        steps = json.loads((run_dir / "config.json").read_text())["steps"]
-    except (OSError, ValueError, KeyError):
+    result, config = json_dict(run_dir / RESULT_FILE), json_dict(run_dir / "config.json")
+    steps = config.get("steps") if config else None
+    if result is None or not isinstance(steps, int) or isinstance(steps, bool):
         return False
     return result.get("status") == "done" and run_state(run_dir, steps) == "done"
 
@@ -85,9 +101,11 @@ def run_one(run_dir, threads: int | None = None) -> dict:
         import torch
 
         torch.set_num_threads(threads)
-    spec = json.loads((run_dir / RUN_FILE).read_text())
     result, t0 = {"run": run_dir.name}, time.perf_counter()
     try:
+        spec = json_dict(run_dir / RUN_FILE)
+        if spec is None or not isinstance(spec.get("config"), dict):
+            raise ConfigError(f"{run_dir / RUN_FILE}: missing or damaged; start the sweep again to rewrite it")
         cfg = RunConfig.from_dict(spec["config"], source=str(run_dir / RUN_FILE))
         if spec["procedure"] == "train":
             row = train_or_resume(cfg, run_dir)
@@ -223,9 +241,10 @@ def _main_thread() -> bool:
 
 
 def _read_result(d: Path, code: int) -> dict:
-    try:
-        return json.loads((d / RESULT_FILE).read_text())
-    except (OSError, ValueError):
+    result = json_dict(d / RESULT_FILE)
+    if result is not None:
+        return result
+    else:
         return {"run": d.name, "status": "failed", "error": f"worker exited with code {code}; see {d / 'log.txt'}"}
 
 
@@ -278,10 +297,7 @@ def run_status(run_dir: Path) -> str:
     """done, failed, interrupted, partial (checkpoints, not finished) or pending."""
     if is_finished(run_dir):
         return "done"
-    try:
-        status = json.loads((run_dir / RESULT_FILE).read_text()).get("status")
-    except (OSError, ValueError):
-        status = None
+    status = (json_dict(run_dir / RESULT_FILE) or {}).get("status")
     if status in ("failed", "interrupted"):
         return status
     return "partial" if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*.pt")) \

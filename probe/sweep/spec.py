@@ -133,7 +133,10 @@ def expand(spec: dict, scale: str | None = None, overrides: dict | None = None) 
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{where}: grid key {k!r} must be a non-empty list, got {v!r}")
     axes = {**_axes(spec.get("variants", []), where), **_axes(sc.get("variants", []), where)}
-    final = tuple(sc.get("final_measures", spec.get("final_measures", ())))
+    final = sc.get("final_measures", spec.get("final_measures", ()))
+    if not isinstance(final, (list, tuple)):
+        raise ConfigError(f"{where}: final_measures must be a list of measure names, got {final!r}")
+    final = tuple(final)
     bad = [m for m in final if m not in FINAL_MEASURES]
     if bad:
         raise ConfigError(f"{where}: unknown final_measures {bad}; valid: {', '.join(FINAL_MEASURES)}")
@@ -141,6 +144,9 @@ def expand(spec: dict, scale: str | None = None, overrides: dict | None = None) 
     for table, label in ((spec.get("base", {}), "[base]"), (sc.get("base", {}), f"[{scale}.base]")):
         for k, v in _table(table, f"{where} {label}").items():
             _set(base, k, v, where)
+    from probe.bounds import check_sweep_size
+
+    check_sweep_size([len(v) for v in axes.values()] + [len(v) for v in grid.values()], where)
     shorts = _short_names(list(grid))
     runs, names = [], {}
     axis_items = [[(ax, e) for e in entries] for ax, entries in axes.items()]
@@ -161,6 +167,9 @@ def expand(spec: dict, scale: str | None = None, overrides: dict | None = None) 
         for k, v in (overrides or {}).items():
             _set(d, k, v, where)
         run_name = _safe("_".join(parts) or "run")
+        if len(run_name.encode()) > 200:  # a folder name: most filesystems take 255 bytes, and temp files add a suffix
+            raise ConfigError(f"{where}: run folder name {run_name[:60]}... is {len(run_name.encode())} bytes, more "
+                              "than 200; give the variants shorter names")
         if run_name in names:
             raise ConfigError(f"{where}: runs {names[run_name]} and {varied} get the same folder name {run_name!r}; "
                               "give the variants distinct names")

@@ -11,7 +11,7 @@ from probe.config import ConfigError, flatten_config
 from probe.run.checkpoint import atomic_write
 from probe.run.folder import StorageError, last_values, read_json_file
 from probe.run.tracking import read_references
-from probe.sweep.execute import RESULT_FILE, run_status
+from probe.sweep.execute import RESULT_FILE, json_dict, run_status
 from probe.sweep.spec import MANIFEST
 
 FIRST_COLUMNS = ("run", "status")
@@ -37,10 +37,7 @@ def summarize(sweep_dir, write: bool = True):
         row.update({k: v for k, v in end_values(d).items() if k != "lr"})
         for ref, measures in read_references(d).items():
             row.update({f"{m}@{ref}": v for m, v in measures.items()})
-        try:  # how the run ended (seconds, an error), beside what it measured
-            result = json.loads((d / RESULT_FILE).read_text())
-        except (OSError, ValueError):
-            result = {}
+        result = json_dict(d / RESULT_FILE) or {}  # how the run ended (seconds, an error), beside what it measured
         row.update({k: v for k, v in result.items() if k not in ("run", "status", "test_acc", "test_loss", "measures")
                     and (v is None or isinstance(v, (int, float, str)))})
         rows.append(row)
@@ -71,11 +68,10 @@ def end_values(run_dir) -> dict:
     d = Path(run_dir)
     out = last_values(d)
     for fname in ("procedure.json", RESULT_FILE):
-        try:
-            extra = json.loads((d / fname).read_text())
-        except (OSError, ValueError):
+        extra = json_dict(d / fname)
+        extra = (extra or {}).get("measures", {}) if fname == RESULT_FILE else extra
+        if not isinstance(extra, dict):  # missing, or damaged (a list, a string): nothing to read from it
             continue
-        extra = extra.get("measures", {}) if fname == RESULT_FILE else extra
         out.update({k: v for k, v in extra.items() if v is None or isinstance(v, (int, float, str))})
     return out
 
@@ -83,8 +79,15 @@ def end_values(run_dir) -> dict:
 def _manifest_runs(sweep_dir: Path):
     manifest = sweep_dir / MANIFEST
     if manifest.exists():
-        m = json.loads(manifest.read_text())
-        return [(r["name"], r["varied"]) for r in m["runs"]], tuple(m["columns"])
+        m = read_json_file(manifest, "the sweep's runs")
+        runs, columns = m.get("runs"), m.get("columns")
+        if not (isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"]
+                                               and "/" not in r["name"] and isinstance(r.get("varied"), dict)
+                                               for r in runs)
+                and isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+            raise ConfigError(f"{manifest}: damaged (its runs or columns are not what probe writes); start the sweep "
+                              "again from its spec to rewrite it")
+        return [(r["name"], r["varied"]) for r in runs], tuple(columns)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir}: not a sweep folder")
     if (sweep_dir / "config.json").is_file():

@@ -56,6 +56,12 @@ def make_task(name: str, opts: dict | None = None, seed: int = 0) -> Task:
         choices = ", ".join(sorted(k for k in valid if k != "path")) or "none"
         raise ConfigError(f"task {name}: unknown task option(s) {', '.join(unknown)}; valid options: {choices}")
     opts = coerce_opts(opts, valid, f"task {name}")
+    from probe.bounds import COUNT_OPTIONS, check_task_size
+
+    for k in COUNT_OPTIONS:
+        if isinstance(opts.get(k), int) and opts[k] < 0:
+            raise ConfigError(f"task {name}: option {k} must be >= 0, got {opts[k]}")
+    check_task_size(name, opts, valid)
     clone = str(opts.pop("clone", "none")).lower()
     if clone not in CLONE_CHOICES:
         raise ConfigError(f"task {name}: clone must be one of {', '.join(CLONE_CHOICES)}, got {clone!r}")
