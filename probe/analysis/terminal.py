@@ -89,3 +89,21 @@ def header(rep: Report) -> str:
     what = f"{rep.model} on {rep.task}" if rep.model else "plain state_dict"
     step = f", step {rep.step}" if rep.step is not None else ""
     return f"{rep.checkpoint}: {what}{step}, input {rep.geometry.describe()}"
+
+
+def verdict_lines(rep: Report) -> list[str]:
+    """A short reading per structure measure, against the null that decides it (probe/analysis/verdicts.py):
+    above / at / below it, by how much; and for a strided first layer, how its translation measures read."""
+    from probe.analysis.verdicts import AT_TOLERANCE, readings, stride_note
+
+    lines = []
+    for name in rep.sections():
+        found = readings(rep.sections(), rep.reference, name)
+        if found:
+            lines.append(f"reading of {name} (each measure against the null that decides it; 'at' = within "
+                         f"{AT_TOLERANCE:.0%} of it, one draw of each null):")
+            lines += [f"  {line}" for line in found]
+    note = stride_note(rep.checkpoint) if rep.checkpoint else None
+    if note:
+        lines.append(f"note: {note}")
+    return lines
