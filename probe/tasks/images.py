@@ -53,8 +53,9 @@ def _subsample(x, y, n_train, seed):
 
 
 # MNIST-1D sets of at least this many examples are kept on disk once generated (125,000 examples, the medium
-# scale's, take about 30 CPU-s to generate: every run of a sweep is a new process)
-CACHE_MIN = 20_000
+# scale's, take about 30 CPU-s to generate: every run of a sweep is a new process; the default 5,000 take 2-3 CPU s
+# with the mnist1d import, scipy's and matplotlib's, as long as a default run's other fixed costs together)
+CACHE_MIN = 1_000
 
 
 def cache_dir() -> Path:
