@@ -549,7 +549,10 @@ def _print_exponents(folder: Path, df) -> None:
 @clean_errors
 def figures(
     runs: List[Path] = typer.Argument(..., help="Run folders, or folders of run folders."),
-    out: Path = typer.Option(Path("figures"), help="Folder for the figures (PDF + PNG)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the figures (PDF + PNG); by default RUN/figures of "
+                                       "the first RUN given, beside the runs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace figure files already in --out (by default "
+                                   "refused, naming them)."),
     group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line, mean +- sd (e.g. model)."),
     hue: Optional[str] = typer.Option(None, help="Config key that colours lines (e.g. width, seed, task_opts.gain)."),
     steps: Optional[str] = typer.Option(None, help="Checkpoint steps for the receptive fields, e.g. 0,500,6000."),
@@ -570,9 +573,12 @@ def figures(
     except ValueError:
         raise ConfigError(f"--steps expects comma-separated integers, got {steps!r}") from None
     names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
+    if out is None:  # beside the runs, never a folder of the project the command runs in
+        out = runs[0] / "figures"
+        console.print(f"figures -> {out} (--out DIR to choose)", highlight=False, soft_wrap=True, markup=False)
     written = make_figures(runs, out, group_by, hue, chosen, prefix, measures=names, x=x, final=names,
                            say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False), progress=True,
-                           mix_tasks=mix_tasks)
+                           mix_tasks=mix_tasks, overwrite=overwrite)
     for p in written:
         console.print(str(p), highlight=False, soft_wrap=True)
 
