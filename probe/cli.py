@@ -232,10 +232,16 @@ def _resume_config(folder: Path, flags, task_opt, model_opt) -> RunConfig:
     cfg_file = folder / "config.json"
     if not folder.is_dir() or not cfg_file.is_file():
         raise ConfigError(f"--resume {folder}: not a run folder (no config.json)")
-    given = [k for k, v in flags.items() if v is not None and k not in ("device",)]
+    given = [k for k, v in flags.items() if v is not None and k not in ("device", "threads")]
     if given or task_opt or model_opt:
         raise ConfigError(f"--resume takes the run's stored config; drop --{given[0].replace('_', '-') if given else 'task-opt'}")
     cfg = build_config(cfg_file, {}, None, None)
+    if flags.get("threads") is not None and flags["threads"] != cfg.threads:
+        err.print(f"note: --threads {flags['threads']} (the run started with {cfg.threads or 'the default'}) changes "
+                  "speed only, but the steps from here may differ in the last bits from an uninterrupted run (matmul "
+                  "reductions are split by thread); config.json keeps the first setting",
+                  markup=False, highlight=False, soft_wrap=True)
+        cfg = cfg.replace(threads=flags["threads"])
     return cfg.replace(device=flags["device"]) if flags.get("device") else cfg
 
 
