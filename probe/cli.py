@@ -401,6 +401,9 @@ def analyze(
                                          n_data=n_data, seed=seed, init=init, delta=delta)]
         console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
         tables = terminal.report_tables(reports[0])
+    unfinished = terminal.unfinished_note(path)
+    if unfinished:
+        reports[-1].notes.insert(0, unfinished)
     for note in dict.fromkeys(n for r in reports for n in r.notes):
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for t in tables:

@@ -107,3 +107,26 @@ def verdict_lines(rep: Report) -> list[str]:
     if note:
         lines.append(f"note: {note}")
     return lines
+
+
+def unfinished_note(path) -> str | None:
+    """For a path into a run folder whose training has not reached its last step: says how far it got and how to
+    continue it (None for a finished run, a plain state_dict, or anything that is not a run folder)."""
+    import json
+    from pathlib import Path
+
+    from probe.run.checkpoint import list_checkpoints
+
+    p = Path(path)
+    run = p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else None
+    if run is None or not (run / "config.json").is_file():
+        return None
+    try:
+        steps = int(json.loads((run / "config.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ckpts = list_checkpoints(run)
+    if not ckpts or ckpts[-1][0] >= steps:
+        return None
+    return (f"unfinished run: its last checkpoint is step {ckpts[-1][0]} of {steps} (interrupted, or still "
+            f"training); `probe train --resume {run}` continues it")

@@ -76,6 +76,12 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                                         references, say, x, final, final_references, xlabel, progress)
             return written
         say(f"runs of {len(by_task)} tasks ({listed}) drawn together, as asked; each task keeps its own references")
+    from probe.analysis.terminal import unfinished_note
+
+    for d in dirs:  # drawn as far as they got, said once per run
+        if unfinished_note(d):
+            ref = "" if (d / "reference.json").exists() else "; no references yet (written at its end)"
+            say(f"{d}: unfinished, {unfinished_note(d).split(': ', 1)[1].split(' (')[0]}: drawn as far as it got{ref}")
     runs = figdata.load_runs(dirs)
     if x is not None and "final" not in which:
         which = (*which, "final")
