@@ -460,9 +460,14 @@ def sweep(
     from probe.sweep import spec as sw, summary as sweep_summary
 
     if list_:
-        t = Table("preset", "hypothesis", box=None)
+        t = Table("preset", "scales: runs, steps, measured time", "hypothesis", box=None)
         for name, path in sorted(sw.presets().items()):
-            t.add_row(name, str(sw.load_spec(path).get("hypothesis", "")))
+            raw = sw.load_spec(path)
+            sizes = []
+            for sc in (s for s in sw.SCALES if s in raw):
+                one = sw.expand(raw, sc)
+                sizes.append(f"{sc}: {sw.size_text(one)}" + (f"; {one.measured}" if one.measured else ""))
+            t.add_row(name, "\n".join(sizes), str(raw.get("hypothesis", "")))
         console.print(t)
         return
     if summary and target is not None and not target.is_file():  # a sweep folder (or a mistyped one)
@@ -473,12 +478,13 @@ def sweep(
     out = out or sw.default_out(spec)
     if summary:
         return _print_sweep_summary(sweep_summary.summarize(out), out)
-    head = f"sweep {spec.name}" + (f" ({spec.scale})" if spec.scale else "") + f": {len(spec.runs)} runs -> {out}"
+    head = f"sweep {spec.name}" + (f" ({spec.scale})" if spec.scale else "") + f": {sw.size_text(spec)} -> {out}"
     console.print(head, highlight=False, soft_wrap=True)
+    console.print(f"time: {sw.estimate_text(spec, out, jobs)}", highlight=False, soft_wrap=True, markup=False)
     if dry_run:
-        t = Table("run", *spec.columns, "procedure", box=None)
+        t = Table("run", *spec.columns, "steps", "procedure", box=None)
         for r in spec.runs:
-            t.add_row(r.name, *[str(r.varied[c]) for c in spec.columns], r.procedure)
+            t.add_row(r.name, *[str(r.varied[c]) for c in spec.columns], str(r.config.get("steps")), r.procedure)
         console.print(t)
         return
     done, ran, t0 = [0], [0], time.perf_counter()
