@@ -82,3 +82,20 @@ def test_titles_wrap_and_windows_are_k_by_k_on_2d_inputs():
     assert "3 x 3 window" in titles[0].replace("\n", " ") and "pixel" not in titles[0]
     one_d = plots.measures_figure(_steps_table("1x40"))
     assert "3-pixel window" in one_d.axes[0].get_title().replace("\n", " ")
+
+
+def test_field_grid_says_its_drawing_once_and_gives_each_panels_amplitude():
+    from pathlib import Path
+
+    from probe.figures import tables as figdata
+    from probe.figures.fields import caption_of
+
+    fields = figdata.load_fields([Path(__file__).parent / "data" / "run_v1"], [0, 20])
+    fig = plots.fields_grid_figure(fields)
+    caption = caption_of(fields.geometry.iloc[0])
+    texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+    assert sum(caption in t for t in texts) == 1  # once, for the whole grid
+    cells = [t for t in texts if ", step " in t]
+    assert len(cells) == 2 and all("\n" not in t for t in cells)
+    panels = [ax.get_title() for ax in fig.findobj(matplotlib.axes.Axes) if ax.get_title().startswith("unit ")]
+    assert panels and all("max|w| " in t for t in panels)

@@ -30,7 +30,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from probe.figures import labels as words
-from probe.figures.fields import RC, draw_fields, save_figure
+from probe.figures.fields import RC, caption_of, draw_fields, save_figure
 from probe.metrics import registry
 
 # y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
@@ -599,7 +599,7 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
                 if j >= len(r):
                     continue
                 row = r.iloc[j]
-                head = f"{names.get(run, run)}\nstep {row.step}{' (initialization)' if row.step == 0 else ''}"
+                head = f"{names.get(run, run)}, step {row.step}{' (initialization)' if row.step == 0 else ''}"
                 same = next(((n, s) for W, n, s in drawn if W.shape == row.W.shape and np.array_equal(W, row.W)), None)
                 if same is not None:
                     cell = grid[i, j]
@@ -609,8 +609,11 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
                     ax.text(0.5, 0.5, f"the same weights as\n{same[0]}, step {same[1]}\n(one initialization)",
                             ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
                     continue
-                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=head, ncols=ncols)
+                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=head, ncols=ncols,
+                            caption=False)
                 drawn.append((row.W, names.get(run, run), row.step))
+        # the drawing used, once for the figure rather than above every cell
+        fig.suptitle("; ".join(dict.fromkeys(caption_of(g) for g in fields.geometry)), fontsize=7)
     return fig
 
 
