@@ -80,7 +80,13 @@ def _mnist1d_arrays(data_seed: int, num_samples: int):
     keys = ("x", "y", "x_test", "y_test")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return tuple(z[k] for k in keys)
+            arrays = tuple(z[k] for k in keys)
+        # the generator leaves Python's `random` seeded with data_seed (mnist1d.utils.set_seed), and checkpoints
+        # store that state: a set read back leaves it the same, so runs write the same checkpoints either way
+        import random
+
+        random.seed(int(data_seed))
+        return arrays
     except (OSError, ValueError, KeyError):  # not there yet, or unreadable: generate it (again)
         pass
     arrays = _generate_mnist1d(data_seed, num_samples)
