@@ -137,10 +137,10 @@ def same_run(a: Path, b: Path) -> bool:
     return all(filecmp.cmp(a / f, b / f, shallow=False) for f in files if (a / f).exists() or (b / f).exists())
 
 
-def phases(args: list[str], tmp: Path) -> dict:
+def phases(args: list[str], tmp: Path, root: Path = ROOT) -> dict:
     out = tmp / "phases"
     child = CHILD.replace("ARGS", repr([*args, "--out", str(out)])).replace("START_OFFSET", "0.0")
-    res = run_process(ROOT, args, out, child=child)
+    res = run_process(root, args, out, child=child)
     line = next(ln for ln in res["stdout"].splitlines() if ln.startswith("PHASES "))
     p = {k: tuple(v) for k, v in json.loads(line[len("PHASES "):]).items()}
     inner = sum(p.get(k, (0, 0))[0] for k in ("evaluations", "checkpoints", "tracking"))
@@ -170,11 +170,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = opts.keep or Path(td)
         tmp.mkdir(parents=True, exist_ok=True)
-        if not opts.no_phases:
-            for r in range(opts.repeats):
+        trees = [("this", ROOT)] + ([("against", opts.against.resolve())] if opts.against else [])
+        for r in range(0 if opts.no_phases else opts.repeats):
+            for label, root in trees:
                 shutil_rm(tmp / "phases")
-                p, mods = phases(args, tmp)
-                print(f"phases of `probe {' '.join(args)}` (repeat {r + 1}, load {p['_load'][0]:.2f} at start)")
+                p, mods = phases(args, tmp, root)
+                print(f"phases of `probe {' '.join(args)}`, {label} ({root}; repeat {r + 1}, load "
+                      f"{p['_load'][0]:.2f} at start)")
                 for k, (w, c) in p.items():
                     if not k.startswith("_"):
                         print(f"  {k:<12} {w:7.2f} s wall {c:7.2f} s CPU")
