@@ -63,3 +63,23 @@ def test_stride_note_for_strided_cnn_runs_only(tmp_path):
     assert any(l.startswith("note: stride 2") and "shift_match" in l for l in lines)
     (run / "config.json").write_text(json.dumps({"model": "cnn", "model_opts": {"stride": 1}}))
     assert not any("stride" in l for l in terminal.verdict_lines(_report(str(run / "checkpoints" / "step_5.pt"))))
+
+
+def test_an_exact_stride_2_convolution_reads_as_the_stride_note_says():
+    import torch
+
+    from probe.metrics.equivariance import conv_distance, shift_match
+    from probe.metrics.nulls import references
+    from probe.models import build_model
+    from probe.tasks import make_task
+
+    task = make_task("mnist1d", {}, seed=0)
+    got = {}
+    for stride in (1, 2):
+        torch.manual_seed(0)
+        W = build_model("cnn", task, 100, 2, "standard", {"stride": stride}).first_layer_dense()
+        W = W.detach().numpy() if torch.is_tensor(W) else np.asarray(W)
+        lcn = references(W, task.geometry, seed=0, names=["shift_match"])["lcn"]["shift_match"]
+        got[stride] = (conv_distance(W, task.geometry, 5), shift_match(W, task.geometry)["shift_match"], lcn)
+    assert got[1][1] > 0.9 and got[2][1] < got[2][2]  # stride 2: below its lcn null, by construction
+    assert 0.2 < got[1][0] < 0.3 and 0.2 < got[2][0] < 0.3  # the zero-padded border, at either stride

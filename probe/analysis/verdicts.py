@@ -111,7 +111,7 @@ def stride_note(checkpoint) -> str | None:
     if c.get("model") not in ("cnn", "lcn") or not isinstance(stride, int) or stride <= 1:
         return None
     return (f"stride {stride}: the first layer's units are each filter at every {stride}th position, so a unit's "
-            f"one-pixel shift is not another unit: shift_match sits near its nulls by construction, not for want "
-            f"of sharing. conv_distance looks for a filter used at two or more positions, which stride {stride} "
-            f"still is; what it reads above 0 is mostly the border units that zero padding truncates (on a "
-            f"non-periodic grid) and, for an lcn, the absence of sharing")
+            f"one-pixel shift is not another unit: shift_match reads low by construction (an exact stride-2 "
+            f"convolution falls below its lcn null), not for want of sharing. conv_distance looks for a filter used "
+            f"at two or more positions, which stride {stride} still is: an exact convolution reads about 0.25 on a "
+            f"non-periodic grid of 40 (the border units that zero padding truncates), as at stride 1")
