@@ -4,18 +4,20 @@
     python scripts/profile_run.py --repeats 3 --against /path/to/other/checkout
 
 Phases (one process, timed by wrapping the functions that do them; wall and CPU seconds each):
-  imports      from the interpreter's first line to probe.cli and the training loop imported (torch with it)
+  imports      from the script's first line to probe.cli and the training loop imported (torch with it)
   data         building the task (probe.tasks.make_task: generating or reading MNIST-1D, the mnist1d import)
   model        building the model and the optimizer (torch.optim's first use imports torch._dynamo)
   evaluations  the test and training-subset evaluations of the metrics rows
   checkpoints  writing checkpoints (checksums, fsync, rename)
   tracking     the tracked measures at the evaluation rows, and the references written at the end
   training     the steps themselves: train() less the three above
-  other        the rest of the process (option parsing, the run folder, locks, interpreter exit)
+  other        the rest of the process (interpreter start-up, option parsing, the run folder, locks, exit)
 
-With ``--against DIR`` each repeat runs the whole default `probe train` process once with this tree's code and
-once with DIR's (PYTHONPATH), alternating, and prints wall and CPU seconds (user + sys of the child) of each,
-the load average at the start of each, and whether the two runs' metrics.jsonl and checkpoints are identical.
+With ``--against DIR`` the phases are taken for both trees, and then each repeat runs the whole default `probe
+train` process once with this tree's code and once with DIR's (PYTHONPATH), alternating, and prints wall and CPU
+seconds (user + sys of the child) of each, the load average at the start of each, and whether the two runs'
+metrics.jsonl, reference.json and checkpoints are byte-identical (``--no-phases``: the whole processes only).
+Other `probe train` options after the script's own replace the default run's (``--task mnist --steps 200``).
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def main() -> None:
     ap.add_argument("--modules", action="store_true", help="also list the top-level packages the run imported")
     ap.add_argument("--keep", type=Path, help="keep the run folders here")
     opts, extra = ap.parse_known_args()
-    args = extra or DEFAULT_ARGS
+    args = ["train", *extra, "-q"] if extra else DEFAULT_ARGS
     with tempfile.TemporaryDirectory() as td:
         tmp = opts.keep or Path(td)
         tmp.mkdir(parents=True, exist_ok=True)
