@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import time
 import typing
@@ -227,16 +228,23 @@ def train(
         out = out or default_out(cfg)
     row = run_training(cfg, out, progress=not quiet, resume=resume is not None)
     console.print(summary_line(cfg, row, out), highlight=False, soft_wrap=True)
+    _quick_exit.append(True)  # every file of the run is closed: see main()
 
 
 def _resume_config(folder: Path, flags, task_opt, model_opt) -> RunConfig:
     cfg_file = folder / "config.json"
     if not folder.is_dir() or not cfg_file.is_file():
         raise ConfigError(f"--resume {folder}: not a run folder (no config.json)")
-    given = [k for k, v in flags.items() if v is not None and k not in ("device",)]
+    given = [k for k, v in flags.items() if v is not None and k not in ("device", "threads")]
     if given or task_opt or model_opt:
         raise ConfigError(f"--resume takes the run's stored config; drop --{given[0].replace('_', '-') if given else 'task-opt'}")
     cfg = build_config(cfg_file, {}, None, None)
+    if flags.get("threads") is not None and flags["threads"] != cfg.threads:
+        err.print(f"note: --threads {flags['threads']} (the run started with {cfg.threads or 'the default'}) changes "
+                  "speed only, but the steps from here may differ in the last bits from an uninterrupted run (matmul "
+                  "reductions are split by thread); config.json keeps the first setting",
+                  markup=False, highlight=False, soft_wrap=True)
+        cfg = cfg.replace(threads=flags["threads"])
     return cfg.replace(device=flags["device"]) if flags.get("device") else cfg
 
 
@@ -402,11 +410,19 @@ def analyze(
                                          n_data=n_data, seed=seed, init=init, delta=delta)]
         console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
         tables = terminal.report_tables(reports[0])
+    unfinished = terminal.unfinished_note(path)
+    if unfinished:
+        reports[-1].notes.insert(0, unfinished)
     for note in dict.fromkeys(n for r in reports for n in r.notes):
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for t in tables:
         out.print()
         out.print(t)
+    verdicts = terminal.verdict_lines(reports[-1])
+    if verdicts:
+        out.print()
+    for line in verdicts:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
     target = None  # the file being written, named if writing it fails
     try:
         if json_file is not None:
@@ -453,9 +469,14 @@ def sweep(
     from probe.sweep import spec as sw, summary as sweep_summary  # lazy: torch, pandas
 
     if list_:
-        t = Table("preset", "hypothesis", box=None)
+        t = Table("preset", "scales: runs, steps, measured time", "hypothesis", box=None)
         for name, path in sorted(sw.presets().items()):
-            t.add_row(name, str(sw.load_spec(path).get("hypothesis", "")))
+            raw = sw.load_spec(path)
+            sizes = []
+            for sc in (s for s in sw.SCALES if s in raw):
+                one = sw.expand(raw, sc)
+                sizes.append(f"{sc}: {sw.size_text(one)}" + (f"; {one.measured}" if one.measured else ""))
+            t.add_row(name, "\n".join(sizes), str(raw.get("hypothesis", "")))
         console.print(t)
         return
     if summary and target is not None and not target.is_file():  # a sweep folder (or a mistyped one)
@@ -466,12 +487,13 @@ def sweep(
     out = out or sw.default_out(spec)
     if summary:
         return _print_sweep_summary(sweep_summary.summarize(out), out)
-    head = f"sweep {spec.name}" + (f" ({spec.scale})" if spec.scale else "") + f": {len(spec.runs)} runs -> {out}"
+    head = f"sweep {spec.name}" + (f" ({spec.scale})" if spec.scale else "") + f": {sw.size_text(spec)} -> {out}"
     console.print(head, highlight=False, soft_wrap=True)
+    console.print(f"time: {sw.estimate_text(spec, out, jobs)}", highlight=False, soft_wrap=True, markup=False)
     if dry_run:
-        t = Table("run", *spec.columns, "procedure", box=None)
+        t = Table("run", *spec.columns, "steps", "procedure", box=None)
         for r in spec.runs:
-            t.add_row(r.name, *[str(r.varied[c]) for c in spec.columns], r.procedure)
+            t.add_row(r.name, *[str(r.varied[c]) for c in spec.columns], str(r.config.get("steps")), r.procedure)
         console.print(t)
         return
     done, ran, t0 = [0], [0], time.perf_counter()
@@ -551,7 +573,10 @@ def _print_exponents(folder: Path, df) -> None:
 @clean_errors
 def figures(
     runs: List[Path] = typer.Argument(..., help="Run folders, or folders of run folders."),
-    out: Path = typer.Option(Path("figures"), help="Folder for the figures (PDF + PNG)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the figures (PDF + PNG); by default RUN/figures of "
+                                       "the first RUN given, beside the runs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace figure files already in --out (by default "
+                                   "refused, naming them)."),
     group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line, mean +- sd (e.g. model)."),
     hue: Optional[str] = typer.Option(None, help="Config key that colours lines (e.g. width, seed, task_opts.gain)."),
     steps: Optional[str] = typer.Option(None, help="Checkpoint steps for the receptive fields, e.g. 0,500,6000."),
@@ -572,9 +597,12 @@ def figures(
     except ValueError:
         raise ConfigError(f"--steps expects comma-separated integers, got {steps!r}") from None
     names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
+    if out is None:  # beside the runs, never a folder of the project the command runs in
+        out = runs[0] / "figures"
+        console.print(f"figures -> {out} (--out DIR to choose)", highlight=False, soft_wrap=True, markup=False)
     written = make_figures(runs, out, group_by, hue, chosen, prefix, measures=names, x=x, final=names,
                            say=lambda m: console.print(m, highlight=False, soft_wrap=True, markup=False), progress=True,
-                           mix_tasks=mix_tasks)
+                           mix_tasks=mix_tasks, overwrite=overwrite)
     for p in written:
         console.print(str(p), highlight=False, soft_wrap=True)
 
@@ -587,6 +615,12 @@ def _terminated(signum, frame):
     raise e
 
 
+# Set by a command whose files are all written and closed. The interpreter's own shutdown after a training run
+# (tearing down torch's and torch._dynamo's modules) costs about 0.8 CPU s, a sixth of a default run's fixed cost;
+# such a command's process ends without it, once stdout and stderr are flushed.
+_quick_exit: list = []
+
+
 def main():
     import signal
 
@@ -596,6 +630,13 @@ def main():
     except KeyboardInterrupt as e:  # Ctrl-C outside a command's own handling (while modules load, or at exit)
         err.print("interrupted", markup=False, highlight=False)
         sys.exit(128 + getattr(e, "signum", 2))
+    except SystemExit as e:
+        if not _quick_exit:
+            raise
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     finally:
         signal.signal(signal.SIGTERM, before)
 

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from probe.analysis.load import first_layer
-from probe.config import RunConfig
+from probe.config import ConfigError, RunConfig
 from probe.metrics import first_layer_measures, references
 from probe.metrics.locality import unit_ipr
-from probe.run.folder import run_state
+from probe.run.folder import read_json_file, run_state
 from probe.run.loop import train_or_resume
 
 DEMO_MEASURES = ("ipr", "ipr_frac_above", "window_mass_5", "spread", "shift_match")
@@ -32,14 +32,37 @@ def sparkline(values: np.ndarray) -> str:
     return "".join(BLOCKS[int(round(v * (len(BLOCKS) - 1)))] for v in a)
 
 
+DEMO_STEPS = 6000
+
+
+def demo_run_dir(out: Path, model: str, steps: int, seed: int) -> Path:
+    """``OUT/mnist1d-MODEL-sSEED``, with ``-STEPSsteps`` when the steps are not the default's."""
+    return Path(out) / (f"mnist1d-{model}-s{seed}" + ("" if steps == DEMO_STEPS else f"-{steps}steps"))
+
+
 def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
     out = Path(out)
     results = {}
     for model in ("mlp", "cnn"):
-        run_dir = out / f"mnist1d-{model}-s{seed}"
+        run_dir = demo_run_dir(out, model, steps, seed)
         cfg = RunConfig(task="mnist1d", model=model, steps=steps, seed=seed)
-        # a finished demo run is reused (and an interrupted one resumed) rather than refused
-        if run_state(run_dir, steps) != "done":
+        # a finished demo run of the same options is reused (and an interrupted one resumed), saying so; other
+        # options train runs of their own (their folder names carry the steps)
+        state = run_state(run_dir, steps)
+        if (run_dir / "config.json").is_file():
+            stored = RunConfig.from_dict(read_json_file(run_dir / "config.json", "the run's config"),
+                                         source=str(run_dir / "config.json"))
+            diff = [k for k, v in cfg.to_dict().items() if k not in ("device", "threads") and stored.to_dict()[k] != v]
+            if diff:
+                raise ConfigError(f"{run_dir} holds a run with other options (differs in {', '.join(diff)}); give "
+                                  f"--out NEW_FOLDER, or remove {run_dir}")
+        if state == "done":
+            console.print(f"reusing the finished run {run_dir} ({model}, {steps} steps, seed {seed}); remove it or "
+                          "give --out to train again", highlight=False, soft_wrap=True)
+        elif state == "partial":
+            console.print(f"resuming the interrupted run {run_dir} ({model}, {steps} steps)", highlight=False,
+                          soft_wrap=True)
+        else:
             console.print(f"training {model} on MNIST-1D ({steps} steps) -> {run_dir}", highlight=False)
         results[model] = train_or_resume(cfg, run_dir, progress=True)
     console.print()
@@ -48,13 +71,16 @@ def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
     t.add_row("CNN (3 conv layers)", f"{results['cnn']['test_acc']:.1%}", "94%")
     console.print(t)
 
-    mlp_dir = out / f"mnist1d-mlp-s{seed}"
+    mlp_dir = demo_run_dir(out, "mlp", steps, seed)
     W, geo = first_layer(mlp_dir)
     W0, _ = first_layer(mlp_dir, step=0)
     vals = first_layer_measures(W, geo, names=DEMO_MEASURES, W0=W0)
     refs = references(W, geo, W0=W0, seed=seed, names=DEMO_MEASURES)
-    t = Table("measure", "trained", "at init", "random Gaussian", "inputs permuted", "phases randomized",
-              title="The MLP's first layer (100 units x 40 pixels)")
+    t = Table(title="The MLP's first layer (100 units x 40 pixels)")
+    # measure names whole on any width (piped output is 80 columns): the reading below names them
+    t.add_column("measure", no_wrap=True, min_width=max(len(k) for k in vals))
+    for col in ("trained", "at init", "random Gaussian", "inputs permuted", "phases randomized"):
+        t.add_column(col)
     for k, v in vals.items():
         if k == "shift_match_units":
             continue

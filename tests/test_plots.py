@@ -91,7 +91,7 @@ def test_references_are_drawn_in_each_lines_colour(runs):
     fig = plots.measures_figure(df, refs, measures=["window_mass_3"], hue="model")
     ax = fig.axes[0]
     ref_lines = [line for line in ax.get_lines() if line.get_gid() == "reference"]
-    assert len(ref_lines) == 2 * 2  # gaussian and permuted, for mlp and cnn
+    assert len(ref_lines) == 3 * 2  # gaussian, permuted and the deciding phase null, for mlp and cnn
     assert len(model_lines(ax)) == 3  # every run its own line, coloured by model
     colours = {matplotlib.colors.to_hex(line.get_color()) for line in model_lines(ax)}
     assert {matplotlib.colors.to_hex(line.get_color()) for line in ref_lines} == colours

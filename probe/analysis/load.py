@@ -63,14 +63,14 @@ class Source:
     run_dir: Path | None = None
 
 
-def read_source(path, input_shape=None, periodic: bool = False) -> Source:
+def read_source(path, input_shape=None, periodic: bool = False, weights_only_intact: bool = False) -> Source:
     """Load a probe checkpoint or a plain state_dict (which needs ``input_shape``, as ``--input-shape`` gives).
 
     Raises CheckpointError (unreadable file, not a state_dict, first layer not fitting the shape) or
     ConfigError (a bad shape), each with a one-line message naming the file.
     """
     path = Path(path)
-    obj = load_checkpoint(path)
+    obj = load_checkpoint(path, weights_only_intact=weights_only_intact)  # (a damaged training state: still measured)
     if is_probe_checkpoint(obj):
         try:
             cfg = RunConfig.from_dict(obj["config"], source=f"checkpoint {path}")

@@ -608,22 +608,41 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
     subject = Subject.of(first, data, n_data, seed)
     # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights); checkpoints whose
     # weights no measure reads (a run trained on after diverging) are left out with a note
-    reports, skipped = [], []
+    reports, skipped, damaged, unreadable = [], [], [], []
     with Progress(len(ckpts), f"analyze {run_dir}", "checkpoint", enabled=progress) as bar:
         for i, (step, p) in enumerate(ckpts):
             try:
-                reports.append(subject.report(first if i == 0 else read_source(p), layer, delta))
+                source = first if i == 0 else _read_measurable(p, step, damaged)
+                reports.append(subject.report(source, layer, delta))
             except WeightsRefused as e:
                 if not reports and i == len(ckpts) - 1:
                     raise
                 skipped.append((step, e))
+            except CheckpointError as e:  # a damaged checkpoint: the others are still measured
+                unreadable.append((step, e))
             bar.update(i + 1, f"step {step}")
     if not reports:
-        raise skipped[-1][1]
+        raise (skipped or unreadable)[-1][1]
     if skipped:
         steps = ", ".join(str(s) for s, _ in skipped)
         reports[0].notes.append(f"step(s) {steps} left out: {str(skipped[0][1]).split(': ', 1)[1]}")
+    for step, e in unreadable:
+        reports[0].notes.append(f"step {step} left out, its checkpoint unreadable: {str(e).split(': ', 1)[-1]}")
+    for step, why in damaged:
+        reports[0].notes.append(f"step {step} measured from its weights, which pass their checksums; its training "
+                                f"state does not ({why}): `probe check {run_dir}` says more")
     return reports
+
+
+def _read_measurable(path, step: int, damaged: list):
+    """:func:`read_source` of a run's checkpoint; one whose weights are intact but whose training state is damaged
+    is read all the same, and (step, why) goes to ``damaged``."""
+    try:
+        return read_source(path)
+    except CheckpointError as e:
+        source = read_source(path, weights_only_intact=True)  # raises again when the weights are damaged too
+        damaged.append((step, str(e).split(": ", 1)[-1]))
+        return source
 
 
 def analyze_run(run_dir, all_steps: bool = True, **kwargs) -> pd.DataFrame:

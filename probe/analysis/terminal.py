@@ -89,3 +89,44 @@ def header(rep: Report) -> str:
     what = f"{rep.model} on {rep.task}" if rep.model else "plain state_dict"
     step = f", step {rep.step}" if rep.step is not None else ""
     return f"{rep.checkpoint}: {what}{step}, input {rep.geometry.describe()}"
+
+
+def verdict_lines(rep: Report) -> list[str]:
+    """A short reading per structure measure, against the null that decides it (probe/analysis/verdicts.py):
+    above / at / below it, by how much; and for a strided first layer, how its translation measures read."""
+    from probe.analysis.verdicts import AT_TOLERANCE, readings, stride_note
+
+    lines = []
+    for name in rep.sections():
+        found = readings(rep.sections(), rep.reference, name)
+        if found:
+            lines.append(f"reading of {name} (each measure against the null that decides it; 'at' = within "
+                         f"{AT_TOLERANCE:.0%} of it, one draw of each null):")
+            lines += [f"  {line}" for line in found]
+    note = stride_note(rep.checkpoint) if rep.checkpoint else None
+    if note:
+        lines.append(f"note: {note}")
+    return lines
+
+
+def unfinished_note(path) -> str | None:
+    """For a path into a run folder whose training has not reached its last step: says how far it got and how to
+    continue it (None for a finished run, a plain state_dict, or anything that is not a run folder)."""
+    import json
+    from pathlib import Path
+
+    from probe.run.checkpoint import list_checkpoints
+
+    p = Path(path)
+    run = p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else None
+    if run is None or not (run / "config.json").is_file():
+        return None
+    try:
+        steps = int(json.loads((run / "config.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ckpts = list_checkpoints(run)
+    if not ckpts or ckpts[-1][0] >= steps:
+        return None
+    return (f"unfinished run: its last checkpoint is step {ckpts[-1][0]} of {steps} (interrupted, or still "
+            f"training); `probe train --resume {run}` continues it")

@@ -151,7 +151,8 @@ def _panel(ax, f: np.ndarray, how: str) -> None:
 
 
 def draw_fields(fig, W, geometry: Geometry, n_top: int = 8, n_random: int = 8, seed: int = 0,
-                title: str | None = None, ncols: int = 8, distinct: bool = True, interior: bool = True):
+                title: str | None = None, ncols: int = 8, distinct: bool = True, interior: bool = True,
+                caption: bool = True):
     """Draw the receptive fields of first-layer weights W (m x n) into ``fig`` (a Figure or SubFigure).
 
     Args:
@@ -162,6 +163,8 @@ def draw_fields(fig, W, geometry: Geometry, n_top: int = 8, n_random: int = 8, s
         ncols: panels per row.
         distinct, interior: no unit that is a shift of another drawn one, no unit cropped by the padding
             (:func:`select_units`); the group's caption says so when it passed units over.
+        caption: add the drawing used below the title (a grid of such drawings says it once: :func:`caption_of`).
+    Each panel is scaled to its own unit: its title gives the unit's largest |w|, the amplitude of full colour.
     Returns ``fig``.
     """
     W = np.asarray(W, dtype=np.float64)
@@ -171,9 +174,8 @@ def draw_fields(fig, W, geometry: Geometry, n_top: int = 8, n_random: int = 8, s
     shifted = distinct and len(top) and not np.array_equal(top, select_units(W, geometry, n_top, 0, distinct=False,
                                                                                interior=interior)[0])
     F = geometry.fields(W)
-    order = "" if geometry.perm is None else "; positions unshuffled"
-    caption = _CAPTION["image1d" if how == "image" and geometry.ndim == 1 else how]
-    fig.suptitle(f"{title + chr(10) if title else ''}{caption}{order}", fontsize=7)
+    text = caption_of(geometry) if caption else ""
+    fig.suptitle("\n".join(t for t in (title, text) if t), fontsize=7)
     how_top = ", ".join(["interior units (none cropped by the padding)"] * bool(crop) +
                         ["none a shift of another"] * bool(shifted))
     top_name = ("the network's one unit" if len(q) == 1 else
@@ -188,10 +190,17 @@ def draw_fields(fig, W, geometry: Geometry, n_top: int = 8, n_random: int = 8, s
         axes = np.atleast_1d(sub.subplots(rows, ncols, squeeze=False)).ravel()
         for ax, i in zip(axes, units):
             _panel(ax, F[i], how)
-            ax.set_title(f"unit {i}  ipr {q[i]:.2g}", fontsize=5, pad=2)
+            ax.set_title(f"unit {i}  ipr {q[i]:.2g}\nmax|w| {np.abs(F[i]).max():.2g}", fontsize=5, pad=2)
         for ax in axes[len(units):]:
             ax.set_axis_off()
     return fig
+
+
+def caption_of(geometry: Geometry) -> str:
+    """How :func:`draw_fields` draws fields of this geometry, in words."""
+    how = drawing(geometry)
+    order = "" if geometry.perm is None else "; positions unshuffled"
+    return _CAPTION["image1d" if how == "image" and geometry.ndim == 1 else how] + order
 
 
 def fields_figure(W, geometry: Geometry, n_top: int = 8, n_random: int = 8, seed: int = 0, title: str | None = None,

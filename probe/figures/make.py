@@ -36,7 +36,7 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                  which=("measures", "accuracy", "fields", "spectra", "routing", "interpolation"), measures=None,
                  references=("gaussian", "permuted"), say=print, x: str | None = None, final=None,
                  final_references=("gaussian", "permuted"), xlabel: str | None = None,
-                 progress: bool = False, mix_tasks: bool = False) -> list[Path]:
+                 progress: bool = False, mix_tasks: bool = False, overwrite: bool = True) -> list[Path]:
     """Draw the figures of the runs under ``paths`` into ``out``; returns the files written.
 
     Args:
@@ -55,6 +55,8 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
         progress: show which figure is being drawn (a bar, or a line every few seconds, on standard error).
         mix_tasks: draw runs of several tasks in the same figures even when ``task`` is not ``hue``, ``group_by``
             or ``x`` (module docstring); the fields of two tasks side by side, for instance.
+        overwrite: replace figure files already in ``out``; False refuses (ConfigError naming them) before anything
+            is drawn (`probe figures` without ``--overwrite``).
     """
     import matplotlib
 
@@ -62,6 +64,9 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
     out = Path(out)
     dirs = figdata.run_dirs(paths)
     by_task = _task_groups(dirs)
+    if not overwrite:
+        split = len(by_task) > 1 and not mix_tasks and "task" not in (group_by, hue, x)
+        _refuse_overwrite(Path(out), [f"{prefix}{t}_" for t in by_task] if split else [prefix], which, x)
     if len(by_task) > 1:
         listed = ", ".join(by_task)
         if not mix_tasks and "task" not in (group_by, hue, x):
@@ -73,6 +78,12 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                                         references, say, x, final, final_references, xlabel, progress)
             return written
         say(f"runs of {len(by_task)} tasks ({listed}) drawn together, as asked; each task keeps its own references")
+    from probe.analysis.terminal import unfinished_note
+
+    for d in dirs:  # drawn as far as they got, said once per run
+        if unfinished_note(d):
+            ref = "" if (d / "reference.json").exists() else "; no references yet (written at its end)"
+            say(f"{d}: unfinished, {unfinished_note(d).split(': ', 1)[1].split(' (')[0]}: drawn as far as it got{ref}")
     runs = figdata.load_runs(dirs)
     if x is not None and "final" not in which:
         which = (*which, "final")
@@ -134,6 +145,20 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
             else:
                 emit("routing", lambda: plots.routing_figure(figdata.load_routing(seq[:MAX_WEIGHT_RUNS])))
     return written
+
+
+FIGURE_NAMES = ("measures", "accuracy", "final", "interpolation", "fields", "spectra", "routing")
+
+
+def _refuse_overwrite(out: Path, prefixes, which, x) -> None:
+    """A one-line error naming the figure files in ``out`` that drawing would replace (any figure of ``which``,
+    with each of ``prefixes``, as .pdf or .png)."""
+    names = [n for n in FIGURE_NAMES if n in which or (n == "final" and x is not None)]
+    taken = [f"{p}{n}{ext}" for p in prefixes for n in names for ext in (".pdf", ".png") if (out / f"{p}{n}{ext}").exists()]
+    if taken:
+        shown = ", ".join(taken[:4]) + (f" and {len(taken) - 4} more" if len(taken) > 4 else "")
+        raise ConfigError(f"--out {out}: would replace {len(taken)} existing file(s) ({shown}); give --overwrite to "
+                          "replace them, or another --out or --prefix")
 
 
 def _task_groups(dirs) -> dict:

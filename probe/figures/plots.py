@@ -30,7 +30,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from probe.figures import labels as words
-from probe.figures.fields import RC, draw_fields, save_figure
+from probe.figures.fields import RC, caption_of, draw_fields, save_figure
 from probe.metrics import registry
 
 # y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
@@ -162,9 +162,34 @@ def _check_keys(d: pd.DataFrame, *keys) -> None:
 
 def _step_axis(ax, steps) -> None:
     positive = np.asarray(sorted(s for s in steps if s > 0))
-    ax.set_xscale("symlog", linthresh=float(positive[0]) if len(positive) else 1.0, linscale=0.8)
-    ax.set_xlim(0, max(steps) * 1.05 if len(steps) else 1)
+    linthresh = float(positive[0]) if len(positive) else 1.0
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.8)
+    top = max(steps) * 1.05 if len(steps) else 1
+    ax.set_xlim(0, top)
+    # 0, then the decades from the first logged step on: a decade inside the linear part [0, linthresh) would sit
+    # on top of the 0 (steps 0, 500, 1000, ...: 10^2 at a fifth of 500's place)
+    decades = [10.0 ** k for k in range(int(np.ceil(np.log10(linthresh))), int(np.floor(np.log10(top))) + 1)]
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator([0.0, *(decades or [linthresh])]))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(STEP_LABEL)
+
+
+def panel_title(metric: str, data: pd.DataFrame | None = None, width: int = 34) -> str:
+    """A panel's title in words, wrapped to ``width`` characters so that adjacent panels' titles never meet; a
+    window of k pixels is written k x k when every run's input is 2-D (its ``input_shape`` is C x H x W)."""
+    import re
+    import textwrap
+
+    text = words.title(metric)
+    shapes = set(data["input_shape"].dropna()) if data is not None and "input_shape" in data.columns else set()
+    dims = {str(s).count("x") for s in shapes}
+    if dims == {2}:
+        text = re.sub(r"(\d+)-pixel (window|field)", r"\1 x \1 \2", text)
+    elif 2 in dims:
+        text = re.sub(r"(\d+)-pixel (window|field)", r"\1-pixel (\1 x \1 on images) \2", text)
+    return textwrap.fill(text, width)
 
 
 def _categorical(d: pd.DataFrame, *keys, runs: dict | None = None) -> pd.DataFrame:
@@ -221,8 +246,27 @@ def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, col
                     mew=0.8, markevery=slice(1, -1), gid="reference", zorder=1.5)
             n += 1
         handles.append(Line2D([], [], color="0.3", ls=REFERENCE_STYLE[kind], lw=0.9, marker=REFERENCE_MARKER[kind],
-                              ms=3.5, mfc="white", mew=0.8, label=f"reference: {REFERENCE_TEXT[kind]}"))
+                              ms=3.5, mfc="white", mew=0.8, label=reference_label(kind, metric)))
     return handles
+
+
+def with_deciding_null(metric: str, kinds) -> tuple:
+    """``kinds`` and the null that decides ``metric`` (probe/analysis/verdicts.py: phase for locality and
+    translation structure, lcn for weight sharing, the initializer on other seeds for concentration), which every
+    figure of a structure measure draws whatever ``kinds`` asks."""
+    from probe.analysis.verdicts import deciding_null
+
+    kind = deciding_null(metric)
+    return tuple(kinds) + ((kind,) if kind is not None and kind not in kinds else ())
+
+
+def reference_label(kind: str, metric: str, word: str = "reference") -> str:
+    """A reference's legend entry; the null that decides ``metric`` says so."""
+    from probe.analysis.verdicts import deciding_null
+
+    if deciding_null(metric) == kind:
+        return f"deciding null: {REFERENCE_TEXT[kind]}"
+    return f"{word}: {REFERENCE_TEXT[kind]}"
 
 
 def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
@@ -292,7 +336,8 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
         measures: metric names to draw (default: every tracked measure present, in :data:`LABELS` order).
         hue, group_by: config keys (module docstring).
         references: which references to draw, in each line's colour (``init`` is left out by default: it is
-            every line's value at step 0).
+            every line's value at step 0); each structure measure's deciding null (:func:`with_deciding_null`)
+            is drawn beside them, named so in the legend.
     """
     _check_keys(runs, hue, group_by)
     present = set(runs.metric)
@@ -323,10 +368,10 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
             dm = dm.assign(value=scale * dm.value)
             sns.lineplot(data=dm, x="step", y="value", ax=ax,
                          **_line_kwargs(dm, hue, group_by, colours, words.value_range(m, scale)))
-            extra += _draw_references(ax, refs, m, line_keys, colours, references)
+            extra += _draw_references(ax, refs, m, line_keys, colours, with_deciding_null(m, references))
             extra += _draw_step_nulls(ax, nulls, step_nulls(m, present), key, colours)
             _step_axis(ax, dm.step.unique())
-            ax.set_title(words.title(m))
+            ax.set_title(panel_title(m, runs))
             ax.set_ylabel(LABELS.get(m, "value"))
             if m.endswith(("_growth", "_growth_all")):  # ratios to the start: x0.9 and x45 on one panel
                 ax.set_yscale("log")
@@ -434,7 +479,7 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
                 ax.plot(*zip(*pts), "o-" if numeric else "o", ms=4.5, lw=1.2, color=colours[g],
                         label=g if hue else None)
             null = {}
-            for k in references if r is not None else ():
+            for k in with_deciding_null(m, references) if r is not None else ():
                 rk = r[(r.metric == m) & (r.reference == k)]
                 same = rk.merge(dm[["run", "value"]], on="run", suffixes=("", "_run"))
                 # a null equal to the value itself (ipr, hoyer, zero_frac under a permutation of positions)
@@ -452,7 +497,9 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
                     ax.plot(*zip(*p), marker=REFERENCE_MARKER[kind], ms=4, mfc="none",
                             ls=REFERENCE_STYLE[kind] if numeric else "none", lw=0.9, color=colours[g], alpha=0.85,
                             gid="reference")
-                used[kind] = True
+                label = reference_label(kind, m, "null")
+                if kind not in used or label.startswith("deciding"):
+                    used[kind] = label
             vals = scale * pd.concat([dm.value] + [v.value for v in null.values()]).to_numpy()
             vals = vals[np.isfinite(vals)]
             if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 100:
@@ -463,14 +510,14 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
                           rotation_mode="anchor")
             ax.set_xlim(-0.5, len(levels) - 0.5)
             ax.set_xlabel(xlabel or words.key_text(x))
-            ax.set_title(words.title(m))
+            ax.set_title(panel_title(m, final))
             ax.set_ylabel(LABELS.get(m, "value"))
             if m.endswith(("_growth", "_growth_all")):  # ratios to the start: x0.9 and x45 on one panel
                 ax.set_yscale("log")
         for ax in axes[len(metrics):]:
             ax.set_axis_off()
         extra = [Line2D([], [], color="0.3", marker=REFERENCE_MARKER[k], mfc="none", ls=REFERENCE_STYLE[k], lw=0.9,
-                        label=f"null: {REFERENCE_TEXT[k]}") for k in used]
+                        label=label) for k, label in used.items()]
         extra.append(Line2D([], [], color="0.3", marker="o", ls="", ms=3, alpha=0.45, label="one run (seed)"))
         _legend(fig, axes[: len(metrics)], extra, hue)
     return fig
@@ -552,7 +599,7 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
                 if j >= len(r):
                     continue
                 row = r.iloc[j]
-                head = f"{names.get(run, run)}\nstep {row.step}{' (initialization)' if row.step == 0 else ''}"
+                head = f"{names.get(run, run)}, step {row.step}{' (initialization)' if row.step == 0 else ''}"
                 same = next(((n, s) for W, n, s in drawn if W.shape == row.W.shape and np.array_equal(W, row.W)), None)
                 if same is not None:
                     cell = grid[i, j]
@@ -562,8 +609,11 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
                     ax.text(0.5, 0.5, f"the same weights as\n{same[0]}, step {same[1]}\n(one initialization)",
                             ha="center", va="center", fontsize=7, color="0.35", transform=ax.transAxes)
                     continue
-                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=head, ncols=ncols)
+                draw_fields(grid[i, j], row.W, row.geometry, n_top=n_units, n_random=0, title=head, ncols=ncols,
+                            caption=False)
                 drawn.append((row.W, names.get(run, run), row.step))
+        # the drawing used, once for the figure rather than above every cell
+        fig.suptitle("; ".join(dict.fromkeys(caption_of(g) for g in fields.geometry)), fontsize=7)
     return fig
 
 

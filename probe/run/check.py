@@ -288,7 +288,7 @@ def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | N
             stored = RunConfig.from_dict(ck.get("config"), source="its config").to_dict()
         except ConfigError as e:
             return str(e)
-        diff = [k for k, v in cfg_dict.items() if k != "device" and stored.get(k) != v]
+        diff = [k for k, v in cfg_dict.items() if k not in ("device", "threads") and stored.get(k) != v]
         if diff:
             return f"written with another config than config.json (differs in {', '.join(diff)})"
         if not 0 <= step <= cfg.steps:

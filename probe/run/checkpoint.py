@@ -318,11 +318,25 @@ def state_dict_mismatch(model: torch.nn.Module, state_dict) -> str | None:
     return "; ".join(parts) or None
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def weights_intact(obj: dict) -> bool:
+    """Whether a probe checkpoint's weights (every ``state_dict/`` tensor) and its config and step pass their
+    checksums, whatever its training state (optimizer, schedule, RNG) does: what a measurement reads."""
+    stored = obj.get(CHECKSUMS)
+    if not (isinstance(stored, dict) and isinstance(stored.get("tensors"), dict)):
+        return False
+    now = checksums(obj)
+    weights = [n for n in {*now["tensors"], *stored["tensors"]} if n.startswith("state_dict/")]
+    return (bool(weights) and all(stored["tensors"].get(n) == now["tensors"].get(n) for n in weights)
+            and stored.get("fields") == now["fields"])
+
+
+def load_checkpoint(path, map_location="cpu", weights_only_intact: bool = False) -> dict:
     """Load any checkpoint-like file safely. Returns the loaded object (a probe checkpoint dict or a plain
     state_dict); raises CheckpointError with a one-line reason for anything unreadable or unsafe: not a regular
     file (a named pipe would block forever), not a PyTorch file, code it would run, tensors claiming more bytes
-    than the file holds, a probe checkpoint failing its checksums (the damaged tensor is named)."""
+    than the file holds, a probe checkpoint failing its checksums (the damaged tensor is named).
+    ``weights_only_intact``: a probe checkpoint whose weights, config and step pass their checksums loads even when
+    its training state fails its own (:func:`weights_intact`): enough to measure, never to resume from."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {p}: not found")
@@ -361,7 +375,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     _check_tensors(p, obj)
     if is_probe_checkpoint(obj):
         bad = verify_checksums(obj)
-        if bad:
+        if bad and not (weights_only_intact and weights_intact(obj)):
             raise CheckpointError(f"checkpoint {p}: {bad}")
     return obj
 

@@ -248,7 +248,8 @@ def restore(run: Run) -> None:
     if not is_probe_checkpoint(ck) or missing:
         raise CheckpointError(f"checkpoint {path}: not a probe checkpoint with training state (missing "
                               f"{', '.join(missing) or 'format'}); cannot resume from it")
-    stored = RunConfig.from_dict(ck["config"], source=f"checkpoint {path}").replace(device=run.cfg.device)
+    stored = RunConfig.from_dict(ck["config"], source=f"checkpoint {path}").replace(device=run.cfg.device,
+                                                                                       threads=run.cfg.threads)
     stored = effective_config(stored, run.task)
     if stored != run.cfg:
         diff = [k for k, v in run.cfg.to_dict().items() if stored.to_dict()[k] != v]

@@ -361,7 +361,12 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
                 write_run_files(run)
             except OSError as e:
                 raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-        with _threads(cpu_threads(cfg, run.model)), _loggers(cfg, out, on_log) as log_row:
+        threads = cpu_threads(cfg, run.model)
+        if progress and threads > 1 and run.device.type == "cpu":
+            import sys
+
+            print(f"note: {thread_reason(cfg, run.model)}", file=sys.stderr, flush=True)
+        with _threads(threads), _loggers(cfg, out, on_log) as log_row:
             return train(run, hooks=hooks, progress=progress, on_log=log_row)
 
 
@@ -372,6 +377,19 @@ def cpu_threads(cfg: RunConfig, model: nn.Module) -> int:
         return cfg.threads
     work = sum(p.numel() for p in model.parameters()) * cfg.batch_size
     return 1 if work < SMALL_WORK else torch.get_num_threads()
+
+
+def thread_reason(cfg: RunConfig, model: nn.Module) -> str:
+    """Which torch CPU thread count a run takes, and why, in one sentence (`probe train` says it when more than one)."""
+    n = cpu_threads(cfg, model)
+    if cfg.threads:
+        return f"{n} torch threads, as --threads asked"
+    work = sum(p.numel() for p in model.parameters()) * cfg.batch_size
+    if work < SMALL_WORK:
+        return f"1 torch thread: a small model (parameters x batch {work:.2g} < {SMALL_WORK:.0g})"
+    return (f"{n} torch thread{'s' if n > 1 else ''} (torch's setting here) for a large model (parameters x batch "
+            f"{work:.2g} >= {SMALL_WORK:.0g})" + ("; where other processes keep the cores busy, --threads 1 is often "
+                                                  "several times faster (README, Performance)" if n > 1 else ""))
 
 
 @contextlib.contextmanager

@@ -67,7 +67,7 @@ from probe.models import model_specs
 
 SCALES = ("quick", "medium", "full")  # CPU minutes; about an hour on 2 cores with --jobs 2; a GPU
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
-SCALE_KEYS = ("base", "grid", "variants", "final_measures")
+SCALE_KEYS = ("base", "grid", "variants", "final_measures", "measured")  # measured: the scale's wall time, in words
 OPT_TABLES = ("task_opts", "model_opts", "procedure_opts")
 FINAL_MEASURES = FUNCTION_MEASURES  # the functional measures a spec may ask for (probe.analysis.function)
 MANIFEST = "sweep.json"
@@ -95,6 +95,7 @@ class Sweep:
     anchor: str
     columns: tuple
     runs: tuple
+    measured: str = ""  # the scale's measured wall time, as its spec records it (`measured = "..."`)
 
 
 # -- specs and presets --------------------------------------------------------------------------------------
@@ -176,7 +177,45 @@ def expand(spec: dict, scale: str | None = None, overrides: dict | None = None) 
         names[run_name] = varied
         runs.append(_run_spec(run_name, varied, d, final, where))
     return Sweep(name, scale, str(spec.get("hypothesis", "")), str(spec.get("anchor", "")),
-                 tuple([*axes, *grid]), tuple(runs))
+                 tuple([*axes, *grid]), tuple(runs), str(sc.get("measured", "")))
+
+
+def size_text(sweep: Sweep) -> str:
+    """``16 runs, 6000 steps each`` (or ``500-6000 steps``): the work of a sweep at its scale, in words."""
+    steps = sorted({int(r.config.get("steps", 0)) for r in sweep.runs})
+    each = f"{steps[0]} steps each" if len(steps) == 1 else f"{steps[0]}-{steps[-1]} steps"
+    return f"{len(sweep.runs)} runs, {each}"
+
+
+def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
+    """The time a sweep should take, from measured times: its own finished runs in ``out`` (their mean seconds
+    times the runs left, over ``jobs``) where there are some, else the wall time its spec records for the scale."""
+    import statistics
+
+    secs, left = [], 0
+    for r in sweep.runs:
+        res = Path(out) / r.name / "result.json" if out is not None else None
+        try:
+            result = json.loads(res.read_text()) if res is not None else {}
+        except (OSError, ValueError):
+            result = {}
+        if result.get("status") == "done" and isinstance(result.get("seconds"), (int, float)):
+            secs.append(float(result["seconds"]))
+        else:
+            left += 1
+    if secs:
+        if not left:
+            return f"all {len(secs)} runs finished"
+        est = statistics.mean(secs) * left / max(jobs, 1)
+        return (f"about {_duration(est)} left for {left} runs with --jobs {jobs} (the mean of its {len(secs)} "
+                f"finished runs, {_duration(statistics.mean(secs))} a run)")
+    if sweep.measured:
+        return f"measured: {sweep.measured}"
+    return "no measured time for this scale yet (the progress lines estimate it once a run has finished)"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def default_out(sweep: Sweep) -> Path:

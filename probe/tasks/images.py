@@ -12,6 +12,7 @@ import gzip
 import io
 import logging
 import pickle
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -55,8 +56,9 @@ def _subsample(x, y, n_train, seed):
 
 
 # MNIST-1D sets of at least this many examples are kept on disk once generated (125,000 examples, the medium
-# scale's, take about 30 CPU-s to generate: every run of a sweep is a new process)
-CACHE_MIN = 20_000
+# scale's, take about 30 CPU-s to generate: every run of a sweep is a new process; the default 5,000 take 2-3 CPU s
+# with the mnist1d import, scipy's and matplotlib's, as long as a default run's other fixed costs together)
+CACHE_MIN = 1_000
 
 
 def cache_dir() -> Path:
@@ -87,6 +89,9 @@ def _mnist1d_arrays(data_seed: int, num_samples: int):
         except ConfigError as e:
             problem = str(e)
         if problem is None:
+            # the generator leaves Python's `random` seeded with data_seed (mnist1d.utils.set_seed), and checkpoints
+            # store that state: a set read back leaves it the same, so runs write the same checkpoints either way
+            random.seed(int(data_seed))
             return arrays
         # an entry written before it carried a checksum, a damaged or a planted one: made again from the generator
         logging.getLogger("probe.tasks").warning(f"note: {path}: {problem}; generating the set again")

@@ -1,0 +1,39 @@
+"""`probe sweep --list` and `--dry-run` give the runs, their steps and a time from measured ones."""
+
+import json
+
+from typer.testing import CliRunner
+
+from probe.cli import app
+from probe.sweep import spec as sw
+
+SPEC = {"name": "t", "base": {"task": "mnist1d", "steps": 300}, "grid": {"seed": [0, 1, 2]},
+        "quick": {"base": {"steps": 50}, "measured": "1 min wall, --jobs 2"}, "medium": {"grid": {"seed": [0]}}}
+
+
+def test_size_and_recorded_time_of_each_scale():
+    quick = sw.expand(SPEC, "quick")
+    assert sw.size_text(quick) == "3 runs, 50 steps each"
+    assert sw.estimate_text(quick) == "measured: 1 min wall, --jobs 2"
+    medium = sw.expand(SPEC, "medium")
+    assert sw.size_text(medium) == "1 runs, 300 steps each"
+    assert sw.estimate_text(medium).startswith("no measured time")
+
+
+def test_estimate_from_the_sweeps_own_finished_runs(tmp_path):
+    quick = sw.expand(SPEC, "quick")
+    for r, secs in zip(quick.runs[:2], (40.0, 60.0)):
+        (tmp_path / r.name).mkdir()
+        (tmp_path / r.name / "result.json").write_text(json.dumps({"status": "done", "seconds": secs}))
+    text = sw.estimate_text(quick, tmp_path, jobs=1)
+    assert text.startswith("about 50 s left for 1 runs with --jobs 1") and "2 finished runs" in text
+
+
+def test_list_and_dry_run_show_sizes_and_times(tmp_path):
+    res = CliRunner().invoke(app, ["sweep", "--list"])
+    assert res.exit_code == 0, res.output
+    assert "quick: 16 runs, 6000 steps" in " ".join(res.output.split())  # mnist1d-controls, a measured scale
+    res = CliRunner().invoke(app, ["sweep", "--preset", "sparsity", "--dry-run", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    assert "8 runs, 3000 steps each" in res.output and "time: measured: 2.6 min wall" in res.output
+    assert "steps" in res.output.splitlines()[2]
