@@ -7,11 +7,13 @@ The public surface, for scripts and notebooks (the `probe` command is built on t
     probe.run_training(cfg, "runs/mlp")                      # a run folder, as `probe train` writes it
     run = probe.load_run("runs/mlp")                         # config, task, model, layers of its last checkpoint
     report = probe.analyze_checkpoint("runs/mlp")            # every measure beside its references
+    report = probe.analyze(model, input_shape=(3, 32, 32))   # a model, state_dict or file from elsewhere
     probe.first_layer_measures(run.first_layer, run.geometry)
 
 Training: :class:`RunConfig`, :func:`config_for` (a task's own training defaults), :func:`make_task`, :func:`build_model`, :func:`run_training`. Reading runs back:
 :func:`load_run` (one checkpoint's model), :func:`read_metrics` (a run's rows), :func:`load_runs` (many runs' rows
-as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame).
+as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame), :func:`analyze` (a model,
+state_dict or file from elsewhere).
 Measures: :data:`MEASURES` (the registry), :func:`first_layer_measures`, :func:`layer_measures`,
 :func:`function_measures`, :func:`references`; every measure function is in :mod:`probe.metrics`.
 """
@@ -25,6 +27,7 @@ from probe.geometry import Geometry
 _PUBLIC = {
     "MEASURES": "probe.metrics.registry",
     "RunConfig": "probe.config",
+    "analyze": "probe.analysis.api",
     "analyze_checkpoint": "probe.analysis.report",
     "analyze_run": "probe.analysis.report",
     "build_model": "probe.models",

@@ -351,10 +351,16 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the two ru
 @app.command()
 @clean_errors
 def analyze(
-    path: Path = typer.Argument(..., help="A probe checkpoint, a run folder (its last checkpoint) or a plain state_dict file."),
+    path: Path = typer.Argument(..., help="A probe checkpoint, a run folder (its last checkpoint), a plain state_dict "
+                                "file (torch or .safetensors) or a save_pretrained folder."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Every checkpoint of the run folder, as one table."),
     input_shape: Optional[str] = typer.Option(None, help="C,L or C,H,W: the input grid of a plain state_dict."),
     periodic: bool = typer.Option(False, "--periodic", help="The --input-shape grid wraps around."),
+    first_layer: Optional[str] = typer.Option(None, "--first-layer", help="An outside checkpoint's first layer (a "
+                                              "state_dict key; default: its first weight)."),
+    stride: Optional[int] = typer.Option(None, help="The stride of that first layer's convolution (a state_dict does "
+                                         "not store it; kernel = stride reads a patch embedding)."),
+    padding: Optional[int] = typer.Option(None, help="Its zero padding (default k // 2, or 0 for a patch embedding)."),
     layer: Optional[str] = typer.Option(None, help="Report only this layer (names as the table shows them)."),
     data: bool = typer.Option(True, "--data/--no-data", help="Rebuild the run's task: test accuracy, functional measures."),
     n_data: int = typer.Option(512, min=1, help="Test inputs for the functional measures."),
@@ -377,8 +383,10 @@ def analyze(
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
-    if all_steps and (shape is not None or init is not None):
-        raise ConfigError("--all-steps reads a probe run folder; --input-shape and --init are for outside checkpoints")
+    outside = {"first_layer": first_layer, "stride": stride, "padding": padding}
+    if all_steps and (shape is not None or init is not None or any(v is not None for v in outside.values())):
+        raise ConfigError("--all-steps reads a probe run folder; --input-shape, --init, --first-layer, --stride and "
+                          "--padding are for outside checkpoints")
     # a terminal's width; piped to a file or another program, lines as long as the tables need (names never cut)
     out = console if console.is_terminal else Console(width=terminal.PIPE_WIDTH)
     width = out.width
@@ -391,7 +399,7 @@ def analyze(
             reports[-1].notes.append(note)
     else:
         reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
-                                         n_data=n_data, seed=seed, init=init, delta=delta)]
+                                         n_data=n_data, seed=seed, init=init, delta=delta, **outside)]
         console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
         tables = terminal.report_tables(reports[0])
     for note in dict.fromkeys(n for r in reports for n in r.notes):
@@ -412,7 +420,7 @@ def analyze(
             from probe.figures.fields import fields_figure, save_figure
 
             target = fields
-            layers, geo = load_layers(reports[-1].checkpoint, shape, periodic)
+            layers, geo = load_layers(reports[-1].checkpoint, shape, periodic, **outside)
             name, W = next(iter(layers.items()))
             fig = fields_figure(W, geo, seed=seed, title=f"{reports[-1].checkpoint}: {name}")
             console.print("fields -> " + ", ".join(map(str, save_figure(fig, fields))), highlight=False)
