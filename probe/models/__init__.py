@@ -54,6 +54,9 @@ def model_specs() -> dict[str, ModelSpec]:
         from probe.models import mixer, rnn, transformer  # noqa: F401
     except ImportError:  # pragma: no cover - sequence models not yet present
         pass
+    from probe.plugins import load_plugins
+
+    load_plugins("probe.models")  # other packages' models (entry point group probe.models)
     return MODELS
 
 

@@ -101,6 +101,9 @@ def _ensure_loaded():
         pass
     from probe.tasks import arith, recurrence  # noqa: F401  (issue 15: add; running-parity, count, dyck, delayed-copy)
     from probe.tasks import patches  # noqa: F401  (issue 16: natural-image patches)
+    from probe.plugins import load_plugins
+
+    load_plugins("probe.tasks")  # other packages' tasks (entry point group probe.tasks)
 
 
 def task_specs() -> dict[str, TaskSpec]:
