@@ -441,6 +441,11 @@ def sweep(
     time_min: int = typer.Option(60, min=1, help="Time limit per run (submitit), minutes."),
     gpus: int = typer.Option(1, min=0, help="GPUs per Slurm job."),
     cpus: int = typer.Option(4, min=1, help="CPUs per Slurm job (its torch threads)."),
+    mem: Optional[str] = typer.Option(None, help="Memory per Slurm job, as Slurm writes it (32G); by default the "
+                                      "partition's."),
+    account: Optional[str] = typer.Option(None, help="Slurm account to charge."),
+    slurm_param: Optional[List[str]] = typer.Option(None, "--slurm-param", help="Any other #SBATCH option, KEY=VALUE "
+                                                    "(qos=high, constraint=a100; repeatable)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
@@ -488,7 +493,8 @@ def sweep(
         console.print(f"[{done[0]}/{len(spec.runs)}{eta}] {r['run']}: {r['status']}{acc}{secs}{why}",
                       highlight=False, soft_wrap=True, markup=False)
 
-    slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus)
+    slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus, mem=mem, account=account,
+                 additional=parse_kv(slurm_param, "--slurm-param"))
     try:
         results = runner.run_sweep(spec, out, executor, jobs, slurm, wait, on_result=show)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (as `probe train`: exit 130 / 143)
