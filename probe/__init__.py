@@ -14,6 +14,8 @@ Training: :class:`RunConfig`, :func:`config_for` (a task's own training defaults
 :func:`load_run` (one checkpoint's model), :func:`read_metrics` (a run's rows), :func:`load_runs` (many runs' rows
 as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame), :func:`analyze` (a model,
 state_dict or file from elsewhere).
+Figures: :func:`measures_figure`, :func:`accuracy_figure`, :func:`final_figure`, :func:`spectra_figure` and the others
+of :mod:`probe.figures.plots`, each from a tidy table, each drawing into ``ax=`` when given.
 Measures: :data:`MEASURES` (the registry), :func:`first_layer_measures`, :func:`layer_measures`,
 :func:`function_measures`, :func:`references`; every measure function is in :mod:`probe.metrics`.
 """
@@ -41,6 +43,18 @@ _PUBLIC = {
     "read_metrics": "probe.run.folder",
     "references": "probe.metrics",
     "run_training": "probe.run.loop",
+    # figures: each takes ax= (fields_grid_figure and fields_figure: fig=) to compose a figure in a notebook
+    "accuracy_figure": "probe.figures.plots",
+    "dependence_figure": "probe.figures.plots",
+    "distance_figure": "probe.figures.plots",
+    "fields_figure": "probe.figures.fields",
+    "fields_grid_figure": "probe.figures.plots",
+    "final_figure": "probe.figures.plots",
+    "interpolation_figure": "probe.figures.plots",
+    "measures_figure": "probe.figures.plots",
+    "routing_figure": "probe.figures.plots",
+    "spectra_figure": "probe.figures.plots",
+    "spectrum_figure": "probe.figures.plots",
 }
 
 try:
