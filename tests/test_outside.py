@@ -180,3 +180,31 @@ def test_resnet_config_json_gives_the_stem_stride(tmp_path):
     assert np.allclose(W, basis_dense(conv, 192, (3, 8, 8)))
     with pytest.raises(CheckpointError, match="--input-shape"):
         read_source(tmp_path / "resnet")
+
+
+def test_sharded_and_bin_pretrained_folders_and_wrapped_dicts(tmp_path):
+    """A sharded save_pretrained folder (an index naming two safetensors shards), one with pytorch_model.bin, and
+    a Lightning-style wrapped torch file read to the same layers; a folder with a config.json and no weights is
+    not taken for one."""
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    import json
+
+    torch.manual_seed(8)
+    sd = {"fc1.weight": torch.randn(6, 16), "fc1.bias": torch.zeros(6), "fc2.weight": torch.randn(3, 6)}
+    (tmp_path / "sharded").mkdir()
+    save_file({"fc1.weight": sd["fc1.weight"], "fc1.bias": sd["fc1.bias"]}, tmp_path / "sharded" / "a.safetensors")
+    save_file({"fc2.weight": sd["fc2.weight"]}, tmp_path / "sharded" / "b.safetensors")
+    index = {"weight_map": {"fc1.weight": "a.safetensors", "fc1.bias": "a.safetensors", "fc2.weight": "b.safetensors"}}
+    (tmp_path / "sharded" / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "bin").mkdir()
+    torch.save(sd, tmp_path / "bin" / "pytorch_model.bin")
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "lightning.ckpt")
+    want = {"fc1": sd["fc1.weight"].double().numpy(), "fc2": sd["fc2.weight"].double().numpy()}
+    for path in (tmp_path / "sharded", tmp_path / "bin", tmp_path / "lightning.ckpt"):
+        src = read_source(path, (1, 4, 4))
+        layers = src.layout.layers(src.state_dict)
+        assert list(layers) == list(want) and all(np.array_equal(layers[k], want[k]) for k in want), path
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="no checkpoints .*save_pretrained"):
+        probe.analyze(tmp_path / "empty")

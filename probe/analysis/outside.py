@@ -70,8 +70,9 @@ def is_safetensors(path: Path) -> bool:
 
 
 def is_pretrained_folder(path: Path) -> bool:
-    """A folder written by ``save_pretrained``: a config.json or one of :data:`PRETRAINED_FILES`."""
-    return path.is_dir() and any((path / f).is_file() for f in ("config.json", *PRETRAINED_FILES))
+    """A folder written by ``save_pretrained``: one of :data:`PRETRAINED_FILES` in it (a config.json alone is not
+    one: a probe run folder has a config.json too)."""
+    return path.is_dir() and any((path / f).is_file() for f in PRETRAINED_FILES)
 
 
 def read_safetensors(path: Path) -> dict:
