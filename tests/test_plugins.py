@@ -75,7 +75,8 @@ def test_a_plugin_that_fails_to_import_is_named_in_one_line(on_path):
 
 @pytest.mark.slow
 def test_the_cli_and_its_worker_processes_see_a_plugin(tmp_path):
-    """`probe models` lists it; a sweep with --jobs 2 trains it in worker processes (each a fresh Python)."""
+    """`probe models` lists it; a sweep with --jobs 2 trains it in worker processes, and one through submitit's
+    local executor in submitit jobs (each a fresh Python)."""
     write_plugin(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-m", "probe", "models"], env=env, capture_output=True, text=True)
@@ -87,3 +88,9 @@ def test_the_cli_and_its_worker_processes_see_a_plugin(tmp_path):
                          str(tmp_path / "sw"), "--jobs", "2"], env=env, capture_output=True, text=True)
     assert sw.returncode == 0, sw.stdout + sw.stderr
     assert sw.stdout.count(": done") == 2, sw.stdout
+    # submitit's local executor: each job is a fresh process that unpickles the job and looks the names up
+    pytest.importorskip("submitit")
+    sub = subprocess.run([sys.executable, "-m", "probe", "sweep", str(tmp_path / "s.toml"), "--out",
+                          str(tmp_path / "sub"), "--executor", "submitit-local"], env=env,
+                         capture_output=True, text=True)
+    assert sub.returncode == 0 and sub.stdout.count(": done") == 2, sub.stdout + sub.stderr
