@@ -208,3 +208,21 @@ def test_sharded_and_bin_pretrained_folders_and_wrapped_dicts(tmp_path):
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="no checkpoints .*save_pretrained"):
         probe.analyze(tmp_path / "empty")
+
+
+def test_a_probe_model_in_memory_is_measured_through_its_own_first_layer_dense():
+    """An LCN's weight (O, P, C, k) is no convolution kernel: a probe model object brings first_layer_dense()."""
+    from probe.models import build_model
+    from probe.tasks import Task
+    from probe.geometry import Geometry as G
+
+    geo = G(1, (12,))
+    x = torch.zeros(0, 12)
+    task = Task("shell", x, torch.zeros(0, dtype=torch.long), x, torch.zeros(0, dtype=torch.long), geo, 3, "ce", None)
+    torch.manual_seed(9)
+    model = build_model("lcn", task, 8, 1, "standard", {"channels": 2, "kernel": 3})
+    rep = probe.analyze(model, data=False)
+    dense = model.first_layer_dense().detach().double().numpy()
+    (first, shape), = list(rep.shapes.items())[:1]
+    assert first.endswith(".dense") and shape == dense.shape and rep.geometry == geo
+    assert any("first_layer_dense" in n for n in rep.notes)

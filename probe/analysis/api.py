@@ -35,7 +35,15 @@ def analyze(model, *, input_shape=None, first_layer: str | None = None, stride: 
         return analyze_checkpoint(model, input_shape=input_shape, periodic=periodic, data=data, layer=layer,
                                   n_data=n_data, seed=seed, init=init, delta=delta, **options)
     sd, hints, label = in_memory(model)
-    source = outside_source(sd, label, label, input_shape, periodic, hints, **options)
+    if hasattr(model, "first_layer_dense") and not any(v is not None for v in options.values()):
+        # a probe model: its own dense first layer (an LCN's unshared kernels, a shuffled or embedded input)
+        from probe.analysis.load import Source
+        from probe.analysis.outside import probe_model_layout
+
+        layout = probe_model_layout(model, sd, label, input_shape, periodic)
+        source = Source(Path(label), sd, layout.geometry, layout=layout)
+    else:
+        source = outside_source(sd, label, label, input_shape, periodic, hints, **options)
     subject = Subject.of(source, data, n_data, seed)
     if init is not None:
         if isinstance(init, (str, Path)):

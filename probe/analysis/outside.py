@@ -393,6 +393,28 @@ def conv_dense(kernel: torch.Tensor, geometry: Geometry, stride: int = 1, paddin
 
 
 # -- models and state_dicts in memory ----------------------------------------------------------------------------
+def probe_model_layout(model: torch.nn.Module, state_dict: dict, where: str, input_shape=None,
+                       periodic: bool = False) -> Layout:
+    """The Layout of a probe model object (one with ``first_layer_dense()``: an MLP, CNN, LCN, ... built with
+    :func:`probe.build_model`): its own dense first layer, over its ``geometry`` when it keeps one, else over
+    ``input_shape``; named as :func:`probe.analysis.load.model_layers` names it."""
+    with torch.no_grad():
+        dense = model.first_layer_dense().detach().cpu().double()
+    geo = getattr(model, "geometry", None)
+    if not isinstance(geo, Geometry):
+        if input_shape is None:
+            raise CheckpointError(f"{where}: its first layer takes {dense.shape[1]} inputs; give their grid with "
+                                  "input_shape=(C, L) or (C, H, W)")
+        geo = Geometry.from_shape(input_shape, periodic)
+    if dense.shape[1] != geo.n_inputs:
+        raise CheckpointError(f"{where}: its first layer takes {dense.shape[1]} inputs but input_shape gives "
+                              f"{geo.n_inputs}")
+    key = next(k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and v.dim() >= 2)
+    W = state_dict[key]
+    name = _layer_name(key) if W.dim() == 2 and torch.equal(W.double(), dense) else _layer_name(key) + ".dense"
+    return Layout(key, name, dense.numpy(), geo, set(), ["first layer: the model's own first_layer_dense()"])
+
+
 def in_memory(obj) -> tuple[dict, Hints, str]:
     """(state_dict, hints, label) of an ``nn.Module`` or a state_dict (a mapping of names to tensors, possibly under
     one of the usual wrapper keys)."""
