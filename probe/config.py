@@ -81,9 +81,8 @@ class RunConfig:
     track: str = option("default", "First-layer measures tracked during training: a comma list, 'default' or "
                                    "'none'.")
     track_every: int = option(0, "Track every N steps (0: at every evaluation).")
-    log: str = option("none", f"Also log every metrics row to: {_or(LOGGERS)}, or both as tensorboard,wandb "
-                              "(RUN/tensorboard through torch's SummaryWriter; RUN/wandb, offline with WANDB_MODE="
-                              "offline; the run config as hparams in both; each needs its package).")
+    log: str = option("none", f"Also log every metrics row to: {_or(LOGGERS)} or both (tensorboard,wandb), "
+                              "with the run config as hparams (RUN/tensorboard, RUN/wandb).")
     threads: int = option(0, "Torch CPU threads; 0: one for small models (parameters x batch < 1e7, where more "
                              "threads only fight other processes for the cores), torch's setting otherwise.")
     compile: bool = option(False, "torch.compile the model.")

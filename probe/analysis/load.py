@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint,
-                                  state_dict_mismatch)
+from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, state_dict_mismatch)
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 
