@@ -7,11 +7,15 @@ The public surface, for scripts and notebooks (the `probe` command is built on t
     probe.run_training(cfg, "runs/mlp")                      # a run folder, as `probe train` writes it
     run = probe.load_run("runs/mlp")                         # config, task, model, layers of its last checkpoint
     report = probe.analyze_checkpoint("runs/mlp")            # every measure beside its references
+    report = probe.analyze(model, input_shape=(3, 32, 32))   # a model, state_dict or file from elsewhere
     probe.first_layer_measures(run.first_layer, run.geometry)
 
 Training: :class:`RunConfig`, :func:`config_for` (a task's own training defaults), :func:`make_task`, :func:`build_model`, :func:`run_training`. Reading runs back:
 :func:`load_run` (one checkpoint's model), :func:`read_metrics` (a run's rows), :func:`load_runs` (many runs' rows
-as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame).
+as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame), :func:`analyze` (a model,
+state_dict or file from elsewhere).
+Figures: :func:`measures_figure`, :func:`accuracy_figure`, :func:`final_figure`, :func:`spectra_figure` and the others
+of :mod:`probe.figures.plots`, each from a tidy table, each drawing into ``ax=`` when given.
 Measures: :data:`MEASURES` (the registry), :func:`first_layer_measures`, :func:`layer_measures`,
 :func:`function_measures`, :func:`references`; every measure function is in :mod:`probe.metrics`.
 """
@@ -25,6 +29,7 @@ from probe.geometry import Geometry
 _PUBLIC = {
     "MEASURES": "probe.metrics.registry",
     "RunConfig": "probe.config",
+    "analyze": "probe.analysis.api",
     "analyze_checkpoint": "probe.analysis.report",
     "analyze_run": "probe.analysis.report",
     "build_model": "probe.models",
@@ -38,6 +43,18 @@ _PUBLIC = {
     "read_metrics": "probe.run.folder",
     "references": "probe.metrics",
     "run_training": "probe.run.loop",
+    # figures: each takes ax= (fields_grid_figure and fields_figure: fig=) to compose a figure in a notebook
+    "accuracy_figure": "probe.figures.plots",
+    "dependence_figure": "probe.figures.plots",
+    "distance_figure": "probe.figures.plots",
+    "fields_figure": "probe.figures.fields",
+    "fields_grid_figure": "probe.figures.plots",
+    "final_figure": "probe.figures.plots",
+    "interpolation_figure": "probe.figures.plots",
+    "measures_figure": "probe.figures.plots",
+    "routing_figure": "probe.figures.plots",
+    "spectra_figure": "probe.figures.plots",
+    "spectrum_figure": "probe.figures.plots",
 }
 
 try:

@@ -361,10 +361,16 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Folder for the two ru
 @app.command()
 @clean_errors
 def analyze(
-    path: Path = typer.Argument(..., help="A probe checkpoint, a run folder (its last checkpoint) or a plain state_dict file."),
+    path: Path = typer.Argument(..., help="A probe checkpoint, a run folder (its last checkpoint), a plain state_dict "
+                                "file (torch or .safetensors) or a save_pretrained folder."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Every checkpoint of the run folder, as one table."),
     input_shape: Optional[str] = typer.Option(None, help="C,L or C,H,W: the input grid of a plain state_dict."),
     periodic: bool = typer.Option(False, "--periodic", help="The --input-shape grid wraps around."),
+    first_layer: Optional[str] = typer.Option(None, "--first-layer", help="An outside checkpoint's first layer (a "
+                                              "state_dict key; default: its first weight)."),
+    stride: Optional[int] = typer.Option(None, help="The stride of that first layer's convolution (a state_dict does "
+                                         "not store it; kernel = stride reads a patch embedding)."),
+    padding: Optional[int] = typer.Option(None, help="Its zero padding (default k // 2, or 0 for a patch embedding)."),
     layer: Optional[str] = typer.Option(None, help="Report only this layer (names as the table shows them)."),
     data: bool = typer.Option(True, "--data/--no-data", help="Rebuild the run's task: test accuracy, functional measures."),
     n_data: int = typer.Option(512, min=1, help="Test inputs for the functional measures."),
@@ -381,20 +387,20 @@ def analyze(
     """Measure a checkpoint's layers (locality, translation structure, spectra) beside their references."""
     from probe.analysis import report as an, terminal  # lazy: torch, pandas
     from probe.analysis.load import load_layers, parse_input_shape  # lazy: torch
-    from probe.run.checkpoint import atomic_write  # lazy: torch
+    from probe.run.checkpoint import atomic_write, special_file  # lazy: torch
 
     an.keep_freed_memory()  # this process only analyzes: reuse freed memory instead of faulting it in again
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")
-    from probe.run.checkpoint import special_file
-
     for option, target in (("--json", json_file), ("--csv", csv_file), ("--fields", fields)):
         what = special_file(target) if target is not None and target.exists() else None
         if what or (target is not None and target.is_dir()):
             raise ConfigError(f"{option} {target}: is {what or 'a folder'}, not a file; give a file name to write")
-    if all_steps and (shape is not None or init is not None):
-        raise ConfigError("--all-steps reads a probe run folder; --input-shape and --init are for outside checkpoints")
+    outside = {"first_layer": first_layer, "stride": stride, "padding": padding}
+    if all_steps and (shape is not None or init is not None or any(v is not None for v in outside.values())):
+        raise ConfigError("--all-steps reads a probe run folder; --input-shape, --init, --first-layer, --stride and "
+                          "--padding are for outside checkpoints")
     # a terminal's width; piped to a file or another program, lines as long as the tables need (names never cut)
     out = console if console.is_terminal else Console(width=terminal.PIPE_WIDTH)
     width = out.width
@@ -407,7 +413,7 @@ def analyze(
             reports[-1].notes.append(note)
     else:
         reports = [an.analyze_checkpoint(path, input_shape=shape, periodic=periodic, data=data, layer=layer,
-                                         n_data=n_data, seed=seed, init=init, delta=delta)]
+                                         n_data=n_data, seed=seed, init=init, delta=delta, **outside)]
         console.print(terminal.header(reports[0]), highlight=False, soft_wrap=True)
         tables = terminal.report_tables(reports[0])
     unfinished = terminal.unfinished_note(path)
@@ -436,7 +442,7 @@ def analyze(
             from probe.figures.fields import fields_figure, save_figure  # lazy: matplotlib
 
             target = fields
-            layers, geo = load_layers(reports[-1].checkpoint, shape, periodic)
+            layers, geo = load_layers(reports[-1].checkpoint, shape, periodic, **outside)
             name, W = next(iter(layers.items()))
             fig = fields_figure(W, geo, seed=seed, title=f"{reports[-1].checkpoint}: {name}")
             console.print("fields -> " + ", ".join(map(str, save_figure(fig, fields))), highlight=False)
@@ -457,6 +463,11 @@ def sweep(
     time_min: int = typer.Option(60, min=1, help="Time limit per run (submitit), minutes."),
     gpus: int = typer.Option(1, min=0, help="GPUs per Slurm job."),
     cpus: int = typer.Option(4, min=1, help="CPUs per Slurm job (its torch threads)."),
+    mem: Optional[str] = typer.Option(None, help="Memory per Slurm job, as Slurm writes it (32G); by default the "
+                                      "partition's."),
+    account: Optional[str] = typer.Option(None, help="Slurm account to charge."),
+    slurm_param: Optional[List[str]] = typer.Option(None, "--slurm-param", help="Any other #SBATCH option, KEY=VALUE "
+                                                    "(qos=high, constraint=a100; repeatable)."),
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
@@ -510,7 +521,8 @@ def sweep(
         console.print(f"[{done[0]}/{len(spec.runs)}{eta}] {r['run']}: {r['status']}{acc}{secs}{why}",
                       highlight=False, soft_wrap=True, markup=False)
 
-    slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus)
+    slurm = dict(partition=partition, time_min=time_min, gpus=gpus, cpus=cpus, mem=mem, account=account,
+                 additional=parse_kv(slurm_param, "--slurm-param"))
     try:
         results = runner.run_sweep(spec, out, executor, jobs, slurm, wait, on_result=show)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (as `probe train`: exit 130 / 143)

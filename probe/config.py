@@ -27,7 +27,7 @@ PARAMETRIZATIONS = ("standard", "mean-field")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 NAN_POLICIES = ("stop", "continue")
-LOGGERS = ("none", "tensorboard")
+LOGGERS = ("none", "tensorboard", "wandb")
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch's and the seeded streams (probe/seeding.py) take it too
 MAX_DEPTH = 1000  # hidden layers
 MAX_CHECKPOINTS = 10_000
@@ -83,8 +83,8 @@ class RunConfig:
     track: str = option("default", "First-layer measures tracked during training: a comma list, 'default' or "
                                    "'none'.")
     track_every: int = option(0, "Track every N steps (0: at every evaluation).")
-    log: str = option("none", f"Also log every metrics row to: {_or(LOGGERS)} (RUN/tensorboard, through torch's "
-                              "SummaryWriter; needs the tensorboard package).")
+    log: str = option("none", f"Also log every metrics row to: {_or(LOGGERS)} or both (tensorboard,wandb), "
+                              "with the run config as hparams (RUN/tensorboard, RUN/wandb).")
     threads: int = option(0, "Torch CPU threads; 0: one for small models (parameters x batch < 1e7, where more "
                              "threads only fight other processes for the cores), torch's setting otherwise.")
     compile: bool = option(False, "torch.compile the model.")
@@ -158,7 +158,8 @@ def check_config(c: RunConfig) -> None:
     choice("schedule", c.schedule, SCHEDULES)
     choice("device", c.device, DEVICES)
     choice("on_nan", c.on_nan, NAN_POLICIES)
-    choice("log", c.log, LOGGERS)
+    for target in c.log.split(","):  # one logger, or several: tensorboard,wandb
+        choice("log", target.strip(), LOGGERS)
     for name in ("width", "steps", "batch_size", "eval_every", "log_every", "checkpoints"):
         if getattr(c, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(c, name)}")

@@ -174,7 +174,8 @@ def test_plain_sequential_state_dict_with_input_shape(tmp_path):
     line = _one_error_line(runner.invoke(app, ["analyze", str(tmp_path / "sd.pt"), "--input-shape", "1,28,28"]))
     assert "first layer 0 takes 72 inputs" in line and "784" in line
     line = _one_error_line(runner.invoke(app, ["analyze", str(tmp_path / "sd.pt")]))
-    assert line == f"error: checkpoint {tmp_path / 'sd.pt'}: not a probe checkpoint and no --input-shape given"
+    assert line == (f"error: checkpoint {tmp_path / 'sd.pt'}: its first layer 0 takes 72 inputs; give their grid "
+                    "with --input-shape C,L or C,H,W (input_shape= in Python)")
     line = _one_error_line(runner.invoke(app, ["analyze", str(tmp_path / "sd.pt"), "--input-shape", "2,x"]))
     assert "C,L or C,H,W" in line
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint,
-                                  state_dict_mismatch)
+from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, state_dict_mismatch)
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 from probe.models import build_model
@@ -53,7 +52,9 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 @dataclass
 class Source:
-    """A loaded checkpoint file: its state_dict, geometry and, for probe checkpoints, config and run folder."""
+    """A loaded checkpoint file: its state_dict, geometry and, for probe checkpoints, config and run folder; for an
+    outside checkpoint its :class:`~probe.analysis.outside.Layout` (first layer, what it sees) and the options that
+    chose it (``first_layer``, ``stride``, ``padding``), with which its ``--init`` weights are read too."""
 
     path: Path
     state_dict: dict
@@ -61,17 +62,31 @@ class Source:
     step: int | None = None
     config: RunConfig | None = None
     run_dir: Path | None = None
+    layout: object | None = None
+    options: dict = field(default_factory=dict)
 
 
-def read_source(path, input_shape=None, periodic: bool = False, weights_only_intact: bool = False) -> Source:
-    """Load a probe checkpoint or a plain state_dict (which needs ``input_shape``, as ``--input-shape`` gives).
+def read_source(path, input_shape=None, periodic: bool = False, weights_only_intact: bool = False, *,
+                first_layer: str | None = None,
+                stride: int | None = None, padding: int | None = None) -> Source:
+    """Load a probe checkpoint, or an outside one (a torch state_dict, a safetensors file, a ``save_pretrained``
+    folder), which needs ``input_shape`` as ``--input-shape`` gives unless its config.json or its patch embedding
+    says it; ``first_layer``, ``stride`` and ``padding`` as :func:`probe.analysis.outside.plan_first_layer` reads
+    them.
 
     Raises CheckpointError (unreadable file, not a state_dict, first layer not fitting the shape) or
     ConfigError (a bad shape), each with a one-line message naming the file.
     """
+    from probe.analysis.outside import hints_from_config, read_weights
+
     path = Path(path)
-    obj = load_checkpoint(path, weights_only_intact=weights_only_intact)  # (a damaged training state: still measured)
+    obj, hf_config = read_weights(path, weights_only_intact)  # (a damaged training state: still measured)
+    options = {"first_layer": first_layer, "stride": stride, "padding": padding}
     if is_probe_checkpoint(obj):
+        if any(v is not None for v in options.values()):
+            given = ", ".join(f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None)
+            raise ConfigError(f"{given}: checkpoint {path} is a probe checkpoint, whose model says what its first "
+                              "layer is; drop it")
         try:
             cfg = RunConfig.from_dict(obj["config"], source=f"checkpoint {path}")
             geo = Geometry.from_dict(obj["geometry"])
@@ -93,24 +108,19 @@ def read_source(path, input_shape=None, periodic: bool = False, weights_only_int
     if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path}: neither a probe checkpoint nor a state_dict of tensors (nor one "
                               f"under {', '.join(repr(k) for k in WRAPPER_KEYS)})")
-    if input_shape is None:
-        raise CheckpointError(f"checkpoint {path}: not a probe checkpoint and no --input-shape given")
-    geo = Geometry.from_shape(input_shape, periodic)
-    source = Source(path, dict(obj), geo)
-    first = first_weight(source.state_dict)
-    if first is None:
-        raise CheckpointError(f"checkpoint {path}: no weight matrices or conv kernels in it")
-    key, W = first
-    name, shape = _layer_name(key), ",".join(map(str, input_shape))
-    if W.dim() == 2 and W.shape[1] != geo.n_inputs:
-        raise CheckpointError(f"checkpoint {path}: its first layer {name} takes {W.shape[1]} inputs but --input-shape "
-                              f"{shape} gives {geo.n_inputs}")
-    if W.dim() > 2 and (W.dim() - 2 != geo.ndim or W.shape[1] != geo.channels):
-        kernel = "x".join(map(str, W.shape))
-        raise CheckpointError(f"checkpoint {path}: its first layer {name} is a {W.dim() - 2}-D convolution kernel "
-                              f"{kernel} (out x in x kernel) that reads {W.shape[1]} input channel(s), but --input-shape "
-                              f"{shape} gives {geo.channels} on a {geo.ndim}-D grid")
-    return source
+    sd = dict(obj)
+    return outside_source(sd, path, f"checkpoint {path}", input_shape, periodic,
+                          hints_from_config(hf_config, sd), **options)
+
+
+def outside_source(state_dict: dict, path, where: str, input_shape=None, periodic: bool = False, hints=None,
+                   **options) -> Source:
+    """The :class:`Source` of an outside state_dict (read from a file or given in memory): its first layer planned
+    (:func:`probe.analysis.outside.plan_first_layer`), its geometry the one that layer is measured over."""
+    from probe.analysis.outside import plan_first_layer
+
+    layout = plan_first_layer(state_dict, where, input_shape, periodic, hints=hints, **options)
+    return Source(Path(path), state_dict, layout.geometry, layout=layout, options=dict(options))
 
 
 # the keys under which training scripts (Lightning, most hand-written loops) wrap a model's state_dict
@@ -158,11 +168,14 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def plain_layers(state_dict: dict, geometry: Geometry | None = None) -> dict[str, np.ndarray]:
+def plain_layers(state_dict: dict, geometry: Geometry | None = None, layout=None) -> dict[str, np.ndarray]:
     """The 2-D floating-point tensors of a state_dict, in its order, as float64 arrays named without .weight.
 
-    With the input ``geometry``, a first weight that is a conv kernel is written out densely (:func:`conv_dense`)
-    as ``<name>.dense`` and comes first."""
+    With an outside checkpoint's ``layout`` (:class:`probe.analysis.outside.Layout`), its layers, the planned first
+    layer first; else with the input ``geometry``, a first weight that is a conv kernel is written out densely
+    (:func:`conv_dense`) as ``<name>.dense`` and comes first."""
+    if layout is not None:
+        return layout.layers(state_dict)
     layers = {_layer_name(k): _numpy(v) for k, v in state_dict.items()
               if torch.is_tensor(v) and v.dim() == 2 and v.is_floating_point()}
     first = first_weight(state_dict) if geometry is not None else None
@@ -308,16 +321,17 @@ class Loaded:
 
 
 def load_run(path, step: int | None = None, *, data: bool = True, input_shape=None,
-             periodic: bool = False) -> Loaded:
+             periodic: bool = False, **options) -> Loaded:
     """Load a run folder (its checkpoint at ``step``, default the last), a checkpoint file, or a plain state_dict
     (which needs ``input_shape``, "C,L" or "C,H,W" as a tuple).
 
     With ``data``, a probe run's task is rebuilt from its config (as training seeded it) and the model is built on
-    it; without, the model is built on a data-free stand-in. Raises CheckpointError or ConfigError with one line.
+    it; without, the model is built on a data-free stand-in. ``options``: an outside checkpoint's ``first_layer``,
+    ``stride``, ``padding`` (:func:`read_source`). Raises CheckpointError or ConfigError with one line.
     """
-    source = read_source(checkpoint_at(path, step), input_shape, periodic)
+    source = read_source(checkpoint_at(path, step), input_shape, periodic, **options)
     if source.config is None:
-        return Loaded(source, None, None, plain_layers(source.state_dict, source.geometry))
+        return Loaded(source, None, None, plain_layers(source.state_dict, source.geometry, source.layout))
     task = load_task(source.config) if data else None
     model = build_probe_model(source, task)
     return Loaded(source, model, task, model_layers(model, source.state_dict))
@@ -330,23 +344,30 @@ def first_layer(path, step: int | None = None) -> tuple[np.ndarray, Geometry]:
     return loaded.first_layer, loaded.geometry
 
 
-def load_layers(path, input_shape=None, periodic: bool = False) -> tuple[dict[str, np.ndarray], Geometry]:
+def load_layers(path, input_shape=None, periodic: bool = False, **options) -> tuple[dict[str, np.ndarray], Geometry]:
     """(layers, geometry) of any checkpoint ``analyze`` takes: layers in network order, the dense first layer
     first. A run folder means its last checkpoint."""
-    loaded = load_run(path, data=False, input_shape=input_shape, periodic=periodic)
+    loaded = load_run(path, data=False, input_shape=input_shape, periodic=periodic, **options)
     return loaded.layers, loaded.geometry
 
 
 def checkpoint_at(path, step: int | None = None) -> Path:
     """A run folder -> its checkpoint at ``step`` (default: the last); a file -> itself (``step`` must be None)."""
+    from probe.analysis.outside import is_pretrained_folder
+
     path = Path(path)
+    if is_pretrained_folder(path) and not (path / "checkpoints").is_dir():  # a save_pretrained folder
+        if step is not None:
+            raise ConfigError(f"{path}: a save_pretrained folder holds one set of weights; it has no steps")
+        return path
     if not path.is_dir():
         if step is not None:
             raise ConfigError(f"{path}: a checkpoint file has one step; give its run folder to choose step {step}")
         return path
     ckpts = list_checkpoints(path)
     if not ckpts:
-        raise CheckpointError(f"run folder {path}: no checkpoints (checkpoints/step_<N>.pt)")
+        raise CheckpointError(f"run folder {path}: no checkpoints (checkpoints/step_<N>.pt), nor the config.json or "
+                              "model.safetensors of a save_pretrained folder")
     if step is None:
         return ckpts[-1][1]
     found = dict(ckpts)

@@ -163,8 +163,10 @@ class Subject:
         self._X = None  # inputs for input_pc_share, in the model's flat layout
         self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
         self.init_path = None  # the initial weights' file, when not the run's step-0 checkpoint (--init)
+        self.init_source: Source | None = None  # the initial weights given in memory (probe.analyze(init=...))
         self._init_file: Path | None = None  # the file the init reference was measured on
         self.layers_of_source: list[str] = []
+        self.options = dict(source.options) if source is not None else {}  # how an outside first layer was chosen
 
     @classmethod
     def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0, init=None) -> "Subject":
@@ -187,7 +189,7 @@ class Subject:
     def layers(self, source: Source) -> dict[str, np.ndarray]:
         """The checkpoint's layers; for a probe model this also loads the weights into ``self.model``."""
         if self.model is None:
-            return plain_layers(source.state_dict, self.geometry)
+            return plain_layers(source.state_dict, self.geometry, source.layout)
         try:
             return model_layers(self.model, source.state_dict)
         except CheckpointError as e:
@@ -260,7 +262,7 @@ class Subject:
             else:
                 # an outside checkpoint's initial weights (--init) read with its own geometry
                 shape = None if self.config else (self.geometry.channels, *self.geometry.spatial)
-                src = read_source(path, shape, self.geometry.periodic)
+                src = self.init_source or read_source(path, shape, self.geometry.periodic, **self.options)
                 other = None if self.init_path else _config_diff(self.config, src.config)
                 if other:  # another run's start (a checkpoint copied in from another seed): not this one's W_0
                     self.notes.append(f"no init reference and no movement: {src.path} was written with another "
@@ -421,7 +423,9 @@ class Subject:
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
         if init is None and self.config is None:
             rep.notes.append("no init reference and no movement: give the initial weights with --init FILE")
-        if self.config is None and names and names[0].endswith(".dense"):
+        if source.layout is not None:
+            rep.notes.extend(source.layout.notes)
+        elif self.config is None and names and names[0].endswith(".dense"):
             rep.notes.append(f"{names[0]}: the first layer's convolution kernel written out densely, read as stride 1 "
                              "with zero padding k // 2 (a state_dict does not store stride or padding)")
         if self.geometry.kind == "sequence":
@@ -508,8 +512,9 @@ def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[
 
 def unmeasured(state_dict: dict, layers) -> list[str]:
     """The weight tensors of more than two dimensions (conv kernels) that no layer of the report stands for, as
-    ``name (shape)``; a first layer written out densely (``layers.0.dense``) stands for its kernel."""
-    shown = {n.removesuffix(".dense") for n in layers}
+    ``name (shape)``; a first layer written out densely (``layers.0.dense``, or a patch embedding's
+    ``<name>.patch``) stands for its kernel."""
+    shown = {n.removesuffix(".dense").removesuffix(".patch") for n in layers}
     return [f"{k.removesuffix('.weight')} ({'x'.join(map(str, v.shape))})" for k, v in state_dict.items()
             if torch.is_tensor(v) and v.dim() > 2 and v.is_floating_point() and k.removesuffix(".weight") not in shown]
 
@@ -564,11 +569,13 @@ def keep_freed_memory() -> bool:
 
 
 def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: bool = True, layer: str | None = None,
-                       n_data: int = 512, seed: int = 0, init=None, delta: bool = False) -> Report:
+                       n_data: int = 512, seed: int = 0, init=None, delta: bool = False, first_layer: str | None = None,
+                       stride: int | None = None, padding: int | None = None) -> Report:
     """Measure one checkpoint (a run folder: its last one) beside its references.
 
     Args:
-        path: a probe checkpoint, a run folder, or a file holding a plain state_dict of Linear layers.
+        path: a probe checkpoint, a run folder, a file holding a plain state_dict (torch or safetensors), or a
+            ``save_pretrained`` folder.
         input_shape: (C, L) or (C, H, W) of a plain state_dict's inputs (required there); for a probe
             checkpoint it must match the stored geometry.
         periodic: whether the ``input_shape`` grid wraps around.
@@ -581,10 +588,18 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
             checkpoint without a step-0 checkpoint beside it (an outside state_dict).
         delta: also the first layer's measures of ΔW = W - W_0 (``delta_*``), W_0 from the step-0 checkpoint or
             ``init``; ConfigError without either.
+        first_layer, stride, padding: an outside checkpoint's first layer (a state_dict key) and its convolution's
+            stride and zero padding (:func:`probe.analysis.outside.plan_first_layer`).
 
     Raises CheckpointError or ConfigError with a one-line message for anything the user can fix.
     """
-    source = read_source(checkpoint_at(path), input_shape, periodic)
+    if not isinstance(path, (str, Path)):  # a model or state_dict in memory: probe.analyze reads it
+        from probe.analysis.api import analyze
+
+        return analyze(path, input_shape=input_shape, periodic=periodic, data=data, layer=layer, n_data=n_data,
+                       seed=seed, init=init, delta=delta, first_layer=first_layer, stride=stride, padding=padding)
+    source = read_source(checkpoint_at(path), input_shape, periodic, first_layer=first_layer, stride=stride,
+                         padding=padding)
     return Subject.of(source, data, n_data, seed, init).report(source, layer, delta)
 
 

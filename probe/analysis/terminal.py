@@ -88,7 +88,9 @@ def header(rep: Report) -> str:
     """One line saying what was measured."""
     what = f"{rep.model} on {rep.task}" if rep.model else "plain state_dict"
     step = f", step {rep.step}" if rep.step is not None else ""
-    return f"{rep.checkpoint}: {what}{step}, input {rep.geometry.describe()}"
+    seen = "one patch" if next(iter(rep.layers), "").endswith(".patch") else "input"  # a patch embedding's grid
+    return f"{rep.checkpoint}: {what}{step}, {seen} {rep.geometry.describe()}"
+
 
 
 def verdict_lines(rep: Report) -> list[str]:

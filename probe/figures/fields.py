@@ -204,13 +204,16 @@ def caption_of(geometry: Geometry) -> str:
 
 
 def fields_figure(W, geometry: Geometry, n_top: int = 8, n_random: int = 8, seed: int = 0, title: str | None = None,
-                  ncols: int = 8) -> Figure:
-    """A standalone receptive-field figure (arguments as :func:`draw_fields`), in the shared paper theme."""
+                  ncols: int = 8, fig=None) -> Figure:
+    """A standalone receptive-field figure (arguments as :func:`draw_fields`), in the shared paper theme; with
+    ``fig`` (a Figure or a SubFigure of a composed figure), drawn there."""
     rows = int(np.ceil(n_top / ncols)) + int(np.ceil(n_random / ncols))
     square = geometry.ndim == 2
     panel_h = 0.95 if square else 0.75
     with sns.axes_style("ticks"), sns.plotting_context("paper"), mpl.rc_context(RC):
-        fig = Figure(figsize=(ncols * (0.9 if square else 1.0), 0.6 + rows * panel_h + 0.25 * 2), layout="constrained")
+        if fig is None:
+            fig = Figure(figsize=(ncols * (0.9 if square else 1.0), 0.6 + rows * panel_h + 0.25 * 2),
+                         layout="constrained")
         draw_fields(fig, W, geometry, n_top, n_random, seed, title, ncols)
     return fig
 

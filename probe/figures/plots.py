@@ -1,7 +1,10 @@
 """Figures of runs, each one function from a tidy table (probe/figures/tables.py) to a matplotlib Figure (issue 5).
 
 One shared theme (:func:`paper_theme`: seaborn ``context="paper"``, TrueType fonts in PDFs); scripts and notebooks
-restyle a returned figure or call the function inside their own theme. :func:`save` writes PDF and PNG.
+restyle a returned figure or call the function inside their own theme. :func:`save` writes PDF and PNG. To compose
+a figure in a notebook, pass ``ax=`` (as many Axes as the figure has panels, in row order; the legend then goes on
+the first of them) and the function draws there and returns the figure those Axes are on; fields_grid_figure,
+whose panels are small figures, takes ``fig=`` (a Figure or SubFigure).
 
 Lines: without ``group_by`` every run is its own line, coloured by ``hue`` (a config column, default the run).
 With ``group_by KEY`` the runs sharing KEY's value form one line, their mean, with a band of +-1 standard deviation
@@ -269,9 +272,40 @@ def reference_label(kind: str, metric: str, word: str = "reference") -> str:
     return f"{word}: {REFERENCE_TEXT[kind]}"
 
 
-def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
-    """One legend for the figure, right of the panels, from the first panel's lines plus the references. With
-    hue and style both in use seaborn writes their names as entries of their own: then no title."""
+def _panels(ax, figsize, nrows: int = 1, ncols: int = 1):
+    """(figure, axes as an nrows x ncols array): a new Figure with those panels or, given ``ax`` (an Axes, or as
+    many Axes as the figure has panels, in row order: a figure composed in a notebook), the figure they are on and
+    those axes."""
+    if ax is None:
+        fig = Figure(figsize=figsize, layout="constrained")
+        return fig, np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    from matplotlib.axes import Axes
+
+    axes = np.empty(1, dtype=object)
+    if isinstance(ax, Axes):
+        axes[0] = ax
+    else:
+        axes = np.empty(len(np.ravel(np.asarray(ax, dtype=object))), dtype=object)
+        axes[:] = list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != nrows * ncols:
+        raise ValueError(f"ax: this figure draws {nrows * ncols} panel(s) ({nrows} x {ncols}); pass that many Axes, "
+                         f"got {len(axes)}")
+    return axes[0].figure, axes.reshape(nrows, ncols)
+
+
+def _figure_legend(fig, ax, own: bool, *args, **kwargs):
+    """A legend outside the panels of a figure drawn here, or on ``ax`` (the first panel) when the axes were given
+    (a figure composed elsewhere has no room set aside beside its panels)."""
+    if own:
+        return fig.legend(*args, **kwargs)
+    kwargs.pop("loc", None)
+    return ax.legend(*args, **kwargs)
+
+
+def _legend(fig: Figure, axes, extra: list, title: str | None, own: bool = True) -> None:
+    """One legend for the figure, right of the panels, from the first panel's lines plus the references (on the
+    first panel when the axes were given: ``own`` False). With hue and style both in use seaborn writes their names
+    as entries of their own: then no title."""
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes:
         if ax.get_legend():
@@ -281,7 +315,8 @@ def _legend(fig: Figure, axes, extra: list, title: str | None) -> None:
     handles, labels = handles + extra, labels + [h.get_label() for h in extra]
     title = words.key_text(title)
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", title=None if title in labels else title, frameon=False)
+        _figure_legend(fig, axes[0], own, handles, labels, loc="outside right upper",
+                       title=None if title in labels else title, frameon=False)
 
 
 def tracked_in(metrics) -> list[str]:
@@ -327,7 +362,7 @@ STEP_NULL_TEXT = {"phase": "phases randomized", "chance": "isotropic (k/|S|)", "
 
 
 def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measures=None, hue: str | None = None,
-                    group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3) -> Figure:
+                    group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3, ax=None) -> Figure:
     """Tracked measures over training steps, one panel per measure, references as horizontal lines.
 
     Args:
@@ -338,6 +373,7 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
         references: which references to draw, in each line's colour (``init`` is left out by default: it is
             every line's value at step 0); each structure measure's deciding null (:func:`with_deciding_null`)
             is drawn beside them, named so in the legend.
+        ax: draw into these Axes (one per panel, in row order) instead of a new figure.
     """
     _check_keys(runs, hue, group_by)
     present = set(runs.metric)
@@ -358,9 +394,10 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
     nulls = _categorical(runs[runs.metric.str.contains("@", regex=False)], hue, group_by, "run", runs=names)
     ncols = min(ncols, len(measures))
     nrows = -(-len(measures) // ncols)
+    own = ax is None
     with paper_theme():
-        fig = Figure(figsize=(2.9 * ncols + 1.9, 2.5 * nrows), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        fig, axes = _panels(ax, (2.9 * ncols + 1.9, 2.5 * nrows), nrows, ncols)
+        axes = axes.ravel()
         extra = []
         for ax, m in zip(axes, measures):
             scale = 100.0 if m in PERCENT else 1.0  # accuracies in %, as their axis label says
@@ -377,13 +414,13 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
                 ax.set_yscale("log")
         for ax in axes[len(measures):]:
             ax.set_axis_off()
-        _legend(fig, axes[: len(measures)], extra, key)
+        _legend(fig, axes[: len(measures)], extra, key, own)
     return fig
 
 
-def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | None = None) -> Figure:
+def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | None = None, ax=None) -> Figure:
     """Test accuracy (%) over training steps, lines as :func:`measures_figure`; test loss for tasks without
-    accuracy (regression)."""
+    accuracy (regression). ``ax``: draw into this Axes instead of a new figure."""
     _check_keys(runs, hue, group_by)
     metric = "test_acc" if (runs.metric == "test_acc").any() else "test_loss"
     names = words.run_labels(runs)
@@ -394,16 +431,17 @@ def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | 
     scale = 100.0 if metric == "test_acc" else 1.0
     d = d.assign(value=scale * d.value)
     key = colour_key(hue, group_by)
+    own = ax is None
     with paper_theme():
-        fig = Figure(figsize=(4.8, 2.7), layout="constrained")
-        ax = fig.subplots()
+        fig, axes = _panels(ax, (4.8, 2.7))
+        ax = axes[0, 0]
         sns.lineplot(data=d, x="step", y="value", ax=ax,
                      **_line_kwargs(d, hue, group_by, colours, words.value_range(metric, scale)))
         _step_axis(ax, d.step.unique())
         if metric == "test_loss":
             ax.set_yscale("log")
         ax.set_ylabel(LABELS[metric])
-        _legend(fig, [ax], [], key)
+        _legend(fig, [ax], [], key, own)
     return fig
 
 
@@ -417,7 +455,7 @@ def _ordered(values) -> list:
 
 
 def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None = None, hue: str | None = None,
-                 references=("permuted",), ncols: int = 3, xlabel: str | None = None) -> Figure:
+                 references=("permuted",), ncols: int = 3, xlabel: str | None = None, ax=None) -> Figure:
     """End-of-run values against a swept config key, one panel per metric.
 
     Each run is a small dot; each (hue, x) group's mean over its runs (seeds) a large marker, joined along x
@@ -463,9 +501,10 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
     ncols = min(ncols, len(metrics))
     nrows = -(-len(metrics) // ncols)
     used: dict = {}
+    own = ax is None
     with paper_theme():
-        fig = Figure(figsize=(2.9 * ncols + 1.9, 2.5 * nrows), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        fig, axes = _panels(ax, (2.9 * ncols + 1.9, 2.5 * nrows), nrows, ncols)
+        axes = axes.ravel()
         for ax, m in zip(axes, metrics):
             scale = 100.0 if m in PERCENT else 1.0
             dm = d[d.metric == m]
@@ -519,11 +558,11 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
         extra = [Line2D([], [], color="0.3", marker=REFERENCE_MARKER[k], mfc="none", ls=REFERENCE_STYLE[k], lw=0.9,
                         label=label) for k, label in used.items()]
         extra.append(Line2D([], [], color="0.3", marker="o", ls="", ms=3, alpha=0.45, label="one run (seed)"))
-        _legend(fig, axes[: len(metrics)], extra, hue)
+        _legend(fig, axes[: len(metrics)], extra, hue, own)
     return fig
 
 
-def interpolation_figure(lines: pd.DataFrame, hue: str | None = None) -> Figure:
+def interpolation_figure(lines: pd.DataFrame, hue: str | None = None, ax=None) -> Figure:
     """Train and test loss on the straight line between two solutions (:func:`probe.figures.tables.load_interpolation`):
     eCNN (alpha 0) -> plain MLP (alpha 1), one line per run coloured by ``hue``, and in grey the null, the same
     line between two plain MLPs that differ only in their seed. Solid train, dashed test; log y. Runs of one colour
@@ -543,9 +582,10 @@ def interpolation_figure(lines: pd.DataFrame, hue: str | None = None) -> Figure:
                for i, (run, g) in enumerate(d.groupby("__run__", sort=False))}
     seeds = list(dict.fromkeys(seed_of.values()))
     shapes = dict(zip(seeds, ("o", "s", "^", "D", "v", "P", "X", "h")))
+    own = ax is None
     with paper_theme():
-        fig = Figure(figsize=(6.6, 3.0), layout="constrained")
-        ax = fig.subplots()
+        fig, axes = _panels(ax, (6.6, 3.0))
+        ax = axes[0, 0]
         for (run, pair, split), r in d.groupby(["__run__", "pair", "split"], sort=False):
             null = pair.endswith("(null)")
             ax.plot(r.alpha, r.loss, dashes[split], marker=shapes.get(seed_of[run], "o"), ms=3, lw=1.1,
@@ -562,18 +602,20 @@ def interpolation_figure(lines: pd.DataFrame, hue: str | None = None) -> Figure:
             handles += [Line2D([], [], color="0.3", ls="", marker=m, ms=3.5,
                                label=f"seed {words.number_text(s)}" if "seed" in d.columns else f"run {s}")
                         for s, m in shapes.items()]
-        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        _figure_legend(fig, ax, own, handles=handles, loc="outside right upper", frameon=False)
     return fig
 
 
 # -- weights -------------------------------------------------------------------------------------------------
-def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -> Figure:
+def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4, fig=None) -> Figure:
     """Receptive fields of each run (rows) at each chosen step (columns), side by side.
 
     Args:
         fields: :func:`probe.figures.tables.load_fields` table (one row per run and step, with ``W`` and ``geometry``).
         n_units: the most localized units drawn per panel (highest ipr at that step; interior units, none a shift
             of another: :func:`probe.figures.fields.select_units`), via :func:`probe.figures.fields.draw_fields`.
+        fig: draw into this Figure or SubFigure (``fig.subfigures`` of a composed figure) instead of a new one: its
+            panels are a grid of small figures of their own, not one Axes each.
 
     Rows are named by what differs between the runs (:func:`probe.figures.labels.run_labels`). Weights drawn once
     are not drawn again: runs that share an initialization (one seed, one shape) get a line saying so in place of
@@ -590,7 +632,8 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
     with paper_theme():
         # a cell is at least 3 inches wide: draw_fields' captions above the panels must fit
         cell_w = max(ncols * panel_w, 3.0)
-        fig = Figure(figsize=(nsteps * cell_w + 0.3, len(runs) * (rows_per * panel_h + 0.9)), layout="constrained")
+        if fig is None:
+            fig = Figure(figsize=(nsteps * cell_w + 0.3, len(runs) * (rows_per * panel_h + 0.9)), layout="constrained")
         grid = np.atleast_2d(fig.subfigures(len(runs), nsteps, squeeze=False))
         drawn: list = []  # (W, run name, step) of every panel drawn so far
         for i, run in enumerate(runs):
@@ -617,9 +660,10 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4) -
     return fig
 
 
-def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = None) -> Figure:
+def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = None, ax=None) -> Figure:
     """Left: the eigenvalue density of the first layer's W^T W (log-log) with its power-law fit (dashed, from
-    xmin); right: the mean per-unit power spectrum over spatial frequency. One colour per run (or ``hue``)."""
+    xmin); right: the mean per-unit power spectrum over spatial frequency. One colour per run (or ``hue``).
+    ``ax``: draw into these two Axes instead of a new figure."""
     _check_keys(eigs, hue)
     key = hue or "run"
     names = words.run_labels(eigs)
@@ -628,8 +672,8 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
     with paper_theme():
         n_entries = eigs[key].nunique()
         # the legend below the panels (run names are long; beside them it squeezed the panels until labels overlapped)
-        fig = Figure(figsize=(8.2, 3.0 + 0.2 * -(-n_entries // 2)), layout="constrained")
-        ax_e, ax_f = fig.subplots(1, 2)
+        own = ax is None
+        fig, ((ax_e, ax_f),) = _panels(ax, (8.2, 3.0 + 0.2 * -(-n_entries // 2)), 1, 2)
         for run, e in eigs.groupby("run", sort=False):
             ev = np.sort(e.eigenvalue.to_numpy())
             ev = ev[ev > 1e-10 * ev.max()]
@@ -654,12 +698,12 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
                  ylabel="power (share of a unit's, mean)", title="per-unit power spectra")
         handles, labs = ax_f.get_legend_handles_labels()
         keep = dict(zip(labs, handles))  # runs of one hue value: one entry
-        fig.legend(list(keep.values()), list(keep), loc="outside lower center", ncols=min(2, len(keep)), frameon=False,
-                   title=words.key_text(key))
+        _figure_legend(fig, ax_f, own, list(keep.values()), list(keep), loc="outside lower center",
+                       ncols=min(2, len(keep)), frameon=False, title=words.key_text(key))
     return fig
 
 
-def routing_figure(routing: pd.DataFrame) -> Figure:
+def routing_figure(routing: pd.DataFrame, ax=None) -> Figure:
     """Routing maps of sequence runs side by side (an MLP's Jacobian map beside a transformer's attention) on the
     same test example: rows are output positions, columns input positions, colour the share of the row; white
     rings mark the ground-truth source positions (the legend says so). Panels are named by what differs between
@@ -672,8 +716,9 @@ def routing_figure(routing: pd.DataFrame) -> Figure:
         raise ValueError("no routing maps (no sequence runs)")
     T = int(routing.in_pos.max()) + 1
     with paper_theme():
-        fig = Figure(figsize=(2.9 * len(panels) + 0.6, 2.9), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1, len(panels)))
+        own = ax is None
+        fig, axes = _panels(ax, (2.9 * len(panels) + 0.6, 2.9), 1, len(panels))
+        axes = axes.ravel()
         for ax, ((run, kind), r) in zip(axes, panels):
             rows = sorted(r.out_pos.unique())
             M = r.pivot_table(index="out_pos", columns="in_pos", values="weight").reindex(columns=range(T))
@@ -688,12 +733,12 @@ def routing_figure(routing: pd.DataFrame) -> Figure:
         fig.colorbar(im, ax=list(axes), label="share of the map (row sums to 1)", shrink=0.9)
         ring = Line2D([], [], ls="", marker="o", ms=6, mfc="none", mec="0.2", mew=1,
                       label="ring (white in the maps): a ground-truth source position\n(the matching key and its value)")
-        fig.legend(handles=[ring], loc="outside lower center", frameon=False, fontsize=7)
+        _figure_legend(fig, axes[0], own, handles=[ring], loc="outside lower center", frameon=False, fontsize=7)
     return fig
 
 
 # -- recurrence and the add task (issue 15) -------------------------------------------------------------------------
-def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task", seed=None) -> Figure:
+def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task", seed=None, ax=None) -> Figure:
     """The dependence maps M[t, s] (:func:`probe.figures.tables.load_dependence`) as a grid of pictures, a row per
     value of ``row`` (models) and a column per value of ``col`` (tasks); each panel is the mean over the runs in
     it (seeds; or only ``seed``), scaled to its own maximum. The white line is t = s: a causal map has nothing
@@ -705,8 +750,7 @@ def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task"
         dep = dep[dep.seed == seed]
     rows, cols = list(dict.fromkeys(dep[row])), list(dict.fromkeys(dep[col]))
     with paper_theme():
-        fig = Figure(figsize=(1.75 * len(cols) + 0.9, 1.7 * len(rows) + 0.5), layout="constrained")
-        axes = np.atleast_2d(fig.subplots(len(rows), len(cols), squeeze=False))
+        fig, axes = _panels(ax, (1.75 * len(cols) + 0.9, 1.7 * len(rows) + 0.5), len(rows), len(cols))
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
                 ax = axes[i, j]
@@ -731,7 +775,7 @@ def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task"
     return fig
 
 
-def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task") -> Figure:
+def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task", ax=None) -> Figure:
     """The dependence on the distance t - s: per panel (``col``, tasks) and line (``hue``, models), the mean of
     M[t, s] over the pairs at each distance d = t - s (each map divided by its sum), then divided by the sum over d;
     mean over the runs in a line (seeds), a band from lowest to highest. d < 0 (shaded) is the future."""
@@ -743,9 +787,10 @@ def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task") 
     per_run["value"] /= per_run.groupby("run").value.transform("sum")
     colours = palette(per_run, hue)
     cols = list(dict.fromkeys(per_run[col]))
+    own = ax is None
     with paper_theme():
-        fig = Figure(figsize=(2.6 * len(cols) + 1.6, 2.5), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1, len(cols), squeeze=False)).ravel()
+        fig, axes = _panels(ax, (2.6 * len(cols) + 1.6, 2.5), 1, len(cols))
+        axes = axes.ravel()
         for ax, c in zip(axes, cols):
             pc = per_run[per_run[col] == c]
             for h, ph in pc.groupby(hue, sort=False):
@@ -760,12 +805,12 @@ def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task") 
                    ylabel="share of dependence",
                    yscale="log")
             ax.set_ylim(bottom=max(pc.value[pc.value > 0].min(), 1e-4) if (pc.value > 0).any() else None)
-        _legend(fig, axes[:1], [], hue)
+        _legend(fig, axes[:1], [], hue, own)
     return fig
 
 
 def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "variant", col: str = "task_opts.op",
-                    D: int | None = None) -> Figure:
+                    D: int | None = None, ax=None) -> Figure:
     """Error against the number of training examples on the add task (:func:`probe.figures.tables.load_final` of a
     spectrum sweep): a column per ``col`` (op), rows ``rel_mse`` (inside the training range), ``extrap_rel_mse``
     (outside it), ``relevant_weight_mass`` and ``zero_frac`` (first layer); a line per ``hue`` (models; mean over
@@ -784,9 +829,9 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                 "gaussian": ("0.55", (0, (1, 2)), None, "null: 2/D (random weights)")}
     titles = {"rel_mse": "error in the training range", "extrap_rel_mse": "error outside the training range",
               "relevant_weight_mass": "first-layer energy on x_a, x_b", "zero_frac": "first-layer weights at zero"}
+    own = ax is None
     with paper_theme():
-        fig = Figure(figsize=(3.0 * len(cols) + 2.2, 2.3 * len(rows)), layout="constrained")
-        axes = np.atleast_2d(fig.subplots(len(rows), len(cols), squeeze=False))
+        fig, axes = _panels(ax, (3.0 * len(cols) + 2.2, 2.3 * len(rows)), len(rows), len(cols))
         used = set()
         for j, c in enumerate(cols):
             fc = final[final[col] == c]
@@ -817,5 +862,5 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                     ax.set_xlabel("training examples (log scale)")
         extra = [Line2D([], [], color=colours_, ls=ls, marker=marker, mfc="none", ms=3, label=text)
                  for k, (colours_, ls, marker, text) in controls.items() if k in used]
-        _legend(fig, axes[0, :1], extra, hue)
+        _legend(fig, axes[0, :1], extra, hue, own)
     return fig

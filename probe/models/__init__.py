@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from probe.config import ConfigError, coerce_opts
+from probe.plugins import load_plugins
 from probe.models.registry import MODELS, ModelSpec, register  # noqa: F401
 # importing the builders' modules registers their models (in this order: `probe models` lists them so)
 from probe.models import conv, mlp  # noqa: F401
@@ -20,6 +21,7 @@ from probe.models import mixer, rnn, transformer  # noqa: F401
 
 
 def model_specs() -> dict[str, ModelSpec]:
+    load_plugins("probe.models")  # other packages' models (entry point group probe.models)
     return MODELS
 
 

@@ -93,6 +93,11 @@ class Run:
         return path
 
 
+#: the signals that stop training at a step boundary with a checkpoint; a submitit job adds SIGUSR2, Slurm's warning
+#: before a time limit or a preemption (probe.sweep.execute.SweepJob)
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
 @contextlib.contextmanager
 def stop_requests():
     """While training, SIGINT and SIGTERM only append to the yielded list, which the loop reads between steps, so
@@ -108,7 +113,7 @@ def stop_requests():
             raise KeyboardInterrupt
         got.append(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield got
     finally:

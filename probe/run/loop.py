@@ -345,8 +345,10 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
     run = setup(cfg, out, task)  # bad data or options fail here, before the run folder is created
     names = check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
     check_model(names, run.model, out, cfg.model)  # the pull and the layout shares need a model that has them
-    if cfg.log == "tensorboard":
+    if "tensorboard" in log_targets(cfg):
         _summary_writer()  # a missing package is a one-line error before --out is touched
+    if "wandb" in log_targets(cfg):
+        _wandb()
     with claim(out):  # one writer per run folder; the lock is released on any exit
         if not resume:
             check_new_folder(out)
@@ -413,27 +415,100 @@ def _summary_writer():
     return SummaryWriter
 
 
-@contextlib.contextmanager
-def _loggers(cfg: RunConfig, out: Path, on_log=None):
-    """The ``on_log(row)`` that training calls after each metrics row: the caller's, and with ``--log tensorboard``
-    one that writes every number of the row as a scalar under its key (``RUN/tensorboard``; a resumed run
-    appends to the same folder, and TensorBoard shows the rows by step)."""
-    if cfg.log != "tensorboard":
-        yield on_log
-        return
-    writer = _summary_writer()(log_dir=str(Path(out) / "tensorboard"))
+def log_targets(cfg: RunConfig) -> list[str]:
+    """The loggers ``--log`` names (``none``, one, or a comma list such as ``tensorboard,wandb``)."""
+    return [t.strip() for t in cfg.log.split(",") if t.strip() not in ("", "none")]
 
-    def log_row(row: dict) -> None:
-        for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(key, value, row["step"])
-        if on_log is not None:
-            on_log(row)
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("--log wandb needs the wandb package: pip install 'probe[wandb]' (or pip install wandb); "
+                          "WANDB_MODE=offline logs without a network") from None
+    return wandb
+
+
+def run_hparams(cfg: RunConfig) -> dict:
+    """The run config as one flat dict of hyperparameters, as TensorBoard's HParams and wandb's config take them:
+    nested options as ``task_opts.KEY``, None as "none", other values that are not numbers or text as JSON."""
+    flat = {}
+    for key, value in cfg.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            name = key if sub is None else f"{key}.{sub}"
+            flat[name] = "none" if v is None else v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+    return flat
+
+
+@contextlib.contextmanager
+def _tensorboard(cfg: RunConfig, out: Path):
+    """Every number of a row as a scalar under its key (``RUN/tensorboard``; a resumed run appends to the same
+    folder, and TensorBoard shows the rows by step), the run config as its hparams (HParams tab)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = _summary_writer()(log_dir=str(Path(out) / "tensorboard"))
+    for summary in hparams(run_hparams(cfg), {k: 0.0 for k in ("train_loss", "test_loss", "test_acc")}):
+        writer.file_writer.add_summary(summary)
+
+    def log(numbers: dict, step: int) -> None:
+        for key, value in numbers.items():
+            writer.add_scalar(key, value, step)
 
     try:
-        yield log_row
+        yield log
     finally:
         writer.close()
+
+
+@contextlib.contextmanager
+def _wandb_run(cfg: RunConfig, out: Path):
+    """Every number of a row logged at its step to a wandb run in ``RUN/wandb`` (offline with WANDB_MODE=offline;
+    project from WANDB_PROJECT, else "probe"), the run config as its config. The run's id is kept in
+    ``RUN/wandb/probe_run_id``, so a resumed run continues the same wandb run; rows a resume logs again (those after
+    the last checkpoint) have steps wandb has seen, and it keeps the first."""
+    import secrets
+
+    wandb = _wandb()
+    folder = Path(out) / "wandb"
+    folder.mkdir(exist_ok=True)
+    id_file = folder / "probe_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else ""
+    if not run_id:
+        run_id = secrets.token_hex(4)
+        id_file.write_text(run_id + "\n")
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "probe"), dir=str(out), id=run_id, resume="allow",
+                     name=Path(out).resolve().name, config=run_hparams(cfg), reinit="finish_previous",
+                     settings=wandb.Settings(console="off", save_code=False, silent=True))
+    try:
+        yield lambda numbers, step: run.log(numbers, step=step)
+    finally:
+        run.finish()
+
+
+_LOGGERS = {"tensorboard": _tensorboard, "wandb": _wandb_run}
+
+
+@contextlib.contextmanager
+def _loggers(cfg: RunConfig, out: Path, on_log=None):
+    """The ``on_log(row)`` that training calls after each metrics row: the caller's, and one per ``--log`` target
+    (:func:`_tensorboard`, :func:`_wandb_run`) that gets every number of the row but its step."""
+    targets = log_targets(cfg)
+    if not targets:
+        yield on_log
+        return
+    with contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(_LOGGERS[t](cfg, out)) for t in targets]
+
+        def log_row(row: dict) -> None:
+            numbers = {k: v for k, v in row.items()
+                       if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for sink in sinks:
+                sink(numbers, row["step"])
+            if on_log is not None:
+                on_log(row)
+
+        yield log_row
 
 
 def train_or_resume(cfg: RunConfig, out, prepare=None, hooks=(), task: Task | None = None,

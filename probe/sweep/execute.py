@@ -154,7 +154,9 @@ def run_sweep(sweep: Sweep, out, executor="local", jobs: int = 1, slurm: dict | 
     Args:
         executor: ``local`` (jobs = 1: in this process; jobs > 1: that many worker processes with
             cpu_count // jobs torch threads each), ``slurm`` or ``submitit-local`` (a job array through submitit;
-            slurm's parameters in ``slurm``: partition, time_min, gpus, cpus), or a submitit executor object.
+            slurm's parameters in ``slurm``: partition, time_min, gpus, cpus, mem, account, and ``additional``, a dict
+            of any other #SBATCH option), or a submitit executor object. Jobs are :class:`SweepJob`: preempted or
+            timed out, they are requeued and resume their runs.
         wait: wait for submitit jobs (default: yes, except on slurm, where the jobs are submitted and left).
         on_result: called with each result dict as it comes (progress output).
     """
@@ -261,6 +263,11 @@ def _run_submitit(dirs, executor, jobs, slurm, folder, wait, on_result) -> list[
                       cpus_per_task=int(slurm.get("cpus", 4)), slurm_array_parallelism=jobs, name="probe-sweep")
         if slurm.get("partition"):
             params["slurm_partition"] = slurm["partition"]
+        for key in ("mem", "account"):  # --mem 32G, --account NAME: #SBATCH lines of their own
+            if slurm.get(key):
+                params[f"slurm_{key}"] = str(slurm[key])
+        if slurm.get("additional"):  # --slurm-param KEY=VALUE: any other #SBATCH --KEY=VALUE
+            params["slurm_additional_parameters"] = {k.replace("-", "_"): v for k, v in slurm["additional"].items()}
         ex.update_parameters(**params)
         threads = int(slurm.get("cpus", 4))
         wait = False if wait is None else wait
@@ -273,7 +280,7 @@ def _run_submitit(dirs, executor, jobs, slurm, folder, wait, on_result) -> list[
     else:
         raise ConfigError(f"--executor must be local, slurm or submitit-local; got {executor!r}")
     wait = True if wait is None else wait
-    job_list = ex.map_array(run_one, [str(d) for d in dirs], [threads] * len(dirs))  # one job array
+    job_list = ex.map_array(SweepJob(), [str(d) for d in dirs], [threads] * len(dirs))  # one job array
     results = []
     for d, job in zip(dirs, job_list):
         if not wait:
@@ -287,6 +294,43 @@ def _run_submitit(dirs, executor, jobs, slurm, folder, wait, on_result) -> list[
         if on_result:
             on_result(r)
     return results
+
+
+class SweepJob:
+    """One run as a submitit job: :func:`run_one`, made checkpointable, so that a job Slurm preempts or times out
+    is requeued and resumes its run.
+
+    Slurm warns a job with SIGUSR2 (submitit asks for it before the time limit; preemption sends it too where the
+    cluster is set up so). During training that signal stops the run at its next step boundary with a checkpoint,
+    as SIGTERM does (:data:`probe.run.folder.STOP_SIGNALS`); then the signal is raised again for submitit's own
+    handler, which calls :meth:`checkpoint` and requeues the job. The requeued job runs :func:`run_one` again, which
+    resumes the run from that checkpoint (a finished run is skipped)."""
+
+    def __call__(self, run_dir, threads: int | None = None) -> dict:
+        from probe.run import folder
+
+        usr2 = getattr(signal, "SIGUSR2", None)
+        added = usr2 is not None and usr2 not in folder.STOP_SIGNALS
+        if added:
+            folder.STOP_SIGNALS.append(usr2)
+        try:
+            return run_one(run_dir, threads)
+        except KeyboardInterrupt as e:
+            if usr2 is not None and getattr(e, "signum", None) == usr2:
+                if added:  # submitit's handler, not ours, gets the signal now
+                    folder.STOP_SIGNALS.remove(usr2)
+                    added = False
+                os.kill(os.getpid(), usr2)  # -> checkpoint(), requeue, exit (submitit.JobEnvironment)
+            raise
+        finally:
+            if added:
+                folder.STOP_SIGNALS.remove(usr2)
+
+    def checkpoint(self, run_dir, threads: int | None = None):
+        """What submitit requeues: this job with the same arguments (the run folder holds the state)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SweepJob(), run_dir, threads)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -8,6 +8,7 @@ tensors plus the geometry that ties the inputs to a grid. ``npz:PATH`` loads a u
 from __future__ import annotations
 
 from probe.config import ConfigError, RunConfig, coerce_opts
+from probe.plugins import load_plugins
 from probe.tasks.clone import CLONE_CHOICES, clone_task
 from probe.tasks.registry import SEQUENCE_TRAINING, TASKS, Task, TaskSpec, register  # noqa: F401
 # importing the task modules registers their tasks
@@ -18,6 +19,7 @@ from probe.tasks import patches  # noqa: F401  (natural-image patches)
 
 
 def task_specs() -> dict[str, TaskSpec]:
+    load_plugins("probe.tasks")  # other packages' tasks (entry point group probe.tasks)
     return TASKS
 
 
