@@ -30,7 +30,7 @@ _PUBLIC = {
     "MEASURES": "probe.metrics.registry",
     "RunConfig": "probe.config",
     "analyze": "probe.analysis.api",
-    "analyze_checkpoint": "probe.analysis.report",
+    "analyze_checkpoint": "probe.analysis.api",  # a path, or (as probe.analyze) a model in memory
     "analyze_run": "probe.analysis.report",
     "build_model": "probe.models",
     "config_for": "probe.tasks",

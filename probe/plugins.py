@@ -18,8 +18,7 @@ from importlib.metadata import entry_points
 
 from probe.config import ConfigError
 
-GROUPS = ("probe.models", "probe.tasks")
-_loaded: dict[str, set] = {g: set() for g in GROUPS}
+_loaded: dict[str, set] = {}  # group -> (name, value) of the entry points imported in this process
 
 
 def load_plugins(group: str) -> list[str]:
@@ -28,7 +27,7 @@ def load_plugins(group: str) -> list[str]:
     new = []
     for ep in entry_points(group=group):
         key = (ep.name, ep.value)
-        if key in _loaded[group]:
+        if key in _loaded.setdefault(group, set()):
             continue
         _loaded[group].add(key)
         try:

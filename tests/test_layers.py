@@ -123,9 +123,14 @@ def _resolve(name: str, modules) -> str | None:
     return None
 
 
+#: calls whose string arguments name something other than a module to import: a logger, an entry point group
+NAMING_CALLS = ("getLogger", "load_plugins", "entry_points")
+
+
 def _is_logger_call(node) -> bool:
     f = node.func
-    return isinstance(f, ast.Attribute) and f.attr == "getLogger" or isinstance(f, ast.Name) and f.id == "getLogger"
+    return (isinstance(f, ast.Attribute) and f.attr in NAMING_CALLS
+            or isinstance(f, ast.Name) and f.id in NAMING_CALLS)
 
 
 def _import_call(node) -> bool:
@@ -145,7 +150,8 @@ def imports_of(mod: str, path: Path, modules, root: Path) -> tuple[list[Edge], l
     top = mod.split(".")[0]
     edges, problems = [], []
     parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
-    skip = {arg for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_logger_call(n) for arg in n.args}
+    skip = {arg for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_logger_call(n)
+            for arg in [*n.args, *(k.value for k in n.keywords)]}
 
     def lazy(node) -> bool:
         while node in parents:

@@ -48,7 +48,7 @@ def on_path(tmp_path, monkeypatch):
     yield tmp_path
     for registry, name in ((MODELS, "plugmlp"), (TASKS, "plugdigits")):
         registry.pop(name, None)
-    for group in plugins.GROUPS:
+    for group in list(plugins._loaded):
         plugins._loaded[group] = {k for k in plugins._loaded[group] if k[1] != "probeplug"}
     sys.modules.pop("probeplug", None)
 

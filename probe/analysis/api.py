@@ -6,6 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from probe.analysis import report
+from probe.analysis.load import Source, outside_source, parse_input_shape
+from probe.analysis.outside import in_memory, probe_model_layout
+from probe.analysis.report import Subject
+
 
 def analyze(model, *, input_shape=None, first_layer: str | None = None, stride: int | None = None,
             padding: int | None = None, periodic: bool = False, layer: str | None = None, data: bool = True,
@@ -24,22 +29,15 @@ def analyze(model, *, input_shape=None, first_layer: str | None = None, stride: 
         periodic, layer, data, n_data, seed, delta: as `probe analyze`; ``init``: the initial weights, an object
             of the same kind as ``model`` (or a path), for the init reference and movement.
     """
-    from probe.analysis.load import outside_source, parse_input_shape
-    from probe.analysis.outside import in_memory
-    from probe.analysis.report import Subject, analyze_checkpoint
-
     if isinstance(input_shape, str):
         input_shape = parse_input_shape(input_shape)
     options = {"first_layer": first_layer, "stride": stride, "padding": padding}
     if isinstance(model, (str, Path)):
-        return analyze_checkpoint(model, input_shape=input_shape, periodic=periodic, data=data, layer=layer,
-                                  n_data=n_data, seed=seed, init=init, delta=delta, **options)
+        return report.analyze_checkpoint(model, input_shape=input_shape, periodic=periodic, data=data, layer=layer,
+                                         n_data=n_data, seed=seed, init=init, delta=delta, **options)
     sd, hints, label = in_memory(model)
     if hasattr(model, "first_layer_dense") and not any(v is not None for v in options.values()):
         # a probe model: its own dense first layer (an LCN's unshared kernels, a shuffled or embedded input)
-        from probe.analysis.load import Source
-        from probe.analysis.outside import probe_model_layout
-
         layout = probe_model_layout(model, sd, label, input_shape, periodic)
         source = Source(Path(label), sd, layout.geometry, layout=layout)
     else:
@@ -56,3 +54,11 @@ def analyze(model, *, input_shape=None, first_layer: str | None = None, stride: 
             subject.init_path = label0
         subject.layers_of_source = list(subject.layers(source))
     return subject.report(source, layer, delta)
+
+
+def analyze_checkpoint(path, **options):
+    """:func:`probe.analysis.report.analyze_checkpoint` of a path; of a model or state_dict in memory,
+    :func:`analyze` (the same keywords)."""
+    if isinstance(path, (str, Path)):
+        return report.analyze_checkpoint(path, **options)
+    return analyze(path, **options)

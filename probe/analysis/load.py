@@ -25,7 +25,10 @@ from probe.geometry import Geometry
 from probe.models import build_model
 from probe.models.conv import local_dense
 from probe.run.tracking import first_layer_at_init
-from probe.tasks import Task, make_task
+from probe.run.folder import read_json_file
+from probe.tasks import Task, make_task, task_shells
+from probe.analysis.outside import (WRAPPER_KEYS, hints_from_config, is_pretrained_folder, plan_first_layer,  # noqa: F401
+                                    read_weights, unwrap_state_dict)
 
 
 # -- what a path holds ----------------------------------------------------------------------------------------
@@ -77,8 +80,6 @@ def read_source(path, input_shape=None, periodic: bool = False, weights_only_int
     Raises CheckpointError (unreadable file, not a state_dict, first layer not fitting the shape) or
     ConfigError (a bad shape), each with a one-line message naming the file.
     """
-    from probe.analysis.outside import hints_from_config, read_weights
-
     path = Path(path)
     obj, hf_config = read_weights(path, weights_only_intact)  # (a damaged training state: still measured)
     options = {"first_layer": first_layer, "stride": stride, "padding": padding}
@@ -117,28 +118,11 @@ def outside_source(state_dict: dict, path, where: str, input_shape=None, periodi
                    **options) -> Source:
     """The :class:`Source` of an outside state_dict (read from a file or given in memory): its first layer planned
     (:func:`probe.analysis.outside.plan_first_layer`), its geometry the one that layer is measured over."""
-    from probe.analysis.outside import plan_first_layer
-
     layout = plan_first_layer(state_dict, where, input_shape, periodic, hints=hints, **options)
     return Source(Path(path), state_dict, layout.geometry, layout=layout, options=dict(options))
 
 
 # the keys under which training scripts (Lightning, most hand-written loops) wrap a model's state_dict
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
-
-
-def unwrap_state_dict(obj):
-    """A checkpoint dict's state_dict: the object itself when it maps names to tensors, else the first entry under
-    :data:`WRAPPER_KEYS` that does (``{"model": state_dict, "epoch": 3}``); otherwise ``obj`` unchanged."""
-    if not isinstance(obj, Mapping) or all(torch.is_tensor(v) for v in obj.values()):
-        return obj
-    for key in WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(torch.is_tensor(v) for v in inner.values()):
-            return inner
-    return obj
-
-
 def first_weight(state_dict: dict):
     """(name, tensor) of the first weight of a plain state_dict: a matrix, or a conv kernel (out, in, *k) of 3 or
     4 dimensions; None when there is none."""
@@ -203,29 +187,10 @@ def model_layers(model: torch.nn.Module, state_dict: dict) -> dict[str, np.ndarr
 
 # -- rebuilding a probe model -----------------------------------------------------------------------------------
 def _task_shells(source: Source):
-    """Stand-ins for the task that carry what model builders read (geometry, outputs, loss), without data.
-
-    The output count comes from the run's task.json when there is one, else from the last 2-D tensor (the
-    readout); whether a sequence task asks at every position is not stored, so both are tried."""
-    geo = source.geometry
+    """:func:`probe.tasks.task_shells` for a source: with its run's task.json when there is one."""
     meta_file = source.run_dir / "task.json" if source.run_dir else None
-    if meta_file and meta_file.is_file():
-        from probe.run.folder import read_json_file
-
-        meta = read_json_file(meta_file, "the run's task")
-    else:
-        meta = {}
-    rows = [v.shape[0] for v in source.state_dict.values() if torch.is_tensor(v) and v.dim() == 2][-1:] or [1]
-    T = geo.spatial[0]
-    counts = [meta["n_outputs"]] if "n_outputs" in meta else [rows[0], max(1, rows[0] // T)]
-    x = torch.zeros(0, geo.n_inputs)
-    for n_out in counts:
-        for per_position in (False, True) if geo.kind == "sequence" else (False,):
-            y = torch.zeros(0, T, dtype=torch.long) if per_position else torch.zeros(0, dtype=torch.long)
-            loss = "ce" if per_position else meta.get("loss", "ce")
-            vocab = geo.channels if geo.kind == "sequence" else None
-            # the task's facts too: a transformer sizes its position table by info["max_length"]
-            yield Task("shell", x, y, x, y, geo, int(n_out), loss, vocab, info=dict(meta.get("info", {})))
+    meta = read_json_file(meta_file, "the run's task") if meta_file and meta_file.is_file() else {}
+    return task_shells(source.geometry, source.state_dict, meta)
 
 
 def build_probe_model(source: Source, task=None) -> torch.nn.Module:
@@ -353,8 +318,6 @@ def load_layers(path, input_shape=None, periodic: bool = False, **options) -> tu
 
 def checkpoint_at(path, step: int | None = None) -> Path:
     """A run folder -> its checkpoint at ``step`` (default: the last); a file -> itself (``step`` must be None)."""
-    from probe.analysis.outside import is_pretrained_folder
-
     path = Path(path)
     if is_pretrained_folder(path) and not (path / "checkpoints").is_dir():  # a save_pretrained folder
         if step is not None:

@@ -142,6 +142,22 @@ def read_weights(path, weights_only_intact: bool = False) -> tuple[object, dict]
     return obj, {}
 
 
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+
+
+def unwrap_state_dict(obj):
+    """A checkpoint dict's state_dict: the object itself when it maps names to tensors, else the first entry under
+    :data:`WRAPPER_KEYS` that does (``{"model": state_dict, "epoch": 3}``); otherwise ``obj`` unchanged."""
+    if not isinstance(obj, Mapping) or all(torch.is_tensor(v) for v in obj.values()):
+        return obj
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(torch.is_tensor(v) for v in inner.values()):
+            return inner
+    return obj
+
+
 # -- what the first layer is ------------------------------------------------------------------------------------
 @dataclass
 class Hints:
@@ -364,8 +380,6 @@ def _conv_layout(key, name, W, where, input_shape, periodic, stride, padding, hi
         raise CheckpointError(f"{where}: its first layer {name} is a {W.dim() - 2}-D convolution kernel {kernel} "
                               f"(out x in x kernel) that reads {C} input channel(s), but --input-shape "
                               f"{','.join(map(str, input_shape))} gives {geo.channels} on a {geo.ndim}-D grid")
-    from probe.models.conv import out_size
-
     outs = [out_size(n, k, stride, padding) for n, k in zip(geo.spatial, ks)]
     if min(outs) < 1:
         raise CheckpointError(f"{where}: its first layer {name} ({kernel}, stride {stride}, padding {padding}) has "
@@ -384,8 +398,6 @@ def conv_dense(kernel: torch.Tensor, geometry: Geometry, stride: int = 1, paddin
     """A conv kernel (O, C, *k) as the dense (O * |out|, C * |S|) matrix it computes on the input grid with this
     stride and zero padding (default k // 2), circular on a periodic grid: unit o * |out| + p holds kernel o at
     output position p."""
-    from probe.models.conv import local_dense, out_size
-
     O = kernel.shape[0]
     ks = kernel.shape[2:]
     pad = ks[-1] // 2 if padding is None else padding
@@ -420,8 +432,6 @@ def probe_model_layout(model: torch.nn.Module, state_dict: dict, where: str, inp
 def in_memory(obj) -> tuple[dict, Hints, str]:
     """(state_dict, hints, label) of an ``nn.Module`` or a state_dict (a mapping of names to tensors, possibly under
     one of the usual wrapper keys)."""
-    from probe.analysis.load import unwrap_state_dict
-
     if isinstance(obj, torch.nn.Module):
         sd = {k: v.detach().cpu() for k, v in obj.state_dict().items() if torch.is_tensor(v)}
         return sd, hints_from_module(obj), f"<{type(obj).__name__} in memory>"

@@ -593,11 +593,9 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
 
     Raises CheckpointError or ConfigError with a one-line message for anything the user can fix.
     """
-    if not isinstance(path, (str, Path)):  # a model or state_dict in memory: probe.analyze reads it
-        from probe.analysis.api import analyze
-
-        return analyze(path, input_shape=input_shape, periodic=periodic, data=data, layer=layer, n_data=n_data,
-                       seed=seed, init=init, delta=delta, first_layer=first_layer, stride=stride, padding=padding)
+    if not isinstance(path, (str, Path)):  # probe.analyze_checkpoint (probe.analysis.api) takes those too
+        raise ConfigError(f"analyze_checkpoint: takes a path here, got {type(path).__name__}; for a model or "
+                          "state_dict in memory call probe.analyze (or probe.analyze_checkpoint)")
     source = read_source(checkpoint_at(path), input_shape, periodic, first_layer=first_layer, stride=stride,
                          padding=padding)
     return Subject.of(source, data, n_data, seed, init).report(source, layer, delta)

@@ -7,6 +7,8 @@ import math
 from rich.table import Table
 
 from probe.analysis.report import FUNCTION, REFERENCES, Report
+from probe.analysis.verdicts import AT_TOLERANCE, readings, stride_note
+from probe.run.checkpoint import list_checkpoints
 
 
 def fmt(v) -> str:
@@ -96,8 +98,6 @@ def header(rep: Report) -> str:
 def verdict_lines(rep: Report) -> list[str]:
     """A short reading per structure measure, against the null that decides it (probe/analysis/verdicts.py):
     above / at / below it, by how much; and for a strided first layer, how its translation measures read."""
-    from probe.analysis.verdicts import AT_TOLERANCE, readings, stride_note
-
     lines = []
     for name in rep.sections():
         found = readings(rep.sections(), rep.reference, name)
@@ -116,8 +116,6 @@ def unfinished_note(path) -> str | None:
     continue it (None for a finished run, a plain state_dict, or anything that is not a run folder)."""
     import json
     from pathlib import Path
-
-    from probe.run.checkpoint import list_checkpoints
 
     p = Path(path)
     run = p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else None

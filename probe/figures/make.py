@@ -28,6 +28,7 @@ from probe.progress import Progress
 from probe.run.folder import StorageError, check_out
 from probe.metrics.registry import MEASURES
 from probe.tasks import task_specs
+from probe.analysis.terminal import unfinished_note
 
 MAX_WEIGHT_RUNS = 6  # field grids and spectra of more runs are unreadable; the first ones are drawn
 
@@ -78,8 +79,6 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                                         references, say, x, final, final_references, xlabel, progress)
             return written
         say(f"runs of {len(by_task)} tasks ({listed}) drawn together, as asked; each task keeps its own references")
-    from probe.analysis.terminal import unfinished_note
-
     for d in dirs:  # drawn as far as they got, said once per run
         if unfinished_note(d):
             ref = "" if (d / "reference.json").exists() else "; no references yet (written at its end)"

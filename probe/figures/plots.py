@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from probe.figures import labels as words
 from probe.figures.fields import RC, caption_of, draw_fields, save_figure
 from probe.metrics import registry
+from probe.analysis.verdicts import deciding_null
 
 # y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
 # panels are titled with the metric's own name, the key of metrics.jsonl and reference.json
@@ -257,16 +258,12 @@ def with_deciding_null(metric: str, kinds) -> tuple:
     """``kinds`` and the null that decides ``metric`` (probe/analysis/verdicts.py: phase for locality and
     translation structure, lcn for weight sharing, the initializer on other seeds for concentration), which every
     figure of a structure measure draws whatever ``kinds`` asks."""
-    from probe.analysis.verdicts import deciding_null
-
     kind = deciding_null(metric)
     return tuple(kinds) + ((kind,) if kind is not None and kind not in kinds else ())
 
 
 def reference_label(kind: str, metric: str, word: str = "reference") -> str:
     """A reference's legend entry; the null that decides ``metric`` says so."""
-    from probe.analysis.verdicts import deciding_null
-
     if deciding_null(metric) == kind:
         return f"deciding null: {REFERENCE_TEXT[kind]}"
     return f"{word}: {REFERENCE_TEXT[kind]}"

@@ -18,6 +18,7 @@ from probe.models.registry import MODELS, ModelSpec, register  # noqa: F401
 # importing the builders' modules registers their models (in this order: `probe models` lists them so)
 from probe.models import conv, mlp  # noqa: F401
 from probe.models import mixer, rnn, transformer  # noqa: F401
+from probe.bounds import check_model_size
 
 
 def model_specs() -> dict[str, ModelSpec]:
@@ -53,8 +54,6 @@ def build_model(name: str, task, width: int, depth: int, param: str = "standard"
         valid = ", ".join(sorted(spec.options())) or "none"
         raise ConfigError(f"model {name}: unknown model option(s) {', '.join(unknown)}; valid options: {valid}")
     opts = coerce_opts(opts, spec.options(), f"model {name}")
-    from probe.bounds import check_model_size
-
     check_model_size(name, task.n_inputs, task.n_outputs, width, depth, {**spec.options(), **opts})
     try:
         model = spec.fn(task, width, depth, param, **opts)

@@ -31,9 +31,14 @@ from pathlib import Path
 import torch
 
 from probe.config import ConfigError, RunConfig
+from probe.geometry import Geometry
+from probe.models import build_model
+from probe.run.loop import lr_lambda, make_optimizer
+from probe.tasks import task_shells
 from probe.run.checkpoint import (CHECKSUMS, TEMP_MARK, CheckpointError, checkpoint_steps, is_probe_checkpoint,
-                                  list_checkpoints, load_checkpoint)
-from probe.run.folder import LOCK_FILE, METRICS_FILE, _RESUME_KEYS, first_line, lock_holder, log_steps, read_json_file
+                                  list_checkpoints, load_checkpoint, state_dict_mismatch)
+from probe.run.folder import (DAMAGED_FILE, LOCK_FILE, METRICS_FILE, _RESUME_KEYS, Run, check_resume_state, first_line,
+                              lock_holder, log_steps, read_json_file, read_metrics)
 from probe.run.tracking import DATA_TRACKS, REFERENCE_FILE, parse_track
 
 OK, NOTE, PROBLEM = "ok", "note", "problem"
@@ -191,8 +196,6 @@ def _metrics(rep: CheckReport, cfg: RunConfig, last: int | None) -> None:
     if nonfinite:
         level = NOTE if cfg.on_nan == "continue" or nonfinite[0] == steps[-1] else PROBLEM
         rep.add(level, METRICS_FILE, f"the loss is NaN or inf from step {nonfinite[0]} (training diverged)")
-    from probe.run.folder import DAMAGED_FILE
-
     if (rep.run / DAMAGED_FILE).is_file():
         rep.add(NOTE, METRICS_FILE, f"damaged lines that `probe train --resume` kept aside are in {DAMAGED_FILE}")
     if not (bad or repeated or disorder or (last is not None and missing)):
@@ -209,9 +212,6 @@ def _lost_checkpoints(rep: CheckReport, cfg: RunConfig, ckpts) -> bool:
     folder = rep.run / "checkpoints"
     if folder.exists() and not folder.is_dir():
         rep.add(PROBLEM, "checkpoints", "is not a folder (replaced by a file?): the run's checkpoints are gone")
-    from probe.run.folder import read_metrics
-    from probe.run.tracking import REFERENCE_FILE
-
     rows = read_metrics(rep.run)
     reached = max((r["step"] for r in rows), default=-1)  # checkpoints scheduled below it were written
     evidence = f"metrics.jsonl has rows up to step {reached}, written after them"
@@ -310,19 +310,13 @@ def _training_state_problem(rep: CheckReport, ck: dict, step: int, cfg: RunConfi
     run, checked as ``--resume`` checks it (:func:`probe.run.folder.check_resume_state`) against the model, optimizer
     and schedule rebuilt from config.json without the task's data; None when it fits, or when the model cannot be
     rebuilt without the data (then a note says so, once)."""
-    from probe.analysis.load import Source, _task_shells
-    from probe.geometry import Geometry
-    from probe.models import build_model
-    from probe.run.checkpoint import state_dict_mismatch
-    from probe.run.folder import Run, check_resume_state
-    from probe.run.loop import lr_lambda, make_optimizer
-
     if not hasattr(rep, "_model"):
         rep._model = None
         try:
-            source = Source(path, ck["state_dict"], Geometry.from_dict(ck["geometry"]), step, cfg, rep.run)
+            meta_file = rep.run / "task.json"
+            meta = read_json_file(meta_file, "the run's task") if meta_file.is_file() else {}
             with torch.random.fork_rng(devices=[]):
-                for shell in _task_shells(source):
+                for shell in task_shells(Geometry.from_dict(ck["geometry"]), ck["state_dict"], meta):
                     try:
                         model = build_model(cfg.model, shell, cfg.width, cfg.depth, cfg.param, cfg.model_opts)
                     except (RuntimeError, ValueError, KeyError, TypeError, ConfigError):

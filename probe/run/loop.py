@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from probe.config import ConfigError, RunConfig
 from probe.losses import loss_fn  # noqa: F401  (also imported from here by callers)
-from probe.models import build_model
+from probe.bounds import check_model_size
+from probe.models import build_model, model_specs
 from probe.progress import Progress
 from probe.seeding import stream
 from probe.run.checkpoint import checkpoint_steps, list_checkpoints, special_file, step_path
@@ -161,9 +162,6 @@ def setup(cfg: RunConfig, out: Path, task: Task | None = None) -> Run:
         raise ConfigError(f"model {cfg.model}{_opts(cfg)} cannot be built ({first_line(e)})") from None
     task.to(device)
     cfg = effective_config(cfg, task)  # a batch larger than the training set trains (and is recorded) as full batch
-    from probe.bounds import check_model_size
-    from probe.models import model_specs
-
     spec = model_specs()[cfg.model]
     check_model_size(cfg.model, task.n_inputs, task.n_outputs, cfg.width, cfg.depth,
                      {**spec.options(), **cfg.model_opts}, cfg.batch_size)

@@ -63,6 +63,7 @@ from probe.geometry import Geometry
 from probe.metrics.equivariance import conv_layout
 from probe.models import build_model
 from probe.models.conv import LocalNet, conv_layouts
+from probe.run.folder import read_json_file
 
 DEFAULT_TRACK = ("ipr", "ipr_frac_above", "window_mass_3", "hoyer", "movement")
 # `--track delta`: the default set on ΔW (movement is itself a norm of ΔW); `--track pull`: the locality of G
@@ -348,8 +349,6 @@ def read_references(run_dir) -> dict:
     p = Path(run_dir) / REFERENCE_FILE
     if not p.exists():
         return {}
-    from probe.run.folder import read_json_file
-
     d = read_json_file(p, "the run's references")
     bad = [k for k, v in d.items() if isinstance(v, dict) and not all(
         isinstance(x, (int, float)) and not isinstance(x, bool) or x is None for x in v.values())]

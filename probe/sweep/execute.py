@@ -26,6 +26,7 @@ from probe.run.folder import run_state
 from probe.run.loop import train_or_resume
 from probe.run.procedures import run_procedure
 from probe.sweep.spec import MANIFEST, Sweep
+from probe.run.folder import STOP_SIGNALS
 
 RUN_FILE, RESULT_FILE = "sweep_run.json", "result.json"
 
@@ -307,24 +308,22 @@ class SweepJob:
     resumes the run from that checkpoint (a finished run is skipped)."""
 
     def __call__(self, run_dir, threads: int | None = None) -> dict:
-        from probe.run import folder
-
         usr2 = getattr(signal, "SIGUSR2", None)
-        added = usr2 is not None and usr2 not in folder.STOP_SIGNALS
+        added = usr2 is not None and usr2 not in STOP_SIGNALS
         if added:
-            folder.STOP_SIGNALS.append(usr2)
+            STOP_SIGNALS.append(usr2)
         try:
             return run_one(run_dir, threads)
         except KeyboardInterrupt as e:
             if usr2 is not None and getattr(e, "signum", None) == usr2:
                 if added:  # submitit's handler, not ours, gets the signal now
-                    folder.STOP_SIGNALS.remove(usr2)
+                    STOP_SIGNALS.remove(usr2)
                     added = False
                 os.kill(os.getpid(), usr2)  # -> checkpoint(), requeue, exit (submitit.JobEnvironment)
             raise
         finally:
             if added:
-                folder.STOP_SIGNALS.remove(usr2)
+                STOP_SIGNALS.remove(usr2)
 
     def checkpoint(self, run_dir, threads: int | None = None):
         """What submitit requeues: this job with the same arguments (the run folder holds the state)."""

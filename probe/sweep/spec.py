@@ -64,6 +64,7 @@ from probe.config import ConfigError, RunConfig, load_config_file
 from probe.tasks import get_spec
 from probe.run.procedures import check_procedure_options, procedure_options
 from probe.models import model_specs
+from probe.bounds import check_sweep_size
 
 SCALES = ("quick", "medium", "full")  # CPU minutes; about an hour on 2 cores with --jobs 2; a GPU
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
@@ -145,8 +146,6 @@ def expand(spec: dict, scale: str | None = None, overrides: dict | None = None) 
     for table, label in ((spec.get("base", {}), "[base]"), (sc.get("base", {}), f"[{scale}.base]")):
         for k, v in _table(table, f"{where} {label}").items():
             _set(base, k, v, where)
-    from probe.bounds import check_sweep_size
-
     check_sweep_size([len(v) for v in axes.values()] + [len(v) for v in grid.values()], where)
     shorts = _short_names(list(grid))
     runs, names = [], {}

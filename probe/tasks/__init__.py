@@ -7,6 +7,9 @@ tensors plus the geometry that ties the inputs to a grid. ``npz:PATH`` loads a u
 
 from __future__ import annotations
 
+import torch
+
+from probe.bounds import COUNT_OPTIONS, check_task_size
 from probe.config import ConfigError, RunConfig, coerce_opts
 from probe.plugins import load_plugins
 from probe.tasks.clone import CLONE_CHOICES, clone_task
@@ -16,6 +19,25 @@ from probe.tasks import images, nlgp  # noqa: F401
 from probe.tasks import sequences  # noqa: F401
 from probe.tasks import arith, recurrence  # noqa: F401  (add; running-parity, count, dyck, delayed-copy)
 from probe.tasks import patches  # noqa: F401  (natural-image patches)
+
+
+def task_shells(geometry, state_dict: dict, meta: dict):
+    """Stand-ins for a task that carry what model builders read (geometry, outputs, loss), without data: to rebuild
+    a model from a checkpoint's config. ``meta`` is the run's task.json ({} when there is none).
+
+    The output count comes from ``meta`` when it has one, else from the last 2-D tensor (the readout); whether a
+    sequence task asks at every position is not stored, so both are tried."""
+    rows = [v.shape[0] for v in state_dict.values() if torch.is_tensor(v) and v.dim() == 2][-1:] or [1]
+    T = geometry.spatial[0]
+    counts = [meta["n_outputs"]] if "n_outputs" in meta else [rows[0], max(1, rows[0] // T)]
+    x = torch.zeros(0, geometry.n_inputs)
+    for n_out in counts:
+        for per_position in (False, True) if geometry.kind == "sequence" else (False,):
+            y = torch.zeros(0, T, dtype=torch.long) if per_position else torch.zeros(0, dtype=torch.long)
+            loss = "ce" if per_position else meta.get("loss", "ce")
+            vocab = geometry.channels if geometry.kind == "sequence" else None
+            # the task's facts too: a transformer sizes its position table by info["max_length"]
+            yield Task("shell", x, y, x, y, geometry, int(n_out), loss, vocab, info=dict(meta.get("info", {})))
 
 
 def task_specs() -> dict[str, TaskSpec]:
@@ -58,8 +80,6 @@ def make_task(name: str, opts: dict | None = None, seed: int = 0) -> Task:
         choices = ", ".join(sorted(k for k in valid if k != "path")) or "none"
         raise ConfigError(f"task {name}: unknown task option(s) {', '.join(unknown)}; valid options: {choices}")
     opts = coerce_opts(opts, valid, f"task {name}")
-    from probe.bounds import COUNT_OPTIONS, check_task_size
-
     for k in COUNT_OPTIONS:
         if isinstance(opts.get(k), int) and opts[k] < 0:
             raise ConfigError(f"task {name}: option {k} must be >= 0, got {opts[k]}")
