@@ -74,3 +74,27 @@ def test_one_worker_runs_the_jobs_in_turn_in_this_thread(cpu_only):
     where = []
     run_jobs({k: lambda: where.append(threading.current_thread().name) for k in "abc"}, workers=1)
     assert where == [threading.current_thread().name] * 3
+
+
+@pytest.mark.slow
+def test_single_threaded_holds_for_a_blas_first_loaded_inside_the_block():
+    """threadpoolctl limits only the libraries loaded when a limit is set: scipy's own OpenBLAS, loaded by a first
+    ``import scipy.linalg`` inside the block, must run on one thread too (in a fresh process, where it is not
+    loaded yet)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys
+assert "scipy.linalg" not in sys.modules
+from probe.analysis.jobs import single_threaded
+from threadpoolctl import threadpool_info
+with single_threaded(2):
+    import scipy.linalg
+    print(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}  # two threads unless limited
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["1"]

@@ -46,6 +46,10 @@ def single_threaded(workers: int | None = None):
     if workers == 1:
         yield
         return
+    # threadpoolctl limits the BLAS libraries loaded when the block opens: scipy's own OpenBLAS, loaded with
+    # scipy.linalg, would otherwise run its LAPACK on every core inside the block when first imported there
+    import scipy.linalg  # noqa: F401
+
     old = torch.get_num_threads()
     with threadpool_limits(limits=1, user_api="blas"):
         torch.set_num_threads(1)

@@ -409,7 +409,6 @@ class Analysis:
         and their ``gaussian``, ``permuted``, ``phase`` and ``lcn`` references drawn from ΔW as
         :func:`probe.metrics.nulls.references` draws them (no ``init``: ΔW is 0 there). ΔW = 0 (the initial
         weights themselves) gets a note and no delta measures."""
-        from probe.metrics.layer import LAYER_MEASURES
         from probe.run.tracking import add_twin_references
 
         if W0 is None or W0.shape != W.shape:
@@ -419,10 +418,12 @@ class Analysis:
         if not D.any():
             rep.notes.append("delta: ΔW = 0 (these are the initial weights): no delta measures")
             return
-        values = {**first_layer_measures(D, self.geometry, self._first_names), **layer_measures(D)}
-        rep.layers[name] = {**rep.layers[name], **{f"delta_{k}": v for k, v in values.items()}}
         # the same nulls, drawn from ΔW, as a tracked run's reference.json holds for its delta_ keys
         refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *LAYER_MEASURES])
+        # ΔW's spectral measures are its permuted reference's (a permutation keeps the spectrum): not decomposed twice
+        spectra = {k: v for k, v in refs.get("permuted", {}).items() if k.removeprefix("delta_") in LAYER_MEASURES}
+        values = {f"delta_{k}": v for k, v in first_layer_measures(D, self.geometry, self._first_names).items()}
+        rep.layers[name] = {**rep.layers[name], **values, **spectra}
         for kind, vals in refs.items():
             rep.reference[kind][name] = {**rep.reference[kind].get(name, {}), **vals}
 
