@@ -220,14 +220,13 @@ class Analysis:
         return out
 
     def _layer_jobs(self, layers: dict[str, np.ndarray], first: str, initial: dict, where: str) -> dict:
-        """The jobs of these layers' own measures: ("spectrum", name) -> its eigenvalues, ("first", name) -> the first
-        layer's other measures. Weights no measure reads (all zero, empty) are a WeightsRefused naming the layer,
-        raised here in layer order."""
-        for name, W in layers.items():
-            _refusing(where, name, lambda: checked_matrix(W))()
+        """The jobs of these layers' own measures: ("spectrum", name) -> its spectral measures (one eigendecomposition
+        each), ("first", name) -> the first layer's other measures. Weights no measure reads (all zero, empty) are a
+        WeightsRefused naming the layer, raised here in layer order."""
+        checked = {name: _refusing(where, name, lambda W=W: checked_matrix(W))() for name, W in layers.items()}
         jobs = {}
-        for name, W in layers.items():
-            jobs[("spectrum", name)] = _refusing(where, name, lambda W=W: eigenvalues(checked_matrix(W)))
+        for name, W in checked.items():
+            jobs[("spectrum", name)] = _refusing(where, name, lambda W=W: layer_measures(W, eigenvalues(W)))
             if name == first:
                 jobs[("first", name)] = _refusing(where, name, lambda W=W, W0=initial.get(name): (
                     self._first_layer_values(W, W0)))
@@ -240,7 +239,7 @@ class Analysis:
             out = done[("first", name)]
         else:
             out = {"movement": movement(W, W0)} if W0 is not None and W0.shape == W.shape else {}
-        return {**out, **layer_measures(W, done[("spectrum", name)])}
+        return {**out, **done[("spectrum", name)]}
 
     def _reference_jobs(self, layers: dict[str, np.ndarray], first: str | None) -> dict:
         """The jobs of the references not yet kept: each layer shape's Gaussian reference (its spectra drawn without a
@@ -451,14 +450,19 @@ def _by_window(values: dict[str, float]) -> dict[str, float]:
 
 
 def _largest_first(jobs: dict, layers: dict) -> dict:
-    """The jobs in the order :func:`run_jobs` should start them: the layers' spectra, largest first (a decomposition
-    costs about min(m, n)^2 max(m, n)), then the others as listed."""
+    """The jobs in the order :func:`run_jobs` should start them, so that the threads end close together: the layers'
+    spectra, largest first (a decomposition costs about min(m, n)^2 max(m, n)), the functional measures (a model
+    on its data), the first-layer measures of each matrix, and last the Gaussian spectra (drawn, not decomposed)."""
     def cost(key):
         m, n = layers[key[1]].shape
         return min(m, n) ** 2 * max(m, n)
 
-    spectra = sorted((k for k in jobs if isinstance(k, tuple) and k[0] == "spectrum"), key=cost, reverse=True)
-    return {**{k: jobs[k] for k in spectra}, **{k: f for k, f in jobs.items() if k not in spectra}}
+    def rank(key):
+        kind = key[0] if isinstance(key, tuple) else key
+        return {"spectrum": 0, "function": 1, "gaussian": 3}.get(kind, 2)
+
+    spectra = sorted((k for k in jobs if rank(k) == 0), key=cost, reverse=True)
+    return {k: jobs[k] for k in spectra + sorted((k for k in jobs if rank(k) > 0), key=rank)}
 
 
 def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:
