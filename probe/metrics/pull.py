@@ -1,4 +1,4 @@
-"""The learned part ΔW and the pull: where training's updates go (issue 14, items 1 and 2; docs/design.md §4).
+"""The learned part ΔW and the pull: where training's updates go (docs/design.md §4).
 
 In the standard parametrization a wide first layer ends near its initialization W_0, so measures of W mostly read
 W_0. Two instruments read what training did instead:

@@ -157,9 +157,8 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     the GPU when there is one.
 
     Not in float32, though it would be faster: on the CPU this was measured on (AMD EPYC, torch 2.13's MKL, one
-    thread, 4096 x 4096, idle machine) a float32 Gram matrix and solver took 2.9-3.0 s, float64 ones 5.2-5.4 s (an
-    earlier measurement on a loaded machine saw no difference). But a
-    float32 solver is off by about 30 eps_32 relative on the top eigenvalues at 4096 (eps_32 = 1.2e-7), enough to
+    thread, 4096 x 4096, idle machine) a float32 Gram matrix and solver took 2.9-3.0 s, float64 ones 5.2-5.4 s. But
+    a float32 solver is off by about 30 eps_32 relative on the top eigenvalues at 4096 (eps_32 = 1.2e-7), enough to
     move the power-law fit's xmin where its Kolmogorov-Smirnov distances have near ties, as they do on random
     layers: alpha 35.0 (D = 0.12394) instead of 11.0 (D = 0.12411, weightwatcher's value too) on a 4096 x 4096
     ``nn.Linear`` at its initialization (``torch.manual_seed(0)``). A float32 Gram matrix of float32 weights
