@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from typing import Callable, Hashable
 
 import torch
-from threadpoolctl import threadpool_limits
+
+from probe.metrics.locality import blas_threads
 
 MAX_WORKERS = 4  # a checkpoint has few jobs large enough to share more cores
 
@@ -50,13 +51,8 @@ def single_threaded(workers: int | None = None):
     # scipy.linalg, would otherwise run its LAPACK on every core inside the block when first imported there
     import scipy.linalg  # noqa: F401
 
-    old = torch.get_num_threads()
-    with threadpool_limits(limits=1, user_api="blas"):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+    with blas_threads(1):
+        yield
 
 
 def run_jobs(jobs: dict[Hashable, Callable[[], object]], workers: int | None = None) -> dict:

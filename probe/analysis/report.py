@@ -15,10 +15,11 @@ What is measured (the CLI only prints and writes what these functions return):
   other seeds; PyTorch's default Linear init for a plain state_dict). ``phase``, ``lcn`` and ``init_seeds`` hold
   only the measures they are drawn for (:mod:`probe.metrics.nulls`), and no spectra: they add no
   eigendecomposition. ``*_random`` keys of sequence_measures become the ``gaussian`` reference of their measure.
-- The references are drawn as :func:`probe.metrics.nulls.references` draws them (one generator seeded ``seed``:
-  the Gaussian matrix, then the permutation; the phases and local fields from their own streams), so the numbers
-  agree with it. Every measure is scale-free, so one unit-variance Gaussian per layer shape serves every
-  checkpoint of a run, and so do the init_seeds draws.
+- The references are the jobs :func:`probe.metrics.nulls.null_jobs` describes, the ones
+  :func:`probe.metrics.nulls.references` runs in turn, so the numbers agree with it. Every measure is scale-free,
+  so one unit-variance Gaussian per layer shape serves every checkpoint of a run, and so do the init_seeds draws.
+- How: :meth:`Analysis.report` lists a checkpoint's independent jobs and runs them on the machine's cores
+  (:mod:`probe.analysis.jobs`); the values do not depend on which thread computes them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from probe.geometry import Geometry
 from probe.metrics import (LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, checked_matrix, defined, first_layer_measures,
                            input_pc_share, layer_measures, movement)
 from probe.metrics.registry import applies
-from probe.metrics.nulls import LCN_MEASURES, default_linear_init, null_jobs
+from probe.metrics.nulls import LCN_MEASURES, default_linear_init, null_draws, null_jobs
 from probe.metrics.spectral import eigenvalues, gaussian_spectral_measures
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
@@ -166,6 +167,7 @@ class Analysis:
         self.run_dir = source.run_dir if source is not None else None
         self.n_data, self.seed, self.notes = n_data, seed, list(notes)
         self._gaussian: dict = {}  # (shape, first) -> the layer's gaussian reference (scale-free: one per shape)
+        self._draws: dict = {}  # shape -> (G, perm) of nulls.null_draws; G let go once its reference is kept
         self._init_seeds: dict = {}  # shape -> the first layer's init_seeds reference
         self._initial: Initial | None = None
         self._initial_read = False  # whether _initial_state looked (None then means there are no initial weights)
@@ -261,7 +263,11 @@ class Analysis:
             if shape not in self._init_seeds:
                 kinds.append("init_seeds")
         build = self._build or (lambda s: default_linear_init(shape, s))
-        for job in null_jobs(W, self.geometry, self.seed, self._first_names, kinds, scale=1.0, init_build=build):
+        if shape not in self._draws:  # (G, perm) of this shape: G until its Gaussian reference is kept, perm for good
+            self._draws[shape] = null_draws(shape, self.geometry.n_positions, self.seed)
+        G, perm = self._draws[shape]
+        for job in null_jobs(W, self.geometry, self.seed, self._first_names, kinds, scale=1.0, init_build=build,
+                             draws=(G if "gaussian" in kinds else None, perm)):
             if job.kind == "gaussian":  # the whole first-layer row of a Gaussian layer: input_pc_share too
                 G = job.matrix
                 jobs[("null", "gaussian")] = lambda run=job.run, G=G: {
@@ -277,6 +283,8 @@ class Analysis:
         if key not in self._gaussian:
             spectra = done[("gaussian", key)]
             self._gaussian[key] = {**done[("null", "gaussian")], **spectra} if first else spectra
+            if first:
+                self._draws[key[0]] = (None, self._draws[key[0]][1])  # (a large matrix: 100 MB at 4096 x 3072)
         return self._gaussian[key]
 
     def _initial_state(self) -> Initial | None:
@@ -347,6 +355,7 @@ class Analysis:
         jobs.update(self._reference_jobs(mine, first))
         if first is not None and not is_init:
             jobs["function"] = self._function  # the model holds this checkpoint's weights (self.layers loaded them)
+        self._inputs()  # (read once here, not by two jobs at once)
         done = run_jobs(_largest_first(jobs, layers))
 
         for name, W in mine.items():

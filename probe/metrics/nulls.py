@@ -193,7 +193,7 @@ class NullJob:
 
 
 def null_jobs(W, geometry: Geometry, seed: int = 0, names=None, kinds=NULL_KINDS, scale: float | None = None,
-              init_build: Callable[[int], np.ndarray] | None = None) -> list[NullJob]:
+              init_build: Callable[[int], np.ndarray] | None = None, draws: tuple | None = None) -> list[NullJob]:
     """The jobs that compute W's references ``kinds`` for the first-layer measures ``names`` (default: all of
     :func:`first_layer_measures`), in the order of :data:`NULL_KINDS`; a reference none of whose measures is among
     ``names`` gets no job, ``init_seeds`` only with ``init_build``.
@@ -201,12 +201,13 @@ def null_jobs(W, geometry: Geometry, seed: int = 0, names=None, kinds=NULL_KINDS
     ``gaussian``: the measures of G * ``scale`` (default: the root-mean-square of W; the measures are scale-free,
     so a caller sharing one Gaussian reference between layers of one shape passes 1); ``permuted``, ``phase``,
     ``lcn``, ``init_seeds``: as the module docstring says. (G, perm) is drawn here (:func:`null_draws`) when
-    ``gaussian`` or ``permuted`` is asked for; the jobs only read it."""
+    ``gaussian`` or ``permuted`` is asked for, unless ``draws`` holds it (a caller measuring several checkpoints of
+    one shape keeps them; G may be None when ``gaussian`` is not asked for); the jobs only read it."""
     W = checked_matrix(W)
     names = list(WEIGHT_MEASURES) if names is None else list(names)
     jobs = []
     if "gaussian" in kinds or "permuted" in kinds:
-        G, perm = null_draws(W.shape, geometry.n_positions, seed)
+        G, perm = null_draws(W.shape, geometry.n_positions, seed) if draws is None else draws
         if "gaussian" in kinds:
             s = (float(np.sqrt(np.mean(W**2))) or 1.0) if scale is None else float(scale)
             Gs = G * s if s != 1.0 else G

@@ -11,8 +11,6 @@ in the top principal components of the inputs.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
@@ -126,20 +124,6 @@ TORCH_SOLVER_MIN = 256
 LANCZOS_MIN = 200
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Limit torch's intra-op threads (MKL's LAPACK included) inside the block; no-op when n is None."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def gram(W) -> np.ndarray:
     """The smaller Gram matrix of W: W^T W when m >= n, else W W^T (numpy computes A^T A with syrk: half the
     products)."""
@@ -184,12 +168,12 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     if device is not None:
         T = torch.as_tensor(W, dtype=torch.float64, device=device)
         G = T.T @ T if T.shape[0] >= T.shape[1] else T @ T.T
-        with torch_threads(lapack_threads if G.device.type == "cpu" else None):
+        with blas_threads(lapack_threads if G.device.type == "cpu" else None):
             return np.clip(torch.linalg.eigvalsh(G).cpu().numpy(), 0.0, None)
     with blas_threads(lapack_threads):
         G = gram(W)
     if len(G) >= TORCH_SOLVER_MIN:
-        with torch_threads(lapack_threads):
+        with blas_threads(lapack_threads):
             ev = torch.linalg.eigvalsh(torch.from_numpy(G)).numpy()
     else:
         import scipy.linalg
