@@ -388,8 +388,9 @@ def analyze(
     from probe.analysis import report as an, terminal  # lazy: torch, pandas
     from probe.analysis.load import load_layers, parse_input_shape  # lazy: torch
     from probe.run.checkpoint import atomic_write, special_file  # lazy: torch
+    from probe.analysis.jobs import keep_freed_memory  # lazy: torch
 
-    an.keep_freed_memory()  # this process only analyzes: reuse freed memory instead of faulting it in again
+    keep_freed_memory()  # this process only analyzes: reuse freed memory instead of faulting it in again
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if fields is not None and fields.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--fields {fields}: write .png, .pdf or .svg")

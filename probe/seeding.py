@@ -12,6 +12,16 @@ no two streams of one seed meet in any run shorter than 2^40 steps:
 - ``CLONE_TRAIN``: the class-conditional Gaussian clone's training set (:mod:`probe.tasks.clone`); ``CLONE_TEST``
   of seed 0: its test set, the same for every run (as a real test set is), also where ``clone_acc`` scores a
   run trained on the real data.
+
+The references and samples of the measures draw from NumPy instead: ``numpy.random.default_rng([seed, S])`` with
+``S`` one of the numbers below (the Gaussian matrix and the permutation of :func:`probe.metrics.nulls.null_draws`
+come from ``default_rng(seed)`` itself):
+
+- ``PHASE_STREAM``: the phases of the ``phase`` reference; ``LCN_STREAM``: the local fields of the ``lcn`` one;
+- ``GAUSSIAN_SPECTRUM_STREAM``: the Gaussian reference's spectrum (:func:`probe.metrics.spectral.gaussian_eigenvalues`);
+- ``PULL_STREAM``: the fixed batch and unit orders of the pull (:mod:`probe.metrics.pull`). It has the number of the
+  Gaussian spectra: the two draw unrelated things (chi-squares, a sample of examples) for different measures, and
+  the stored runs' values depend on both, so neither was renumbered.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ AUGMENT = TRAIN_SET = 2**40
 TEST_SET = 2**41
 CLONE_TRAIN = 2**42
 CLONE_TEST = 2**42 + 1
+PHASE_STREAM, LCN_STREAM, GAUSSIAN_SPECTRUM_STREAM = 1, 2, 3  # NumPy streams (module docstring)
+PULL_STREAM = 3
 
 
 def stream(seed: int, offset: int) -> torch.Generator:

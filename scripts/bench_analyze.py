@@ -16,25 +16,24 @@ Wall seconds are printed beside the totals.
     python scripts/bench_analyze.py                   # full table (a minute or two on 2 cores)
     python scripts/bench_analyze.py --quick           # m = 256 .. 2048 only
     python scripts/bench_analyze.py --blas-threads 2  # let BLAS use both cores
-    python scripts/bench_analyze.py --vs-weightwatcher  # probe analyze against weightwatcher (issue 19)
+    python scripts/bench_analyze.py --vs-weightwatcher  # probe analyze against weightwatcher
 
 ``--vs-weightwatcher`` builds a 3072-4096-4096-4096-10 MLP (PyTorch's default init, seeded), saves its state_dict
 and, in this one process, times ``probe analyze`` on it (``analyze_checkpoint`` with ``--input-shape 3,32,32``: every
 measure and every reference) twice, then weightwatcher's ``analyze()`` (its spectra and power-law fits alone), with
-BLAS (and torch) limited to ``--blas-threads`` (default 2 here: the goal is on 2 cores; probe runs its spectra on
-worker threads, one BLAS thread each, whatever this says) and freed memory reused as `probe analyze` sets it
-(``keep_freed_memory``: weightwatcher, timed after probe, runs with it too). The two probe timings:
+BLAS (and torch) limited to ``--blas-threads`` (default 2 here: the goal is on 2 cores; probe runs its jobs on
+threads of one BLAS thread each, whatever this says: probe.analysis.jobs) and freed memory reused as `probe analyze`
+sets it (``keep_freed_memory``: weightwatcher, timed after probe, runs with it too). The two probe timings:
 
-- cold: the first analyze in this process (no spectrum kept; what a lone `probe analyze` pays, imports aside);
-- warm: the second, with the spectra kept in the process forgotten again (every layer decomposed anew): what each
-  checkpoint of an ``--all-steps`` run or a sweep costs beyond the first. Since issue 19 the Gaussian references'
-  spectra are drawn without a decomposition, so the two differ only by what a first call warms up.
+- cold: the first analyze in this process (what a lone `probe analyze` pays, imports aside);
+- warm: the second: what each checkpoint of an ``--all-steps`` run or a sweep costs beyond the first (every layer
+  is decomposed anew; the two differ by what a first call warms up: page faults, thread starts).
 
 It prints both times (CPU and wall), their ratios, whether probe is at least 3x faster (on wall time: the goal is
 about using the 2 cores, and CPU seconds count the work of both), and checks that the two agree on every layer:
 stable_rank to 1e-5 and alpha to 10% relative, the tolerances of tests/test_spectral.py (alpha only where
 weightwatcher fits a spectrum of at least 20 eigenvalues; below that it switches to another estimator). Wall times
-mean something only on idle cores: the load average is printed before and after.
+mean something only on idle cores: the CPU model and the load average are printed before and after.
 """
 
 from __future__ import annotations
@@ -54,15 +53,12 @@ from threadpoolctl import threadpool_limits
 from probe.geometry import Geometry
 from probe.metrics import WEIGHT_MEASURES, first_layer_measures, layer_measures
 from probe.metrics.equivariance import circular_conv_matrix
+from probe.analysis import jobs as analysis_jobs
 from probe.analysis import report as analysis_report
-from probe.metrics import spectral
-
-# the spectra are memoized since issue 19: forget them before each timing (a no-op on older checkouts)
-clear_spectra = getattr(spectral, "clear_spectra", lambda: None)
 
 GEOMETRY = Geometry(channels=3, spatial=(32, 32), periodic=True)
 BUDGET_S = 10.0
-MLP_WIDTHS = (3072, 4096, 4096, 4096, 10)  # issue 19's model
+MLP_WIDTHS = (3072, 4096, 4096, 4096, 10)  # the model of the comparison with weightwatcher
 INPUT_SHAPE = (3, 32, 32)
 GOAL_RATIO = 3.0  # probe analyze at least this many times faster than weightwatcher
 SR_TOL, ALPHA_TOL = 1e-5, 0.10  # the tolerances of tests/test_spectral.py against weightwatcher
@@ -80,19 +76,17 @@ def timed(f, *args) -> tuple[float, float]:
 def time_measures(W: np.ndarray) -> dict[str, tuple[float, float]]:
     """(CPU, wall) seconds per registry measure, and for layer_measures, on one matrix."""
     times = {name: timed(f, W, GEOMETRY) for name, f in WEIGHT_MEASURES.items()}
-    clear_spectra()  # the spectrum is memoized: time its computation, not a look-up
     times["layer_measures"] = timed(layer_measures, W)
     return times
 
 
 def all_measures(W: np.ndarray) -> None:
-    clear_spectra()
     first_layer_measures(W, GEOMETRY)
     layer_measures(W)
 
 
 def mlp(seed: int = 0) -> torch.nn.Sequential:
-    """Issue 19's 3072-4096-4096-4096-10 MLP with PyTorch's default (random) init."""
+    """The 3072-4096-4096-4096-10 MLP with PyTorch's default (random) init."""
     torch.manual_seed(seed)
     mods = []
     for n_in, n_out in zip(MLP_WIDTHS[:-1], MLP_WIDTHS[1:]):
@@ -101,8 +95,8 @@ def mlp(seed: int = 0) -> torch.nn.Sequential:
 
 
 class _count_calls:
-    """Replace module.name by a wrapper recording each call's CPU seconds (of its own thread: the spectra run on
-    worker threads) and first argument's shape."""
+    """Replace module.name by a wrapper recording each call's CPU seconds (of its own thread: the jobs run on
+    threads) and first argument's shape."""
 
     def __init__(self, module, name: str):
         self.real, self.cpu, self.shapes = getattr(module, name), [], []
@@ -122,17 +116,16 @@ def _time_probe(path: Path, label: str):
     """(report, CPU s, wall s) of probe analyze on ``path`` with nothing kept in this process."""
     from probe.analysis.report import analyze_checkpoint
 
-    clear_spectra()  # nothing kept from an earlier call in this process
-    eig = _count_calls(spectral, "eigenvalues")
+    eig = _count_calls(analysis_report, "eigenvalues")
     try:
         c0, t0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
         rep = analyze_checkpoint(path, input_shape=INPUT_SHAPE)
         cpu, wall, main = time.process_time() - c0, time.perf_counter() - t0, time.thread_time() - m0
     finally:
-        spectral.eigenvalues = eig.real
+        analysis_report.eigenvalues = eig.real
     print(f"probe analyze {label} (every measure and reference): {cpu:.1f} CPU s ({main:.1f} in the calling thread, "
-          f"the rest on the spectra workers), {wall:.1f} wall s; load {os.getloadavg()[0]:.2f}; on 2 idle cores the "
-          f"wall time would be about max(CPU / 2, calling thread) = {max(cpu / 2, main):.1f} s")
+          f"the rest on the job threads), {wall:.1f} wall s; load {os.getloadavg()[0]:.2f}; on 2 idle cores the "
+          f"wall time would be about CPU / 2 = {cpu / 2:.1f} s")
     if eig.cpu:
         print(f"  of which {len(eig.cpu)} eigendecompositions: {sum(eig.cpu):.1f} CPU s "
               f"(Gram matrices of {', '.join(str(min(s)) for s in eig.shapes)} rows)")
@@ -149,10 +142,10 @@ def vs_weightwatcher(threads: int, seed: int = 0) -> bool:
     model = mlp(seed)
     torch_threads = torch.get_num_threads()
     # as `probe analyze` does (weightwatcher, timed after it in this process, gets the same setting)
-    reused = getattr(analysis_report, "keep_freed_memory", lambda: False)()
-    print(f"model {'-'.join(map(str, MLP_WIDTHS))} MLP (torch default init, seed {seed}); load average "
-          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; BLAS and torch threads: {threads}; spectra workers: "
-          f"{spectral.spectra_workers() if hasattr(spectral, 'spectra_workers') else 0}; freed memory reused: "
+    reused = analysis_jobs.keep_freed_memory()
+    print(f"CPU: {cpu_model()}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"model {'-'.join(map(str, MLP_WIDTHS))} MLP (torch default init, seed {seed}); BLAS and torch threads: "
+          f"{threads}; probe's job threads: {analysis_jobs.default_workers()}; freed memory reused: "
           f"{'yes' if reused else 'no'}")
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=threads, user_api="blas"):
         torch.set_num_threads(threads)
@@ -194,8 +187,22 @@ def vs_weightwatcher(threads: int, seed: int = 0) -> bool:
     print("gaussian reference: " + "; ".join(f"{n}: stable_rank {g['stable_rank']:.6g}, alpha {g['alpha']:.5g}, "
                                              f"effective_rank {g['effective_rank']:.6g}"
                                              for n, g in rep.reference["gaussian"].items()))
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} ({cpu_model()}); the ratios mean something only where "
+          "the load stayed well under the number of cores")
     return agree and met
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform says."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def main() -> None:
@@ -204,14 +211,14 @@ def main() -> None:
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="BLAS/LAPACK threads (default 1; 2 with --vs-weightwatcher)")
     parser.add_argument("--vs-weightwatcher", action="store_true",
-                        help="time probe analyze against weightwatcher on issue 19's MLP instead")
+                        help="time probe analyze against weightwatcher on a 3072-4096-4096-4096-10 MLP instead")
     args = parser.parse_args()
     if args.vs_weightwatcher:
         vs_weightwatcher(2 if args.blas_threads is None else args.blas_threads)
         return
     args.blas_threads = 1 if args.blas_threads is None else args.blas_threads
     sizes = [256, 512, 1024, 2048] if args.quick else [256, 512, 1024, 2048, 4096, 8192]
-    print(f"load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+    print(f"CPU: {cpu_model()}; load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"BLAS threads: {args.blas_threads}")
     rng = np.random.default_rng(0)
     table = {}

@@ -109,54 +109,18 @@ def test_references_agree_with_probe_metrics_references(mlp_run):
     assert list(rep.reference["lcn"]["layers.0"]) == list(lcn_measures(layers["layers.0"], geo, 3))
 
 
-def test_reference_parts_agree_whichever_thread_draws_the_permutation(mlp_run, monkeypatch):
-    """A worker forced on (even on one core) and the Gaussian reference delayed, so that the worker's permuted parts
-    draw the permutation before this thread's Gaussian reference does: the same report as with no worker at all, and
-    the Gaussian matrix kept for it taken."""
-    import time
+def test_report_is_the_same_on_one_thread_and_on_several(mlp_run, monkeypatch):
+    """The jobs of an analysis (spectra, the first layer's measures, each reference, the functional measures) give
+    the same report whether they run in turn or side by side on threads: each draws from its own seeded
+    generators."""
+    from probe.analysis import jobs
 
-    from probe.analysis.report import Subject
-    from probe.metrics import spectral
-
-    monkeypatch.setattr(spectral, "spectra_workers", lambda: 0)
-    alone = analyze_checkpoint(mlp_run, data=False)
-    subjects, real = [], Subject._gaussian
-
-    def late(self, shape, first):
-        if first and not subjects:
-            subjects.append(self)
-            for _ in range(100):  # until a worker's permuted part has drawn the permutation (at most 5 s)
-                if self._perms:
-                    break
-                time.sleep(0.05)
-            subjects.append(bool(self._perms))
-        return real(self, shape, first)
-
-    monkeypatch.setattr(spectral, "spectra_workers", lambda: 1)
-    monkeypatch.setattr(Subject, "_gaussian", late)
-    both = analyze_checkpoint(mlp_run, data=False)
-    assert subjects[1], "no worker drew the permutation first"
-    assert subjects[0]._drawn == {} and subjects[0]._refs == {}
-    assert json.dumps(both.reference) == json.dumps(alone.reference) and both.layers == alone.layers
-
-
-def test_reference_parts_split_at_the_heavy_measure_and_share_one_matrix():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from probe.analysis.report import _Once, _split_at
-
-    names = ["ipr", "spread", "shift_match", "conv_distance_3", "peak_frequency"]
-    assert _split_at(names, "shift_match") == [["ipr", "spread"], ["shift_match"],
-                                               ["conv_distance_3", "peak_frequency"]]
-    assert _split_at(["shift_match"], "shift_match") == [["shift_match"]]
-    assert _split_at(["ipr"], "shift_match") == [["ipr"]] and _split_at([], "shift_match") == []
-    calls = []
-    once = _Once(lambda: calls.append(1) or np.arange(3), uses=8)
-    with ThreadPoolExecutor(4) as pool:
-        values = list(pool.map(lambda _: once(), range(8)))
-    assert len(calls) == 1 and all(v is values[0] for v in values)
-    assert once._value is None  # let go after its last use; asked again, computed again
-    assert once() is not values[0] and len(calls) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(jobs, "default_workers", lambda: 1)
+    alone = analyze_checkpoint(mlp_run, seed=2)
+    monkeypatch.setattr(jobs, "default_workers", lambda: 3)
+    together = analyze_checkpoint(mlp_run, seed=2)
+    assert json.dumps(together.to_dict()) == json.dumps(alone.to_dict())
 
 
 def test_plain_sequential_state_dict_with_input_shape(tmp_path):
@@ -314,42 +278,16 @@ def test_all_steps_measures_step_zero_once_with_the_values_of_a_fresh_measure(ml
     assert reps[0].function == {k: pytest.approx(v, rel=1e-12) for k, v in fresh.function.items()}
 
 
-def test_keep_freed_memory_lets_a_freed_block_be_reused_without_page_faults():
-    """What `probe analyze` sets for itself (glibc): a 256 MB block malloc'ed, touched and freed, then malloc'ed and
-    touched again, on the main thread and on a thread started later (as the spectra workers are), comes back from
-    the process's heap without page faults; by default glibc maps every block that large afresh and each of its
-    65,536 pages faults in again. In child processes: the setting is process-wide."""
-    import platform
-    import subprocess
-    import sys
+@pytest.mark.slow
+def test_only_the_analyze_command_keeps_freed_memory(mlp_run, monkeypatch):
+    """Reusing freed memory is a setting of the process (glibc's mallopt), kept until it exits: `probe analyze`
+    makes it for itself; the library's analyze (a notebook, a training process) leaves the process as it was."""
+    from probe.analysis import jobs
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt is glibc's")
-    code = """
-import ctypes, resource, sys, threading
-from probe.analysis.report import keep_freed_memory
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
-libc = ctypes.CDLL(None)
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-n, out = 256 << 20, [kept]
-def cycle():
-    p = libc.malloc(n); libc.memset(p, 1, n); libc.free(p)
-    f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-    p = libc.malloc(n); libc.memset(p, 1, n); libc.free(p)
-    out.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0)
-cycle()
-t = threading.Thread(target=cycle); t.start(); t.join()
-print(*out)
-"""
-    out = {}
-    for mode in ("keep", "default"):
-        res = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stderr
-        kept, main, thread = res.stdout.split()
-        out[mode] = (kept == "True", int(main), int(thread))
-    if not out["keep"][0]:
-        pytest.skip("this glibc refuses the settings (keep_freed_memory returned False)")
-    assert out["default"][0] is False
-    assert min(out["default"][1:]) > 30_000  # 65,536 pages of 4 KiB (fewer where huge pages back some of them)
-    assert max(out["keep"][1:]) < 1_000
+    calls = []
+    monkeypatch.setattr(jobs, "keep_freed_memory", lambda: calls.append(1) or True)
+    analyze_checkpoint(mlp_run, data=False, layer="readout")
+    assert calls == []
+    res = CliRunner().invoke(app, ["analyze", str(mlp_run), "--no-data", "--layer", "readout"])
+    assert res.exit_code == 0, res.output
+    assert calls == [1]

@@ -11,8 +11,17 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_every_public_name_resolves():
+    # each name is the object of the module it is documented in (not a stand-in), and callable or a class
+    from importlib import import_module
+
+    from probe import _PUBLIC
+
+    assert sorted(probe.__all__) == sorted([*_PUBLIC, "Geometry"])
     for name in probe.__all__:
-        assert getattr(probe, name) is not None, name
+        module = _PUBLIC.get(name, "probe.geometry")
+        assert getattr(probe, name) is getattr(import_module(module), name), name
+        assert callable(getattr(probe, name)) or isinstance(getattr(probe, name), dict), name
+    assert probe.MEASURES["ipr"].name == "ipr"
     with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
         probe.nosuch  # noqa: B018
 

@@ -228,14 +228,26 @@ def test_interpolation_figure_tells_two_seeds_of_one_variant_apart():
     assert {"seed 0", "seed 1"} <= set(printed) and "eCNN -> MLP, eCNN (CNN trained 300 steps)" in printed
 
 
-def test_make_figures_with_x_and_hue_on_the_same_key(tmp_path):
+def test_make_figures_with_x_and_hue_on_the_same_key(tmp_path, monkeypatch):
     for w in (8, 16):
         for seed in (0, 1):
             hand_run(tmp_path / "runs", f"w{w}-s{seed}", "mnist1d", seed, width=w)
-    said = []
+    said, drawn = [], []
+    real = plots.final_figure
+    monkeypatch.setattr(plots, "final_figure", lambda *a, **k: drawn.append((a, k, real(*a, **k))) or drawn[-1][2])
     written = make_figures([tmp_path / "runs"], tmp_path / "out", which=(), x="width", hue="width",
                            final=["test_acc", "ipr"], say=said.append)
     assert [p.name for p in written] == ["final.pdf", "final.png"] and said == []
+    assert all(p.stat().st_size > 1000 for p in written)
+    # the figure drawn is of the runs' final values (step 20 of hand_run: test_acc 0.3, ipr 0.07), by width
+    (table, x, metrics, *_), _, fig = drawn[0]
+    assert x == "width" and list(metrics) == ["test_acc", "ipr"]
+    assert sorted(table.width.unique()) == [8, 16] and len(table) == 2 * 2 * 2
+    assert set(table[table.metric == "test_acc"].value.round(6)) == {0.3}
+    assert set(table[table.metric == "ipr"].value.round(6)) == {0.07}
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "16"]
+    assert sorted(ln.get_label() for ln in ax.get_lines() if ln.get_gid() != "reference") == ["16", "8"]
 
 
 def test_per_step_nulls_are_drawn_beside_their_measure_in_the_lines_colour():

@@ -28,8 +28,17 @@ def test_every_record_is_complete_and_its_function_documents_a_formula():
 
 
 def test_derived_tables_follow_the_registry():
-    assert set(metrics.WEIGHT_MEASURES) == {n for n, m in MEASURES.items() if m.scope == "first"}
-    assert metrics.LAYER_MEASURES == ("effective_rank", "stable_rank", "alpha")
+    # each derived name computes what its record says: the record's function, and exactly the record's keys
+    W = np.random.default_rng(2).standard_normal((20, 24))
+    geo = Geometry(2, (12,))
+    for name, fn in metrics.WEIGHT_MEASURES.items():
+        assert MEASURES[name].scope == "first" and fn is MEASURES[name].fn, name
+        assert set(metrics.first_layer_measures(W, geo, [name])) == set(MEASURES[name].outputs), name
+    assert len(metrics.WEIGHT_MEASURES) == sum(m.scope == "first" for m in MEASURES.values())
+    spectra = metrics.layer_measures(W)
+    assert tuple(spectra) == metrics.LAYER_MEASURES
+    assert spectra == {n: pytest.approx(MEASURES[n].fn(W), rel=1e-12) for n in metrics.LAYER_MEASURES}
+    assert all(MEASURES[n].scope == "layer" for n in metrics.LAYER_MEASURES)
     assert set(TRACKABLE) == {n for n, m in MEASURES.items() if m.trackable}
     assert set(EXPENSIVE) <= set(TRACKABLE)
     # the figures' label of a key is its record's, except accuracies drawn in percent (plots.PERCENT), whose axis
@@ -76,7 +85,15 @@ def test_probe_measures_lists_the_registry_and_refuses_unknown_names():
 
 
 @pytest.mark.parametrize("name", [n for n, m in MEASURES.items() if m.scope == "first"])
-def test_every_first_layer_measure_runs_on_a_random_layer(name):
+def test_every_first_layer_measure_runs_on_a_random_layer_and_is_scale_free(name):
+    # every key the record lists, finite, and unchanged when the weights are scaled (what lets one unit-variance
+    # Gaussian reference serve every checkpoint of a layer shape) or the units reordered (a layer's units have no
+    # order)
     W = np.random.default_rng(1).standard_normal((20, 24))
-    out = metrics.first_layer_measures(W, Geometry(2, (12,)), names=[name])
-    assert set(out) <= set(MEASURES[name].outputs) and out
+    geo = Geometry(2, (12,))
+    out = metrics.first_layer_measures(W, geo, names=[name])
+    assert set(out) == set(MEASURES[name].outputs) and all(np.isfinite(v) for v in out.values())
+    scaled = metrics.first_layer_measures(3.7 * W, geo, names=[name])
+    assert scaled == {k: pytest.approx(v, rel=1e-9, abs=1e-12) for k, v in out.items()}
+    reordered = metrics.first_layer_measures(W[::-1], geo, names=[name])
+    assert reordered == {k: pytest.approx(v, rel=1e-9, abs=1e-12) for k, v in out.items()}

@@ -12,19 +12,16 @@ from probe.metrics import layer_measures
 from probe.metrics import spectral
 from probe.metrics.spectral import (
     alpha_fit,
-    background_spectra,
-    clear_spectra,
     effective_rank,
     eigenvalues,
     frequency_magnitudes,
     gaussian_eigenvalues,
     gaussian_spectral_measures,
     input_pc_share,
+    non_dc_spectra,
     peak_frequency,
-    prefetch,
     spectral_entropy,
     spectral_measures,
-    spectrum,
     stable_rank,
     unit_spectra,
 )
@@ -204,13 +201,14 @@ def test_eigenvalues_on_a_torch_device_match_the_cpu_solver(shape):
         assert np.allclose(got, ref, rtol=1e-9, atol=1e-9 * sv.max() ** 2)
 
 
-# -- one decomposition per matrix: memoized, shared, never for a permutation or a repeated reference -----
+# -- one decomposition per matrix: passed to every measure, never for a permutation or a Gaussian reference -----
 
 
 @pytest.fixture
 def count_decompositions(monkeypatch):
-    """A fresh memo, and a list that grows by one shape per eigendecomposition."""
-    clear_spectra()
+    """A list that grows by one shape per eigendecomposition (the measures' and the analysis's)."""
+    from probe.analysis import report
+
     calls = []
     real = spectral.eigenvalues
 
@@ -219,8 +217,8 @@ def count_decompositions(monkeypatch):
         return real(W, *args, **kwargs)
 
     monkeypatch.setattr(spectral, "eigenvalues", counted)
-    yield calls
-    clear_spectra()
+    monkeypatch.setattr(report, "eigenvalues", counted)
+    return calls
 
 
 def test_spectral_measures_are_unchanged_by_permutations_and_transposition():
@@ -235,18 +233,18 @@ def test_spectral_measures_are_unchanged_by_permutations_and_transposition():
             assert got == {k: pytest.approx(v, rel=1e-9) for k, v in want.items()}
 
 
-def test_spectrum_is_memoized_by_content_not_by_identity(count_decompositions):
-    W = np.random.default_rng(12).standard_normal((60, 40))
-    first = spectrum(W)
-    layer_measures(W.copy())  # an equal matrix: every measure from the kept spectrum
-    effective_rank(torch.tensor(W))
-    assert alpha_fit(W)["alpha"] == alpha_fit(None, evals=first)["alpha"]
-    assert count_decompositions == [(60, 40)]
-    W[0, 0] += 1.0  # changed in place: a new matrix, a new decomposition
-    assert not np.allclose(spectrum(W), first)
-    assert count_decompositions == [(60, 40), (60, 40)]
-    with pytest.raises(ValueError):
-        first[0] = 1.0  # the kept spectrum cannot be changed through what was returned
+def test_measures_given_the_spectrum_decompose_nothing_and_agree(count_decompositions):
+    W = np.random.default_rng(12).standard_t(3, size=(60, 40))
+    ev = eigenvalues(W)
+    count_decompositions.clear()
+    given = layer_measures(W, ev)
+    assert count_decompositions == []  # every spectral measure from the eigenvalues passed in
+    assert layer_measures(W) == given and count_decompositions == [(60, 40)]  # without them: one decomposition
+    assert alpha_fit(W)["alpha"] == alpha_fit(None, evals=ev)["alpha"] == given["alpha"]
+    assert effective_rank(torch.tensor(W)) == given["effective_rank"]
+    # the construction that would fool a test of agreement alone: another matrix's spectrum is used as given
+    other = eigenvalues(np.random.default_rng(13).standard_normal((60, 40)))
+    assert layer_measures(W, other)["alpha"] != given["alpha"]
 
 
 def test_gaussian_spectra_have_the_distribution_of_drawn_matrices(count_decompositions):
@@ -281,8 +279,7 @@ def test_gaussian_spectra_have_the_distribution_of_drawn_matrices(count_decompos
 def test_gaussian_reference_is_seeded_and_of_the_shape_alone(count_decompositions):
     shape, seed = (90, 70), 5
     first = gaussian_spectral_measures(shape, seed)
-    clear_spectra()
-    assert gaussian_spectral_measures(shape, seed) == first  # the same draw in every process
+    assert gaussian_spectral_measures(shape, seed) == first  # the same draw every time
     assert gaussian_spectral_measures(shape[::-1], seed) == first  # (m, n) and (n, m): the same spectrum
     assert gaussian_spectral_measures(shape, seed + 1)["alpha"] != first["alpha"]
     assert len(gaussian_eigenvalues((1, 40), 0)) == 1 and count_decompositions == []
@@ -308,7 +305,7 @@ def test_stable_rank_of_a_large_matrix_needs_no_spectrum(count_decompositions):
     assert min(W.shape) > spectral.LANCZOS_MIN
     assert stable_rank(W) == pytest.approx(np.linalg.norm(W) ** 2 / np.linalg.norm(W, 2) ** 2, rel=1e-10)
     assert count_decompositions == []  # Lanczos iterations for the top singular value, not the spectrum
-    assert stable_rank(W, spectrum(W)) == pytest.approx(stable_rank(W), rel=1e-10)
+    assert stable_rank(W, eigenvalues(W)) == pytest.approx(stable_rank(W), rel=1e-10)
 
 
 def test_float32_rank_one_layer_keeps_effective_rank_one():
@@ -319,130 +316,20 @@ def test_float32_rank_one_layer_keeps_effective_rank_one():
     assert layer_measures(W)["effective_rank"] == pytest.approx(1.0, abs=1e-3)
 
 
-def test_background_spectra_give_the_same_values_once_per_matrix(count_decompositions, cpu_threads):
-    rng = np.random.default_rng(15)
-    mats = [rng.standard_t(3, size=(300, 280)), rng.standard_normal((120, 90))]
-    want = [eigenvalues(W) for W in mats]
-    count_decompositions.clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with background_spectra(2):
-        assert torch.get_num_threads() == 1  # every thread single-threaded inside the block
-        prefetch(*mats, mats[0].copy())  # an equal matrix is not decomposed twice
-        got = [spectrum(W) for W in mats]
-    assert torch.get_num_threads() == 2  # restored
-    torch.set_num_threads(threads)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * w.max())
-    assert sorted(count_decompositions) == sorted([(300, 280), (120, 90)])
-    with background_spectra(0):  # no workers: prefetch does nothing, spectra are computed where needed
-        prefetch(rng.standard_normal((30, 20)))
-    assert len(count_decompositions) == 2
-
-
-def test_background_spectra_restore_the_threads_and_stop_the_pool_when_the_block_raises(cpu_threads):
-    import probe.metrics.spectral as sp
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with pytest.raises(RuntimeError, match="inside"):
-            with background_spectra(2):
-                prefetch(np.random.default_rng(16).standard_normal((60, 50)))
-                raise RuntimeError("inside")
-        assert torch.get_num_threads() == 2 and sp._POOL is None
-        prefetch(np.random.default_rng(17).standard_normal((60, 50)))  # outside a block: a no-op again
-        assert not sp._PENDING
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def cpu_threads(monkeypatch):
-    """background_spectra runs workers only where torch sees no GPU: these tests pretend there is none."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-def test_the_calling_thread_computes_the_spectra_no_worker_has_started(monkeypatch, cpu_threads):
-    import threading
-    import time
-
-    real, log, release = spectral.eigenvalues, [], threading.Event()
-
-    def eig(W, *args, **kwargs):  # the worker holds its first matrix until the calling thread has computed two
-        worker = threading.current_thread().name.startswith("spectra")
-        log.append(("worker" if worker else "caller", np.shape(W)))
-        if worker:
-            assert release.wait(30)
-        elif sum(who == "caller" for who, _ in log) == 2:
-            release.set()
-        return real(W, *args, **kwargs)
-
-    monkeypatch.setattr(spectral, "eigenvalues", eig)
-    rng = np.random.default_rng(18)
-    A, B, C = (rng.standard_normal(shape) for shape in ((70, 60), (50, 40), (30, 20)))
-    with background_spectra(1):
-        prefetch(A, B, C)
-        deadline = time.monotonic() + 30
-        while not log and time.monotonic() < deadline:  # the worker has taken A
-            time.sleep(0.01)
-        got_c = spectrum(C)  # not started: taken, not waited for
-        got_a = spectrum(A)  # under way: while waiting, the caller computes B, which no worker has started
-        got_b = spectrum(B)  # kept: no decomposition
-    assert log == [("worker", (70, 60)), ("caller", (30, 20)), ("caller", (50, 40))]
-    for got, W in ((got_a, A), (got_b, B), (got_c, C)):
-        np.testing.assert_allclose(got, real(W), rtol=1e-12, atol=1e-12)
-
-
 def test_first_layer_measures_compute_the_unit_spectra_once(monkeypatch):
     from probe.metrics import first_layer_measures
-    from probe.metrics.spectral import shared_unit_spectra
 
     W = np.random.default_rng(19).standard_normal((20, G2.n_inputs))
-    V = W * 2.0  # another matrix (the same fields, scaled): its own spectra, 4x W's
     want = {"spectral_entropy": spectral_entropy(W, G2), "peak_frequency": peak_frequency(W, G2)}
     calls = []
     real = spectral.unit_spectra
     monkeypatch.setattr(spectral, "unit_spectra", lambda W, g, *a: calls.append(1) or real(W, g, *a))
     got = first_layer_measures(W, G2, ["spectral_entropy", "peak_frequency"])
     assert got == {k: pytest.approx(v, rel=1e-12) for k, v in want.items()} and len(calls) == 1
-    with shared_unit_spectra():  # two matrices in one block: each its own spectra
-        a, b, a2 = spectral._non_dc(W, G2), spectral._non_dc(V, G2), spectral._non_dc(V, G2)
-    assert len(calls) == 3 and np.allclose(b, 4 * a) and a2 is b
-    spectral_entropy(W, G2), peak_frequency(W, G2)  # outside a block nothing is kept
-    assert len(calls) == 5
-
-
-def test_background_tasks_give_their_value_once_and_their_error_to_the_caller(cpu_threads):
-    import threading
-
-    from probe.metrics.spectral import background, background_result
-
-    where, started, ran = [], threading.Event(), threading.Event()
-
-    def task(value):
-        def fn():
-            where.append((value, threading.current_thread().name))
-            if value == 1:
-                started.set()
-            if value == 4:
-                ran.set()
-            if value is None:
-                raise ValueError("refused")
-            return value
-        return fn
-
-    with background_spectra(1):
-        background("a", task(1))
-        assert started.wait(30)  # the worker has taken "a"
-        background("bad", task(None))
-        background("unasked", task(4))  # nobody takes it: dropped with the block
-        assert background_result("a", task(1)) == 1
-        with pytest.raises(ValueError, match="refused"):
-            background_result("bad", task(None))
-        assert background_result("never started", task(3)) == 3  # not asked for in the background: computed here
-        assert ran.wait(30)  # "unasked" has run: its value waits in the block
-    assert [w for w in where if w[0] == 1] == [(1, "spectra_0")]  # on the worker, once
-    assert (3, "MainThread") in where
-    assert not spectral._RESULTS and not spectral._PENDING  # nothing kept after the block
-    assert background_result("a", task(5)) == 5  # outside a block: computed here
+    first_layer_measures(W, G2, ["spectral_entropy"])  # one of them alone: computed once, for it
+    assert len(calls) == 2
+    # spectra passed in are the ones read: another matrix's give its values
+    V = np.random.default_rng(20).standard_t(2, size=W.shape)
+    P = non_dc_spectra(V, G2)
+    assert spectral_entropy(W, G2, spectra=P) == spectral_entropy(V, G2)
+    assert spectral_entropy(V, G2) != pytest.approx(want["spectral_entropy"], rel=1e-9)

@@ -9,7 +9,7 @@ from pathlib import Path
 from probe.analysis import report
 from probe.analysis.load import Source, outside_source, parse_input_shape
 from probe.analysis.outside import in_memory, probe_model_layout
-from probe.analysis.report import Subject
+from probe.analysis.report import Analysis
 
 
 def analyze(model, *, input_shape=None, first_layer: str | None = None, stride: int | None = None,
@@ -42,18 +42,18 @@ def analyze(model, *, input_shape=None, first_layer: str | None = None, stride: 
         source = Source(Path(label), sd, layout.geometry, layout=layout)
     else:
         source = outside_source(sd, label, label, input_shape, periodic, hints, **options)
-    subject = Subject.of(source, data, n_data, seed)
+    analysis = Analysis.of(source, data, n_data, seed)
     if init is not None:
         if isinstance(init, (str, Path)):
-            subject.init_path = init
+            analysis.init_path = init
         else:
             sd0, hints0, label0 = in_memory(init)
             shape = (source.geometry.channels, *source.geometry.spatial)
-            subject.init_source = outside_source(sd0, label0, f"init {label0}", shape, source.geometry.periodic,
-                                                 hints0, **options)
-            subject.init_path = label0
-        subject.layers_of_source = list(subject.layers(source))
-    return subject.report(source, layer, delta)
+            analysis.init_source = outside_source(sd0, label0, f"init {label0}", shape, source.geometry.periodic,
+                                                  hints0, **options)
+            analysis.init_path = f"{label0} (init)"  # not the measured model's label: see Analysis.report
+        analysis.layers_of_source = list(analysis.layers(source))
+    return analysis.report(source, layer, delta)
 
 
 def analyze_checkpoint(path, **options):

@@ -15,17 +15,17 @@ What is measured (the CLI only prints and writes what these functions return):
   other seeds; PyTorch's default Linear init for a plain state_dict). ``phase``, ``lcn`` and ``init_seeds`` hold
   only the measures they are drawn for (:mod:`probe.metrics.nulls`), and no spectra: they add no
   eigendecomposition. ``*_random`` keys of sequence_measures become the ``gaussian`` reference of their measure.
-- The references are drawn as :func:`probe.metrics.nulls.references` draws them (one generator seeded ``seed``:
-  the Gaussian matrix, then the permutation; the phases and local fields from their own streams), so the numbers
-  agree with it. Every measure is scale-free, so one unit-variance Gaussian per layer shape serves every
-  checkpoint of a run, and so do the init_seeds draws.
+- The references are the jobs :func:`probe.metrics.nulls.null_jobs` describes, the ones
+  :func:`probe.metrics.nulls.references` runs in turn, so the numbers agree with it. Every measure is scale-free,
+  so one unit-variance Gaussian per layer shape serves every checkpoint of a run, and so do the init_seeds draws.
+- How: :meth:`Analysis.report` lists a checkpoint's independent jobs and runs them on the machine's cores
+  (:mod:`probe.analysis.jobs`); the values do not depend on which thread computes them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,19 +34,19 @@ import pandas as pd
 import torch
 
 from probe.analysis.function import function_measures
+from probe.analysis.jobs import run_jobs, single_threaded
 from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_builder, load_task, model_layers,
                                  plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import (LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer_measures, input_pc_share,
-                           layer_measures, movement)
+from probe.metrics import (LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, checked_matrix, defined, first_layer_measures,
+                           input_pc_share, layer_measures, movement)
 from probe.metrics.registry import applies
-from probe.metrics.nulls import (LCN_MEASURES, PHASE_MEASURES, default_linear_init, init_seed_measures, lcn_measures,
-                                 null_draws, permute_positions, phase_randomize)
-from probe.metrics.spectral import (background, background_result, background_spectra, gaussian_spectral_measures,
-                                    prefetch)
+from probe.metrics.nulls import LCN_MEASURES, default_linear_init, null_draws, null_jobs
+from probe.metrics.spectral import eigenvalues, gaussian_spectral_measures
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
+from probe.run.folder import first_line
 from probe.run.loop import evaluate
 from probe.run.tracking import add_twin_references
 
@@ -141,9 +141,25 @@ def write_json(reports: list[Report], path, run: str | None = None) -> None:
 
 
 # -- measuring ---------------------------------------------------------------------------------------------------
-class Subject:
+@dataclass
+class Initial:
+    """The initial weights a checkpoint is read against: the run's step-0 checkpoint or ``--init``'s file."""
+
+    layers: dict[str, np.ndarray]  # layer name -> W_0
+    values: dict[str, dict[str, float]]  # layer name -> its measures (the ``init`` reference)
+    function: dict[str, float]  # the model's data-dependent measures at W_0
+    file: Path  # the file they were read from
+
+
+class Analysis:
     """What one run's checkpoints (or one plain state_dict) are measured on, built once: geometry, the rebuilt
-    model, the task when its data is at hand, the step-0 measures and the Gaussian references per layer shape."""
+    model, the task when its data is at hand, the initial weights' measures and the Gaussian references per layer
+    shape.
+
+    :meth:`report` measures one checkpoint: it lists the independent jobs (each layer's spectrum, computed once and
+    passed to every spectral measure; the first layer's other measures; each reference of :func:`null_jobs`; the
+    functional measures) and runs them on the machine's cores (:func:`probe.analysis.jobs.run_jobs`), then puts the
+    values together in the report's order."""
 
     def __init__(self, geometry: Geometry, model=None, task=None, source: Source | None = None, n_data: int = 512,
                  seed: int = 0, notes=()):
@@ -151,29 +167,25 @@ class Subject:
         self.config = source.config if source is not None else None
         self.run_dir = source.run_dir if source is not None else None
         self.n_data, self.seed, self.notes = n_data, seed, list(notes)
-        self._nulls: dict = {}
-        self._tasks: object = None  # the task keys of the report() under way (probe.metrics.spectral.background)
-        self._refs: dict = {}  # the first layer's reference parts that report() started (_first_references)
-        self._perms: dict = {}  # layer shape -> the permutation of the permuted reference (_permutation)
-        self._drawn: dict = {}  # layer shape -> its Gaussian matrix, drawn before that permutation, until _gaussian
-        self._draw_lock = threading.Lock()  # _permutation runs on a worker too
-        self._init: tuple | None = None
-        self._init_seeds: dict = {}
+        self._gaussian: dict = {}  # (shape, first) -> the layer's gaussian reference (scale-free: one per shape)
+        self._draws: dict = {}  # shape -> (G, perm) of nulls.null_draws; G let go once its reference is kept
+        self._init_seeds: dict = {}  # shape -> the first layer's init_seeds reference
+        self._initial: Initial | None = None
+        self._initial_read = False  # whether _initial_state looked (None then means there are no initial weights)
         self._build = init_builder(source, task) if source is not None else None
         self._X = None  # inputs for input_pc_share, in the model's flat layout
         self._info: dict = {}  # facts of the last functional measures that are not measures (the best head)
         self.init_path = None  # the initial weights' file, when not the run's step-0 checkpoint (--init)
         self.init_source: Source | None = None  # the initial weights given in memory (probe.analyze(init=...))
-        self._init_file: Path | None = None  # the file the init reference was measured on
         self.layers_of_source: list[str] = []
         self.options = dict(source.options) if source is not None else {}  # how an outside first layer was chosen
 
     @classmethod
-    def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0, init=None) -> "Subject":
+    def of(cls, source: Source, data: bool = True, n_data: int = 512, seed: int = 0, init=None) -> "Analysis":
         if source.config is None:
-            subject = cls(source.geometry, source=source, n_data=n_data, seed=seed)
-            subject.init_path, subject.layers_of_source = init, list(subject.layers(source)) if init else []
-            return subject
+            analysis = cls(source.geometry, source=source, n_data=n_data, seed=seed)
+            analysis.init_path, analysis.layers_of_source = init, list(analysis.layers(source)) if init else []
+            return analysis
         task, notes = None, []
         if data:
             try:
@@ -181,10 +193,10 @@ class Subject:
             except (ConfigError, OSError, ValueError) as e:  # e.g. a CIFAR folder that is not on this machine
                 notes.append(f"task data not available ({str(e).splitlines()[0][:160]}): functional measures skipped")
         model = build_probe_model(source, task)
-        subject = cls(source.geometry, model, task, source, n_data, seed, notes)
-        subject.init_path = init
-        subject.layers_of_source = list(subject.layers(source)) if init else []  # only --init compares them
-        return subject
+        analysis = cls(source.geometry, model, task, source, n_data, seed, notes)
+        analysis.init_path = init
+        analysis.layers_of_source = list(analysis.layers(source)) if init else []  # only --init compares them
+        return analysis
 
     def layers(self, source: Source) -> dict[str, np.ndarray]:
         """The checkpoint's layers; for a probe model this also loads the weights into ``self.model``."""
@@ -194,28 +206,6 @@ class Subject:
             return model_layers(self.model, source.state_dict)
         except CheckpointError as e:
             raise CheckpointError(f"checkpoint {source.path}: {e}") from None
-
-    # one entry's measures, the same for a checkpoint and for its init
-    def _values(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None, where: str = "",
-                name: str = "", spectral: dict[str, float] | None = None) -> dict[str, float]:
-        """The measures of one layer; weights no measure reads (all zero, empty) are a WeightsRefused naming it.
-        ``spectral``: the layer's spectral measures when they are known without W (a Gaussian reference)."""
-        try:
-            return self._measure(W, first, W0, spectral)
-        except (ConfigError, CheckpointError):
-            raise
-        except ValueError as e:  # the measures' own refusal (probe.metrics: all zero, empty, not finite)
-            raise WeightsRefused(f"{where}: layer {name}: {first_line_of(e)}; refused") from None
-
-    def _measure(self, W: np.ndarray, first: bool, W0: np.ndarray | None = None,
-                 spectral: dict[str, float] | None = None) -> dict[str, float]:
-        if first:  # the first layer's measures that apply to this task's kind (registry), movement with W0
-            out = first_layer_measures(W, self.geometry, self._first_names, W0=W0)
-            if self._inputs() is not None:
-                out["input_pc_share"] = input_pc_share(W, self._inputs())
-        else:
-            out = {"movement": movement(W, W0)} if W0 is not None and W0.shape == W.shape else {}
-        return {**out, **(layer_measures(W) if spectral is None else spectral)}
 
     @property
     def _first_names(self) -> list[str]:
@@ -229,63 +219,114 @@ class Subject:
             self._X = x.double().reshape(len(x), -1).numpy()
         return self._X
 
-    def _gaussian(self, shape: tuple, first: bool) -> tuple[dict[str, float], np.ndarray | None]:
-        """(measures of a seeded Gaussian matrix of this shape, the position permutation), as references() draws."""
-        key = (shape, first)
-        if key not in self._nulls and not first:  # spectral measures only: the shape and seed are enough
-            self._nulls[key] = (defined(gaussian_spectral_measures(shape, self.seed)), None)
-        if key not in self._nulls:  # the first layer: its geometric measures need the matrix, its spectra do not
-            perm = self._permutation(tuple(shape))
-            with self._draw_lock:
-                G = self._drawn.pop(tuple(shape), None)
-            if G is None:  # taken by an earlier call of this shape that failed: drawn again
-                G = null_draws(shape, self.geometry.n_positions, self.seed)[0]
-            spectra = defined(gaussian_spectral_measures(shape, self.seed))
-            self._nulls[key] = (self._values(G, first, spectral=spectra), perm)
-        return self._nulls[key]
+    def _first_layer_values(self, W: np.ndarray, W0: np.ndarray | None = None) -> dict[str, float]:
+        """The first layer's measures but the spectral ones: the registry's that apply to this task's kind, movement
+        with W0, input_pc_share with the task's inputs."""
+        out = first_layer_measures(W, self.geometry, self._first_names, W0=W0)
+        if self._inputs() is not None:
+            out["input_pc_share"] = input_pc_share(W, self._inputs())
+        return out
 
-    def _init_seed_values(self, shape: tuple) -> dict[str, float]:
-        """The ``init_seeds`` reference of the first layer (:func:`probe.metrics.nulls.init_seed_measures`): the
-        model's initializer on other seeds, or PyTorch's default Linear init for a plain state_dict (noted)."""
-        if shape not in self._init_seeds:
-            build = self._build or (lambda s: default_linear_init(shape, s))
-            self._init_seeds[shape] = init_seed_measures(build, self.geometry, self.seed)
-        return self._init_seeds[shape]
+    def _layer_jobs(self, layers: dict[str, np.ndarray], first: str, initial: dict, where: str) -> dict:
+        """The jobs of these layers' own measures: ("spectrum", name) -> its spectral measures (one eigendecomposition
+        each), ("first", name) -> the first layer's other measures. Weights no measure reads (all zero, empty) are a
+        WeightsRefused naming the layer, raised here in layer order."""
+        checked = {name: _refusing(where, name, lambda W=W: checked_matrix(W))() for name, W in layers.items()}
+        jobs = {}
+        for name, W in checked.items():
+            jobs[("spectrum", name)] = _refusing(where, name, lambda W=W: layer_measures(W, eigenvalues(W)))
+            if name == first:
+                jobs[("first", name)] = _refusing(where, name, lambda W=W, W0=initial.get(name): (
+                    self._first_layer_values(W, W0)))
+        return jobs
 
-    def _init_state(self):
-        """(layers, measures, function) of the run's step-0 checkpoint, or None if there is none."""
-        if self._init is None:
-            steps = dict(list_checkpoints(self.run_dir)) if self.run_dir is not None else {}
-            path = self.init_path or steps.get(0)
-            if path is None:
-                self._init = (None,)
+    def _layer_values(self, name: str, W: np.ndarray, first: bool, W0: np.ndarray | None, done: dict) -> dict:
+        """One layer's measures from the results of :meth:`_layer_jobs`, in the report's order: the first layer's
+        registry measures (movement last among them), input_pc_share, the spectra; movement first elsewhere."""
+        if first:
+            out = done[("first", name)]
+        else:
+            out = {"movement": movement(W, W0)} if W0 is not None and W0.shape == W.shape else {}
+        return {**out, **done[("spectrum", name)]}
+
+    def _reference_jobs(self, layers: dict[str, np.ndarray], first: str | None) -> dict:
+        """The jobs of the references not yet kept: each layer shape's Gaussian reference (its spectra drawn without a
+        decomposition; the first layer's other measures on a drawn Gaussian matrix) and the first layer's
+        ``init_seeds``, then its ``permuted``, ``phase`` and ``lcn`` references (:func:`null_jobs`)."""
+        jobs = {}
+        for name, W in layers.items():
+            key = (tuple(W.shape), name == first)
+            if key not in self._gaussian and ("gaussian", key) not in jobs:
+                jobs[("gaussian", key)] = lambda shape=key[0]: defined(gaussian_spectral_measures(shape, self.seed))
+        if first is None:
+            return jobs
+        W, kinds = layers[first], ["permuted"]
+        shape = tuple(W.shape)
+        if (shape, True) not in self._gaussian:
+            kinds.insert(0, "gaussian")
+        if self.geometry.kind == "image":
+            kinds += ["phase", "lcn"]
+            if shape not in self._init_seeds:
+                kinds.append("init_seeds")
+        build = self._build or (lambda s: default_linear_init(shape, s))
+        if shape not in self._draws:  # (G, perm) of this shape: G until its Gaussian reference is kept, perm for good
+            self._draws[shape] = null_draws(shape, self.geometry.n_positions, self.seed)
+        G, perm = self._draws[shape]
+        for job in null_jobs(W, self.geometry, self.seed, self._first_names, kinds, scale=1.0, init_build=build,
+                             draws=(G if "gaussian" in kinds else None, perm)):
+            if job.kind == "gaussian":  # the whole first-layer row of a Gaussian layer: input_pc_share too
+                G = job.matrix
+                jobs[("null", "gaussian")] = lambda run=job.run, G=G: {
+                    **run(), **({"input_pc_share": input_pc_share(G, self._inputs())} if self._inputs() is not None
+                                else {})}
             else:
-                # an outside checkpoint's initial weights (--init) read with its own geometry
-                shape = None if self.config else (self.geometry.channels, *self.geometry.spatial)
-                src = self.init_source or read_source(path, shape, self.geometry.periodic, **self.options)
-                other = None if self.init_path else _config_diff(self.config, src.config)
-                if other:  # another run's start (a checkpoint copied in from another seed): not this one's W_0
-                    self.notes.append(f"no init reference and no movement: {src.path} was written with another "
-                                      f"config than the checkpoint measured (differs in {', '.join(other)}), so it is "
-                                      "not this run's start")
-                    self._init = (None,)
-                    return None
-                try:
-                    check_measurable(src)
-                    layers = self.layers(src)
-                    if self.init_path and list(layers) != list(self.layers_of_source):
-                        raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the "
-                                          f"checkpoint's ({', '.join(self.layers_of_source)})")
-                    prefetch(*layers.values())  # their spectra on the other core (inside background_spectra)
-                    values = {n: self._values(W, i == 0, where=f"checkpoint {src.path}", name=n)
-                              for i, (n, W) in enumerate(layers.items())}
-                except (WeightsRefused, CheckpointError) as e:  # CheckpointError: step 0 of another model
-                    self.notes.append(f"no init reference ({e})")
-                    self._init = (None,)
-                    return None
-                self._init = (layers, values, self._function())
-                self._init_file = Path(path).resolve()
-        return None if self._init[0] is None else self._init
+                jobs[("null", job.kind)] = job.run
+        return jobs
+
+    def _gaussian_values(self, shape: tuple, first: bool, done: dict) -> dict[str, float]:
+        """The Gaussian reference of a layer of this shape, kept for the next checkpoints."""
+        key = (tuple(shape), first)
+        if key not in self._gaussian:
+            spectra = done[("gaussian", key)]
+            self._gaussian[key] = {**done[("null", "gaussian")], **spectra} if first else spectra
+            if first:
+                self._draws[key[0]] = (None, self._draws[key[0]][1])  # (a large matrix: 100 MB at 4096 x 3072)
+        return self._gaussian[key]
+
+    def _initial_state(self) -> Initial | None:
+        """The initial weights and their measures (the run's step-0 checkpoint, or ``--init``), None without them."""
+        if self._initial_read:
+            return self._initial
+        self._initial_read = True
+        steps = dict(list_checkpoints(self.run_dir)) if self.run_dir is not None else {}
+        path = self.init_path or steps.get(0)
+        if path is None:
+            return None
+        # an outside checkpoint's initial weights (--init) read with its own geometry
+        shape = None if self.config else (self.geometry.channels, *self.geometry.spatial)
+        src = self.init_source or read_source(path, shape, self.geometry.periodic, **self.options)
+        other = None if self.init_path else _config_diff(self.config, src.config)
+        if other:  # another run's start (a checkpoint copied in from another seed): not this one's W_0
+            self.notes.append(f"no init reference and no movement: {src.path} was written with another "
+                              f"config than the checkpoint measured (differs in {', '.join(other)}), so it is "
+                              "not this run's start")
+            return None
+        try:
+            check_measurable(src)
+            layers = self.layers(src)
+            if self.init_path and list(layers) != list(self.layers_of_source):
+                raise ConfigError(f"--init {path}: its layers ({', '.join(layers)}) are not the "
+                                  f"checkpoint's ({', '.join(self.layers_of_source)})")
+            first = next(iter(layers), None)
+            jobs = _largest_first(self._layer_jobs(layers, first, {}, f"checkpoint {src.path}"), layers)
+            jobs["function"] = self._function  # the model holds the initial weights (self.layers loaded them)
+            done = run_jobs(jobs)
+        except (WeightsRefused, CheckpointError) as e:  # CheckpointError: step 0 of another model
+            self.notes.append(f"no init reference ({e})")
+            return None
+        values = {n: self._layer_values(n, W, n == first, None, done) for n, W in layers.items()}
+        self._initial = Initial(layers, values, done["function"], Path(path).resolve())
+        return self._initial
 
     def _function(self) -> dict[str, float]:
         """Data-dependent measures of ``self.model`` as it is now loaded (empty without data)."""
@@ -300,123 +341,77 @@ class Subject:
 
     def report(self, source: Source, layer: str | None = None, delta: bool = False) -> Report:
         """Every measure of ``source`` beside its references; ``layer`` restricts the report to one layer; with
-        ``delta`` the first layer's ``delta_*`` measures of ΔW = W - W_0 beside their references (:meth:`_delta`).
-
-        The spectra (one eigendecomposition per layer and per Gaussian reference not yet kept) run on worker
-        threads (:func:`probe.metrics.spectral.background_spectra`) while this thread computes the other measures."""
+        ``delta`` the first layer's ``delta_*`` measures of ΔW = W - W_0 beside their references (:meth:`_delta`)."""
         check_measurable(source)
         other = _config_diff(self.config, source.config)
         if other:  # --all-steps: model, task and step-0 weights are those of the run's first checkpoint
             raise WeightsRefused(f"checkpoint {source.path}: written with another config than the run's first "
                                  f"checkpoint (differs in {', '.join(other)}): another run's checkpoint, not measured "
                                  "against this run's start")
-        with background_spectra():
-            init = self._init_state()  # first: it loads the step-0 weights into the model
-            if delta and init is None:
-                raise ConfigError("--delta: needs the initial weights W_0, the run's step-0 checkpoint (checkpoints/"
-                                  "step_0.pt) or, for an outside checkpoint, --init FILE")
-            layers = self.layers(source)
-            names = list(layers)
-            if layer is not None and layer not in layers:
-                raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
-            # the spectra, largest first (the one this thread needs next and no worker has started, it computes
-            # itself), then the first layer's references (the workers take them when their spectra are done)
-            mine = [W for name, W in layers.items() if layer is None or name == layer]
-            prefetch(*sorted(mine, key=lambda W: -min(W.shape) ** 2 * max(W.shape)))
-            self._tasks = object()  # this call's task keys: nothing another report() started can be taken for it
-            self._refs = {}
-            if layer is None or layer == names[0]:
-                self._refs = self._first_references(layers[names[0]])
-                # largest first (their rough CPU seconds, PART_COST), so that the two threads end close together
-                parts = [(kind, j, fn) for kind, fns in self._refs.items() for j, fn in enumerate(fns)]
-                for kind, j, fn in sorted(parts, key=lambda p: getattr(p[2], "cost", 0.0), reverse=True):
-                    background((self._tasks, kind, j), fn)
-            try:
-                return self._report(source, layer, init, layers, names, delta)
-            finally:
-                self._refs = {}  # (and the matrices their parts share, should one have failed before using them)
+        with single_threaded():  # the same settings for every value, on the job threads or not
+            return self._report(source, layer, delta)
 
-    def _first_references(self, W: np.ndarray) -> dict[str, list]:
-        """The first layer's references that need only W, geometry and seed, each as a list of parts: functions safe
-        to run on a worker thread (NumPy with seeded generators) whose dicts, merged in order, are that reference's
-        values: ``permuted``, and for images ``phase`` and ``lcn``. A reference is split where its measures' cost is
-        (shift_match's matrix product and matching, ~1 CPU s at 4096 x 3072, apart from the rest), so that the two
-        cores share them evenly; its parts draw its matrix once (:class:`_Once`)."""
-        geo, seed, names = self.geometry, self.seed, self._first_names
-        plain = geo.without_perm()
-        shape = tuple(W.shape)
-        groups = _split_at(names, "shift_match")
-        permuted = _Once(lambda: permute_positions(W, geo, self._permutation(shape)), uses=len(groups))
-        refs = {"permuted": [_part(lambda group=group: first_layer_measures(permuted(), plain, group), group)
-                             for group in groups]}
-        if geo.kind == "image":  # the image nulls of the image measures (nulls.phase_measures and lcn_measures)
-            in_phase = [n for n in PHASE_MEASURES if n in names]  # (the order nulls.phase_measures gives them)
-            groups = _split_at(in_phase, "shift_match")
-            phased = _Once(lambda: phase_randomize(W, geo, seed), uses=len(groups))
-            refs["phase"] = [_part(lambda group=group: first_layer_measures(phased(), plain, group), group)
-                             for group in groups]
-            in_lcn = [n for n in LCN_MEASURES if n in names]
-            refs["lcn"] = [_part(lambda k=k: lcn_measures(W, geo, seed, [n for n in in_lcn if LCN_MEASURES[n] == k]),
-                                 [n for n in in_lcn if LCN_MEASURES[n] == k])
-                           for k in dict.fromkeys(LCN_MEASURES[n] for n in in_lcn)]
-        return refs
-
-    def _permutation(self, shape: tuple) -> np.ndarray:
-        """The permutation of input positions :func:`probe.metrics.nulls.null_draws` draws after the Gaussian matrix
-        of this shape: drawn once (a worker's permuted reference or this thread's Gaussian one, whichever comes
-        first), its Gaussian matrix kept for :meth:`_gaussian` until that takes it."""
-        with self._draw_lock:
-            if shape not in self._perms:
-                G, self._perms[shape] = null_draws(shape, self.geometry.n_positions, self.seed)
-                self._drawn[shape] = G
-            return self._perms[shape]
-
-    def _report(self, source: Source, layer: str | None, init, layers: dict, names: list, delta: bool) -> Report:
+    def _report(self, source: Source, layer: str | None, delta: bool) -> Report:
+        init = self._initial_state()  # first: it loads the initial weights into the model
+        if delta and init is None:
+            raise ConfigError("--delta: needs the initial weights W_0, the run's step-0 checkpoint (checkpoints/"
+                              "step_0.pt) or, for an outside checkpoint, --init FILE")
+        layers = self.layers(source)
+        names = list(layers)
+        if layer is not None and layer not in layers:
+            raise ConfigError(f"--layer {layer}: no such layer in {source.path}; valid layers: {', '.join(names)}")
         rep = Report(str(source.path), source.step, self.geometry, {}, model=self.config and self.config.model,
                      task=self.config and self.config.task, notes=list(self.notes))
         # the checkpoint the init reference was measured on (step 0 of --all-steps): measured once, not twice
-        is_init = init is not None and self._init_file == Path(source.path).resolve()
-        for i, (name, W) in enumerate(layers.items()):
-            if layer is not None and name != layer:
-                continue
-            first = i == 0
-            W0 = init[0].get(name) if init else None
-            if is_init and name in init[1]:  # the step-0 checkpoint itself: its measures are the init reference's
-                rep.layers[name] = _with_movement(init[1][name], first, movement(W, W0))
-            else:
-                rep.layers[name] = self._values(W, first, W0, where=f"checkpoint {source.path}", name=name)
+        is_init = init is not None and init.file == Path(source.path).resolve()
+        mine = {n: W for n, W in layers.items() if layer is None or n == layer}
+        first = names[0] if names[0] in mine else None
+        initial = init.layers if init else {}
+        fresh = {n: W for n, W in mine.items() if not (is_init and n in init.values)}
+        jobs = self._layer_jobs(fresh, names[0], initial, f"checkpoint {source.path}")
+        jobs.update(self._reference_jobs(mine, first))
+        if first is not None and not is_init:
+            jobs["function"] = self._function  # the model holds this checkpoint's weights (self.layers loaded them)
+        self._inputs()  # (read once here, not by two jobs at once)
+        done = run_jobs(_largest_first(jobs, layers))
+
+        for name, W in mine.items():
+            is_first, W0 = name == names[0], initial.get(name)
+            if name in fresh:
+                rep.layers[name] = self._layer_values(name, W, is_first, W0, done)
+            else:  # the initial checkpoint itself: its measures are the init reference's
+                rep.layers[name] = _with_movement(init.values[name], is_first, movement(W, W0))
             rep.shapes[name] = tuple(W.shape)
-            gauss, _ = self._gaussian(W.shape, first)
-            rep.reference["gaussian"][name] = gauss
-            if init and name in init[1]:
-                rep.reference["init"][name] = init[1][name]
-            if first and self.geometry.kind == "image":
-                rep.reference["init_seeds"][name] = self._init_seed_values(W.shape)
+            rep.reference["gaussian"][name] = self._gaussian_values(W.shape, is_first, done)
+            if init and name in init.values:
+                rep.reference["init"][name] = init.values[name]
+            if is_first and self.geometry.kind == "image":
+                self._init_seeds.setdefault(tuple(W.shape), done.get(("null", "init_seeds"), {}))
+                rep.reference["init_seeds"][name] = self._init_seeds[tuple(W.shape)]
                 if self._build is None:
                     rep.notes.append("init_seeds: PyTorch's default Linear init U(-1/sqrt(n), 1/sqrt(n)) on other "
                                      "seeds (a plain state_dict does not say how it was initialized)")
-        if layer is None or layer == names[0]:
-            # the first layer's other references last: report() started them on a worker, which takes them once its
-            # spectra are done, while this thread computes the rest (background_result computes here what none has
-            # started); then its delta measures, which add their twins to these references
-            name, W = names[0], layers[names[0]]
-            for kind, fns in self._refs.items():  # the parts report() started
-                rep.reference[kind][name] = {k: v for j, fn in enumerate(fns)
-                                             for k, v in background_result((self._tasks, kind, j), fn).items()}
+        if first is not None:
+            # the first layer's other references, then its delta measures, which add their twins to these references
+            name, W = first, layers[first]
+            for kind in ("permuted", "phase", "lcn"):
+                if kind == "permuted" or self.geometry.kind == "image":
+                    rep.reference[kind][name] = done.get(("null", kind), {})
+            if name in rep.reference["lcn"]:
+                rep.reference["lcn"][name] = _by_window(rep.reference["lcn"][name])
             if delta:
-                self._delta(rep, name, W, init[0].get(name))
+                self._delta(rep, name, W, init.layers.get(name))
             units = rep.layers[name].get("shift_match_units", W.shape[0])
             if units < W.shape[0]:
                 rep.notes.append(f"shift_match matched a seeded sample of {units:.0f} of {W.shape[0]} units")
-            # the model holds this checkpoint's weights (self.layers loaded them)
-            rep.function = dict(init[2]) if is_init else self._function()
+            rep.function = dict(init.function) if is_init else done["function"]
             if "attn_layer" in self._info:
                 rep.notes.append(f"attn_* measures: the attention head that routes best, layer "
                                  f"{self._info['attn_layer']} head {self._info['attn_head']}")
             _split_random(rep.function, rep.reference["gaussian"])
             _split_nulls(rep.function, rep.reference)
-            if init and init[2]:
-                rep.reference["init"][FUNCTION] = {k: v for k, v in init[2].items()
+            if init and init.function:
+                rep.reference["init"][FUNCTION] = {k: v for k, v in init.function.items()
                                                    if not k.endswith("_random") and "@" not in k}
         if init is None and self.config is not None and not any(
                 "not this run's start" in n or n.startswith("no init reference") for n in self.notes):
@@ -449,48 +444,52 @@ class Subject:
         if not D.any():
             rep.notes.append("delta: ΔW = 0 (these are the initial weights): no delta measures")
             return
-        values = {**first_layer_measures(D, self.geometry, self._first_names), **layer_measures(D)}
-        rep.layers[name] = {**rep.layers[name], **{f"delta_{k}": v for k, v in values.items()}}
         # the same nulls, drawn from ΔW, as a tracked run's reference.json holds for its delta_ keys
         refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *LAYER_MEASURES])
+        # ΔW's spectral measures are its permuted reference's (a permutation keeps the spectrum): not decomposed twice
+        spectra = {k: v for k, v in refs.get("permuted", {}).items() if k.removeprefix("delta_") in LAYER_MEASURES}
+        values = {f"delta_{k}": v for k, v in first_layer_measures(D, self.geometry, self._first_names).items()}
+        rep.layers[name] = {**rep.layers[name], **values, **spectra}
         for kind, vals in refs.items():
             rep.reference[kind][name] = {**rep.reference[kind].get(name, {}), **vals}
 
 
-class _Once:
-    """A value computed on first call, by whichever thread calls first (the others wait for it), shared by the parts of
-    one reference (:meth:`Subject._first_references`), and let go after ``uses`` calls (a large matrix: 100 MB at
-    4096 x 3072); a call after that computes it again."""
+def _refusing(where: str, name: str, fn):
+    """``fn`` with the measures' own refusal (a ValueError: all zero, empty, not finite) as a WeightsRefused naming
+    the file and the layer."""
 
-    def __init__(self, fn, uses: int):
-        self._fn, self._lock, self._value, self._left = fn, threading.Lock(), None, uses
+    def call():
+        try:
+            return fn()
+        except (ConfigError, CheckpointError):
+            raise
+        except ValueError as e:
+            raise WeightsRefused(f"{where}: layer {name}: {first_line(e)}; refused") from None
 
-    def __call__(self):
-        with self._lock:
-            value = self._fn() if self._value is None else self._value
-            self._left -= 1
-            self._value = value if self._left > 0 else None
-            return value
-
-
-#: rough CPU seconds of a measure on issue 19's 4096 x 3072 first layer, for the order of the reference parts
-PART_COST = {"shift_match": 1.0, "conv_distance_3": 0.15, "conv_distance_5": 0.2, "spectral_entropy": 0.2}
+    return call
 
 
-def _part(fn, names: list):
-    """``fn`` with its rough cost (:data:`PART_COST`; 0.05 s for a measure not there) for the order
-    :meth:`Subject.report` starts the parts in."""
-    fn.cost = sum(PART_COST.get(n, 0.05) for n in names)
-    return fn
+def _by_window(values: dict[str, float]) -> dict[str, float]:
+    """The ``lcn`` reference's values by window size, k = 3 first (the order of :data:`LCN_MEASURES`), whatever the
+    order the measures were asked in: the order the report's tables have always shown them in."""
+    order = [k for n in sorted(LCN_MEASURES, key=lambda n: LCN_MEASURES[n]) for k in MEASURE_KEYS.get(n, (n,))]
+    return {**{k: values[k] for k in order if k in values}, **{k: v for k, v in values.items() if k not in order}}
 
 
-def _split_at(names: list, heavy: str) -> list[list]:
-    """``names`` in contiguous groups, ``heavy`` alone in its own: merged in order, the groups' dicts have the keys in
-    the order one call with all names gives."""
-    if heavy not in names:
-        return [names] if names else []
-    i = names.index(heavy)
-    return [g for g in (names[:i], [heavy], names[i + 1:]) if g]
+def _largest_first(jobs: dict, layers: dict) -> dict:
+    """The jobs in the order :func:`run_jobs` should start them, so that the threads end close together: the layers'
+    spectra, largest first (a decomposition costs about min(m, n)^2 max(m, n)), the functional measures (a model
+    on its data), the first-layer measures of each matrix, and last the Gaussian spectra (drawn, not decomposed)."""
+    def cost(key):
+        m, n = layers[key[1]].shape
+        return min(m, n) ** 2 * max(m, n)
+
+    def rank(key):
+        kind = key[0] if isinstance(key, tuple) else key
+        return {"spectrum": 0, "function": 1, "gaussian": 3}.get(kind, 2)
+
+    spectra = sorted((k for k in jobs if rank(k) == 0), key=cost, reverse=True)
+    return {k: jobs[k] for k in spectra + sorted((k for k in jobs if rank(k) > 0), key=rank)}
 
 
 def _config_diff(a, b) -> list[str]:
@@ -502,7 +501,7 @@ def _config_diff(a, b) -> list[str]:
 
 
 def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[str, float]:
-    """A layer's measures with ``movement`` added where :meth:`Subject._measure` puts it (after the first layer's
+    """A layer's measures with ``movement`` added where :meth:`Analysis._layer_values` puts it (after the first layer's
     registry measures, before input_pc_share and the spectra; first for the other layers)."""
     if not first:
         return {"movement": moved, **values}
@@ -517,11 +516,6 @@ def unmeasured(state_dict: dict, layers) -> list[str]:
     shown = {n.removesuffix(".dense").removesuffix(".patch") for n in layers}
     return [f"{k.removesuffix('.weight')} ({'x'.join(map(str, v.shape))})" for k, v in state_dict.items()
             if torch.is_tensor(v) and v.dim() > 2 and v.is_floating_point() and k.removesuffix(".weight") not in shown]
-
-
-def first_line_of(e: BaseException) -> str:
-    msg = str(e).strip()
-    return (msg.splitlines()[0] if msg else type(e).__name__)[:200]
 
 
 def _split_random(function: dict, gaussian: dict) -> None:
@@ -541,33 +535,6 @@ def _split_nulls(function: dict, reference: dict) -> None:
 
 
 # -- public entry points -----------------------------------------------------------------------------------------
-def keep_freed_memory() -> bool:
-    """Let this process reuse the memory it frees instead of handing it back to the system (glibc's ``mallopt``:
-    allocations up to 1 GiB come from the heap, whose freed top is kept, and every thread allocates from that one
-    heap, since a thread's own arena maps blocks over 64 MiB afresh); True where it took effect (Linux with glibc).
-
-    An analysis allocates and frees arrays of tens to hundreds of MB again and again (Gram matrices, the solver's
-    copies, fields, cosine matrices). By default glibc maps each one afresh and unmaps it when freed, and every page of
-    a fresh mapping costs a page fault on first touch: 2-3 CPU s of kernel time per analyze of issue 19's
-    3072-4096-4096-4096-10 MLP (400,000 faults). With the memory reused, the first analyze in a process still faults in
-    what it touches first (240,000 faults, 1.8-2.7 s), the next ones almost nothing (1,000 faults, 0.2 s; 66,000 when
-    the spectra worker kept its own arena), measured on the project's 2-core machine. The price is that the process
-    keeps its peak memory until it exits, so `probe analyze` and the benchmark call this, not the library: a training
-    process or a notebook keeps the default."""
-    import ctypes
-    import platform
-
-    try:
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-            return False
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # <malloc.h>
-        return all([libc.mallopt(M_MMAP_THRESHOLD, 1 << 30), libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1),
-                    libc.mallopt(M_ARENA_MAX, 1)])
-    except (OSError, AttributeError, ValueError):
-        return False
-
-
 def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: bool = True, layer: str | None = None,
                        n_data: int = 512, seed: int = 0, init=None, delta: bool = False, first_layer: str | None = None,
                        stride: int | None = None, padding: int | None = None) -> Report:
@@ -598,7 +565,7 @@ def analyze_checkpoint(path, *, input_shape=None, periodic: bool = False, data: 
                           "state_dict in memory call probe.analyze (or probe.analyze_checkpoint)")
     source = read_source(checkpoint_at(path), input_shape, periodic, first_layer=first_layer, stride=stride,
                          padding=padding)
-    return Subject.of(source, data, n_data, seed, init).report(source, layer, delta)
+    return Analysis.of(source, data, n_data, seed, init).report(source, layer, delta)
 
 
 def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_data: int = 512,
@@ -618,7 +585,7 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
     first = read_source(ckpts[0][1])
     if first.config is None:
         raise CheckpointError(f"checkpoint {first.path}: not a probe checkpoint")
-    subject = Subject.of(first, data, n_data, seed)
+    analysis = Analysis.of(first, data, n_data, seed)
     # one checkpoint in memory at a time (with optimizer state a checkpoint is ~3x its weights); checkpoints whose
     # weights no measure reads (a run trained on after diverging) are left out with a note
     reports, skipped, damaged, unreadable = [], [], [], []
@@ -626,7 +593,7 @@ def analyze_steps(run_dir, *, data: bool = True, layer: str | None = None, n_dat
         for i, (step, p) in enumerate(ckpts):
             try:
                 source = first if i == 0 else _read_measurable(p, step, damaged)
-                reports.append(subject.report(source, layer, delta))
+                reports.append(analysis.report(source, layer, delta))
             except WeightsRefused as e:
                 if not reports and i == len(ckpts) - 1:
                     raise

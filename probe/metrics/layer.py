@@ -9,13 +9,14 @@ from probe.geometry import Geometry
 from probe.metrics.locality import as_matrix
 from probe.metrics.registry import MEASURES, of_scope
 from probe.metrics.sparsity import movement
-from probe.metrics.spectral import shared_unit_spectra, spectral_measures
+from probe.metrics.spectral import non_dc_spectra, spectral_measures
 
 # tables derived from the registry (probe/metrics/registry.py), one record per measure
 WEIGHT_MEASURES = {n: m.fn for n, m in of_scope("first").items()}  # name -> f(W, geometry)
 # the output keys of measures that return a dict (the others return their own name)
 MEASURE_KEYS = {n: m.keys for n, m in MEASURES.items() if m.keys}
 LAYER_MEASURES = tuple(of_scope("layer"))  # the spectral measures, which apply to any matrix
+UNIT_SPECTRA_MEASURES = ("spectral_entropy", "peak_frequency")  # both read non_dc_spectra: computed once for both
 
 
 def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str, float]:
@@ -32,13 +33,15 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
         raise ValueError(f"unknown measures {unknown}; known: {', '.join(WEIGHT_MEASURES)}")
     W = checked_matrix(W)  # convert once, not once per measure
     out: dict[str, float] = {}
-    with shared_unit_spectra():  # computed once for the two measures that read them
-        for name in names:
-            value = WEIGHT_MEASURES[name](W, geometry)
-            if isinstance(value, dict):
-                out.update({k: float(v) for k, v in value.items()})
-            else:
-                out[name] = float(value)
+    shared = {}
+    if sum(n in UNIT_SPECTRA_MEASURES for n in names) > 1 and geometry.n_positions >= 2:
+        shared = {"spectra": non_dc_spectra(W, geometry)}
+    for name in names:
+        value = WEIGHT_MEASURES[name](W, geometry, **(shared if name in UNIT_SPECTRA_MEASURES else {}))
+        if isinstance(value, dict):
+            out.update({k: float(v) for k, v in value.items()})
+        else:
+            out[name] = float(value)
     if W0 is not None:
         out["movement"] = movement(W, checked_matrix(W0, "initial weights"))
     return defined(out)
@@ -63,8 +66,8 @@ def defined(values: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in values.items() if np.isfinite(v)}
 
 
-def layer_measures(W) -> dict[str, float]:
+def layer_measures(W, evals: np.ndarray | None = None) -> dict[str, float]:
     """``effective_rank``, ``stable_rank`` and ``alpha`` of any weight matrix, from one eigendecomposition
-    (:func:`probe.metrics.spectral.spectral_measures`, memoized by content: a matrix met again is not decomposed
-    again). They do not change when rows or columns are permuted."""
-    return defined(spectral_measures(checked_matrix(W)))
+    (:func:`probe.metrics.spectral.spectral_measures`; ``evals``: W's eigenvalues when already computed). They do
+    not change when rows or columns are permuted."""
+    return defined(spectral_measures(checked_matrix(W), evals))

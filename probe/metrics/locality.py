@@ -125,7 +125,9 @@ def window_sums(E: np.ndarray, geometry: Geometry, k: int) -> np.ndarray:
 
 @contextmanager
 def blas_threads(n: int | None):
-    """Limit BLAS/LAPACK threads inside the block (no-op when n is None or threadpoolctl is missing).
+    """Limit BLAS/LAPACK threads (every BLAS library loaded, through threadpoolctl when it is installed) and torch's
+    intra-op threads (MKL's LAPACK included) inside the block, both restored after it; no-op when n is None. The one
+    thread-limiting helper of the measures and of the analysis's jobs (:mod:`probe.analysis.jobs`).
 
     For LAPACK calls: OpenBLAS's threads spin, and when the cores are shared they collapse. Measured on
     a busy 2-core machine: eigh of a 75 x 75 matrix 0.24 s with two threads, 0.001 s with one.
@@ -134,11 +136,23 @@ def blas_threads(n: int | None):
         from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
     except ImportError:
         threadpool_limits = None
-    if n is None or threadpool_limits is None:
+    if n is None:
         yield
         return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
+    import torch
+
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        if threadpool_limits is None:
+            yield
+        else:
+            with threadpool_limits(limits=n, user_api="blas"):
+                yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
 
 
 def _mean(values: np.ndarray) -> float:

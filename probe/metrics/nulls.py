@@ -3,7 +3,7 @@
 - ``gaussian``: i.i.d. Gaussian weights of the layer's shape, scaled to its root-mean-square (most measures are
   scale-free; this keeps the others comparable); its spectral measures come from a spectrum drawn from the exact
   distribution of the spectrum of such a matrix (:func:`probe.metrics.spectral.gaussian_eigenvalues`: no
-  decomposition; since issue 19, so runs and reference.json files written before then hold other draws);
+  decomposition);
 - ``permuted``: the layer's own weights with their input positions permuted (all channels of a position move
   together): the same concentration per unit, contiguity destroyed. ipr, hoyer and zero_frac are unchanged by
   construction, and so is every spectral measure (a column permutation keeps the singular values);
@@ -29,13 +29,18 @@
   :func:`default_linear_init` for a plain state_dict); the seeds are chosen here.
 
 The Gaussian matrix and the permutation come from one generator seeded ``seed``, in that order
-(:func:`null_draws`); the phases, the local fields and the Gaussian spectra from generators seeded (seed, 1),
-(seed, 2) and (seed, 3). So
-`probe analyze`, tracking and the demo report the same numbers for the same seed.
+(:func:`null_draws`); the phases, the local fields and the Gaussian spectra from the streams of
+:mod:`probe.seeding` (``[seed, PHASE_STREAM]``, ``[seed, LCN_STREAM]``, ``[seed, GAUSSIAN_SPECTRUM_STREAM]``).
+
+What to compute is described here once, as jobs (:func:`null_jobs`: which reference, which measures, on which
+matrix drawn with which seed), and computed the same way everywhere: :func:`references` runs them in turn (tracking,
+the demo), `probe analyze` runs them beside its other work on the machine's cores (:mod:`probe.analysis.jobs`).
+So they report the same numbers for the same seed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -46,6 +51,7 @@ from probe.metrics.layer import (LAYER_MEASURES, WEIGHT_MEASURES, checked_matrix
 from probe.metrics.equivariance import _best_windows, _crop_index, flat_from_fields
 from probe.metrics.locality import as_matrix, energy_maps, window_sizes
 from probe.metrics.spectral import gaussian_spectral_measures
+from probe.seeding import LCN_STREAM, PHASE_STREAM
 
 # the first-layer measures each extra reference is computed for (module docstring)
 PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "shift_match")
@@ -53,7 +59,7 @@ LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5, "shift_match": 5}  #
 INIT_SEED_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac")
 INIT_DRAWS = 2  # initializations averaged in init_seeds
 INIT_SEED_OFFSET = 1000  # the first seed of init_seeds is the run's seed + this (no preset's grid comes near it)
-PHASE_STREAM, LCN_STREAM = 1, 2
+NULL_KINDS = ("gaussian", "permuted", "phase", "lcn", "init_seeds")  # the references null_jobs can describe
 
 
 def null_draws(shape: tuple, n_positions: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +182,47 @@ def lcn_measures(W, geometry: Geometry, seed: int = 0, names=tuple(LCN_MEASURES)
     return out
 
 
+@dataclass(frozen=True)
+class NullJob:
+    """One reference of one matrix: ``run()`` returns the values of reference ``kind`` (a dict of measures). Jobs
+    are independent of each other and of the order they run in (each draws from its own seeded generators)."""
+
+    kind: str
+    run: Callable[[], dict[str, float]]
+    matrix: np.ndarray | None = None  # the drawn matrix measured (``gaussian``), for a caller that measures more
+
+
+def null_jobs(W, geometry: Geometry, seed: int = 0, names=None, kinds=NULL_KINDS, scale: float | None = None,
+              init_build: Callable[[int], np.ndarray] | None = None, draws: tuple | None = None) -> list[NullJob]:
+    """The jobs that compute W's references ``kinds`` for the first-layer measures ``names`` (default: all of
+    :func:`first_layer_measures`), in the order of :data:`NULL_KINDS`; a reference none of whose measures is among
+    ``names`` gets no job, ``init_seeds`` only with ``init_build``.
+
+    ``gaussian``: the measures of G * ``scale`` (default: the root-mean-square of W; the measures are scale-free,
+    so a caller sharing one Gaussian reference between layers of one shape passes 1); ``permuted``, ``phase``,
+    ``lcn``, ``init_seeds``: as the module docstring says. (G, perm) is drawn here (:func:`null_draws`) when
+    ``gaussian`` or ``permuted`` is asked for, unless ``draws`` holds it (a caller measuring several checkpoints of
+    one shape keeps them; G may be None when ``gaussian`` is not asked for); the jobs only read it."""
+    W = checked_matrix(W)
+    names = list(WEIGHT_MEASURES) if names is None else list(names)
+    jobs = []
+    if "gaussian" in kinds or "permuted" in kinds:
+        G, perm = null_draws(W.shape, geometry.n_positions, seed) if draws is None else draws
+        if "gaussian" in kinds:
+            s = (float(np.sqrt(np.mean(W**2))) or 1.0) if scale is None else float(scale)
+            Gs = G * s if s != 1.0 else G
+            jobs.append(NullJob("gaussian", lambda: first_layer_measures(Gs, geometry, names), Gs))
+        if "permuted" in kinds:
+            jobs.append(NullJob("permuted", lambda: first_layer_measures(permute_positions(W, geometry, perm),
+                                                                         geometry.without_perm(), names)))
+    for kind, fn, measures in (("phase", phase_measures, PHASE_MEASURES), ("lcn", lcn_measures, LCN_MEASURES)):
+        if kind in kinds and any(n in measures for n in names):
+            jobs.append(NullJob(kind, lambda fn=fn: fn(W, geometry, seed, names)))
+    if "init_seeds" in kinds and init_build is not None and any(n in INIT_SEED_MEASURES for n in names):
+        jobs.append(NullJob("init_seeds", lambda: init_seed_measures(init_build, geometry, seed, names)))
+    return jobs
+
+
 def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None, layer_names=(),
                init_build: Callable[[int], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """The first-layer measures ``names`` (default: all of :func:`first_layer_measures`) and the spectral measures
@@ -187,20 +234,15 @@ def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None, layer_
     """
     W = checked_matrix(W)
     names = list(WEIGHT_MEASURES) if names is None else list(names)
-    G, perm = null_draws(W.shape, geometry.n_positions, seed)
-    gaussian = G * (float(np.sqrt(np.mean(W**2))) or 1.0)
-    out = {
-        "gaussian": first_layer_measures(gaussian, geometry, names),
-        "permuted": first_layer_measures(permute_positions(W, geometry, perm), geometry.without_perm(), names),
-    }
-    for key, fn in (("phase", phase_measures), ("lcn", lcn_measures)):
-        values = fn(W, geometry, seed, names)
-        if values:
-            out[key] = values
+    out = {"gaussian": {}, "permuted": {}}
+    for job in null_jobs(W, geometry, seed, names, ("gaussian", "permuted", "phase", "lcn")):
+        values = job.run()
+        if values or job.kind in out:
+            out[job.kind] = values
     if W0 is not None:
         out["init"] = first_layer_measures(W0, geometry, names)
-    if init_build is not None:
-        values = init_seed_measures(init_build, geometry, seed, names)
+    for job in null_jobs(W, geometry, seed, names, ("init_seeds",), init_build=init_build):
+        values = job.run()
         if values:
             out["init_seeds"] = values
     layer_names = [n for n in layer_names if n in LAYER_MEASURES]

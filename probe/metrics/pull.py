@@ -1,4 +1,4 @@
-"""The learned part ΔW and the pull: where training's updates go (issue 14, items 1 and 2; docs/design.md §4).
+"""The learned part ΔW and the pull: where training's updates go (docs/design.md §4).
 
 In the standard parametrization a wide first layer ends near its initialization W_0, so measures of W mostly read
 W_0. Two instruments read what training did instead:
@@ -36,9 +36,9 @@ from probe.losses import loss_fn
 from probe.metrics.equivariance import conv_subspace_projection
 from probe.metrics.locality import (_live_distributions, as_matrix, centres, energy_maps, unit_fields, window_sizes,
                                    window_sums)
+from probe.seeding import PULL_STREAM  # the generator stream of the fixed batch
 
 PULL_BATCH = 2048  # the fixed batch of the pull: the whole training set up to this size, else this many examples
-PULL_STREAM = 3  # the generator stream of the fixed batch (nulls use 1 and 2)
 COM_WINDOWS = (3, 5)  # grad_com_share_k
 
 

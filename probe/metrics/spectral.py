@@ -11,20 +11,14 @@ in the top principal components of the inputs.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
 # scipy.fft, scipy.linalg and scipy.sparse.linalg are imported where they are used: together ~0.3 CPU-s, which
-# every `probe train` would pay through the registry's import of this module though its steps use none (issue 17)
+# every `probe train` would pay through the registry's import of this module though its steps use none
 
 from probe.geometry import Geometry
+from probe.seeding import GAUSSIAN_SPECTRUM_STREAM
 from probe.metrics.locality import as_matrix, blas_threads, unit_fields
 
 # -- per-unit spectra --------------------------------------------------------------------------------
@@ -71,49 +65,29 @@ def frequency_magnitudes(geometry: Geometry) -> np.ndarray:
     return np.sqrt(sum(g**2 for g in grids)).ravel()
 
 
-_SHARED = threading.local()  # .last: (W, geometry, spectra) inside shared_unit_spectra(), else absent
-
-
-@contextmanager
-def shared_unit_spectra():
-    """Inside the block, :func:`spectral_entropy` and :func:`peak_frequency` of the same W object (one measure after
-    the other in :func:`probe.metrics.first_layer_measures`) share one computation of its spectra (this thread only;
-    W must not change inside the block)."""
-    outer = getattr(_SHARED, "last", None)
-    _SHARED.last = ()
-    try:
-        yield
-    finally:
-        _SHARED.last = outer
-
-
-def _non_dc(W, geometry: Geometry) -> np.ndarray:
-    """Spectra without the DC bin, for the units that have power there, shape (m_live, |S| - 1).
+def non_dc_spectra(W, geometry: Geometry) -> np.ndarray:
+    """Spectra without the DC bin, for the units that have power there, shape (m_live, |S| - 1): what
+    :func:`spectral_entropy` and :func:`peak_frequency` read (computed once and passed to both by
+    :func:`probe.metrics.first_layer_measures`).
 
     DC is removed because it is the field's mean, not its structure: a localized blob and its
     sign-alternating version would otherwise differ by a single bin that dominates the entropy.
     """
-    last = getattr(_SHARED, "last", None)
-    if last and last[0] is W and last[1] == geometry:
-        return last[2]
     P = unit_spectra(W, geometry)[:, 1:]
-    P = P[P.sum(axis=1) > 0]
-    if last is not None:
-        _SHARED.last = (W, geometry, P)
-    return P
+    return P[P.sum(axis=1) > 0]
 
 
-def spectral_entropy(W, geometry: Geometry) -> float:
+def spectral_entropy(W, geometry: Geometry, spectra: np.ndarray | None = None) -> float:
     """spectral_entropy = mean_i H(q_i) / log(|S| - 1), q_i(f) = P_i(f) / sum_{f != 0} P_i(f), DC excluded.
 
     1 for a flat spectrum (a single pixel); log(2) / log(|S| - 1) for a pure sinusoid (power at +f and
     -f); for white noise about 1 - (psi(C + 1) - log C) / log(|S| - 1) (psi the digamma function: 0.94
     for C = 1 and 0.98 for C = 3 on a 32 x 32 grid). Units without non-DC power (zero or constant fields) are left out.
-    nan when |S| < 3.
+    nan when |S| < 3. ``spectra``: :func:`non_dc_spectra` of W, when already computed.
     """
     if geometry.n_positions < 3:
         return float("nan")
-    P = _non_dc(W, geometry)
+    P = non_dc_spectra(W, geometry) if spectra is None else spectra
     if not len(P):
         return float("nan")
     q = P / P.sum(axis=1, keepdims=True)
@@ -121,14 +95,15 @@ def spectral_entropy(W, geometry: Geometry) -> float:
     return float(h.mean() / np.log(geometry.n_positions - 1))
 
 
-def peak_frequency(W, geometry: Geometry) -> float:
+def peak_frequency(W, geometry: Geometry, spectra: np.ndarray | None = None) -> float:
     """peak_frequency = mean_i |argmax_{f != 0} P_i(f)|, in cycles per grid length (DC excluded).
 
-    Ties go to the first bin in FFT order (so a flat spectrum reports the lowest frequency, 1).
+    Ties go to the first bin in FFT order (so a flat spectrum reports the lowest frequency, 1). ``spectra``:
+    :func:`non_dc_spectra` of W, when already computed.
     """
     if geometry.n_positions < 2:
         return float("nan")
-    P = _non_dc(W, geometry)
+    P = non_dc_spectra(W, geometry) if spectra is None else spectra
     if not len(P):
         return float("nan")
     return float(frequency_magnitudes(geometry)[1:][P.argmax(axis=1)].mean())
@@ -136,42 +111,17 @@ def peak_frequency(W, geometry: Geometry) -> float:
 
 # -- per-layer spectra -------------------------------------------------------------------------------
 #
-# Every per-layer measure reads the eigenvalues of the smaller Gram matrix, and only them: one
-# decomposition per matrix (:func:`spectrum`), shared by every measure and memoized by content, so that
-# a matrix met again (a run's step-0 weights as a checkpoint and as every step's init reference, tracking's
-# references at the last step, a Gaussian reference shared by layers of one shape) is never decomposed
-# twice. Their values are invariant under permutations of rows (hidden units) and columns (inputs) and
-# under transposition: the singular values of P W Q are those of W for permutation matrices P and Q. A
-# permuted reference therefore has the spectral measures of W itself and is never decomposed, and a Gaussian
+# Every per-layer measure reads the eigenvalues of the smaller Gram matrix, and only them: the caller that needs
+# several measures of one matrix computes :func:`eigenvalues` once and passes them as ``evals`` (without them each
+# measure decomposes W itself). Their values are invariant under permutations of rows (hidden units) and columns
+# (inputs) and under transposition: the singular values of P W Q are those of W for permutation matrices P and Q.
+# A permuted reference therefore has the spectral measures of W itself and is never decomposed, and a Gaussian
 # reference's spectrum is drawn from its exact distribution without a decomposition (:func:`gaussian_eigenvalues`).
-# Inside :func:`background_spectra` the decompositions run on both cores while the caller computes the other measures.
 
 #: below this many Gram rows the solver's fixed costs dominate and scipy's LAPACK is called directly
 TORCH_SOLVER_MIN = 256
 #: above this many Gram rows, stable_rank alone takes its top singular value from Lanczos iterations
 LANCZOS_MIN = 200
-_SPECTRA: OrderedDict = OrderedDict()  # content key -> eigenvalues, most recent last
-SPECTRA_CACHED = 256  # matrices whose spectra are kept (an array of min(m, n) floats each: 6 MB at 3072)
-_GAUSSIAN: dict = {}  # (shape, seed) -> eigenvalues of the Gaussian reference
-_PENDING: dict = {}  # content key or ("task", key) -> Future of a spectrum or task computed in the background
-_TASKS: dict = {}  # the same keys -> the function that computes (and keeps) that spectrum, for _help_while_waiting
-_RESULTS: dict = {}  # ("task", key) -> the value of a :func:`background` task, until :func:`background_result` takes it
-_LOCK = threading.RLock()  # guards the dicts above (background threads write them)
-_POOL: ThreadPoolExecutor | None = None  # set inside background_spectra()
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Limit torch's intra-op threads (MKL's LAPACK included) inside the block; no-op when n is None."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def gram(W) -> np.ndarray:
@@ -188,12 +138,11 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     than an SVD at 4096 x 3072, and accurate to about 1e-13 lambda_max, far below any eigenvalue the measures
     weigh. Round-off negatives are clipped to 0. This is the one step of the weight measures that grows
     faster than m n (as min(m, n)^2 max(m, n) for the Gram matrix, min(m, n)^3 for the solver), so it runs on
-    the GPU when there is one. The measures read it through :func:`spectrum`, which memoizes it.
+    the GPU when there is one.
 
     Not in float32, though it would be faster: on the CPU this was measured on (AMD EPYC, torch 2.13's MKL, one
-    thread, 4096 x 4096, idle machine) a float32 Gram matrix and solver took 2.9-3.0 s, float64 ones 5.2-5.4 s (an
-    earlier measurement on a loaded machine saw no difference). But a
-    float32 solver is off by about 30 eps_32 relative on the top eigenvalues at 4096 (eps_32 = 1.2e-7), enough to
+    thread, 4096 x 4096, idle machine) a float32 Gram matrix and solver took 2.9-3.0 s, float64 ones 5.2-5.4 s. But
+    a float32 solver is off by about 30 eps_32 relative on the top eigenvalues at 4096 (eps_32 = 1.2e-7), enough to
     move the power-law fit's xmin where its Kolmogorov-Smirnov distances have near ties, as they do on random
     layers: alpha 35.0 (D = 0.12394) instead of 11.0 (D = 0.12411, weightwatcher's value too) on a 4096 x 4096
     ``nn.Linear`` at its initialization (``torch.manual_seed(0)``). A float32 Gram matrix of float32 weights
@@ -219,12 +168,12 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     if device is not None:
         T = torch.as_tensor(W, dtype=torch.float64, device=device)
         G = T.T @ T if T.shape[0] >= T.shape[1] else T @ T.T
-        with torch_threads(lapack_threads if G.device.type == "cpu" else None):
+        with blas_threads(lapack_threads if G.device.type == "cpu" else None):
             return np.clip(torch.linalg.eigvalsh(G).cpu().numpy(), 0.0, None)
     with blas_threads(lapack_threads):
         G = gram(W)
     if len(G) >= TORCH_SOLVER_MIN:
-        with torch_threads(lapack_threads):
+        with blas_threads(lapack_threads):
             ev = torch.linalg.eigvalsh(torch.from_numpy(G)).numpy()
     else:
         import scipy.linalg
@@ -234,205 +183,13 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     return np.clip(ev, 0.0, None)
 
 
-def _content_key(W: np.ndarray) -> tuple:
-    """(shape, dtype, digest of the bytes): equal keys mean equal matrices."""
-    W = np.ascontiguousarray(W)
-    return W.shape, W.dtype.str, hashlib.sha1(W.reshape(-1).view(np.uint8)).hexdigest()
-
-
-def spectrum(W, device: str | None = None) -> np.ndarray:
-    """:func:`eigenvalues` of W, memoized by W's content.
-
-    The last :data:`SPECTRA_CACHED` spectra are kept, keyed by a digest of W's bytes (about 0.1 s for a
-    4096 x 4096 matrix, against 5-6 s for the decomposition it saves). A spectrum that :func:`prefetch` started in
-    the background is waited for, not computed again (one asked for but not yet started is computed here:
-    :func:`_claim`). The returned array is read-only: it is the cached one.
-    """
-    W = as_matrix(W)
-    key = _content_key(W)
-    with _LOCK:
-        ev = _SPECTRA.get(key)
-        pending = _PENDING.get(key)
-        if ev is not None:
-            _SPECTRA.move_to_end(key)
-            return ev
-    if pending is not None and not _claim(pending):
-        return _help_while_waiting(pending)
-    return _remember(key, eigenvalues(W, device=device))
-
-
-def _remember(key: tuple, ev: np.ndarray) -> np.ndarray:
-    """Keep ``ev`` as the spectrum of the matrix of content ``key`` (read-only); return the kept array."""
-    ev.setflags(write=False)
-    with _LOCK:
-        _SPECTRA[key] = ev
-        _SPECTRA.move_to_end(key)
-        while len(_SPECTRA) > SPECTRA_CACHED:
-            _SPECTRA.popitem(last=False)
-    return ev
-
-
-def _cached_spectrum(W: np.ndarray) -> np.ndarray | None:
-    """The memoized spectrum of W if there is one, else None; one :func:`prefetch` asked for is waited for or, not yet
-    started, computed here."""
-    key = _content_key(W)
-    with _LOCK:
-        ev, pending = _SPECTRA.get(key), _PENDING.get(key)
-    return spectrum(W) if ev is None and pending is not None else ev  # prefetched: needed anyway
-
-
-def clear_spectra() -> None:
-    """Forget the memoized spectra (:func:`spectrum`) and Gaussian references (:func:`gaussian_eigenvalues`) of this
-    process."""
-    with _LOCK:
-        _SPECTRA.clear()
-        _GAUSSIAN.clear()
-
-
-# -- both cores: spectra in background threads ------------------------------------------------------------------
-#
-# The decompositions of different matrices are independent, and LAPACK and BLAS release the GIL, so on a machine
-# with two cores the spectra of a checkpoint's layers run on a worker thread while the calling thread computes the
-# other measures. Where the calling thread needs a spectrum, it waits for one under way but takes one no worker has
-# started yet and computes it itself (:func:`_claim`), and while it waits it computes any other one no worker has
-# started (:func:`_help_while_waiting`), so that neither core idles while work is left. Every thread runs its BLAS and LAPACK single-threaded inside the block: a 4096 x 4096
-# eigvalsh scales badly on two threads (MKL: 3.5 s on one thread, 2.9 s on two), and OpenBLAS's spinning threads
-# collapse when more threads than cores want them. One worker beside the calling thread, not one per core: on 2
-# cores, issue 19's 3072-4096-4096-4096-10 MLP (warm) took 13.6 s wall with one worker and 15.6 s with two, whose
-# third thread only shares the two cores (scripts/bench_analyze.py --vs-weightwatcher).
-
-
-def spectra_workers() -> int:
-    """Worker threads for :func:`background_spectra`: one fewer than the cores this process may use (the calling
-    thread has the last one), at most 3 (a checkpoint has few large layers); 0 on one core."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(cores - 1, 3))
-
-
-def _claim(future: Future) -> bool:
-    """True when ``future`` had not started and is now cancelled: the caller computes its work itself (and its
-    done-callback has dropped it from the pending ones); False when a worker runs it or has run it (wait for it).
-    Two threads claiming the same future would both get True and both compute it (the same value, twice): only the
-    thread that opened :func:`background_spectra` claims, so it does not happen."""
-    return future.cancel()
-
-
-def _help_while_waiting(future: Future):
-    """``future.result()``, after computing here, one by one, the spectra and tasks asked for that no worker has
-    started (:func:`_claim`) while ``future`` is not done: the waiting thread works instead of idling."""
-    while not future.done():
-        with _LOCK:
-            waiting = [(f, _TASKS[key]) for key, f in _PENDING.items() if f is not future and not f.running()]
-        task = next((compute for f, compute in waiting if _claim(f)), None)  # (claiming drops it from both dicts)
-        if task is None:
-            break
-        try:
-            task()
-        except Exception:  # not this caller's work: whoever asks for it computes it again and meets the error there
-            pass
-    return future.result()
-
-
-@contextmanager
-def background_spectra(workers: int | None = None):
-    """Inside the block, :func:`prefetch` starts spectra, and :func:`background` other work, on ``workers`` threads
-    (default :func:`spectra_workers`; 0: they do nothing and every value is computed where it is needed). BLAS and
-    torch run single-threaded in the block (restored after it); the block ends when everything started in it is
-    done. The values are those computed without it: the same solver on the same matrices. Not nested: an inner
-    block runs as a plain block inside the outer one. On a GPU (torch sees CUDA) nothing runs in the background:
-    the device is faster than the threads would be."""
-    global _POOL
-    if workers is None:
-        workers = spectra_workers()
-    if _POOL is not None or workers < 1 or torch.cuda.is_available():
-        yield
-        return
-    old_torch, pool = torch.get_num_threads(), None
-    with blas_threads(1):
-        try:  # the threads are restored whatever fails, the pool's start included
-            torch.set_num_threads(1)
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="spectra", initializer=torch.set_num_threads,
-                                      initargs=(1,))
-            _POOL = pool
-            yield
-        finally:
-            _POOL = None
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-            with _LOCK:
-                _RESULTS.clear()  # values of tasks nobody asked for
-            torch.set_num_threads(old_torch)
-
-
-def _submit(key, compute) -> None:
-    """Run ``compute()`` (which keeps its result) on the background pool unless it is kept or under way."""
-    with _LOCK:
-        pool = _POOL
-        if pool is None or key in _PENDING or key in _SPECTRA:
-            return
-        future: Future = pool.submit(compute)
-        _PENDING[key], _TASKS[key] = future, compute
-
-    def done(_):
-        with _LOCK:
-            if _PENDING.get(key) is future:
-                del _PENDING[key], _TASKS[key]
-
-    future.add_done_callback(done)
-
-
-def prefetch(*matrices) -> None:
-    """Start the spectra of these matrices in the background (inside :func:`background_spectra`; else a no-op).
-    :func:`spectrum` then waits for them instead of computing them again (or computes one no worker has started)."""
-    if _POOL is None:
-        return
-    for W in matrices:
-        W = as_matrix(W)
-        if not W.size or not np.isfinite(W).all():
-            continue  # left to the measures, which refuse it with their own message
-        key = _content_key(W)
-        _submit(key, lambda W=W, key=key: _remember(key, eigenvalues(W)))
-
-
-def background(key, fn) -> None:
-    """Start ``fn()`` on the workers of :func:`background_spectra` (else a no-op), after the spectra asked for before
-    it: other work of the caller's that a worker can take when its spectra are done. ``fn`` must be safe to run on
-    another thread (NumPy on its own arrays and seeded generators). ``key`` names it for :func:`background_result`."""
-    if _POOL is not None:
-        key = ("task", key)
-        _submit(key, lambda: _keep_result(key, fn()))
-
-
-def _keep_result(key, value) -> None:
-    with _LOCK:
-        _RESULTS[key] = value
-
-
-def background_result(key, fn):
-    """The value of ``fn()``: the one :func:`background` (key, fn) computed, waited for while it runs, or computed
-    here (when it was not asked for, has not started, or failed: its error is raised here)."""
-    key = ("task", key)
-    with _LOCK:  # both looked up at once: a task keeps its value before it stops being pending
-        if key in _RESULTS:
-            return _RESULTS.pop(key)
-        pending = _PENDING.get(key)
-    if pending is not None and not _claim(pending):
-        _help_while_waiting(pending)  # raises what fn raised
-        with _LOCK:
-            return _RESULTS.pop(key)
-    return fn()
-
-
 def effective_rank(W, evals: np.ndarray | None = None) -> float:
     """effective_rank = exp(-sum_k p_k log p_k), p_k = sigma_k / sum_j sigma_j (Roy & Vetterli, 2007).
 
     Between 1 (rank one) and min(m, n) (all singular values equal). ``evals``: precomputed
-    :func:`eigenvalues` of W, to share one decomposition between measures (default: :func:`spectrum`).
+    :func:`eigenvalues` of W, to share one decomposition between measures (default: computed here).
     """
-    sv = np.sqrt(spectrum(W) if evals is None else evals)
+    sv = np.sqrt(eigenvalues(W) if evals is None else evals)
     if sv.sum() == 0:
         return float("nan")
     p = sv[sv > 0] / sv.sum()
@@ -444,8 +201,7 @@ def stable_rank(W, evals: np.ndarray | None = None) -> float:
 
     Needs only the Frobenius norm and the top singular value: without ``evals`` the latter comes from
     Lanczos iterations in float64 (``scipy.sparse.linalg.svds``, about 2 s at 4096 x 4096 against 4-5 s for
-    the whole spectrum) when min(m, n) > :data:`LANCZOS_MIN`, from the memoized :func:`spectrum` otherwise or
-    when it is already there. With ``evals`` (W's eigenvalues) the top one is theirs, and ||W||_F^2 is summed
+    the whole spectrum) when min(m, n) > :data:`LANCZOS_MIN`, from :func:`eigenvalues` otherwise. With ``evals`` (W's eigenvalues) the top one is theirs, and ||W||_F^2 is summed
     from W when W is given (``stable_rank(None, evals)``: sum_k lambda_k).
     """
     if evals is not None:
@@ -457,9 +213,8 @@ def stable_rank(W, evals: np.ndarray | None = None) -> float:
     fro2 = _frobenius2(W)
     if fro2 == 0:
         return float("nan")
-    cached = _cached_spectrum(W) if min(W.shape) > LANCZOS_MIN else None
-    if min(W.shape) <= LANCZOS_MIN or cached is not None:
-        return stable_rank(W, spectrum(W) if cached is None else cached)
+    if min(W.shape) <= LANCZOS_MIN:
+        return stable_rank(W, eigenvalues(W))
     import scipy.sparse.linalg
 
     with blas_threads(1):
@@ -475,9 +230,10 @@ def _frobenius2(W: np.ndarray) -> float:
 
 
 def spectral_measures(W, evals: np.ndarray | None = None) -> dict[str, float]:
-    """``effective_rank``, ``stable_rank`` and ``alpha`` of W from one spectrum (:func:`spectrum`, memoized)."""
+    """``effective_rank``, ``stable_rank`` and ``alpha`` of W from one spectrum (``evals``: W's :func:`eigenvalues`,
+    computed here when not given)."""
     W = as_matrix(W)
-    ev = spectrum(W) if evals is None else evals
+    ev = eigenvalues(W) if evals is None else evals
     return {"effective_rank": effective_rank(W, ev), "stable_rank": stable_rank(W, ev), "alpha": alpha(W, ev)}
 
 
@@ -494,8 +250,6 @@ def gaussian_spectral_measures(shape, seed: int = 0) -> dict[str, float]:
     return {"effective_rank": effective_rank(None, ev), "stable_rank": stable_rank(None, ev), "alpha": alpha(None, ev)}
 
 
-#: the stream of ``numpy.random.default_rng([seed, stream])`` the Gaussian spectra are drawn from
-GAUSSIAN_SPECTRUM_STREAM = 3
 
 
 def gaussian_eigenvalues(shape, seed: int = 0) -> np.ndarray:
@@ -506,14 +260,10 @@ def gaussian_eigenvalues(shape, seed: int = 0) -> np.ndarray:
     chi_(p-q+1) and superdiagonal chi_(q-1), ..., chi_1, and leaves the singular values unchanged, so the
     eigenvalues of the tridiagonal B^T B (LAPACK's ``dsterf``, O(q^2)) are distributed as those of G^T G. 0.16 s at 4096 x 4096,
     where decomposing a drawn G takes 4-5 s; tests/test_spectral.py checks the distribution against drawn
-    matrices. Seeded by ``numpy.random.default_rng([seed, GAUSSIAN_SPECTRUM_STREAM])`` and kept per (shape, seed)
-    in this process. The spectra of (m, n) and (n, m) are the same draw.
+    matrices. Seeded by ``numpy.random.default_rng([seed, GAUSSIAN_SPECTRUM_STREAM])``. The spectra of (m, n) and
+    (n, m) are the same draw.
     """
     shape, seed = tuple(int(s) for s in shape), int(seed)
-    with _LOCK:
-        ev = _GAUSSIAN.get((shape, seed))
-    if ev is not None:
-        return ev
     import scipy.linalg
 
     p, q = max(shape), min(shape)
@@ -522,11 +272,7 @@ def gaussian_eigenvalues(shape, seed: int = 0) -> np.ndarray:
     e2 = rng.chisquare(np.arange(q - 1, 0, -1))  # the squared superdiagonal
     diagonal, off = d2 + np.concatenate([[0.0], e2]), np.sqrt(d2[:-1] * e2)  # B^T B
     ev = scipy.linalg.eigvalsh_tridiagonal(diagonal, off, lapack_driver="sterf") if q > 1 else d2
-    ev = np.clip(np.sort(ev), 0.0, None)
-    ev.setflags(write=False)
-    with _LOCK:
-        _GAUSSIAN[(shape, seed)] = ev
-    return ev
+    return np.clip(np.sort(ev), 0.0, None)
 
 
 def alpha_fit(W, evals: np.ndarray | None = None, rel_thresh: float = 1e-10) -> dict[str, float]:
@@ -545,7 +291,7 @@ def alpha_fit(W, evals: np.ndarray | None = None, rel_thresh: float = 1e-10) -> 
         ``alpha``, ``xmin``, ``D`` and ``num_pl_spikes`` (the tail size), named as in weightwatcher;
         all nan if fewer than 3 eigenvalues are left.
     """
-    ev = spectrum(W) if evals is None else np.sort(np.asarray(evals, dtype=np.float64))
+    ev = eigenvalues(W) if evals is None else np.sort(np.asarray(evals, dtype=np.float64))
     x = ev[ev > rel_thresh * ev.max()] if ev.size and ev.max() > 0 else ev[:0]
     N = len(x)
     if N < 3:
