@@ -42,7 +42,7 @@ from probe.metrics import (LAYER_MEASURES, WEIGHT_MEASURES, defined, first_layer
                            layer_measures, movement)
 from probe.metrics.registry import applies
 from probe.metrics.nulls import (LCN_MEASURES, PHASE_MEASURES, default_linear_init, init_seed_measures, lcn_measures,
-                                 null_draws, permute_positions, phase_randomize)
+                                 null_draws, permute_positions, phase_randomize, phase_draws, _mean_measures)
 from probe.metrics.spectral import (background, background_result, background_spectra, gaussian_spectral_measures,
                                     prefetch)
 from probe.progress import Progress
@@ -334,8 +334,10 @@ class Subject:
         if geo.kind == "image":  # the image nulls of the image measures (nulls.phase_measures and lcn_measures)
             in_phase = [n for n in PHASE_MEASURES if n in names]  # (the order nulls.phase_measures gives them)
             groups = _split_at(in_phase, "shift_match")
-            phased = _Once(lambda: phase_randomize(W, geo, seed), uses=len(groups))
-            refs["phase"] = [_part(lambda group=group: first_layer_measures(phased(), plain, group), group)
+            phased = _Once(lambda: [phase_randomize(W, geo, seed, j) for j in range(phase_draws(shape[0]))],
+                           uses=len(groups))
+            refs["phase"] = [_part(lambda group=group: _mean_measures([first_layer_measures(P, plain, group)
+                                                                      for P in phased()]), group)
                              for group in groups]
             in_lcn = [n for n in LCN_MEASURES if n in names]
             refs["lcn"] = [_part(lambda k=k: lcn_measures(W, geo, seed, [n for n in in_lcn if LCN_MEASURES[n] == k]),
