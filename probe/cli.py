@@ -519,7 +519,38 @@ def _print_sweep_summary(df, folder: Path) -> None:
         return
     written = [folder / f for f in ("summary.csv", "summary.parquet") if (folder / f).exists()]
     console.print(f"summary of {len(df)} runs -> {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
+    _print_stats(folder, df, [c for c in shown if c not in ("run", "status")])
     _print_exponents(folder, df)
+
+
+def _num(v: float, sign: str = "") -> str:
+    """4 decimals (4 significant digits from 10^4 on): the measures' scale, so the column lines up."""
+    return f"{v:{sign}.4g}" if abs(v) >= 1e4 else f"{v:{sign}.4f}"
+
+
+def _print_stats(folder: Path, df, shown) -> None:
+    """Per setting (every varied key but seed): the shown measures' mean and 95% t interval over seeds, and their
+    paired differences to their nulls (probe.sweep.stats); every measure's are in stats.csv."""
+    from probe.sweep.summary import STATS_FILE, summary_stats
+
+    table = summary_stats(folder, df)
+    if not len(table):
+        return
+    by = [c for c in table.columns if c not in ("measure", "null", "n", "mean", "sd", "ci_low", "ci_high", "interval")]
+    t = Table("setting", "measure", "minus", "n", "mean", "95% CI", box=None,
+              title="over seeds: mean and Student's t 95% interval; minus NULL: the paired difference to that null")
+    for key, g in table[table["measure"].isin(shown)].groupby(by or (lambda _: ""), sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        setting = " ".join(f"{v}" for v in key)
+        for _, r in g.iterrows():
+            sign = "+" if r["null"] else ""
+            ci = "" if r["ci_low"] != r["ci_low"] else f"[{_num(r['ci_low'], sign)}, {_num(r['ci_high'], sign)}]"
+            t.add_row(setting, r["measure"] if not r["null"] else "", r["null"], str(int(r["n"])),
+                      _num(r["mean"], sign), ci)
+            setting = ""
+    console.print(t)
+    console.print(f"every measure over seeds, and minus each null -> {folder / STATS_FILE}", highlight=False,
+                  soft_wrap=True)
 
 
 def _print_exponents(folder: Path, df) -> None:
