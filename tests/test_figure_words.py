@@ -235,7 +235,9 @@ def test_make_figures_with_x_and_hue_on_the_same_key(tmp_path):
     said = []
     written = make_figures([tmp_path / "runs"], tmp_path / "out", which=(), x="width", hue="width",
                            final=["test_acc", "ipr"], say=said.append)
-    assert [p.name for p in written] == ["final.pdf", "final.png"] and said == []
+    assert [p.name for p in written] == ["final.pdf", "final.png", "final_stats.csv"] and said == []
+    stats = pd.read_csv(tmp_path / "out" / "final_stats.csv")  # the numbers behind it, per width over 2 seeds
+    assert set(stats.width) == {8, 16} and (stats[stats.measure == "test_acc"].n == 2).all()
 
 
 def test_per_step_nulls_are_drawn_beside_their_measure_in_the_lines_colour():
