@@ -162,7 +162,7 @@ def _interval_note(d: pd.DataFrame, keys: list, what: str = "band") -> list:
         return []
     n = d.groupby(keys, sort=False).run.nunique()
     counts = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}-{n.max()}"
-    return [Patch(color="0.6", alpha=0.35, lw=0, label=f"{what}: 95% t interval of the mean, {counts} runs per line")]
+    return [Patch(color="0.6", alpha=0.35, lw=0, label=f"{what}: 95% t interval, {counts}")]
 
 
 def _line_kwargs(d: pd.DataFrame, hue: str | None, group_by: str | None, colours: dict,
@@ -508,7 +508,7 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
         if len(n):
             counts = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}-{n.max()}"
             extra.append(Line2D([], [], color="0.3", marker="o", ms=4.5, ls="",
-                                label=f"mean, bar: its 95% t interval, {counts} runs"))
+                                label=f"mean, bar: 95% t interval, {counts}"))
         _legend(fig, axes[: len(metrics)], extra, hue)
     return fig
 
