@@ -266,7 +266,8 @@ def test_make_figures_draws_final_and_interpolation_figures_of_hand_made_runs(tm
     said = []
     written = make_figures([tmp_path / "sw"], tmp_path / "out", hue="variant", x="variant", say=said.append,
                            which=("interpolation",), final=["test_acc", "shift_consistency_1"])
-    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in ("final", "interpolation") for e in ("pdf", "png"))
+    assert sorted(p.name for p in written) == sorted([f"{n}.{e}" for n in ("final", "interpolation") for e in ("pdf", "png")]
+                                                     + ["final_stats.csv"])
     assert said == []
     with pytest.raises(ConfigError, match="--x/--hue widht: no such config key"):
         make_figures([tmp_path / "sw"], tmp_path / "out", x="widht", which=())
