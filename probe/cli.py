@@ -436,7 +436,7 @@ def sweep(
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
-    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and summary.parquet when pyarrow is installed)."),
+    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and summary.parquet when pyarrow is installed), and their mean, sd and 95% t interval over seeds, and paired differences to nulls, into stats.csv."),
     list_: bool = typer.Option(False, "--list", help="List the presets with their hypotheses."),
 ):
     """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
@@ -575,7 +575,7 @@ def _print_exponents(folder: Path, df) -> None:
 def figures(
     runs: List[Path] = typer.Argument(..., help="Run folders, or folders of run folders."),
     out: Path = typer.Option(Path("figures"), help="Folder for the figures (PDF + PNG)."),
-    group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line, mean +- sd (e.g. model)."),
+    group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line, mean and its 95% t interval (e.g. model)."),
     hue: Optional[str] = typer.Option(None, help="Config key that colours lines (e.g. width, seed, task_opts.gain)."),
     steps: Optional[str] = typer.Option(None, help="Checkpoint steps for the receptive fields, e.g. 0,500,6000."),
     prefix: str = typer.Option("", help="Prepended to every file name."),
