@@ -472,7 +472,7 @@ def sweep(
     wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
-    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and summary.parquet when pyarrow is installed)."),
+    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and summary.parquet when pyarrow is installed), and their mean, sd and 95% t interval over seeds, and paired differences to nulls, into stats.csv."),
     list_: bool = typer.Option(False, "--list", help="List the presets with their hypotheses."),
 ):
     """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
@@ -562,7 +562,38 @@ def _print_sweep_summary(df, folder: Path) -> None:
         return
     written = [folder / f for f in ("summary.csv", "summary.parquet") if (folder / f).exists()]
     console.print(f"summary of {len(df)} runs -> {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
+    _print_stats(folder, df, [c for c in shown if c not in ("run", "status")])
     _print_exponents(folder, df)
+
+
+def _num(v: float, sign: str = "") -> str:
+    """4 decimals (4 significant digits from 10^4 on): the measures' scale, so the column lines up."""
+    return f"{v:{sign}.4g}" if abs(v) >= 1e4 else f"{v:{sign}.4f}"
+
+
+def _print_stats(folder: Path, df, shown) -> None:
+    """Per setting (every varied key but seed): the shown measures' mean and 95% t interval over seeds, and their
+    paired differences to their nulls (probe.sweep.stats); every measure's are in stats.csv."""
+    from probe.sweep.summary import STATS_FILE, summary_stats
+
+    table = summary_stats(folder, df)
+    if not len(table):
+        return
+    by = [c for c in table.columns if c not in ("measure", "null", "n", "mean", "sd", "ci_low", "ci_high", "interval")]
+    t = Table("setting", "measure", "minus", "n", "mean", "95% CI", box=None,
+              title="over seeds: mean and Student's t 95% interval; minus NULL: the paired difference to that null")
+    for key, g in table[table["measure"].isin(shown)].groupby(by or (lambda _: ""), sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        setting = " ".join(f"{v}" for v in key)
+        for _, r in g.iterrows():
+            sign = "+" if r["null"] else ""
+            ci = "" if r["ci_low"] != r["ci_low"] else f"[{_num(r['ci_low'], sign)}, {_num(r['ci_high'], sign)}]"
+            t.add_row(setting, r["measure"] if not r["null"] else "", r["null"], str(int(r["n"])),
+                      _num(r["mean"], sign), ci)
+            setting = ""
+    console.print(t)
+    console.print(f"every measure over seeds, and minus each null -> {folder / STATS_FILE}", highlight=False,
+                  soft_wrap=True)
 
 
 def _print_exponents(folder: Path, df) -> None:
@@ -590,7 +621,8 @@ def figures(
                                        "the first RUN given, beside the runs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace figure files already in --out (by default "
                                    "refused, naming them)."),
-    group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line, mean +- sd (e.g. model)."),
+    group_by: Optional[str] = typer.Option(None, help="Config key whose runs form one line: their mean "
+                                       "and its 95% t interval (e.g. model)."),
     hue: Optional[str] = typer.Option(None, help="Config key that colours lines (e.g. width, seed, task_opts.gain)."),
     steps: Optional[str] = typer.Option(None, help="Checkpoint steps for the receptive fields, e.g. 0,500,6000."),
     prefix: str = typer.Option("", help="Prepended to every file name."),

@@ -1,7 +1,8 @@
 """Run the preset experiments and regenerate every figure of docs/findings.md into figures/ (issue 5).
 
-    python scripts/make_figures.py                       # quick scale: 204 runs; 192 of them took 90 + 28 min on 2 shared
-                                                         # CPU cores (measured before patches' 12 were added)
+    python scripts/make_figures.py                       # quick scale: 446 runs (5 seeds, 3 where runs take
+                                                         # minutes); at 2 seeds 192 of 204 runs took 90 + 28 min on 2
+                                                         # shared CPU cores
     python scripts/make_figures.py --scale medium --only data_size  # about an hour on 2 cores: data_size-medium_*
     python scripts/make_figures.py --scale medium --only patches    # natural-image patches: patches-medium_*
     python scripts/make_figures.py --scale full --jobs 8 # the papers' scale, for a GPU machine

@@ -237,8 +237,10 @@ def test_make_figures_with_x_and_hue_on_the_same_key(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "final_figure", lambda *a, **k: drawn.append((a, k, real(*a, **k))) or drawn[-1][2])
     written = make_figures([tmp_path / "runs"], tmp_path / "out", which=(), x="width", hue="width",
                            final=["test_acc", "ipr"], say=said.append)
-    assert [p.name for p in written] == ["final.pdf", "final.png"] and said == []
-    assert all(p.stat().st_size > 1000 for p in written)
+    assert [p.name for p in written] == ["final.pdf", "final.png", "final_stats.csv"] and said == []
+    assert all(p.stat().st_size > 1000 for p in written[:2])
+    stats = pd.read_csv(tmp_path / "out" / "final_stats.csv")  # the numbers behind it, per width over 2 seeds
+    assert set(stats.width) == {8, 16} and (stats[stats.measure == "test_acc"].n == 2).all()
     # the figure drawn is of the runs' final values (step 20 of hand_run: test_acc 0.3, ipr 0.07), by width
     (table, x, metrics, *_), _, fig = drawn[0]
     assert x == "width" and list(metrics) == ["test_acc", "ipr"]

@@ -193,3 +193,24 @@ def test_init_seeds_are_other_seeds_averaged_and_reproducible():
     assert set(a) == {"ipr"}  # shift_match is not a measure an initializer is read against
     one = [first_layer_measures(default_linear_init((50, 40), s), G40_OPEN, ["ipr"])["ipr"] for s in seen]
     assert a["ipr"] == pytest.approx(np.mean(one))
+
+
+
+def test_the_final_phase_reference_averages_twenty_draws_and_its_sd_falls():
+    """references() reads the phase null as the mean of phase_draws(m) randomizations (20 below 1024 units): the
+    mean of draws 0..19, draw 0 the single draw of old; across seeds the mean's sd is well below one draw's."""
+    from probe.metrics.nulls import PHASE_DRAWS, phase_draws
+
+    assert phase_draws(100) == PHASE_DRAWS == 20 and phase_draws(4096) == 1
+    rng = np.random.default_rng(0)
+    W = np.exp(-0.5 * ((np.arange(40) - rng.integers(0, 40, (100, 1))) / 2.0) ** 2) * rng.standard_normal((100, 1))
+    names = ["window_mass_3", "shift_match"]
+    ref = references(W, G40, seed=5, names=names)["phase"]
+    draws = [first_layer_measures(phase_randomize(W, G40, 5, j), G40, names) for j in range(20)]
+    for k in names:
+        assert ref[k] == pytest.approx(np.mean([d[k] for d in draws]), abs=1e-12)
+    assert phase_measures(W, G40, 5, names) == draws[0]
+    assert draws[1] != draws[0]
+    one = [phase_measures(W, G40, s, names)["window_mass_3"] for s in range(8)]
+    avg = [phase_measures(W, G40, s, names, draws=20)["window_mass_3"] for s in range(8)]
+    assert np.std(avg) < 0.5 * np.std(one)

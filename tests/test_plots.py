@@ -81,9 +81,15 @@ def test_group_by_draws_a_mean_line_and_a_band_per_group():
     fig = plots.measures_figure(synthetic_runs(2, seeds=3), measures=["ipr"], group_by="model")
     ax = fig.axes[0]
     assert len(model_lines(ax)) == 2
-    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 2  # +-1 sd over the 3 seeds
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2  # the 95% t interval over the 3 seeds
     m0 = model_lines(ax)[0].get_ydata()
     assert np.allclose(m0, [0.051 + s * 1e-5 for s in (0, 10, 100, 1000)])  # mean of seeds 0, 1, 2
+    # seeds add 0, 0.001, 0.002: sd 0.001, half-width t_{0.975, 2} * 0.001 / sqrt(3) = 0.0024841 (not 1 sd, 0.001)
+    y = bands[0].get_paths()[0].vertices[:, 1]
+    assert y.max() - y.min() == pytest.approx(1000e-5 + 2 * 4.302653 * 0.001 / np.sqrt(3), abs=1e-6)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("95% t interval" in s and "n = 3" in s for s in labels)
 
 
 def test_references_are_drawn_in_each_lines_colour(runs):
@@ -260,7 +266,20 @@ def test_make_figures_draws_final_and_interpolation_figures_of_hand_made_runs(tm
     said = []
     written = make_figures([tmp_path / "sw"], tmp_path / "out", hue="variant", x="variant", say=said.append,
                            which=("interpolation",), final=["test_acc", "shift_consistency_1"])
-    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in ("final", "interpolation") for e in ("pdf", "png"))
+    assert sorted(p.name for p in written) == sorted([f"{n}.{e}" for n in ("final", "interpolation") for e in ("pdf", "png")]
+                                                     + ["final_stats.csv"])
     assert said == []
     with pytest.raises(ConfigError, match="--x/--hue widht: no such config key"):
         make_figures([tmp_path / "sw"], tmp_path / "out", x="widht", which=())
+
+
+def test_final_stats_pairs_each_run_with_its_own_null(runs):
+    final, refs = figdata.load_final([runs]), figdata.load_references([runs])
+    st = figdata.final_stats(final, refs, ["model"])
+    row = st[(st.model == "mlp") & (st.measure == "window_mass_3") & (st.null == "phase")].iloc[0]
+    v = final[(final.metric == "window_mass_3") & (final.model == "mlp")].set_index("run").value
+    n = refs[(refs.metric == "window_mass_3") & (refs.reference == "phase") & (refs.model == "mlp")]
+    d = v - n.set_index("run").value
+    assert row["n"] == 2 and row["mean"] == pytest.approx(d.mean()) and row["sd"] == pytest.approx(d.std(ddof=1))
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+    assert set(st[st.model == "cnn"].n) == {1}  # one seed: a mean, no interval

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -85,13 +86,13 @@ def test_a_scale_the_spec_lacks_is_an_error():
         expand(spec(quick={}), "full")
 
 
-QUICK_FULL = {"mnist1d-controls": (16, 40), "nlgp-gain": (20, 84), "width-parametrization": (36, 192),
-              "sparsity": (8, 20), "data-size": (20, 385), "ecnn": (12, 21), "augmentation": (16, 90),
-              "routing": (24, 63), "recurrence": (32, 84), "spectrum": (60, 243), "patches-controls": (12, 180),
-              "mechanism": (40, 60)}
+QUICK_FULL = {"mnist1d-controls": (40, 40), "nlgp-gain": (50, 84), "width-parametrization": (90, 192),
+              "sparsity": (20, 20), "data-size": (50, 385), "ecnn": (30, 21), "augmentation": (40, 90),
+              "routing": (36, 63), "recurrence": (48, 84), "spectrum": (90, 243), "patches-controls": (30, 180),
+              "mechanism": (60, 60)}
 # the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
-MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 48,
-          "patches-controls": 80, "mechanism": 6}
+MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 72,
+          "patches-controls": 80, "mechanism": 9}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_FULL))
@@ -373,7 +374,7 @@ def test_cli_lists_presets_and_dry_runs_a_spec(tmp_path):
     res = runner.invoke(app, ["sweep", "--list"])
     assert res.exit_code == 0 and all(name in res.output for name in QUICK_FULL)
     res = runner.invoke(app, ["sweep", "--preset", "routing", "--dry-run"])
-    assert res.exit_code == 0 and "24 runs" in res.output and "mqar-p4-L16_transformer_s0" in res.output
+    assert res.exit_code == 0 and "36 runs" in res.output and "mqar-p4-L16_transformer_s2" in res.output
     res = runner.invoke(app, ["sweep", "--preset", "nope"])
     assert res.exit_code == 2 and "unknown preset" in res.output
 
@@ -388,6 +389,10 @@ def test_cli_runs_a_spec_file_and_summarizes_it(tmp_path):
     assert "[1/1] s0: done" in res.output and "summary of 1 runs" in res.output
     res = CliRunner().invoke(app, ["sweep", str(out), "--summary"])
     assert res.exit_code == 0 and "s0" in res.output and (out / "summary.csv").exists()
+    assert "95% CI" in res.output and (out / "stats.csv").exists()  # one seed: the mean, no interval
+    stats = pd.read_csv(out / "stats.csv")
+    assert {"measure", "null", "n", "mean", "sd", "ci_low", "ci_high"} <= set(stats.columns)
+    assert (stats.loc[stats.measure == "test_acc", "n"] == 1).all()
 
 
 @pytest.mark.slow

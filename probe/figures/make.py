@@ -8,6 +8,8 @@ Loads the runs' tidy tables (probe/figures/tables.py), draws them (probe/figures
 - ``PREFIXspectra``: eigenvalue distribution of the last first layer with its power-law fit, per-unit spectra;
 - ``PREFIXrouting``: for sequence runs, each model's routing map on the same test example;
 - ``PREFIXfinal`` (with ``x``): end-of-run values against a swept config key, with their nulls;
+  ``PREFIXfinal_stats.csv`` beside it: per (hue, x) the mean, sd, n and 95% t interval over seeds of every
+  end-of-run value, and its paired difference to each of its nulls (:func:`probe.figures.tables.final_stats`);
 - ``PREFIXinterpolation``: the loss on the straight line eCNN -> plain MLP (procedure ecnn runs).
 
 A figure that does not apply (no tracked measures, no sequence runs) is skipped with a one-line message.
@@ -128,6 +130,14 @@ def make_figures(paths, out, group_by: str | None = None, hue: str | None = None
                 _check_keys(table, "--x/--hue", x, hue)
                 emit("final", lambda: plots.final_figure(table, x, final, refs if len(refs) else None, hue,
                                                          final_references, xlabel=xlabel))
+                # the numbers behind it: mean, sd, n, 95% t interval over seeds and paired differences to nulls
+                by = list(dict.fromkeys(k for k in (hue, x) if k))
+                stats = figdata.final_stats(table, refs if len(refs) else None, by)
+                try:
+                    stats.to_csv(out / f"{prefix}final_stats.csv", index=False)
+                except OSError as e:
+                    raise StorageError(f"cannot write {out / f'{prefix}final_stats.csv'} ({e.strerror or e})") from None
+                written.append(out / f"{prefix}final_stats.csv")
         if "interpolation" in which and any((d / "interpolation.json").exists() for d in dirs):
             emit("interpolation", lambda: plots.interpolation_figure(figdata.load_interpolation(dirs), hue=hue))
         few = dirs[:MAX_WEIGHT_RUNS]

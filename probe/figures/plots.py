@@ -7,14 +7,16 @@ the first of them) and the function draws there and returns the figure those Axe
 whose panels are small figures, takes ``fig=`` (a Figure or SubFigure).
 
 Lines: without ``group_by`` every run is its own line, coloured by ``hue`` (a config column, default the run).
-With ``group_by KEY`` the runs sharing KEY's value form one line, their mean, with a band of +-1 standard deviation
-over the runs in it (seeds), clipped to the range the measure lives in (a share stays in [0, 1]:
+With ``group_by KEY`` the runs sharing KEY's value form one line, their mean, with a band of its 95% interval
+(Student's t over the n runs in it, seeds: mean -+ t_{0.975, n-1} sd / sqrt(n); the legend says n), clipped to the
+range the measure lives in (a share stays in [0, 1]:
 :func:`probe.figures.labels.value_range`); ``hue`` then colours groups (default KEY) and KEY sets the line style
 when they differ. Every evaluated step is a dot on its line. Steps are on a symmetric-log axis so that step 0 (the
 initialization) stays on it, linear below the first logged step. References (reference.json) are thin horizontal
 lines in the colour of the line they belong to, each kind with its own hollow marker and dash pattern (Gaussian
 weights, input positions permuted, Fourier phases randomized, random local fields, the initializer on other
-seeds: :data:`REFERENCE_TEXT`), with a band from lowest to highest over the line's runs (seeds); the markers tell
+seeds: :data:`REFERENCE_TEXT`), at their mean with a band of its 95% t interval over the line's runs (seeds); the
+markers tell
 them from the groups' line styles.
 
 Words, not code names (:mod:`probe.figures.labels`): panels are titled with what the measure is, legends with the
@@ -135,13 +137,36 @@ def palette(d: pd.DataFrame, key: str, runs: dict | None = None, names: dict | N
     return dict(zip((names.get(v, str(v)) for v in levels), colours))
 
 
-def _sd_band(lo: float, hi: float):
-    """seaborn's ``errorbar``: mean +- 1 sd over the runs at a step, clipped to [lo, hi] (the measure's range)."""
+def t_half(v) -> float:
+    """Half-width of the 95% interval of the mean of the values ``v`` (runs, seeds): t_{0.975, n-1} sd / sqrt(n),
+    Student's t (:func:`probe.sweep.stats.interval`); 0 for fewer than two values (no interval to draw)."""
+    from probe.sweep.stats import t_quantile
+
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    return 0.0 if len(v) < 2 else t_quantile(len(v)) * float(np.std(v, ddof=1)) / np.sqrt(len(v))
+
+
+def _t_band(lo: float, hi: float):
+    """seaborn's ``errorbar``: the 95% t interval of the mean over the runs at a step, clipped to [lo, hi] (the
+    measure's range)."""
     def band(v):
-        m, sd = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-        return max(lo, m - sd), min(hi, m + sd)
+        m, h = float(np.mean(v)), t_half(v)
+        return max(lo, m - h), min(hi, m + h)
 
     return band
+
+
+def _interval_note(d: pd.DataFrame, keys: list, what: str = "band") -> list:
+    """A legend entry saying what the bands are and n, the runs (seeds) per line: ``keys`` are the line's columns."""
+    from matplotlib.patches import Patch
+
+    keys = [k for k in dict.fromkeys(keys) if k in d.columns]
+    if not keys or "run" not in d.columns or not len(d):
+        return []
+    n = d.groupby(keys, sort=False).run.nunique()
+    counts = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}-{n.max()}"
+    return [Patch(color="0.6", alpha=0.35, lw=0, label=f"{what}: 95% t interval, {counts}")]
 
 
 def _line_kwargs(d: pd.DataFrame, hue: str | None, group_by: str | None, colours: dict,
@@ -154,7 +179,7 @@ def _line_kwargs(d: pd.DataFrame, hue: str | None, group_by: str | None, colours
         return dict(units="__run__", estimator=None, **common)
     style_key = words.key_text(group_by)
     style = style_key if key != style_key and d[style_key].nunique() > 1 else None
-    return dict(style=style, errorbar=_sd_band(*limits), estimator="mean", **common)
+    return dict(style=style, errorbar=_t_band(*limits), estimator="mean", **common)
 
 
 def _check_keys(d: pd.DataFrame, *keys) -> None:
@@ -224,7 +249,8 @@ def reference_keys(refs: pd.DataFrame | None, line_keys: list) -> list:
 
 def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, colours: dict, kinds) -> list:
     """Each line's references of ``metric`` (the runs sharing the values of ``keys``, colour first) as horizontal
-    lines in the line's colour, with a band from min to max over its runs (seeds); returns legend handles."""
+    lines in the line's colour at their mean over its runs (seeds), with a band of that mean's 95% t interval;
+    returns legend handles."""
     from matplotlib.lines import Line2D
 
     handles = []
@@ -241,8 +267,8 @@ def _draw_references(ax, refs: pd.DataFrame | None, metric: str, keys: list, col
             c = colours.get(values[0])
             if c is None:
                 continue
-            if v.max() > v.min():
-                ax.axhspan(v.min(), v.max(), color=c, alpha=0.08, lw=0, gid="reference")
+            if t_half(v) > 0:
+                ax.axhspan(v.mean() - t_half(v), v.mean() + t_half(v), color=c, alpha=0.08, lw=0, gid="reference")
             # markers at a few places along the axis, shifted per line so that lines at one height stay apart
             xs = (np.arange(4) + 0.5 + 0.17 * (n % 5)) / 4.4
             ax.plot([0, *xs, 1], [v.mean()] * (len(xs) + 2), transform=ax.get_yaxis_transform(), color=c,
@@ -411,6 +437,8 @@ def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measur
                 ax.set_yscale("log")
         for ax in axes[len(measures):]:
             ax.set_axis_off()
+        if group_by is not None:
+            extra += _interval_note(d, line_keys)
         _legend(fig, axes[: len(measures)], extra, key, own)
     return fig
 
@@ -438,7 +466,8 @@ def accuracy_figure(runs: pd.DataFrame, hue: str | None = None, group_by: str | 
         if metric == "test_loss":
             ax.set_yscale("log")
         ax.set_ylabel(LABELS[metric])
-        _legend(fig, [ax], [], key, own)
+        lines = [words.key_text(k) for k in (key, group_by) if k is not None]
+        _legend(fig, [ax], _interval_note(d, lines) if group_by is not None else [], key, own)
     return fig
 
 
@@ -455,8 +484,8 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
                  references=("permuted",), ncols: int = 3, xlabel: str | None = None, ax=None) -> Figure:
     """End-of-run values against a swept config key, one panel per metric.
 
-    Each run is a small dot; each (hue, x) group's mean over its runs (seeds) a large marker, joined along x
-    when x is numeric. ``x``'s values are ordered categories, evenly spaced (numbers sorted, other values in
+    Each run is a small dot; each (hue, x) group's mean over its runs (seeds) a large marker with a bar of its 95%
+    t interval (the legend says n), joined along x when x is numeric. ``x``'s values are ordered categories, evenly spaced (numbers sorted, other values in
     the order of the runs). References are hollow markers in the
     group's colour, joined by the reference's dash pattern: for tracked measures the ``references`` kinds of
     :func:`probe.figures.tables.load_references` (a kind equal to the value itself, like a permutation-invariant
@@ -510,6 +539,9 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
                 px = pos[xv] + offset[g]
                 ax.scatter(np.full(len(v), px), scale * v, s=9, color=colours[g], alpha=0.45, lw=0)
                 lines.setdefault(g, []).append((px, scale * v.mean()))
+                if t_half(v) > 0:
+                    ax.vlines(px, scale * (v.mean() - t_half(v)), scale * (v.mean() + t_half(v)), color=colours[g],
+                              lw=1.0, gid="interval")
             for g, pts in lines.items():
                 pts.sort()
                 ax.plot(*zip(*pts), "o-" if numeric else "o", ms=4.5, lw=1.2, color=colours[g],
@@ -555,6 +587,11 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
         extra = [Line2D([], [], color="0.3", marker=REFERENCE_MARKER[k], mfc="none", ls=REFERENCE_STYLE[k], lw=0.9,
                         label=label) for k, label in used.items()]
         extra.append(Line2D([], [], color="0.3", marker="o", ls="", ms=3, alpha=0.45, label="one run (seed)"))
+        n = d[d.metric.isin(metrics)].groupby([key, x, "metric"], sort=False).run.nunique()
+        if len(n):
+            counts = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}-{n.max()}"
+            extra.append(Line2D([], [], color="0.3", marker="o", ms=4.5, ls="",
+                                label=f"mean, bar: 95% t interval, {counts}"))
         _legend(fig, axes[: len(metrics)], extra, hue, own)
     return fig
 
@@ -775,7 +812,8 @@ def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task"
 def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task", ax=None) -> Figure:
     """The dependence on the distance t - s: per panel (``col``, tasks) and line (``hue``, models), the mean of
     M[t, s] over the pairs at each distance d = t - s (each map divided by its sum), then divided by the sum over d;
-    mean over the runs in a line (seeds), a band from lowest to highest. d < 0 (shaded) is the future."""
+    mean over the runs in a line (seeds), a band of its 95% t interval (n in the legend). d < 0 (shaded) is the
+    future."""
     if not len(dep):
         raise ValueError("no dependence maps (no sequence runs with an answer at every position)")
     _check_keys(dep, hue, col)
@@ -794,8 +832,10 @@ def distance_figure(dep: pd.DataFrame, hue: str = "variant", col: str = "task", 
                 g = ph.groupby("d").value
                 c_h = colours[words.value_text(hue, h)]
                 ax.plot(g.mean().index, g.mean().values, lw=1.2, marker="o", ms=2.5, color=c_h,
-                        label=words.value_text(hue, h))
-                ax.fill_between(g.mean().index, g.min().values, g.max().values, color=c_h, alpha=0.15, lw=0)
+                        label=f"{words.value_text(hue, h)} (n = {ph.run.nunique()})")
+                half = g.agg(t_half)
+                ax.fill_between(g.mean().index, (g.mean() - half).values, (g.mean() + half).values, color=c_h,
+                                alpha=0.15, lw=0)
             lo = pc.d.min()
             ax.axvspan(lo - 0.5, -0.5, color="0.85", alpha=0.5, lw=0)
             ax.set(title=words.value_text(col, c), xlabel="distance t - s (s > t: future, shaded)",

@@ -274,6 +274,25 @@ def load_final(paths) -> pd.DataFrame:
     return _with_config(frames, dirs, names)
 
 
+def final_stats(final: pd.DataFrame, refs: pd.DataFrame | None = None, by=()) -> pd.DataFrame:
+    """Over seeds, per setting of the config keys ``by`` (seed left out): every end-of-run metric's mean, sd, n and
+    95% Student's t interval, and its paired difference to each of its nulls (the tracked measures' references of
+    :func:`load_references`, a final measure's ``NAME@KIND``), as :func:`probe.sweep.stats.seed_stats`:
+    ``*by, measure, null, n, mean, sd, ci_low, ci_high, interval``. ``final``: :func:`load_final`'s table."""
+    from probe.sweep.stats import seed_stats
+
+    by = [k for k in by if k in final.columns and k != "seed"]
+    wide = final.pivot_table(index="run", columns="metric", values="value", aggfunc="first")
+    if refs is not None and len(refs):
+        r = refs.assign(metric=refs.metric + "@" + refs.reference)
+        r = r.pivot_table(index="run", columns="metric", values="value", aggfunc="first")
+        wide = wide.join(r[[c for c in r.columns if c not in wide.columns]], how="left")
+    keys = final.drop_duplicates("run").set_index("run")[by]
+    wide = keys.join(wide).reset_index()
+    wide.columns = [str(c) for c in wide.columns]
+    return seed_stats(wide.drop(columns=["run"]), by)
+
+
 def load_interpolation(paths) -> pd.DataFrame:
     """``run, pair, alpha, split, loss`` + config columns: the losses on the straight lines that
     :func:`probe.run.procedures.ecnn` writes to interpolation.json: ``pair`` "eCNN -> MLP" (alpha 0: the eCNN, 1: the

@@ -40,6 +40,8 @@ So they report the same numbers for the same seed.
 
 from __future__ import annotations
 
+from functools import partial
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,6 +60,8 @@ PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_ma
 LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5, "shift_match": 5}  # measure -> its lcn fields' window
 INIT_SEED_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac")
 INIT_DRAWS = 2  # initializations averaged in init_seeds
+PHASE_DRAWS = 20  # phase randomizations averaged in the final phase reference of a layer of < PHASE_DRAWS_BELOW units
+PHASE_DRAWS_BELOW = 1024  # from this many units on, one draw's sd is negligible (<= 0.002) and one draw is kept
 INIT_SEED_OFFSET = 1000  # the first seed of init_seeds is the run's seed + this (no preset's grid comes near it)
 NULL_KINDS = ("gaussian", "permuted", "phase", "lcn", "init_seeds")  # the references null_jobs can describe
 
@@ -82,7 +86,7 @@ def permute_positions(W, geometry: Geometry, perm) -> np.ndarray:
     return flat_from_fields(F.reshape(m, geometry.channels, *geometry.spatial), geometry.without_perm())
 
 
-def phase_randomize(W, geometry: Geometry, seed: int = 0) -> np.ndarray:
+def phase_randomize(W, geometry: Geometry, seed: int = 0, draw: int = 0) -> np.ndarray:
     """W with every unit's Fourier phases randomized: the ``phase`` reference.
 
     Per unit i, with F_i(c, f) the discrete Fourier transform of channel c of its field over the grid (1-D or
@@ -102,11 +106,13 @@ def phase_randomize(W, geometry: Geometry, seed: int = 0) -> np.ndarray:
     its shift_match 0.89 against 0.91 (toward reading them as equivariant); at correlation length 3 both agree
     within 0.02 (tests/test_nulls.py). MNIST-1D's grid (40 positions) is not periodic.
 
+    ``draw`` > 0 draws other phases from the same seed (generator seeded (seed, 1, draw); draw 0 is (seed, 1)).
+
     Returns W' in the layout of ``geometry.without_perm()`` (fields in the original position order).
     """
     F = geometry.fields(as_matrix(W))
     axes = tuple(range(2, F.ndim))
-    rng = np.random.default_rng([seed, PHASE_STREAM])
+    rng = np.random.default_rng([seed, PHASE_STREAM] if draw == 0 else [seed, PHASE_STREAM, draw])
     N = np.fft.rfftn(rng.standard_normal((len(F), 1, *geometry.spatial)), axes=axes)
     mag = np.abs(N)
     U = np.divide(N, mag, out=np.ones_like(N), where=mag > 0)
@@ -163,12 +169,23 @@ def init_seed_measures(build: Callable[[int], np.ndarray], geometry: Geometry, s
                            for s in init_seeds(seed)])
 
 
-def phase_measures(W, geometry: Geometry, seed: int = 0, names=PHASE_MEASURES) -> dict[str, float]:
-    """The ``phase`` reference: :data:`PHASE_MEASURES` among ``names`` of :func:`phase_randomize` (W)."""
+def phase_draws(n_units: int) -> int:
+    """How many phase randomizations the final ``phase`` reference of a layer of ``n_units`` units averages:
+    :data:`PHASE_DRAWS` below :data:`PHASE_DRAWS_BELOW` units, else 1 (a draw's sd falls as 1/sqrt(units): 0.0005-
+    0.002 for window_mass_k, shift_match and ipr at 1024 x 40, against 0.001-0.007 at 100 x 40)."""
+    return PHASE_DRAWS if n_units < PHASE_DRAWS_BELOW else 1
+
+
+def phase_measures(W, geometry: Geometry, seed: int = 0, names=PHASE_MEASURES, draws: int = 1) -> dict[str, float]:
+    """The ``phase`` reference: :data:`PHASE_MEASURES` among ``names`` of :func:`phase_randomize` (W), the mean
+    over ``draws`` randomizations (draw 0 .. draws - 1). One draw's sd is about 0.004-0.007 for window_mass_k and
+    shift_match of a 100 x 40 layer, as large as some effects read against it: :func:`references` averages
+    :func:`phase_draws` draws (sd / sqrt(20)); the per-step gradient null of tracking keeps one draw."""
     names = [n for n in names if n in PHASE_MEASURES]
     if not names:
         return {}
-    return first_layer_measures(phase_randomize(W, geometry, seed), geometry.without_perm(), names)
+    return _mean_measures([first_layer_measures(phase_randomize(W, geometry, seed, j), geometry.without_perm(), names)
+                           for j in range(max(int(draws), 1))])
 
 
 def lcn_measures(W, geometry: Geometry, seed: int = 0, names=tuple(LCN_MEASURES)) -> dict[str, float]:
@@ -215,7 +232,8 @@ def null_jobs(W, geometry: Geometry, seed: int = 0, names=None, kinds=NULL_KINDS
         if "permuted" in kinds:
             jobs.append(NullJob("permuted", lambda: first_layer_measures(permute_positions(W, geometry, perm),
                                                                          geometry.without_perm(), names)))
-    for kind, fn, measures in (("phase", phase_measures, PHASE_MEASURES), ("lcn", lcn_measures, LCN_MEASURES)):
+    phase = partial(phase_measures, draws=phase_draws(len(W)))  # the mean of several draws for a small layer
+    for kind, fn, measures in (("phase", phase, PHASE_MEASURES), ("lcn", lcn_measures, LCN_MEASURES)):
         if kind in kinds and any(n in measures for n in names):
             jobs.append(NullJob(kind, lambda fn=fn: fn(W, geometry, seed, names)))
     if "init_seeds" in kinds and init_build is not None and any(n in INIT_SEED_MEASURES for n in names):

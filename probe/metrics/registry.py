@@ -17,7 +17,10 @@ Scopes (what ``fn`` takes):
   is written);
 - ``delta`` and ``grad``: a first-layer or layer measure (``base``) on ΔW = W - W_0 or on the pull G = dL/dW_1
   (:mod:`probe.metrics.pull`), keys prefixed ``delta_`` / ``grad_``; the pull's own ``grad_com_share``;
-- ``layout``: ``fn(M, index)`` on ΔW and G in a known unit layout (an embedded CNN or LCN).
+- ``layout``: ``fn(M, index)`` on ΔW and G in a known unit layout (an embedded CNN or LCN);
+- ``paired``: ``fn(W, geometry, ...)``, a first-layer measure that draws its own null and writes it beside its
+  value (``tiling``; ``filter_match``, which also takes a trained CNN's filters); computed where asked
+  (:mod:`probe.metrics.tiling`), not by analyze or tracking.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from functools import partial
 from typing import Callable
 
 from probe.metrics import arith, functional, locality, pull, recurrence, routing, second_order, sparsity, spectral
+from probe.metrics import tiling
 from probe.metrics.equivariance import conv_distance, shift_match
 
-SCOPES = ("first", "layer", "init", "data", "function", "delta", "grad", "layout")
+SCOPES = ("first", "layer", "init", "data", "function", "delta", "grad", "layout", "paired")
 TWINS = {"delta": "ΔW = W - W₀", "grad": "the pull G = dL/dW₁"}  # derived scopes: prefix -> what is measured
 
 
@@ -117,6 +121,15 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             trackable=True, expensive=True),
     Measure("conv_distance_5", partial(conv_distance, k=5), "first", _TRANSLATION, "relative distance",
             "as conv_distance_3, with k = 5", "as conv_distance_3, with k = 5", trackable=True, expensive=True),
+    Measure("tiling", tiling.tiling, "paired", _TRANSLATION, "evenness of coverage (0 .. 1)",
+            "the localized units' fields cover the positions evenly (1 = equal coverage); read against "
+            "`tiling_random`, the same fields at random centres", "fields piled on a few places (one field copied to "
+            "every unit is the least even)", keys=("tiling", "tiling_random")),
+    Measure("filter_match", tiling.filter_match, "paired", _TRANSLATION, "best cosine with a CNN filter",
+            "each field is a trained CNN's first-layer filter placed somewhere (1 = exactly); read against "
+            "`filter_match_phase`, the same for the fields with their phases randomized",
+            "fields unlike any of the CNN's filters, or spread beyond their window",
+            keys=("filter_match", "filter_match_phase")),
     Measure("spectral_entropy", spectral.spectral_entropy, "first", _SPECTRA, "spectral entropy (0 .. 1)",
             "broad power spectra: localized (or random) fields", "peaked spectra: Fourier-like fields",
             trackable=True),

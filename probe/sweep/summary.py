@@ -102,6 +102,28 @@ def _manifest_runs(sweep_dir: Path):
     return [(d.name, {k: f.get(k) for k in keys}) for d, f in zip(found, flat)], tuple(keys)
 
 
+STATS_FILE = "stats.csv"
+
+
+def summary_stats(sweep_dir, df=None, write: bool = True):
+    """Mean, sd, n and the 95% t interval over seeds of every measure per setting of the varied keys (all but
+    seed), and the paired difference of each measure to each of its nulls (:func:`probe.sweep.stats.seed_stats`),
+    from the summary ``df`` (default: :func:`summarize`). Written to ``stats.csv`` in a sweep folder."""
+    from probe.sweep.stats import seed_stats
+
+    sweep_dir = Path(sweep_dir)
+    _, columns = _manifest_runs(sweep_dir)
+    df = summarize(sweep_dir, write=False) if df is None else df
+    table = seed_stats(df, [c for c in columns if c != "seed"])
+    if write and (sweep_dir / MANIFEST).is_file():
+        text = table.to_csv(index=False)
+        try:
+            atomic_write(sweep_dir / STATS_FILE, lambda f: f.write(text.encode()))
+        except OSError as e:
+            raise StorageError(f"cannot write {sweep_dir / STATS_FILE} ({e.strerror or e})") from None
+    return table
+
+
 EXPONENTS_FILE = "exponents.csv"
 
 

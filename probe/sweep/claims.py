@@ -1,0 +1,140 @@
+"""Claims: every number the Findings quote, recomputed from the committed per-run tables (results/).
+
+``results/PRESET-SCALE/summary.csv`` is a sweep's summary (``probe sweep FOLDER --summary``: one row per run, its
+final values and their nulls as ``MEASURE@NULL``), copied in by :func:`collect`. ``results/claims.csv`` has one
+row per quoted number:
+
+- ``claim``: an id; ``doc``: the file that quotes it (docs/findings.md, README.md);
+- ``table``: the folder under results/ whose summary.csv it comes from; ``where``: the runs it is read on, as
+  ``key=value`` pairs joined by ``;`` (``variant=mlp;task=mnist1d``);
+- ``measure`` and ``null``: the measure's final value over seeds (``null`` empty), or its paired difference to
+  the null ``measure@null`` per seed;
+- ``effect``, ``ci_low``, ``ci_high``, ``seeds``: the mean, its 95% Student's t interval over seeds and n
+  (:mod:`probe.sweep.stats`), rounded to 3 decimals;
+- ``text``: the words the doc quotes, which must hold :func:`quote` of the recomputed numbers; a difference
+  whose interval includes 0 must say "no effect detected at this n";
+- ``command``: what regenerates the runs.
+
+:func:`check` recomputes each claim from the tables and returns what disagrees (tests/test_claims.py fails on
+it). ``python -m probe.sweep.claims`` prints the check, and with ``--quote TABLE WHERE MEASURE [NULL]`` the text
+to quote for a new claim.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+from probe.sweep.stats import interval
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results"
+CLAIMS = RESULTS / "claims.csv"
+NO_EFFECT = "no effect detected at this n"
+COLUMNS = ("claim", "doc", "table", "where", "measure", "null", "effect", "ci_low", "ci_high", "seeds", "text",
+           "command")
+
+
+def _match(value, wanted: str) -> bool:
+    if str(value) == wanted:
+        return True
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return False
+
+
+def recompute(table: str, where: str, measure: str, null: str = "", results: Path = RESULTS) -> dict:
+    """``n, mean, sd, ci_low, ci_high`` of ``measure`` (or ``measure - measure@null`` per run) over the finished runs
+    of ``results/table/summary.csv`` that match ``where``."""
+    import pandas as pd
+
+    df = pd.read_csv(Path(results) / table / "summary.csv")
+    if "status" in df.columns:
+        df = df[df["status"] == "done"]
+    for pair in filter(None, where.split(";")):
+        key, _, value = pair.partition("=")
+        if key not in df.columns:
+            raise KeyError(f"{table}: no column {key!r}")
+        df = df[df[key].map(lambda v: _match(v, value))]
+    if measure not in df.columns or (null and f"{measure}@{null}" not in df.columns):
+        raise KeyError(f"{table}: no column {measure if measure not in df.columns else f'{measure}@{null}'!r}")
+    x = pd.to_numeric(df[measure], errors="coerce")
+    if null:
+        x = x - pd.to_numeric(df[f"{measure}@{null}"], errors="coerce")
+    return interval(x)
+
+
+def quote(stats: dict, difference: bool, digits: int = 3) -> str:
+    """The words a doc quotes for a number: ``+0.035 (95% CI +0.031 to +0.039, 5 seeds)`` for a difference to a
+    null, ``0.662 (95% CI 0.650 to 0.674, 5 seeds)`` for a value."""
+    f = (lambda v: f"{v:+.{digits}f}") if difference else (lambda v: f"{v:.{digits}f}")
+    return f"{f(stats['mean'])} (95% CI {f(stats['ci_low'])} to {f(stats['ci_high'])}, {stats['n']} seeds)"
+
+
+def read_claims(path: Path = CLAIMS) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check(path: Path = CLAIMS, root: Path = ROOT) -> list[str]:
+    """What disagrees between the claims table, the per-run tables and the docs: one line per problem."""
+    problems = []
+    docs: dict[str, str] = {}
+    for c in read_claims(path):
+        cid = c["claim"]
+        try:
+            s = recompute(c["table"], c["where"], c["measure"], c["null"], Path(path).parent)
+        except (OSError, KeyError) as e:
+            problems.append(f"{cid}: cannot recompute ({e})")
+            continue
+        if s["n"] != int(c["seeds"]):
+            problems.append(f"{cid}: {s['n']} runs match, the table says {c['seeds']} seeds")
+        for key, col in (("mean", "effect"), ("ci_low", "ci_low"), ("ci_high", "ci_high")):
+            if abs(round(s[key], 3) - float(c[col])) > 1e-9:
+                problems.append(f"{cid}: {col} recomputes as {s[key]:.3f}, the table says {c[col]}")
+        said = quote(s, bool(c["null"]))
+        if said not in c["text"]:
+            problems.append(f"{cid}: its text does not quote {said!r}: {c['text']!r}")
+        if c["null"] and s["ci_low"] <= 0 <= s["ci_high"] and NO_EFFECT not in c["text"]:
+            problems.append(f"{cid}: the interval includes 0, and the text does not say {NO_EFFECT!r}")
+        if c["doc"] not in docs:
+            try:
+                docs[c["doc"]] = " ".join((Path(root) / c["doc"]).read_text().split())
+            except OSError as e:
+                problems.append(f"{cid}: cannot read {c['doc']} ({e.strerror})")
+                docs[c["doc"]] = ""
+        if docs[c["doc"]] and " ".join(c["text"].split()) not in docs[c["doc"]]:
+            problems.append(f"{cid}: {c['doc']} does not quote its text {c['text']!r}")
+    return problems
+
+
+def collect(sweep_dir, name: str, results: Path = RESULTS) -> Path:
+    """Copy a sweep's summary.csv and stats.csv (``probe sweep FOLDER --summary``) to results/NAME/."""
+    out = Path(results) / name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("summary.csv", "stats.csv"):
+        if (Path(sweep_dir) / f).is_file():
+            shutil.copyfile(Path(sweep_dir) / f, out / f)
+    return out
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--quote"]:
+        table, where, measure, *null = argv[1:]
+        s = recompute(table, where, measure, null[0] if null else "")
+        print(quote(s, bool(null)), f"  [effect {s['mean']:.3f}, ci {s['ci_low']:.3f} .. {s['ci_high']:.3f}]")
+        return 0
+    if argv[:1] == ["--collect"]:
+        print(collect(argv[1], argv[2]))
+        return 0
+    problems = check()
+    print("\n".join(problems) or f"{len(read_claims())} claims recompute from results/")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
