@@ -574,7 +574,7 @@ def _num(v: float, sign: str = "") -> str:
 def _print_stats(folder: Path, df, shown) -> None:
     """Per setting (every varied key but seed): the shown measures' mean and 95% t interval over seeds, and their
     paired differences to their nulls (probe.sweep.stats); every measure's are in stats.csv."""
-    from probe.sweep.summary import STATS_FILE, summary_stats
+    from probe.sweep.summary import STATS_FILE, summary_stats  # lazy: torch, pandas
 
     table = summary_stats(folder, df)
     if not len(table):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from probe.geometry import Geometry
-from probe.metrics.tiling import cnn_filters, filter_match, tiling
+from probe.analysis.load import cnn_filters
+from probe.metrics.tiling import filter_match, tiling
 
 G40 = Geometry(channels=1, spatial=(40,), periodic=True)
 X = np.arange(40)

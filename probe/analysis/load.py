@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, state_dict_mismatch)
+from probe.run.checkpoint import (CheckpointError, is_probe_checkpoint, list_checkpoints, load_checkpoint,
+                                  state_dict_mismatch)
 from probe.config import ConfigError, RunConfig
 from probe.geometry import Geometry
 from probe.models import build_model
@@ -342,3 +343,18 @@ def checkpoint_at(path, step: int | None = None) -> Path:
 def resolve_checkpoint(path) -> Path:
     """A run folder -> its last checkpoint; a file -> itself."""
     return checkpoint_at(path)
+
+
+def cnn_filters(run_dir, step: int | None = None) -> np.ndarray:
+    """A trained CNN run's first convolution's filters (K, C, *k), from its checkpoint at ``step`` (default the
+    last): the bank :func:`probe.metrics.tiling.filter_match` compares an MLP's fields with."""
+    have = list_checkpoints(run_dir)
+    if not have:
+        raise ValueError(f"{run_dir}: no checkpoints")
+    path = dict(have)[step] if step is not None else have[-1][1]
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    conv = [k for k, v in state.items() if str(k).endswith("weight") and getattr(v, "ndim", 0) >= 3]
+    if not conv:
+        raise ValueError(f"{run_dir}: no convolution weights in its checkpoint (not a CNN run)")
+    return state[conv[0]].detach().cpu().double().numpy()

@@ -41,6 +41,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
+from probe.models.conv import local_dense, out_size
 from probe.run.checkpoint import CheckpointError, load_checkpoint
 
 #: the weight files a ``save_pretrained`` folder holds, in the order they are looked for

@@ -38,6 +38,7 @@ from probe.figures import labels as words
 from probe.figures.fields import RC, caption_of, draw_fields, save_figure
 from probe.metrics import registry
 from probe.analysis.verdicts import deciding_null
+from probe.sweep.stats import t_quantile
 
 # y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
 # panels are titled with the metric's own name, the key of metrics.jsonl and reference.json
@@ -140,8 +141,6 @@ def palette(d: pd.DataFrame, key: str, runs: dict | None = None, names: dict | N
 def t_half(v) -> float:
     """Half-width of the 95% interval of the mean of the values ``v`` (runs, seeds): t_{0.975, n-1} sd / sqrt(n),
     Student's t (:func:`probe.sweep.stats.interval`); 0 for fewer than two values (no interval to draw)."""
-    from probe.sweep.stats import t_quantile
-
     v = np.asarray(v, dtype=float)
     v = v[np.isfinite(v)]
     return 0.0 if len(v) < 2 else t_quantile(len(v)) * float(np.std(v, ddof=1)) / np.sqrt(len(v))

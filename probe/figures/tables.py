@@ -30,6 +30,7 @@ from probe.sweep.summary import end_values
 from probe.metrics import routing as R
 from probe.metrics.recurrence import dependence_map
 from probe.metrics.spectral import alpha_fit, eigenvalues, frequency_magnitudes, unit_spectra
+from probe.sweep.stats import seed_stats
 
 # training keys of metrics.jsonl that are not observations of the model
 _NOT_METRICS = ("step", "lr")
@@ -279,8 +280,6 @@ def final_stats(final: pd.DataFrame, refs: pd.DataFrame | None = None, by=()) ->
     95% Student's t interval, and its paired difference to each of its nulls (the tracked measures' references of
     :func:`load_references`, a final measure's ``NAME@KIND``), as :func:`probe.sweep.stats.seed_stats`:
     ``*by, measure, null, n, mean, sd, ci_low, ci_high, interval``. ``final``: :func:`load_final`'s table."""
-    from probe.sweep.stats import seed_stats
-
     by = [k for k in by if k in final.columns and k != "seed"]
     wide = final.pivot_table(index="run", columns="metric", values="value", aggfunc="first")
     if refs is not None and len(refs):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.locality import as_matrix, energy_maps, window_sizes, window_sums
+from probe.metrics.locality import as_matrix, energy_maps, window_sums
+from probe.metrics.surrogates import phase_randomize
 
 TILING_DRAWS = 20  # random placements averaged in the tiling null
 LOCALIZED_K, LOCALIZED_MASS = 5, 0.5  # a unit is localized when its best 5-window holds half its energy or more
@@ -114,8 +115,6 @@ def filter_match(W, geometry: Geometry, filters, draws: int = 20, seed: int = 0)
     drawn anew), mean over ``draws`` randomizations; a smooth field matches a smooth filter partly by its
     spectrum alone, and only the excess over this null is the filters' shape.
     """
-    from probe.metrics.nulls import phase_randomize
-
     W = as_matrix(W)
     F = geometry.fields(W)
     bank = _filter_bank(filters, geometry.channels, tuple(geometry.spatial))
@@ -127,20 +126,3 @@ def filter_match(W, geometry: Geometry, filters, draws: int = 20, seed: int = 0)
     null = [float(np.nanmean(_best_cosines(plain.fields(phase_randomize(W, geometry, seed, j))[ok], bank,
                                            geometry.periodic))) for j in range(draws)]
     return {"filter_match": own, "filter_match_phase": float(np.mean(null))}
-
-
-def cnn_filters(run_dir, step: int | None = None) -> np.ndarray:
-    """A trained CNN run's first convolution's filters (K, C, *k), from its checkpoint at ``step`` (default the
-    last): the bank :func:`filter_match` compares an MLP's fields with."""
-    from probe.run.checkpoint import list_checkpoints, load_checkpoint
-
-    have = list_checkpoints(run_dir)
-    if not have:
-        raise ValueError(f"{run_dir}: no checkpoints")
-    path = dict(have)[step] if step is not None else have[-1][1]
-    ckpt = load_checkpoint(path)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
-    conv = [k for k, v in state.items() if str(k).endswith("weight") and getattr(v, "ndim", 0) >= 3]
-    if not conv:
-        raise ValueError(f"{run_dir}: no convolution weights in its checkpoint (not a CNN run)")
-    return state[conv[0]].detach().cpu().double().numpy()

@@ -13,6 +13,7 @@ from probe.run.folder import StorageError, last_values, read_json_file
 from probe.run.tracking import read_references
 from probe.sweep.execute import RESULT_FILE, json_dict, run_status
 from probe.sweep.spec import MANIFEST
+from probe.sweep.stats import seed_stats
 
 FIRST_COLUMNS = ("run", "status")
 RESULT_COLUMNS = ("step", "test_acc", "test_loss", "train_acc", "train_loss")
@@ -109,8 +110,6 @@ def summary_stats(sweep_dir, df=None, write: bool = True):
     """Mean, sd, n and the 95% t interval over seeds of every measure per setting of the varied keys (all but
     seed), and the paired difference of each measure to each of its nulls (:func:`probe.sweep.stats.seed_stats`),
     from the summary ``df`` (default: :func:`summarize`). Written to ``stats.csv`` in a sweep folder."""
-    from probe.sweep.stats import seed_stats
-
     sweep_dir = Path(sweep_dir)
     _, columns = _manifest_runs(sweep_dir)
     df = summarize(sweep_dir, write=False) if df is None else df
