@@ -126,6 +126,8 @@ def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | Non
     for k, v in flags.items():
         if v is not None:
             d[k] = v
+    if not isinstance(d.get("task", ""), str):
+        raise ConfigError(f"{config or 'options'}: task must be str, got {d['task']!r}"[:200])
     d = {**RunConfig().to_dict(), **get_spec(d.get("task", RunConfig.task)).training, **d}
     if task_opts:
         d["task_opts"] = {**d.get("task_opts", {}), **parse_kv(task_opts, "--task-opt")}

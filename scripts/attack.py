@@ -273,6 +273,8 @@ def a_ckpt_crafted(base, rng, kind, command):
 def a_run_files(base, rng, name, how, command):
     run = copy_run(base, Path("r"))
     p = run / name
+    if not p.exists():  # a run without tracked measures has no reference.json: give it one to damage
+        p.write_text(json.dumps({"step": 50, "gaussian": {"ipr": 0.07, "hoyer": 0.23}}))
     before = p.read_bytes() if p.is_file() else None
     good_rows = None
     if how == "junk":
