@@ -79,14 +79,14 @@ def clean_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from probe.run.checkpoint import CheckpointError
-
         def say(msg):
             err.print(msg, markup=False, highlight=False, soft_wrap=True)
 
-        try:
+        try:  # the import too: it loads torch (seconds), and a signal then must still end in one line
+            from probe.run.checkpoint import CheckpointError
+
             return fn(*args, **kwargs)
-        except (ConfigError, CheckpointError, ProbeError) as e:
+        except (ConfigError, ProbeError) as e:
             say(f"error: {e}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:  # train raises TrainingInterrupted, which says where it saved
@@ -100,8 +100,12 @@ def clean_errors(fn):
                 f"continue with `probe train --resume {run_dir}`")
             raise typer.Exit(128 + e.signum) from None
         except Exception as e:
+            from probe.run.checkpoint import CheckpointError
             from probe.run.folder import RunFailed  # imported only here: a failed run has imported it already
 
+            if isinstance(e, CheckpointError):
+                say(f"error: {e}")
+                raise typer.Exit(2) from None
             if not isinstance(e, RunFailed):
                 raise
             say(f"error: {e}")
