@@ -410,7 +410,9 @@ def a_cli_values(base, rng, args):
 def a_sweep(base, rng, text, extra):
     Path("s.toml").write_text(text)
     res = cli("sweep", "s.toml", "--out", "sw", *extra)
-    return error_or(res)
+    here = set(os.listdir("."))  # a run name like ../x must stay inside the sweep folder (names are made safe)
+    return error_or(res, lambda: here <= {"s.toml", "sw", "deep.json", "list.json", "result.json"}
+                    and not Path("../x").exists())
 
 
 def a_sweep_folder(base, rng, fname, text):

@@ -189,6 +189,13 @@ def _run_spec(run_name, varied, d, final, where) -> RunSpec:
     task_training = get_spec(d["task"]).training if "task" in d else {}  # the task's own defaults, then the spec's
     cfg = RunConfig.from_dict({**RunConfig().to_dict(), **task_training, **d}, source=f"{where} run {run_name}")
     _check_options(cfg, procedure, popts, f"{where} run {run_name}")
+    if not cfg.task.startswith("npz:"):  # a task too big for this machine fails here, not in a worker
+        from probe.bounds import check_task_size
+
+        try:
+            check_task_size(cfg.task, cfg.task_opts, get_spec(cfg.task).options())
+        except ConfigError as e:
+            raise ConfigError(f"{where} run {run_name}: {e}") from None
     return RunSpec(run_name, varied, cfg.to_dict(), procedure, popts, final)
 
 
