@@ -333,7 +333,7 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
     from probe.run.checkpoint import special_file
 
-    for name in ("config.json", "task.json", "metrics.jsonl", "reference.json", "checkpoints"):
+    for name in ("config.json", "task.json", "metrics.jsonl", "checkpoints"):  # reference.json: a finishing write
         p = out / name  # a file a run writes replaced by a folder (or the folder by a file): nothing could be written
         if not p.exists():
             continue
