@@ -82,14 +82,14 @@ def clean_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from probe.run.checkpoint import CheckpointError  # lazy: torch
-
         def say(msg):
             err.print(msg, markup=False, highlight=False, soft_wrap=True)
 
-        try:
+        try:  # the import too: it loads torch (seconds), and a signal then must still end in one line
+            from probe.run.checkpoint import CheckpointError  # lazy: torch  # noqa: F401
+
             return fn(*args, **kwargs)
-        except (ConfigError, CheckpointError, ProbeError) as e:
+        except (ConfigError, ProbeError) as e:
             say(f"error: {e}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:  # train raises TrainingInterrupted, which says where it saved
@@ -103,8 +103,12 @@ def clean_errors(fn):
                 f"continue with `probe train --resume {run_dir}`")
             raise typer.Exit(128 + e.signum) from None
         except Exception as e:
-            from probe.run.folder import RunFailed  # lazy: torch (a failed run has imported it already)
+            from probe.run.checkpoint import CheckpointError  # lazy: torch (a failed run has imported it already)
+            from probe.run.folder import RunFailed  # lazy: torch
 
+            if isinstance(e, CheckpointError):
+                say(f"error: {e}")
+                raise typer.Exit(2) from None
             if not isinstance(e, RunFailed):
                 raise
             say(f"error: {e}")
@@ -129,6 +133,8 @@ def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | Non
     for k, v in flags.items():
         if v is not None:
             d[k] = v
+    if not isinstance(d.get("task", ""), str):
+        raise ConfigError(f"{config or 'options'}: task must be str, got {d['task']!r}"[:200])
     d = {**RunConfig().to_dict(), **get_spec(d.get("task", RunConfig.task)).training, **d}
     if task_opts:
         d["task_opts"] = {**d.get("task_opts", {}), **parse_kv(task_opts, "--task-opt")}

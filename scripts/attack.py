@@ -273,6 +273,8 @@ def a_ckpt_crafted(base, rng, kind, command):
 def a_run_files(base, rng, name, how, command):
     run = copy_run(base, Path("r"))
     p = run / name
+    if not p.exists():  # a run without tracked measures has no reference.json: give it one to damage
+        p.write_text(json.dumps({"step": 50, "gaussian": {"ipr": 0.07, "hoyer": 0.23}}))
     before = p.read_bytes() if p.is_file() else None
     good_rows = None
     if how == "junk":
@@ -408,7 +410,9 @@ def a_cli_values(base, rng, args):
 def a_sweep(base, rng, text, extra):
     Path("s.toml").write_text(text)
     res = cli("sweep", "s.toml", "--out", "sw", *extra)
-    return error_or(res)
+    here = set(os.listdir("."))  # a run name like ../x must stay inside the sweep folder (names are made safe)
+    return error_or(res, lambda: here <= {"s.toml", "sw", "deep.json", "list.json", "result.json"}
+                    and not Path("../x").exists())
 
 
 def a_sweep_folder(base, rng, fname, text):

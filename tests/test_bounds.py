@@ -368,3 +368,11 @@ def test_sigterm_outside_the_training_loop_exits_143_with_a_line(tmp_path, where
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 143, (r.returncode, r.stderr[-500:])
     assert "Traceback" not in r.stderr and r.stderr.strip().splitlines()[-1].startswith("interrupted")
+
+
+def test_a_sweep_run_whose_task_cannot_fit_is_refused_before_any_runs():
+    """Before: the run was expanded, listed by --dry-run, and failed inside its worker."""
+    from probe.sweep import spec as sw
+
+    with pytest.raises(ConfigError, match="run size=200000: task nlgp: building it"):
+        sw.expand({"name": "h", "base": {"task": "nlgp"}, "grid": {"task_opts.size": [200_000]}})

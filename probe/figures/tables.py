@@ -93,7 +93,7 @@ def input_shape(run_dir: Path) -> str | None:
     try:
         geo = json.loads((Path(run_dir) / "task.json").read_text())["geometry"]
         return "x".join(str(int(n)) for n in (geo["channels"], *geo["spatial"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
@@ -269,7 +269,7 @@ def load_final(paths) -> pd.DataFrame:
         f = pd.DataFrame(recs, columns=["run", "metric", "value"])
         try:
             f["task.n_train"] = json.loads((d / "task.json").read_text())["n_train"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):  # a damaged task.json: no n_train column
             pass
         frames.append(f)
     return _with_config(frames, dirs, names)

@@ -331,7 +331,7 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
         raise ConfigError(f"--out {str(out)[:60]}...: a path of over 4000 bytes; choose a shorter --out")
     if not resume and list_checkpoints(out):  # cheap, before the task is built; checked again under the lock
         raise ConfigError(f"--out {out}: already holds a run (use --resume {out} to continue it, or another --out)")
-    for name in ("config.json", "task.json", "metrics.jsonl", "reference.json", "checkpoints"):
+    for name in ("config.json", "task.json", "metrics.jsonl", "checkpoints"):  # reference.json: a finishing write
         p = out / name  # a file a run writes replaced by a folder (or the folder by a file): nothing could be written
         if not p.exists():
             continue

@@ -64,7 +64,7 @@ from probe.config import ConfigError, RunConfig, load_config_file
 from probe.tasks import get_spec
 from probe.run.procedures import check_procedure_options, procedure_options
 from probe.models import model_specs
-from probe.bounds import check_sweep_size
+from probe.bounds import check_sweep_size, check_task_size
 
 SCALES = ("quick", "medium", "full")  # CPU minutes; about an hour on 2 cores with --jobs 2; a GPU
 TOP_KEYS = ("name", "hypothesis", "anchor", "final_measures", "base", "grid", "variants", *SCALES)
@@ -228,6 +228,11 @@ def _run_spec(run_name, varied, d, final, where) -> RunSpec:
     task_training = get_spec(d["task"]).training if "task" in d else {}  # the task's own defaults, then the spec's
     cfg = RunConfig.from_dict({**RunConfig().to_dict(), **task_training, **d}, source=f"{where} run {run_name}")
     _check_options(cfg, procedure, popts, f"{where} run {run_name}")
+    if not cfg.task.startswith("npz:"):  # a task too big for this machine fails here, not in a worker
+        try:
+            check_task_size(cfg.task, cfg.task_opts, get_spec(cfg.task).options())
+        except ConfigError as e:
+            raise ConfigError(f"{where} run {run_name}: {e}") from None
     return RunSpec(run_name, varied, cfg.to_dict(), procedure, popts, final)
 
 

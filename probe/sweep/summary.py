@@ -153,7 +153,7 @@ def exponents(sweep_dir, df=None, write: bool = True):
     for run in df["run"]:
         try:
             n.append(int(json.loads((sweep_dir / run / "task.json").read_text())["n_train"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             n.append(None)
     df["n"], df["err"] = n, 1.0 - df["test_acc"].astype(float)
     df = df.dropna(subset=["n", "err"])
