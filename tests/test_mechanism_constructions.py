@@ -231,7 +231,7 @@ def test_exact_recurrent_solutions_read_as_time_shared(model, V_):
     assert r["causal_mass_iv"] == pytest.approx(1.0, abs=1e-9)
     assert r["time_sharing_iv"] == pytest.approx(1.0, abs=1e-9)
     if model is not parity:  # two answers: any change flips the answer, so its relabeled null is 1 as well
-        assert r["time_sharing_iv"] - r["time_sharing_iv@permuted"] > 5 * max(r["time_sharing_iv@permuted_sd"], 0.01)
+        assert r["time_sharing_iv"] - r["time_sharing_iv@permuted"] > 5 * max(r["time_sharing_iv_permuted_sd"], 0.01)
 
 
 def test_the_exact_counter_fooled_the_gradient_map():

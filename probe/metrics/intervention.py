@@ -130,16 +130,24 @@ def time_sharing_iv(records, draws: int = DRAWS, seed: int = 0) -> dict[str, flo
         kp[:, 3] = pi[t, keys[:, 3]]
         null.append(_modal_share(kp, pi[t, new[ex, t, s]]))
     out["time_sharing_iv@permuted"] = float(np.mean(null))
-    out["time_sharing_iv@permuted_sd"] = float(np.std(null, ddof=1)) if draws > 1 else 0.0
+    out["time_sharing_iv_permuted_sd"] = float(np.std(null, ddof=1)) if draws > 1 else 0.0
     return out
 
 
-def recurrence_iv_measures(f: Callable, x: torch.Tensor, vocab: int, seed: int = 0,
-                           draws: int = DRAWS) -> dict[str, float]:
+def recurrence_iv_measures(f: Callable, x: torch.Tensor, vocab: int, seed: int = 0, draws: int = DRAWS,
+                           asked: torch.Tensor | None = None) -> dict[str, float]:
     """``causal_mass_iv`` and ``time_sharing_iv`` (with its null) of the map f on token ids x (module docstring);
-    measures that are undefined here are left out, never NaN."""
-    rec = substitution_records(f, x, vocab, seed)
-    out = {"causal_mass_iv": causal_mass_iv(substitution_map(rec[0]))}
+    measures that are undefined here are left out, never NaN. ``asked`` (B, T_out) bool: the answers the task
+    asks (default: every position); the others are not read."""
+    tv, old, new, a, b = substitution_records(f, x, vocab, seed)
+    if asked is not None:
+        keep = torch.as_tensor(asked).cpu().numpy().astype(bool)[:, :, None] & np.ones(tv.shape, dtype=bool)
+        tv = np.where(keep, tv, np.nan)
+        new = np.where(keep, new, old)  # a position not asked never counts as a changed answer
+    rec = (tv, old, new, a, b)
+    n = np.isfinite(tv).sum(axis=0)
+    E = np.nansum(tv, axis=0) / np.maximum(n, 1)  # the mean over the examples asked at t (0 where none is)
+    out = {"causal_mass_iv": causal_mass_iv(E)}
     out.update(time_sharing_iv(rec, draws, seed))
     return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 

@@ -9,6 +9,9 @@ the second-order ceiling.
   A network trained on real data that keeps its accuracy on the clone rests on the classes' first two moments; one
   that loses it uses higher-order statistics (or the clone's off-manifold inputs confuse it). ``real_acc``: for a
   run trained on the clone, the same on the real test set (the other direction).
+- ``clone_detect_acc``: how far off the data the clone lies, the held-out accuracy of a discriminator between the
+  real training inputs and as many drawn from their class moments
+  (:func:`probe.metrics.intervention.clone_discriminator`); 0.5: indistinguishable.
 - ``qda_acc``: the second-order ceiling, scikit-learn's QuadraticDiscriminantAnalysis fitted on the real training
   set and scored on the real test set: the Bayes rule of class-conditional Gaussians with the classes' measured
   moments, argmax_c log pi_c - (1/2) log|S_c| - (1/2) (x - mu_c)^T S_c^{-1} (x - mu_c), with the shrunk covariance
@@ -79,6 +82,9 @@ def qda_accuracy(x_train, y_train, x_test, y_test, shrinkage: float = QDA_SHRINK
         return float("nan")
 
 
+DETECT_STREAM = 20_261  # the seed of the clone of the training set that clone_detect_acc's discriminator sees
+
+
 def second_order_measures(model, task) -> dict[str, float]:
     """``clone_acc``, ``real_acc`` (clone tasks), ``qda_acc`` and ``qda_clone_acc`` of ``model`` on ``task``: the
     final-measure form of this module's measures (the same clone test set as the tracked ``clone_acc``)."""
@@ -91,6 +97,11 @@ def second_order_measures(model, task) -> dict[str, float]:
         out["real_acc"] = clone_accuracy(model, x_te, y_te)
     out["qda_acc"] = qda_accuracy(x_tr, y_tr, x_te, y_te)
     out["qda_clone_acc"] = qda_accuracy(x_tr, y_tr, xc, yc)
+    from probe.metrics.intervention import clone_discriminator  # how far off the data the clone lies
+    from probe.tasks.clone import gaussian_clone
+
+    x_cl = gaussian_clone(x_tr, y_tr, y_tr, task.n_outputs, torch.Generator().manual_seed(DETECT_STREAM))
+    out["clone_detect_acc"] = clone_discriminator(x_tr.cpu().numpy(), x_cl.cpu().numpy())
     return out
 
 
