@@ -304,7 +304,7 @@ def test_a_step_function_dependence_is_seen_by_intervention_only():
 # -- (f) how far off the data the clone lies -----------------------------------------------------------------------
 def test_the_discriminator_tells_a_non_gaussian_set_from_its_clone_and_not_a_gaussian_one():
     rng = np.random.default_rng(0)
-    n, d = 1500, 20
+    n, d = 1000, 20
     pos = rng.integers(0, d, n)
     real = np.zeros((n, d))
     real[np.arange(n), pos] = 3.0  # one bump per input: far from Gaussian
@@ -314,3 +314,32 @@ def test_the_discriminator_tells_a_non_gaussian_set_from_its_clone_and_not_a_gau
     g = rng.multivariate_normal(np.zeros(d), np.eye(d) + 0.5, n)
     gc = rng.multivariate_normal(g.mean(0), np.cov(g.T), n)
     assert clone_discriminator(g, gc) < 0.62
+
+
+# -- a CNN's dense gradient at a stationary point -------------------------------------------------------------------
+def test_a_cnns_conv_share_is_its_kernel_gradient_and_vanishes_where_that_does():
+    """Old reading: the CNN's dense gradient had a random direction's conv_share at the last step, read as "the
+    CNN's structure does not come from its gradient". The convolutional part of a CNN's dense gradient G is
+    exactly its kernel gradient (each tap's sum of G over the entries holding it), so it vanishes as the CNN
+    converges, whatever the loss asks of an MLP there; the review found conv_share 0.14-0.36 from step 3 to 405,
+    chance only at the last step (gradient norm 2e-4). The instruments that read the step report the norms
+    beside every value."""
+    from probe.metrics.pull import first_layer_gradient
+    from probe.models.conv import LocalNet
+    from probe.run.procedures import conv_layouts
+
+    torch.manual_seed(0)
+    geo = Geometry(1, (20,))
+    cnn = LocalNet(geo, 3, channels=2, kernel=3, layers=1, stride=1, shared=True)
+    x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
+    G = first_layer_gradient(cnn, x, y, "ce").double().numpy()
+    index = conv_layout(*conv_layouts(cnn)[0])
+    held = index >= 0
+    tap_sums = np.bincount(index[held], weights=G[held], minlength=int(index.max()) + 1)
+    cnn.zero_grad()
+    torch.nn.functional.cross_entropy(cnn(x), y).backward()
+    kernel_grad = cnn.layers[0].weight.grad.double().numpy().reshape(-1)
+    assert np.allclose(tap_sums, kernel_grad, atol=1e-6)
+    # at a kernel-stationary point (kernel gradient 0) the conv share is 0 whatever G's size off the subspace
+    G_stat = G - conv_subspace_projection(G, index)
+    assert subspace_shares(G_stat, index)["conv_share"] == pytest.approx(0.0, abs=1e-12)
