@@ -16,7 +16,10 @@ circular padding and a pooled readout embedded exactly into an MLP):
    Recorded: conv_subspace_distance_all at the end (0 at the start for the unperturbed runs, 0.3 for the
    perturbed), test accuracy, and the diffusion distance.
 
-Rows are appended per seed to results/mechanism/stability.csv (resumable: a seed present is skipped).
+Along each MLP run, at steps 0-999 (dense early), the signed first-order change of the first layer's distance to
+the convolutions of its layout along Adam's applied step, against random directions of the step's norm (20
+draws): results/mechanism/stability_step.csv. Rows are appended per seed to results/mechanism/stability.csv
+(resumable: a seed present is skipped).
 
     nice -n 10 python scripts/mechanism_stability.py run --seeds 0 1 2
     python scripts/mechanism_stability.py summary
@@ -42,7 +45,8 @@ from probe.tasks import make_task
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from mechanism_step import OUT, _append, _done  # noqa: E402
 
-from probe.metrics.step import mean_interval  # noqa: E402
+from probe.metrics.equivariance import conv_layout, conv_subspace_distance  # noqa: E402
+from probe.metrics.step import mean_interval, subspace_step  # noqa: E402
 
 LRS = (1e-4, 3e-4, 1e-3)
 BATCH = 25
@@ -61,13 +65,27 @@ def _acc(model, x, y) -> float:
                  .float().mean())
 
 
-def _train(model, task, lr, steps, order_seed, start=0):
+PROBE_STEPS = (0, 1, 5, 20, 100, 500, 999)
+
+
+def _train(model, task, lr, steps, order_seed, start=0, index=None, record=None):
+    """Train ``steps`` steps; with a first-layer layout ``index``, append to ``record`` at :data:`PROBE_STEPS` the
+    signed first-order change of the first layer's distance to the layout's convolutions along Adam's applied
+    step (probe.metrics.step.subspace_step, 20 draws per null) and the step's norm."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(start, start + steps):
+        probe = index is not None and (step - start) in PROBE_STEPS
+        if probe:
+            W = model.first_layer_dense().double().numpy().copy()
         x, y = _batch(task, order_seed, step)
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y, task.loss).backward()
         opt.step()
+        if probe:
+            D = model.first_layer_dense().double().numpy() - W
+            r = subspace_step(W, D, index, draws=20, seed=order_seed)
+            record.append({"step": step - start, "step_norm": float(np.linalg.norm(D)),
+                           "conv_dist": conv_subspace_distance(W, index), **r})
     return model
 
 
@@ -97,7 +115,8 @@ def run(seed: int, converge: float, max_cnn: int, steps: int) -> list[dict]:
     sym = symmetry_layouts(cnn)
     base = {"seed": seed, "converge": converge, "cnn_steps": cnn_steps, "cnn_converged": int(train_acc >= converge),
             "cnn_train_acc": train_acc, "cnn_test_acc": cnn_test, "width": width, "depth": depth, "steps": steps}
-    rows = []
+    rows, step_rows = [], []
+    index0 = conv_layout(*layouts[0])
 
     def mlp_from(st):
         m = build_model("mlp", task, width, depth)
@@ -108,7 +127,9 @@ def run(seed: int, converge: float, max_cnn: int, steps: int) -> list[dict]:
         ends = {}
         for arm, st, order in (("mlp", state, seed), ("mlp-b", state, seed + 1000),
                                ("mlp-eps0.3", perturb_off_convolutions(state, sym, 0.3, "all", seed), seed)):
-            m = _train(mlp_from(st), task, lr, steps, order, start=cnn_steps)
+            rec = []
+            m = _train(mlp_from(st), task, lr, steps, order, start=cnn_steps, index=index0, record=rec)
+            step_rows += [{"seed": seed, "lr": lr, "arm": arm, **r} for r in rec]
             ends[arm] = {k: v.detach().clone() for k, v in m.state_dict().items()}
             d = conv_subspace_distances(ends[arm], layouts)
             d0 = conv_subspace_distances(st, layouts)
@@ -123,7 +144,7 @@ def run(seed: int, converge: float, max_cnn: int, steps: int) -> list[dict]:
         c = _train(copy.deepcopy(cnn), task, lr, steps, seed, start=cnn_steps)
         rows.append({**base, "lr": lr, "arm": "cnn", "conv_dist_all_start": 0.0, "conv_dist_all_end": 0.0,
                      "test_acc": _acc(c, task.x_test, task.y_test), "diffusion": diff})
-    return rows
+    return rows, step_rows
 
 
 def summary() -> None:
@@ -148,6 +169,23 @@ def summary() -> None:
         dd = mean_interval([float(r["diffusion"]) for r in rs])
         print(f"  lr {lr:g} diffusion null ||W_a - W_b|| / ||W|| {dd[0]:.3f} [{dd[1]:.3f},{dd[2]:.3f}]; "
               f"conv distance minus it {e[0]:+.3f} [{e[1]:+.3f},{e[2]:+.3f}]")
+    sp = OUT / "stability_step.csv"
+    if sp.is_file():
+        with sp.open() as f:
+            srows = list(csv.DictReader(f))
+        print("first layer: d(distance to the convolutions) along Adam's step minus random directions of its norm "
+              "(negative: into the subspace), mean [95% interval] over seeds")
+        for lr in LRS:
+            for arm in ("mlp", "mlp-eps0.3"):
+                parts = []
+                for lo, hi in ((0, 5), (20, 100), (500, 999)):
+                    rs = [r for r in srows if float(r["lr"]) == lr and r["arm"] == arm and lo <= int(r["step"]) <= hi]
+                    seeds = sorted({r["seed"] for r in rs})
+                    e = mean_interval([np.mean([float(r["conv_dist_change"]) - float(r["conv_dist_change@random"])
+                                                for r in rs if r["seed"] == sd]) for sd in seeds])
+                    z = np.mean([float(r["conv_dist_change@random_sd"]) for r in rs]) if rs else float("nan")
+                    parts.append(f"steps {lo}-{hi} {e[0]:+.1e} [{e[1]:+.1e},{e[2]:+.1e}] (random sd {z:.1e})")
+                print(f"  lr {lr:g} {arm:11s} " + "; ".join(parts))
 
 
 def main(argv=None) -> int:
@@ -171,7 +209,9 @@ def main(argv=None) -> int:
             print(f"stability seed {seed}: done already", flush=True)
             continue
         t0 = time.time()
-        _append(path, run(seed, a.converge, a.max_cnn_steps, a.steps))
+        rows, step_rows = run(seed, a.converge, a.max_cnn_steps, a.steps)
+        _append(OUT / "stability_step.csv", step_rows)  # first: a seed counts as done once stability.csv has it
+        _append(path, rows)
         print(f"stability seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return 0
 

@@ -150,11 +150,25 @@ def subspace_step(M, D, index: np.ndarray, draws: int = DRAWS, seed: int = 0) ->
     direction null (mean and sd, ``@random``, ``@random_sd``) and another unit's step (``@units``). Negative: the
     step moves M toward the subspace; positive: out of it. Unlike the energy shares it tells a step that pulls
     weights in from one that pushes them out (both have the same energy in the subspace)."""
-    from probe.metrics.equivariance import conv_subspace_distance
+    held = index >= 0
+    taps = index[held]
+    counts = np.bincount(taps).astype(np.float64)
+    used = counts > 0
 
+    def conv_dist(A):  # = conv_subspace_distance(A, index): ||A - P A||^2 = ||A||^2 - sum_taps (tap sum)^2 / n_tap
+        tot = float((A**2).sum())
+        sums = np.bincount(taps, weights=A[held], minlength=len(counts))
+        return float(np.sqrt(max(1.0 - (sums[used] ** 2 / counts[used]).sum() / tot, 0.0))) if tot > 0 else float("nan")
+
+    def local_dist(A):
+        tot = float((A**2).sum())
+        return float(np.sqrt(max(1.0 - float((A[held] ** 2).sum()) / tot, 0.0))) if tot > 0 else float("nan")
+
+    M = as_matrix(M)
+    if M.shape != index.shape:
+        raise ValueError(f"a matrix of shape {M.shape} does not fit a layout of shape {index.shape}")
     out = {}
-    for name, S in (("conv_dist_change", lambda A: conv_subspace_distance(A, index)),
-                    ("local_dist_change", lambda A: local_distance(A, index))):
+    for name, S in (("conv_dist_change", conv_dist), ("local_dist_change", local_dist)):
         r = step_pull(S, M, D, draws, seed)
         out[name] = r["dS"]
         for k in ("@random", "@random_sd", "@units", "@units_sd"):
