@@ -190,11 +190,32 @@ def summary() -> None:
             eff = mean_interval([float(r["dS"]) - float(r["dS@random"]) for r in rs])
             effu = mean_interval([float(r["dS"]) - float(r["dS@units"]) for r in rs])
             effk = mean_interval([float(r["dS_k"]) - float(r["dS_k@random"]) for r in rs])
+            effku = mean_interval([float(r["dS_k"]) - float(r["dS_k@units"]) for r in rs])
             print(f"  t={t:5d} |G|={f('grad_norm')[0]:.3g} |D|={f('step_norm')[0]:.3g} par={f('step_parallel_share')[0]:.2f} "
                   f"dS-rand={eff[0]:+.2e} [{eff[1]:+.1e},{eff[2]:+.1e}] dS-units={effu[0]:+.2e} "
                   f"dS_grad={f('dS_grad')[0]:+.2e} dS_k-rand={effk[0]:+.2e} [{effk[1]:+.1e},{effk[2]:+.1e}] "
+                  f"dS_k-units={effku[0]:+.2e} [{effku[1]:+.1e},{effku[2]:+.1e}] "
                   f"wm={f('window_mass_3')[0]:.3f} (phase {f('window_mass_3@phase')[0]:.3f}) "
                   f"energy_com={f('energy_com_share_3')[0]:.3f} (@units {f('energy_com_share_3@units')[0]:.3f})")
+        print("per range of steps (each seed's mean over the range, then mean [95% interval] over seeds):")
+        f = lambda r, k: float(r[k])
+        for name, fn in (("dS - dS@random", lambda r: f(r, "dS") - f(r, "dS@random")),
+                         ("dS - dS@units", lambda r: f(r, "dS") - f(r, "dS@units")),
+                         ("dS_grad - dS@random", lambda r: f(r, "dS_grad") - f(r, "dS@random")),
+                         ("dS_k - dS_k@random", lambda r: f(r, "dS_k") - f(r, "dS_k@random")),
+                         ("dS_k - dS_k@units", lambda r: f(r, "dS_k") - f(r, "dS_k@units")),
+                         ("energy_com_share_3 - @units", lambda r: f(r, "energy_com_share_3") - f(r, "energy_com_share_3@units")),
+                         ("step_parallel_share", lambda r: f(r, "step_parallel_share")),
+                         ("grad_norm", lambda r: f(r, "grad_norm")), ("step_norm", lambda r: f(r, "step_norm"))):
+            parts = []
+            for rng in ((1, 2, 3, 5, 10), (50, 100, 200, 500), (1000, 2000, 3000, 4000, 5000, 5899)):
+                m = mean_interval([np.mean([fn(r) for r in rows if r["seed"] == sd and int(r["step"]) in rng])
+                                   for sd in seeds])
+                parts.append(f"steps {rng[0]}-{rng[-1]} {m[0]:+.2e} [{m[1]:+.1e},{m[2]:+.1e}]")
+            print(f"  {name:28s} " + "; ".join(parts))
+        for t in (0, 200, TRACK[-1]):
+            m = mean_interval([f(r, "window_mass_3") - f(r, "window_mass_3@phase") for r in rows if int(r["step"]) == t])
+            print(f"  window_mass_3 - phase null at step {t}: {m[0]:+.3f} [{m[1]:+.3f},{m[2]:+.3f}]")
     cause = OUT / "cause.csv"
     if cause.is_file():
         with cause.open() as f:
