@@ -199,7 +199,8 @@ def test_second_order_final_measures_only_when_named():
     model = build_model("mlp", task, 8, 1)
     assert not {"clone_acc", "qda_acc"} & set(function_measures(model, task, n=64))
     out = function_measures(model, task, ["second_order"], n=64)
-    assert set(out) == {"clone_acc", "qda_acc", "qda_clone_acc"}
+    assert set(out) == {"clone_acc", "qda_acc", "qda_clone_acc", "clone_detect_acc"}
+    assert 0.6 < out["clone_detect_acc"] <= 1  # 8x8 digits are far from Gaussian: the clone is told apart
     assert out["qda_acc"] > 0.85  # 8x8 digits: class Gaussians separate them well (a random net: ~0.1)
     clone = make_task("digits", {"clone": "gaussian"}, seed=0)
     out_c = function_measures(model, clone, ["second_order"], n=64)

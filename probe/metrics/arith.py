@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from probe.metrics.intervention import relevant_grad_share, relevant_iv_share
 
 # the task's ops (probe/tasks/arith.py) in numpy: measures import no task module
 RULES = {"add": np.add, "mul": np.multiply, "max": np.maximum}
@@ -77,4 +78,7 @@ def arith_measures(model, task) -> dict[str, float]:
         "rel_mse@rule": rel_mse(rule(x_te, rel, op), y_te),
         "extrap_rel_mse@rule": rel_mse(rule(x_ex, rel, op), y_ex),
     }
+    f = lambda x: model(x.to(dev).float()).double().cpu()
+    out["relevant_grad_share"] = relevant_grad_share(f, task.x_test.cpu(), rel)
+    out["relevant_iv_share"] = relevant_iv_share(f, task.x_test.cpu(), rel)
     return {k: v for k, v in out.items() if np.isfinite(v)}

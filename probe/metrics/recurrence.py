@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from probe.metrics.intervention import recurrence_iv_measures
 
 N_PERMUTATIONS = 16
 MAP_EXAMPLES = 256  # examples the dependence map averages over (its cost: (|S| + 1) T backward passes of them)
@@ -154,6 +155,9 @@ def recurrence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, f
         M = dependence_map(model, feats, y)
         res = {"time_sharing": time_sharing(M), "causal_mass": causal_mass(M)}
         res.update({f"{k}@permuted": v for k, v in permuted_nulls(M, seed).items()})
+        if task.vocab:  # the same questions by substituting tokens (probe/metrics/intervention.py)
+            one_hot = lambda ids: model(torch.nn.functional.one_hot(ids, C).float())
+            res.update(recurrence_iv_measures(one_hot, x, task.vocab, seed, asked=y != -100))
         longest = getattr(model, "max_length", None)
         for f in (2, 4):
             key = f"x_test_{f}T"

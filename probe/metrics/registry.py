@@ -30,7 +30,7 @@ from functools import partial
 from typing import Callable
 
 from probe.metrics import arith, functional, locality, pull, recurrence, routing, second_order, sparsity, spectral
-from probe.metrics import tiling
+from probe.metrics import intervention, step, tiling
 from probe.metrics.equivariance import conv_distance, shift_match
 
 SCOPES = ("first", "layer", "init", "data", "function", "delta", "grad", "layout", "paired")
@@ -261,6 +261,45 @@ MEASURES.update({m.name: m for m in (
             "(a known unit layout) G's and ΔW's energy inside the layout's windows (1 = locally connected)",
             "no more than a random direction's share (`@random` = the windows' entries / m n)",
             keys=("grad_local_share", "delta_local_share"), trackable=True),
+)})
+
+# -- the mechanism read by the step taken and by intervention (probe/metrics/step.py, intervention.py) ---------------
+MEASURES.update({m.name: m for m in (
+    Measure("step_pull", step.step_pull, "grad", _MECHANISM, "change of S along the step",
+            "the update the optimizer applies (W_t+1 - W_t) makes the first layer more structured by measure S "
+            "(`dS`, first order), beyond random directions of its norm (`@random`) and another unit's step "
+            "(`@units`), 20 draws each; with `step_norm` and `step_parallel_share` (scripts/mechanism_step.py)",
+            "the step makes it less structured (negative) or does no more than a random step; the energy shares "
+            "(`grad_com_share`, `*_conv_share`) say only where the gradient's energy sits",
+            keys=("step_dS",)),
+    Measure("subspace_step", step.subspace_step, "layout", _MECHANISM, "change of relative distance",
+            "(a known unit layout) the step moves the layer out of the layout's convolutions (`conv_dist_change` > 0) "
+            "or windows (`local_dist_change`), beyond random directions of its norm",
+            "the step moves it into them (negative): signed, where the energy shares cannot tell in from out",
+            keys=("conv_dist_change", "local_dist_change")),
+    Measure("conv_share_local_null", step.local_conv_share_null, "layout", _MECHANISM, "share of squared norm",
+            "conv_share@local computed: the conv_share M would have with random signs on its windows' entries "
+            "(local, unshared, its energy where M has it; exact on zero-padded layouts)",
+            "a matrix whose conv_share is no higher than this is local but not shared", keys=("conv_share_local_null",)),
+    Measure("causal_mass_iv", intervention.causal_mass_iv, "function", _RECURRENCE, "share of effect from s <= t",
+            "substituting a past or present token changes the answer at t; future tokens do not (1: causal), by "
+            "intervention: step-like dependence counts, the number of positions and the all-ones direction do not",
+            "the answer at t changes with future tokens; left out when no substitution changes any answer",
+            kinds=("sequence",)),
+    Measure("time_sharing_iv", intervention.time_sharing_iv, "function", _RECURRENCE, "share of consistent effects",
+            "the same substitution at the same lag changes the answer the same way at every position (exact "
+            "recurrent solutions: 1), read against `@permuted` (each position reading its answer its own way)",
+            "a different map at every position; left out when no substitution changes an answer; uninformative "
+            "for two answers (a change is a flip)", kinds=("sequence",)),
+    Measure("relevant_grad_share", intervention.relevant_grad_share, "function", _ARITH, "share of input-gradient energy",
+            "the function's input gradients lie on the relevant inputs (1), whatever its weights (dead units' do not "
+            "count)", "the function reads every input alike (\\|R\\|/D); read beside `rel_mse` (x0 - x1 reads 1 too)"),
+    Measure("relevant_iv_share", intervention.relevant_iv_share, "function", _ARITH, "share of resampling effect",
+            "resampling a relevant input changes the output, resampling another does not (1; sees step-like "
+            "dependence that gradients miss)", "every input moves the output alike (\\|R\\|/D)"),
+    Measure("clone_detect_acc", intervention.clone_discriminator, "function", _SECOND, "discriminator accuracy",
+            "a discriminator tells the real test inputs from their Gaussian clone: the clone lies off the data, and "
+            "`clone_acc` reads behaviour there", "near 0.5: the clone looks like the data", kinds=("image",)),
 )})
 
 

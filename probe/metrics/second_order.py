@@ -9,6 +9,9 @@ the second-order ceiling.
   A network trained on real data that keeps its accuracy on the clone rests on the classes' first two moments; one
   that loses it uses higher-order statistics (or the clone's off-manifold inputs confuse it). ``real_acc``: for a
   run trained on the clone, the same on the real test set (the other direction).
+- ``clone_detect_acc``: how far off the data the clone lies, the held-out accuracy of a discriminator between the
+  real training inputs and as many drawn from their class moments
+  (:func:`probe.metrics.intervention.clone_discriminator`); 0.5: indistinguishable.
 - ``qda_acc``: the second-order ceiling, scikit-learn's QuadraticDiscriminantAnalysis fitted on the real training
   set and scored on the real test set: the Bayes rule of class-conditional Gaussians with the classes' measured
   moments, argmax_c log pi_c - (1/2) log|S_c| - (1/2) (x - mu_c)^T S_c^{-1} (x - mu_c), with the shrunk covariance
@@ -24,6 +27,8 @@ import warnings
 
 import numpy as np
 import torch
+
+from probe.metrics.intervention import clone_discriminator
 
 # measured (seed 0, default splits): MNIST-1D 0.551 at 1e-3, 0.575 at 1e-2, 0.533 at 0.1 (scikit-learn's default
 # svd solver with reg_param 1e-3 gives 0.553, the issue's pilot); the 5,000-image MNIST subset (400 examples a
@@ -79,11 +84,17 @@ def qda_accuracy(x_train, y_train, x_test, y_test, shrinkage: float = QDA_SHRINK
         return float("nan")
 
 
-def second_order_measures(model, real, clone, on_clone: bool = False) -> dict[str, float]:
+DETECT_STREAM = 20_261  # the seed of the clone of the training set that clone_detect_acc's discriminator sees
+
+
+def second_order_measures(model, real, clone, on_clone: bool = False, clone_train=None) -> dict[str, float]:
     """``clone_acc``, ``real_acc`` (``on_clone``: a model trained on the clone), ``qda_acc`` and ``qda_clone_acc`` of
     ``model``: the final-measure form of this module's measures. ``real``: the real (x_train, y_train, x_test,
     y_test) (:func:`probe.tasks.clone.real_data`); ``clone``: the clone test set (x, y)
-    (:func:`probe.tasks.clone.clone_test_set`, the same as the tracked ``clone_acc``'s)."""
+    (:func:`probe.tasks.clone.clone_test_set`, the same as the tracked ``clone_acc``'s). ``clone_train``: a clone of
+    the real training inputs (one example per real one, drawn with :data:`DETECT_STREAM`), for ``clone_detect_acc``:
+    how well a discriminator tells real inputs from clone ones (:func:`probe.metrics.intervention.clone_discriminator`,
+    0.5 when it cannot)."""
     x_tr, y_tr, x_te, y_te = real
     xc, yc = clone
     out = {"clone_acc": clone_accuracy(model, xc, yc)}
@@ -91,6 +102,8 @@ def second_order_measures(model, real, clone, on_clone: bool = False) -> dict[st
         out["real_acc"] = clone_accuracy(model, x_te, y_te)
     out["qda_acc"] = qda_accuracy(x_tr, y_tr, x_te, y_te)
     out["qda_clone_acc"] = qda_accuracy(x_tr, y_tr, xc, yc)
+    if clone_train is not None:  # how far off the data the clone lies
+        out["clone_detect_acc"] = clone_discriminator(x_tr.cpu().numpy(), clone_train.cpu().numpy())
     return out
 
 
