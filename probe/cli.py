@@ -26,7 +26,7 @@ from probe.config import MAX_SEED, ConfigError, RunConfig, load_config_file, par
 
 
 # the click that typer runs on: typer._click in recent typer releases, the click package in older ones
-_click = getattr(typer.core, "_click", None) or getattr(typer.core, "click")
+_click = getattr(typer.core, "_click", None) or typer.core.click
 _click_errors = _click.exceptions
 
 

@@ -739,7 +739,7 @@ def attacks(rng: random.Random, quick: bool):
         out.append(("kill-train", f"SIGINT-{i}", a_kill_train, (signal.SIGINT,)))
     for i in range(n(10)):
         out.append(("kill-write", f"{i}", a_kill_write, ()))
-    for i, args in enumerate(CLI_VALUES if not quick else CLI_VALUES[::3]):
+    for _i, args in enumerate(CLI_VALUES if not quick else CLI_VALUES[::3]):
         out.append(("cli-values", " ".join(args)[:80], a_cli_values, (args,)))
     for name, text in SPECS.items():
         for extra in (["--dry-run"], []) if not quick else (["--dry-run"],):

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pandas as pd
-import pytest
 from matplotlib.collections import PolyCollection
 
 from probe.config import RunConfig

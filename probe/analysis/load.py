@@ -27,7 +27,7 @@ from probe.models import build_model
 from probe.models.conv import local_dense
 from probe.run.tracking import first_layer_at_init
 from probe.run.folder import read_json_file
-from probe.tasks import Task, make_task, task_shells
+from probe.tasks import make_task, task_shells
 from probe.analysis.outside import (WRAPPER_KEYS, hints_from_config, is_pretrained_folder, plan_first_layer,  # noqa: F401
                                     read_weights, unwrap_state_dict)
 

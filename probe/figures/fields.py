@@ -233,7 +233,7 @@ def save_figure(fig: Figure, path) -> list[Path]:
             buf = io.BytesIO()
             fig.savefig(buf, format=p.suffix.lower()[1:], dpi=200)
             try:  # whole or not at all: a failed write (disk full) leaves no half figure under the name
-                checkpoint.atomic_write(p, lambda f: f.write(buf.getvalue()))
+                checkpoint.atomic_write(p, lambda f, buf=buf: f.write(buf.getvalue()))
             except OSError as e:
                 raise OSError(e.errno, e.strerror, str(p)) from None
     return out

@@ -230,7 +230,7 @@ def _categorical(d: pd.DataFrame, *keys, runs: dict | None = None) -> pd.DataFra
     for k in dict.fromkeys(keys):
         if k is not None and k in d.columns:
             names = _names(d, k, runs)
-            d[k] = d[k].map(lambda v: names.get(v, str(v)))
+            d[k] = d[k].map(lambda v, names=names: names.get(v, str(v)))
     return d
 
 
@@ -707,7 +707,7 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
         # the legend below the panels (run names are long; beside them it squeezed the panels until labels overlapped)
         own = ax is None
         fig, ((ax_e, ax_f),) = _panels(ax, (8.2, 3.0 + 0.2 * -(-n_entries // 2)), 1, 2)
-        for run, e in eigs.groupby("run", sort=False):
+        for _run, e in eigs.groupby("run", sort=False):
             ev = np.sort(e.eigenvalue.to_numpy())
             ev = ev[ev > 1e-10 * ev.max()]
             c = colours[e[key].iloc[0]]
@@ -725,7 +725,7 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
         ax_e.set(xscale="log", yscale="log", xlabel=r"eigenvalue $\lambda$ of $W^\top W$", ylabel=r"density (per unit of $\lambda$)",
                  title="eigenvalues, first layer")
         ax_e.legend(title="power-law fits", fontsize=6, title_fontsize=6, frameon=False, loc="lower left")
-        for run, s in spectra.groupby("run", sort=False):
+        for _run, s in spectra.groupby("run", sort=False):
             ax_f.plot(s.frequency, s.power, "o-", ms=2.5, lw=1, color=colours[s[key].iloc[0]], label=s[key].iloc[0])
         ax_f.set(yscale="log", xlabel="spatial frequency |f| (cycles per grid length)",
                  ylabel="power (share of a unit's, mean)", title="per-unit power spectra")

@@ -153,7 +153,7 @@ def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind:
     for r in range(1, rounds + 1):
         masks = prune_masks(state, masks, prune, scope)
         folders[r].mkdir(parents=True, exist_ok=True)
-        atomic_write(folders[r] / "mask.pt", lambda f: torch.save(masks, f))  # for analysis; recomputed on restart
+        atomic_write(folders[r] / "mask.pt", lambda f, masks=masks: torch.save(masks, f))  # for analysis; recomputed on restart
         rows.append(train_or_resume(cfg, folders[r], prepare=_masked(masks, rewind_state)))
         state = last_state_dict(folders[r])
     pruned = sum(int((~m).sum()) for m in masks.values())

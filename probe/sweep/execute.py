@@ -218,7 +218,7 @@ def _run_local(dirs, jobs, on_result) -> list[dict]:
     except KeyboardInterrupt as e:
         for p in running:  # each stops at its next step boundary with a checkpoint
             p.send_signal(getattr(e, "signum", signal.SIGINT))
-        for p, (d, log) in running.items():
+        for p, (_d, log) in running.items():
             p.wait()
             log.close()
         raise

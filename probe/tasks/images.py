@@ -8,7 +8,6 @@ folder the user names.
 from __future__ import annotations
 
 import functools
-import gzip
 import io
 import logging
 import pickle
