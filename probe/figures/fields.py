@@ -145,7 +145,8 @@ def _panel(ax, f: np.ndarray, how: str) -> None:
         ax.imshow(e, cmap="mako", vmin=0, vmax=float(e.max()) or 1.0, interpolation="nearest")
     else:  # image: 2-D single channel, or 1-D channels x positions
         img = f[0] if f.ndim == 3 else f
-        ax.imshow(img, cmap="RdBu_r", vmin=-a, vmax=a, interpolation="nearest", aspect="auto" if f.ndim == 2 else "equal")
+        ax.imshow(img, cmap="RdBu_r", vmin=-a, vmax=a, interpolation="nearest",
+                  aspect="auto" if f.ndim == 2 else "equal")
     ax.set_xticks([])
     ax.set_yticks([])
 
