@@ -10,7 +10,8 @@ The public surface, for scripts and notebooks (the `probe` command is built on t
     report = probe.analyze(model, input_shape=(3, 32, 32))   # a model, state_dict or file from elsewhere
     probe.first_layer_measures(run.first_layer, run.geometry)
 
-Training: :class:`RunConfig`, :func:`config_for` (a task's own training defaults), :func:`make_task`, :func:`build_model`, :func:`run_training`. Reading runs back:
+Training: :class:`RunConfig`, :func:`config_for` (a task's own training defaults), :func:`make_task`,
+:func:`build_model`, :func:`run_training`. Reading runs back:
 :func:`load_run` (one checkpoint's model), :func:`read_metrics` (a run's rows), :func:`load_runs` (many runs' rows
 as one tidy DataFrame), :func:`analyze_checkpoint`, :func:`analyze_run` (a tidy DataFrame), :func:`analyze` (a model,
 state_dict or file from elsewhere).

@@ -26,7 +26,7 @@ from probe.config import MAX_SEED, ConfigError, RunConfig, load_config_file, par
 
 
 # the click that typer runs on: typer._click in recent typer releases, the click package in older ones
-_click = getattr(typer.core, "_click", None) or getattr(typer.core, "click")
+_click = getattr(typer.core, "_click", None) or typer.core.click
 _click_errors = _click.exceptions
 
 
@@ -122,7 +122,8 @@ def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{name}-{cfg.model}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | None, model_opts: list[str] | None) -> RunConfig:
+def build_config(config: Optional[Path], flags: dict, task_opts: list[str] | None,
+                 model_opts: list[str] | None) -> RunConfig:
     """RunConfig's defaults <- the task's training defaults <- config file <- flags given on the command line
     (None = not given)."""
     from probe.tasks import get_spec  # lazy: torch
@@ -210,7 +211,8 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run folder; by default runs/TASK-MODEL-sSEED-TIME."),
     config: Optional[Path] = typer.Option(None, help="TOML or JSON file of the run config; flags override it."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (a bar on a terminal, a line every few seconds in a log)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress (a bar on a terminal, a line every few seconds in a log)."),
     **options,
 ):
     """Train a model on a task and write a run folder (config, metrics.jsonl, checkpoints)."""
@@ -243,7 +245,8 @@ def _resume_config(folder: Path, flags, task_opt, model_opt) -> RunConfig:
         raise ConfigError(f"--resume {folder}: not a run folder (no config.json)")
     given = [k for k, v in flags.items() if v is not None and k not in ("device", "threads")]
     if given or task_opt or model_opt:
-        raise ConfigError(f"--resume takes the run's stored config; drop --{given[0].replace('_', '-') if given else 'task-opt'}")
+        raise ConfigError("--resume takes the run's stored config; "
+                          f"drop --{given[0].replace('_', '-') if given else 'task-opt'}")
     cfg = build_config(cfg_file, {}, None, None)
     if flags.get("threads") is not None and flags["threads"] != cfg.threads:
         err.print(f"note: --threads {flags['threads']} (the run started with {cfg.threads or 'the default'}) changes "
@@ -378,7 +381,8 @@ def analyze(
                                          "not store it; kernel = stride reads a patch embedding)."),
     padding: Optional[int] = typer.Option(None, help="Its zero padding (default k // 2, or 0 for a patch embedding)."),
     layer: Optional[str] = typer.Option(None, help="Report only this layer (names as the table shows them)."),
-    data: bool = typer.Option(True, "--data/--no-data", help="Rebuild the run's task: test accuracy, functional measures."),
+    data: bool = typer.Option(True, "--data/--no-data",
+                              help="Rebuild the run's task: test accuracy, functional measures."),
     n_data: int = typer.Option(512, min=1, help="Test inputs for the functional measures."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write a tidy table (a row per step, layer, measure)."),
@@ -462,7 +466,8 @@ def analyze(
 def sweep(
     target: Optional[Path] = typer.Argument(None, help="A sweep spec (.toml); with --summary, a sweep folder."),
     preset: Optional[str] = typer.Option(None, help="A preset shipped with probe (see --list)."),
-    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes), medium (about an hour on 2 cores with --jobs 2) or full (a GPU); by default quick."),
+    scale: Optional[str] = typer.Option(None, help="The spec's scale: quick (CPU minutes), medium (about an hour on 2 "
+                                                   "cores with --jobs 2) or full (a GPU); by default quick."),
     out: Optional[Path] = typer.Option(None, help="Sweep folder; by default runs/sweeps/NAME-SCALE."),
     executor: str = typer.Option("local", help="local, slurm, or submitit-local (submitit's local executor)."),
     jobs: int = typer.Option(1, min=1, help="Runs at once: local worker processes, or the Slurm array's parallelism."),
@@ -475,10 +480,15 @@ def sweep(
     account: Optional[str] = typer.Option(None, help="Slurm account to charge."),
     slurm_param: Optional[List[str]] = typer.Option(None, "--slurm-param", help="Any other #SBATCH option, KEY=VALUE "
                                                     "(qos=high, constraint=a100; repeatable)."),
-    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Wait for submitit jobs; by default not on slurm."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
+    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait",
+                                        help="Wait for submitit jobs; by default not on slurm."),
+    set_: Optional[List[str]] = typer.Option(None, "--set",
+                                             help="Config key of every run, KEY=VALUE (task_opts.K too; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
-    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and summary.parquet when pyarrow is installed), and their mean, sd and 95% t interval over seeds, and paired differences to nulls, into stats.csv."),
+    summary: bool = typer.Option(False, "--summary", help="Collect the runs' results into summary.csv (and "
+                                                          "summary.parquet when pyarrow is installed), and their mean, "
+                                                          "sd and 95% t interval over seeds, and paired differences to "
+                                                          "nulls, into stats.csv."),
     list_: bool = typer.Option(False, "--list", help="List the presets with their hypotheses."),
 ):
     """Run a grid of training runs from a spec or a preset (restartable: finished runs are skipped), or summarize
@@ -500,7 +510,8 @@ def sweep(
     if summary and target is not None and not target.is_file():  # a sweep folder (or a mistyped one)
         return _print_sweep_summary(sweep_summary.summarize(target), target)
     if (target is None) == (preset is None):
-        raise ConfigError("give a spec file or --preset NAME (see `probe sweep --list`), or a sweep folder with --summary")
+        raise ConfigError("give a spec file or --preset NAME (see `probe sweep --list`), "
+                          "or a sweep folder with --summary")
     spec = sw.expand(sw.load_spec(target, preset), scale, parse_kv(set_, "--set"))
     out = out or sw.default_out(spec)
     if summary:

@@ -103,7 +103,8 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"{source}: unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown config key(s) {', '.join(unknown)}; "
+                              f"valid keys: {', '.join(sorted(known))}")
         return cls(**{k: _coerce_field(k, v, source) for k, v in d.items()})
 
     def replace(self, **changes) -> "RunConfig":

@@ -92,11 +92,13 @@ def run_demo(out: Path, steps: int, seed: int, console: Console) -> dict:
     console.print("Most localized units (|w| over the 40 positions):")
     for i in order[:5]:
         console.print(f"  unit {i:3d}  ipr {ipr_units[i]:.3f}  |{sparkline(W[i])}|", highlight=False)
-    console.print(f"  median unit  ipr {np.median(ipr_units):.3f}  |{sparkline(W[order[len(order) // 2]])}|", highlight=False)
-    console.print("Reading: ipr is 1/40 = 0.025 for a flat field, 1 for a single pixel, about 3/40 for Gaussian weights "
-                  "(PyTorch's uniform init scores lower: read the trained value against 'at init'). window_mass_5 is "
-                  "the share of a field's energy in its best 5-pixel window; smooth fields have more of it without being "
-                  "local, so its null is 'phases randomized' (the same power spectrum per unit).", highlight=False)
+    console.print(f"  median unit  ipr {np.median(ipr_units):.3f}  |{sparkline(W[order[len(order) // 2]])}|",
+                  highlight=False)
+    console.print("Reading: ipr is 1/40 = 0.025 for a flat field, 1 for a single pixel, about 3/40 for Gaussian "
+                  "weights (PyTorch's uniform init scores lower: read the trained value against 'at init'). "
+                  "window_mass_5 is the share of a field's energy in its best 5-pixel window; smooth fields have more "
+                  "of it without being local, so its null is 'phases randomized' (the same power spectrum per unit).",
+                  highlight=False)
     return {"results": results, "measures": vals, "references": refs}
 
 

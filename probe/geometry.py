@@ -45,7 +45,8 @@ class Geometry:
         if self.perm is not None:
             object.__setattr__(self, "perm", tuple(int(p) for p in self.perm))
         if self.channels < 1 or not self.spatial or any(s < 1 for s in self.spatial):
-            raise ValueError(f"geometry: channels and grid sizes must be positive, got C={self.channels}, S={self.spatial}")
+            raise ValueError(f"geometry: channels and grid sizes must be positive, "
+                             f"got C={self.channels}, S={self.spatial}")
         if len(self.spatial) > 2:
             raise ValueError(f"geometry: grids are 1-D or 2-D, got {self.spatial}")
         if self.perm is not None and sorted(self.perm) != list(range(self.n_positions)):

@@ -60,7 +60,8 @@ class Progress:
     def _line(self) -> None:
         self._last = now = time.perf_counter()
         elapsed, new = now - self._t0, self.done - self.start
-        left = f", ~{_clock(elapsed / new * (self.total - self.done))} left" if 0 < new and self.done < self.total else ""
+        left = (f", ~{_clock(elapsed / new * (self.total - self.done))} left"
+                if 0 < new and self.done < self.total else "")
         status = f", {self.status}" if self.status else ""
         print(f"{self.what}: {self.unit} {self.done}/{self.total} ({self.done / self.total:.0%}){status}, "
               f"{_clock(elapsed)} elapsed{left}", file=self.stream, flush=True)

@@ -258,7 +258,8 @@ def a_ckpt_crafted(base, rng, kind, command):
     if Path("PWNED").exists():
         return held(False, "code ran")
     if kind == "other-seed" and res.rc == 0:  # analyze must not measure movement against this folder's seed-0 start
-        return held("not this" in res.text or "another" in res.text or "differs" in res.text or "movement" not in res.text,
+        return held("not this" in res.text or "another" in res.text or "differs" in res.text
+                    or "movement" not in res.text,
                     f"another seed's checkpoint measured against this folder's start without a note: {res!r}")
     if kind == "other-width" and res.rc == 0:
         return held("no init reference" in res.text, repr(res))
@@ -307,8 +308,9 @@ def a_run_files(base, rng, name, how, command):
     if command == "resume":  # drop the last checkpoint so that resume has steps to train
         ckpts = list_checkpoints(run)
         ckpts[-1][1].unlink()
-    args = {"check": ("check", run), "analyze": ("analyze", run, "--no-data"), "figures": ("figures", run, "--out", "f"),
-            "resume": ("train", "--resume", run), "summary": ("sweep", run.parent, "--summary")}[command]
+    args = {"check": ("check", run), "analyze": ("analyze", run, "--no-data"),
+            "figures": ("figures", run, "--out", "f"), "resume": ("train", "--resume", run),
+            "summary": ("sweep", run.parent, "--summary")}[command]
     res = cli(*args)
     if "Traceback" in res.text:
         return held(False, f"traceback: {res!r}")
@@ -696,7 +698,8 @@ SPECS = {
     "unknown-key": 'colour = 3\n[base]\ntask = "mnist1d"\n',
     "grid-not-list": '[base]\ntask = "mnist1d"\n[grid]\nseed = 3\n',
     "grid-empty": '[base]\ntask = "mnist1d"\n[grid]\nseed = []\n',
-    "dup-names": '[base]\ntask = "mnist1d"\n[[variants]]\nname = "a"\nwidth = 8\n[[variants]]\nname = "a"\nwidth = 16\n',
+    "dup-names": ('[base]\ntask = "mnist1d"\n[[variants]]\nname = "a"\nwidth = 8\n'
+                  '[[variants]]\nname = "a"\nwidth = 16\n'),
     "bad-task": '[base]\ntask = "nosuch"\n',
     "bad-type": '[base]\ntask = "mnist1d"\nsteps = "many"\n',
     "bad-procedure": '[base]\ntask = "mnist1d"\nprocedure = "magic"\n',
@@ -743,7 +746,7 @@ def attacks(rng: random.Random, quick: bool):
         out.append(("kill-train", f"SIGINT-{i}", a_kill_train, (signal.SIGINT,)))
     for i in range(n(10)):
         out.append(("kill-write", f"{i}", a_kill_write, ()))
-    for i, args in enumerate(CLI_VALUES if not quick else CLI_VALUES[::3]):
+    for _i, args in enumerate(CLI_VALUES if not quick else CLI_VALUES[::3]):
         out.append(("cli-values", " ".join(args)[:80], a_cli_values, (args,)))
     for name, text in SPECS.items():
         for extra in (["--dry-run"], []) if not quick else (["--dry-run"],):
@@ -869,7 +872,10 @@ def main(argv=None):
                 rec = json.loads(rf.read_text())
             else:
                 sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-                rec = {"verdict": "broken", "why": f"the attack process died ({'signal ' + str(sig) if sig else 'exit ' + str(os.WEXITSTATUS(status))}; memory or CPU limit?)"}
+                rec = {"verdict": "broken",
+                       "why": "the attack process died "
+                              f"({'signal ' + str(sig) if sig else 'exit ' + str(os.WEXITSTATUS(status))}; "
+                              "memory or CPU limit?)"}
             rec.update(index=i, cls=cls, name=name, seconds=round(time.time() - started, 1))
             results.append(rec)
             log.write(json.dumps(rec) + "\n")
@@ -885,7 +891,8 @@ def main(argv=None):
         rs = [r for r in results if r["cls"] == cls]
         print(f"{cls:20s} {sum(r['verdict'] == 'held' for r in rs):5d} {sum(r['verdict'] != 'held' for r in rs):6d}")
     nh = sum(r["verdict"] == "held" for r in results)
-    print(f"{'total':20s} {nh:5d} {len(results) - nh:6d}   ({time.time() - t0:.0f} s; folders of broken attacks kept in {out})")
+    print(f"{'total':20s} {nh:5d} {len(results) - nh:6d}   "
+          f"({time.time() - t0:.0f} s; folders of broken attacks kept in {out})")
     broken = sorted((r for r in results if r["verdict"] != "held"), key=lambda r: r["index"])
     if broken:
         print("\nbroken:")

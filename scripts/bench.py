@@ -374,14 +374,17 @@ def print_table(results: list[dict], rss: dict, tracking: bool) -> None:
         for r in res["rows"]:
             f = r.get("fused_ratio")
             verdict = "" if f is None else f"; fused x vs {r['fused_vs']}: {'met' if f >= TARGET_LOOP else 'NOT met'}"
-            print(f"{r['case']:28s} {r['optimizer']:5s} {r['loop']:15s} {r['steps']:5d} {_num(r['loop_rate'], ',.0f'):>10s} "
-                  f"{_num(r['run_rate'], ',.0f'):>10s} {_num(r.get('loop_ratio'), '.3f'):>7s} "
-                  f"{_num(r.get('run_ratio'), '.3f'):>7s} {_num(f, '.3f'):>7s}  {r['vs'] or ''}{verdict}")
+            print(f"{r['case']:28s} {r['optimizer']:5s} {r['loop']:15s} {r['steps']:5d} "
+                  f"{_num(r['loop_rate'], ',.0f'):>10s} {_num(r['run_rate'], ',.0f'):>10s} "
+                  f"{_num(r.get('loop_ratio'), '.3f'):>7s} {_num(r.get('run_ratio'), '.3f'):>7s} "
+                  f"{_num(f, '.3f'):>7s}  {r['vs'] or ''}{verdict}")
     print("\nwhat a probe run does beside its steps (median of 3 each), and what it adds to a run of RunConfig's")
-    print("default cadence (6000 steps; evaluation, and tracking, every 500: 13 rows; 10 checkpoints) at probe's loop rate:")
+    print("default cadence (6000 steps; evaluation, and tracking, every 500: 13 rows; 10 checkpoints) "
+          "at probe's loop rate:")
     for res in results:
         c, d = res["costs"], res["default_cadence"]
-        print(f"{res['case'] + ' ' + res['optimizer']:34s} evaluation {c['eval_s']:.3f} s, checkpoint {c['checkpoint_s']:.3f} s "
+        print(f"{res['case'] + ' ' + res['optimizer']:34s} evaluation {c['eval_s']:.3f} s, "
+              f"checkpoint {c['checkpoint_s']:.3f} s "
               f"-> +{100 * d['overhead']:.1f}%")
         if "tracked_keys" in c:
             print(f"{'':34s} tracking ({', '.join(c['tracked_keys'])}) {c['tracking_row_s']:.3f} s a row, "

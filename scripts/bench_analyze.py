@@ -2,11 +2,11 @@
 
 Layers of m = 256 .. 8192 random Gaussian units over a 3 x 32 x 32 image geometry (n = 3072). Prints one
 row per measure with the seconds at each m and the growth exponent b of t ~ m^b, a least-squares line in
-log-log over m >= 1024 (below that, fixed costs dominate; two points alone are at the mercy of one slow run), then checks the budget: every weight-only measure of a 4096 x 3072 layer together in
-under 10 s on 2 cores. A dense circular convolution of that size is checked too, since the Hungarian
-matching meets many exact ties there. Last, `probe analyze` itself on a plain state_dict holding that layer,
-with every reference (gaussian, permuted, phase, lcn, init_seeds: docs/design.md §4.3), BLAS on 2 threads: budget
-15 s wall on 2 idle cores.
+log-log over m >= 1024 (below that, fixed costs dominate; two points alone are at the mercy of one slow run), then
+checks the budget: every weight-only measure of a 4096 x 3072 layer together in under 10 s on 2 cores. A dense
+circular convolution of that size is checked too, since the Hungarian matching meets many exact ties there. Last,
+`probe analyze` itself on a plain state_dict holding that layer, with every reference (gaussian, permuted, phase, lcn,
+init_seeds: docs/design.md §4.3), BLAS on 2 threads: budget 15 s wall on 2 idle cores.
 
 Times are CPU seconds of this process (``time.process_time``) with BLAS limited to ``--blas-threads``
 (default 1): on a machine shared with other work, wall time mostly measures the others, while the CPU

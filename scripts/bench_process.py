@@ -130,7 +130,8 @@ def bench(steps: int = 800, optimizer: str = "sgd", repeats: int = 3, threads: i
                     print(f"  {r + 1}/{repeats} {kind:5s} wall {x['wall_s']:6.1f} s  cpu {x['cpu_s']:6.1f} s  "
                           f"| {x['last_line'][:90]}", flush=True)
     med = {k: {m: statistics.median(x[m] for x in v) for m in ("wall_s", "cpu_s")} for k, v in runs.items()}
-    ratio = {m: statistics.median(p[m] / b[m] for p, b in zip(runs["probe"], runs["bare"])) for m in ("wall_s", "cpu_s")}
+    ratio = {m: statistics.median(p[m] / b[m] for p, b in zip(runs["probe"], runs["bare"]))
+             for m in ("wall_s", "cpu_s")}
     return {"steps": steps, "optimizer": optimizer, "threads": threads, "repeats": repeats, "runs": runs,
             "median": med, "ratio": ratio, "meets_target": ratio["wall_s"] <= TARGET}
 

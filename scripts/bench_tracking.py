@@ -115,7 +115,8 @@ def bench(name: str, cfg: RunConfig, repeats: int) -> float:
     print(f"{name}: training CPU seconds off {min(cpu_off):.2f} (repeats spread +{100 * noise:.0f}%), on "
           f"{min(cpu_on):.2f} -> ratio {cpu:.3f}; wall "
           f"{max(off):,.0f} vs {max(on):,.0f} samples/s -> {max(on) / max(off):.3f} (best of {repeats}); hook "
-          f"{1e3 * timer.seconds / max(timer.calls, 1):.1f} ms x {timer.calls // repeats} calls per run -> {implied:.4f}")
+          f"{1e3 * timer.seconds / max(timer.calls, 1):.1f} ms x {timer.calls // repeats} calls per run "
+          f"-> {implied:.4f}")
     return cpu
 
 

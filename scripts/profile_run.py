@@ -132,7 +132,8 @@ def run_process(code_root: Path, args: list[str], out: Path, child: str | None =
 
 def same_run(a: Path, b: Path) -> bool:
     """metrics.jsonl (but the timing-free rows are compared whole) and every checkpoint byte for byte."""
-    files = ["metrics.jsonl", "reference.json", *sorted(str(p.relative_to(a)) for p in (a / "checkpoints").glob("*.pt"))]
+    files = ["metrics.jsonl", "reference.json",
+             *sorted(str(p.relative_to(a)) for p in (a / "checkpoints").glob("*.pt"))]
     other = sorted(str(p.relative_to(b)) for p in (b / "checkpoints").glob("*.pt"))
     if sorted(f for f in files if f.endswith(".pt")) != other:
         return False

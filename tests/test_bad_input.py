@@ -309,7 +309,8 @@ def test_resume_folders_that_are_not_runs(tmp_path, run):
     assert res.exit_code == 2 and "--resume takes the run's stored config; drop --lr" in one_line(res.output)
     res = runner.invoke(app, ["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")])
     assert res.exit_code == 2
-    assert one_line(res.output) == f"error: --resume continues the run in its own folder {run}; drop --out {tmp_path / 'elsewhere'}"
+    assert one_line(res.output) == (f"error: --resume continues the run in its own folder {run}; "
+                                    f"drop --out {tmp_path / 'elsewhere'}")
     assert not (tmp_path / "elsewhere").exists()
     res = runner.invoke(app, ["train", "--resume", str(run), "--config", str(run / "config.json")])
     assert res.exit_code == 2 and one_line(res.output) == "error: --resume takes the run's stored config; drop --config"
@@ -383,9 +384,11 @@ BAD_NPZ = {
     "NaN in x": (lambda p: _savez(p, **_good(x=np.where(np.eye(20, 8)[:, None, :] > 0, np.nan, 1.0))),
                  "x holds NaN or inf"),
     "inf in y": (lambda p: _savez(p, **_good(y=np.r_[np.inf, np.zeros(19)])), "y holds NaN or inf"),
-    "NaN in y_test": (lambda p: _savez(p, **_good(y=np.zeros(20), x_test=np.ones((4, 8)), y_test=np.r_[np.nan, 0, 0, 0])),
+    "NaN in y_test": (lambda p: _savez(p, **_good(y=np.zeros(20), x_test=np.ones((4, 8)),
+                                                  y_test=np.r_[np.nan, 0, 0, 0])),
                       "y_test holds NaN or inf"),
-    "string x": (lambda p: _savez(p, **_good(x=np.array([["a"] * 8] * 20))), "x has dtype <U1; probe needs real numbers"),
+    "string x": (lambda p: _savez(p, **_good(x=np.array([["a"] * 8] * 20))),
+                 "x has dtype <U1; probe needs real numbers"),
     "string y": (lambda p: _savez(p, **_good(y=np.array(["cat"] * 20))), "y has dtype <U3; targets must be"),
     "empty x": (lambda p: _savez(p, **_good(x=np.zeros((0, 8)), y=np.zeros(0, int))), "x is empty"),
     "one sample": (lambda p: _savez(p, **_good(n=1)), "test_frac 0.2 of 1 samples leaves an empty test split"),
@@ -553,7 +556,8 @@ def test_a_named_pipe_as_checkpoint_is_refused_without_blocking(tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert res.exit_code == 2
-    assert one_line(res.output) == f"error: checkpoint {tmp_path / 'pipe.pt'}: a named pipe, not a regular file; refused"
+    assert one_line(res.output) == (f"error: checkpoint {tmp_path / 'pipe.pt'}: "
+                                    "a named pipe, not a regular file; refused")
 
 
 def test_a_state_dict_that_does_not_fit_names_the_key(tmp_path, run):
@@ -691,7 +695,8 @@ def test_out_into_a_folder_holding_other_files_is_refused(tmp_path):
     (out / "notes.txt").write_text("my notes")
     res = runner.invoke(app, ["train", "--task", "mnist1d", "--width", "8", "--steps", "5", "-q", "--out", str(out)])
     assert res.exit_code == 2
-    assert one_line(res.output) == f"error: --out {out}: holds files that are not a run's (notes.txt); give a new or empty folder"
+    assert one_line(res.output) == (f"error: --out {out}: holds files that are not a run's (notes.txt); "
+                                    "give a new or empty folder")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 

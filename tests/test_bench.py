@@ -49,7 +49,8 @@ def test_bare_loop_runs_on_cuda_with_bf16_and_fused_adamw():
 
 
 # -- whole processes (scripts/bench_process.py) -------------------------------------------------------------
-_pspec = importlib.util.spec_from_file_location("bench_process", Path(__file__).parents[1] / "scripts" / "bench_process.py")
+_pspec = importlib.util.spec_from_file_location("bench_process",
+                                                Path(__file__).parents[1] / "scripts" / "bench_process.py")
 bench_process = importlib.util.module_from_spec(_pspec)
 _pspec.loader.exec_module(bench_process)
 

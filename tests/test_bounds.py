@@ -86,7 +86,7 @@ def test_every_task_and_preset_at_its_defaults_fits():
 
     for name, spec in task_specs().items():
         check_task_size(name, {}, spec.options())
-    for name, path in sw.presets().items():
+    for _name, path in sw.presets().items():
         raw = sw.load_spec(path)
         for scale in [s for s in sw.SCALES if s in raw] or [None]:
             sw.expand(raw, scale)

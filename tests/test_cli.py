@@ -22,10 +22,10 @@ def test_train_writes_a_run_folder_and_a_summary_line(tmp_path):
 
 @pytest.mark.slow
 def test_options_map_onto_config_fields(tmp_path):
-    res = runner.invoke(app, ["train", *TINY[6:], "--task", "mnist1d-shuffled", "--out", str(tmp_path / "r"), "--model", "cnn", "--model-opt", "channels=3",
-                              "--model-opt", "kernel=3", "--task-opt", "perm_seed=2", "--optimizer", "sgd", "--lr", "0.05",
-                              "--momentum", "0.9", "--weight-decay", "1e-4", "--seed", "7", "--batch-size", "32",
-                              "--device", "cpu"])
+    res = runner.invoke(app, ["train", *TINY[6:], "--task", "mnist1d-shuffled", "--out", str(tmp_path / "r"),
+                              "--model", "cnn", "--model-opt", "channels=3", "--model-opt", "kernel=3",
+                              "--task-opt", "perm_seed=2", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                              "--weight-decay", "1e-4", "--seed", "7", "--batch-size", "32", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["model_opts"] == {"channels": 3, "kernel": 3} and cfg["task_opts"] == {"perm_seed": 2}
@@ -37,13 +37,15 @@ def test_options_map_onto_config_fields(tmp_path):
 def test_config_file_and_flags_override_it(tmp_path):
     (tmp_path / "c.toml").write_text('task = "mnist1d"\nwidth = 12\ndepth = 1\nsteps = 30\nlr = 0.02\n'
                                      'eval-every = 10\n[model_opts]\nactivation = "tanh"\n')
-    res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.toml"), "--steps", "20", "-q", "--out", str(tmp_path / "r")])
+    res = runner.invoke(app, ["train", "--config", str(tmp_path / "c.toml"), "--steps", "20", "-q",
+                              "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (cfg["width"], cfg["steps"], cfg["lr"], cfg["eval_every"]) == (12, 20, 0.02, 10)
     assert cfg["model_opts"] == {"activation": "tanh"}
     # and the stored config.json reruns the run
-    res = runner.invoke(app, ["train", "--config", str(tmp_path / "r" / "config.json"), "-q", "--out", str(tmp_path / "r2")])
+    res = runner.invoke(app, ["train", "--config", str(tmp_path / "r" / "config.json"), "-q",
+                              "--out", str(tmp_path / "r2")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == (tmp_path / "r2" / "metrics.jsonl").read_text()
 

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pandas as pd
-import pytest
 from matplotlib.collections import PolyCollection
 
 from probe.config import RunConfig
@@ -33,7 +32,8 @@ def nlgp_runs(values) -> pd.DataFrame:
         for gain in (1.0, 100.0):
             run = f"lsg_task={task}_gain={gain:g}_s0"
             for step, v in zip((0, 50, 300), values):
-                rows += [dict(run=run, step=step, metric=m, value=v, task=task, seed=0, width=1, **{"task_opts.gain": gain})
+                rows += [dict(run=run, step=step, metric=m, value=v, task=task, seed=0, width=1,
+                              **{"task_opts.gain": gain})
                          for m in ("ipr", "ipr_frac_above")]
     return pd.DataFrame(rows)
 

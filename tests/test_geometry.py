@@ -4,7 +4,8 @@ import pytest
 from probe.geometry import Geometry
 
 
-@pytest.mark.parametrize("geo", [Geometry(1, (40,)), Geometry(3, (4, 5)), Geometry(7, (6,), channels_last=True, kind="sequence")])
+@pytest.mark.parametrize("geo", [Geometry(1, (40,)), Geometry(3, (4, 5)),
+                                 Geometry(7, (6,), channels_last=True, kind="sequence")])
 def test_fields_round_trip(geo):
     W = np.random.default_rng(0).normal(size=(5, geo.n_inputs))
     F = geo.fields(W)

@@ -371,8 +371,6 @@ def test_a_gzipped_idx_bomb_is_refused_before_it_is_decompressed(tmp_path, monke
 def _mnist_folder(folder: Path, n=6, images=None, labels=None, label_type=0x08, gz=False) -> Path:
     import gzip
 
-    import numpy as np
-
     folder.mkdir(parents=True, exist_ok=True)
     imgs = _idx((n, 28, 28)) if images is None else images
     labs = _idx((n,), label_type, bytes([i % 10 for i in range(n)])) if labels is None else labels

@@ -28,7 +28,8 @@ EPS = 1e-9
 
 geometries = st.one_of(
     st.builds(lambda c, l, p: Geometry(c, (l,), p), st.integers(1, 3), st.integers(1, 12), st.booleans()),
-    st.builds(lambda c, h, w, p: Geometry(c, (h, w), p), st.integers(1, 2), st.integers(1, 6), st.integers(1, 6), st.booleans()),
+    st.builds(lambda c, h, w, p: Geometry(c, (h, w), p), st.integers(1, 2), st.integers(1, 6), st.integers(1, 6),
+              st.booleans()),
 )
 
 

@@ -167,7 +167,8 @@ def test_many_short_local_fields_match_their_shifts_by_chance_as_the_lcn_null_sa
     assert value > null["phase"]["shift_match"] + 0.2  # the phase null cannot see this: it is for smooth fields
     assert value == pytest.approx(null["lcn"]["shift_match"], abs=0.05)
     conv = circular_conv_matrix(np.random.default_rng(5).standard_normal((16, 1, 5)), (40,))
-    assert shift_match(conv, G40)["shift_match"] > references(conv, G40, names=["shift_match"])["lcn"]["shift_match"] + 0.15
+    assert (shift_match(conv, G40)["shift_match"]
+            > references(conv, G40, names=["shift_match"])["lcn"]["shift_match"] + 0.15)
 
 
 # -- the init_seeds reference ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Figures (probe/figures/plots.py), their tidy tables (probe/figures/tables.py) and `probe figures` (probe/figures.py)."""
+"""Figures (probe/figures/plots.py), their tidy tables (probe/figures/tables.py) and `probe figures`
+(probe/figures.py)."""
 
 import matplotlib
 
@@ -24,7 +25,8 @@ TINY = dict(task="mnist1d", width=8, depth=1, steps=40, batch_size=50, eval_ever
 def runs(tmp_path_factory, slow_setup):
     """Two tiny MLP runs (seeds 0, 1) and a CNN run, with the default tracked measures."""
     root = tmp_path_factory.mktemp("runs")
-    for name, kw in [("mlp-s0", {}), ("mlp-s1", {"seed": 1}), ("cnn-s0", {"model": "cnn", "model_opts": {"channels": 4}})]:
+    for name, kw in [("mlp-s0", {}), ("mlp-s1", {"seed": 1}),
+                     ("cnn-s0", {"model": "cnn", "model_opts": {"channels": 4}})]:
         run_training(RunConfig(**{**TINY, **kw}), root / name, progress=False)
     return root
 
@@ -149,7 +151,8 @@ def test_make_figures_writes_every_figure_that_applies(runs, tmp_path):
     said = []
     written = make_figures([runs], tmp_path, group_by="model", steps=[40], prefix="t_", say=said.append)
     names = sorted(p.name for p in written)
-    assert names == sorted(f"t_{n}.{ext}" for n in ("measures", "accuracy", "fields", "spectra") for ext in ("pdf", "png"))
+    assert names == sorted(f"t_{n}.{ext}" for n in ("measures", "accuracy", "fields", "spectra")
+                           for ext in ("pdf", "png"))
     assert said == ["t_routing: skipped (no sequence runs)"]
     with pytest.raises(ConfigError, match="--group-by/--hue widht: no such config key"):
         make_figures([runs], tmp_path, group_by="widht")
@@ -183,7 +186,8 @@ def _hand_run(root, name, variant, seed, last_acc, n_train, **files):
 
 def test_load_final_takes_last_values_final_measures_and_procedure_results(tmp_path):
     _hand_run(tmp_path, "r", "imp", 3, 0.7, 123,
-              result={"status": "done", "test_acc": 0.7, "measures": {"lie_derivative": 2.0, "lie_derivative@init": 5.0}},
+              result={"status": "done", "test_acc": 0.7,
+                      "measures": {"lie_derivative": 2.0, "lie_derivative@init": 5.0}},
               procedure={"line_barrier": 0.5, "round_test_acc": [0.6, 0.7], "note": "x"})
     f = figdata.load_final([tmp_path / "r"])
     got = dict(zip(f.metric, f.value))
@@ -246,7 +250,8 @@ def test_final_figure_with_categorical_x_draws_no_lines_across_categories():
     fig = plots.final_figure(final, "variant", ["test_acc"], refs)
     means = [line for line in fig.axes[0].get_lines() if line.get_gid() != "reference"]
     assert len(means) == 1 and means[0].get_linestyle() == "None"
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["IMP (rewinding)", "SGD"]  # order of the runs, in words
+    # order of the runs, in words
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["IMP (rewinding)", "SGD"]
     with pytest.raises(ValueError, match="none of the metrics nope"):
         plots.final_figure(final, "variant", ["nope"])
     with pytest.raises(KeyError, match="no config key 'widht'"):
@@ -266,8 +271,8 @@ def test_make_figures_draws_final_and_interpolation_figures_of_hand_made_runs(tm
     said = []
     written = make_figures([tmp_path / "sw"], tmp_path / "out", hue="variant", x="variant", say=said.append,
                            which=("interpolation",), final=["test_acc", "shift_consistency_1"])
-    assert sorted(p.name for p in written) == sorted([f"{n}.{e}" for n in ("final", "interpolation") for e in ("pdf", "png")]
-                                                     + ["final_stats.csv"])
+    assert sorted(p.name for p in written) == sorted([f"{n}.{e}" for n in ("final", "interpolation")
+                                                      for e in ("pdf", "png")] + ["final_stats.csv"])
     assert said == []
     with pytest.raises(ConfigError, match="--x/--hue widht: no such config key"):
         make_figures([tmp_path / "sw"], tmp_path / "out", x="widht", which=())

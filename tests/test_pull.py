@@ -304,7 +304,8 @@ def test_analyze_delta_needs_w0_and_reports_the_delta_measures(tmp_path):
     assert res.exit_code == 2 and "--init" in res.output and len(res.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("geo", [Geometry(1, (2,), periodic=True), Geometry(1, (2, 5), periodic=True), Geometry(1, (2,))])
+@pytest.mark.parametrize("geo", [Geometry(1, (2,), periodic=True), Geometry(1, (2, 5), periodic=True),
+                                 Geometry(1, (2,))])
 def test_a_window_that_covers_the_grid_holds_all_of_the_gradient(geo):
     rng = np.random.default_rng(7)
     W, G = rng.standard_normal((6, geo.n_inputs)), rng.standard_normal((6, geo.n_inputs))

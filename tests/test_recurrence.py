@@ -117,8 +117,8 @@ def test_a_length_a_model_cannot_read_is_one_line_and_exit_2(tmp_path):
         with pytest.raises(ConfigError, match=f"model {model} reads sequences of length 8 only"):
             build_model(model, task, 8, 1, "standard", {})
     build_model("rnn", task, 8, 1, "standard", {})
-    res = CliRunner().invoke(app, ["train", "--task", "running-parity", "--task-opt", "test_length=32", "--model", "mlp",
-                                   "--out", str(tmp_path / "r"), "--steps", "2"])
+    res = CliRunner().invoke(app, ["train", "--task", "running-parity", "--task-opt", "test_length=32",
+                                   "--model", "mlp", "--out", str(tmp_path / "r"), "--steps", "2"])
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "reads sequences of length 16 only" in lines[0] and "(rnn, transformer)" in lines[0]

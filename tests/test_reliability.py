@@ -283,8 +283,9 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_earlier_ones(tmp_path, mo
             "--eval-every", "60", "--log-every", "20", "--checkpoints", "6", "-q", "--out", str(out)]
     res = runner.invoke(app, args)
     assert res.exit_code == 1, res.output
-    assert res.output.strip() == (f"error: cannot write {step_path(out, 36)} (No space left on device); the checkpoints "
-                                  f"before it are kept, continue with --resume {out} once there is room")
+    assert res.output.strip() == (f"error: cannot write {step_path(out, 36)} (No space left on device); "
+                                  f"the checkpoints before it are kept, continue with --resume {out} "
+                                  "once there is room")
     assert [s for s, _ in list_checkpoints(out)] == [0, 1, 3, 11]
     assert not list((out / "checkpoints").glob(".*"))  # no temp file left behind
     assert ckpt(out, 11)["step"] == 11
@@ -312,8 +313,9 @@ def test_nan_loss_stops_with_one_line_and_keeps_only_finite_checkpoints(tmp_path
     res = runner.invoke(app, args)
     assert res.exit_code == 1
     last = list_checkpoints(out)[-1]
-    assert res.output.strip() == (f"error: training diverged: train_loss became NaN or inf before step 8; stopped, last "
-                                  f"good checkpoint {last[1]} (try a smaller --lr, or --on-nan continue to keep training)")
+    assert res.output.strip() == ("error: training diverged: train_loss became NaN or inf before step 8; "
+                                  f"stopped, last good checkpoint {last[1]} "
+                                  "(try a smaller --lr, or --on-nan continue to keep training)")
     # found at the first checkpoint step after the NaN, long before the first log step (50)
     assert last[0] == 7
     _all_finite(out)
@@ -324,8 +326,8 @@ def test_nan_loss_stops_with_one_line_and_keeps_only_finite_checkpoints(tmp_path
 
 def test_nan_at_a_log_step_is_reported_with_the_row_written(tmp_path):
     cfg = RunConfig(**{**DIVERGING, "checkpoints": 2, "log_every": 10})
-    with pytest.raises(probe.run.folder.DivergenceError, match=r"train_loss became (nan|inf) at step 10; stopped, last good "
-                                                          r"checkpoint .*step_0.pt"):
+    with pytest.raises(probe.run.folder.DivergenceError,
+                       match=r"train_loss became (nan|inf) at step 10; stopped, last good checkpoint .*step_0.pt"):
         run_training(cfg, tmp_path / "r", progress=False)
     assert json.loads(rows(tmp_path / "r").splitlines()[-1])["step"] == 10
     _all_finite(tmp_path / "r")
@@ -589,7 +591,8 @@ CRAFTED = {
     "python rng": "its random state is bad (rng.python is not Python's version-3 random state)",
     "lr changed": "its optimizer state does not fit (group 0: lr 5.0 is not the schedule's 0.01 at step 50)",
     "weight decay changed": "its optimizer state does not fit (group 0: weight_decay is 0.5, the config gives 0.0)",
-    "adam state shape": "its optimizer state does not fit (parameter 0: exp_avg is not a float tensor of its shape (16, 40))",
+    "adam state shape": ("its optimizer state does not fit "
+                         "(parameter 0: exp_avg is not a float tensor of its shape (16, 40))"),
     "adam state for a parameter that does not exist": "state for parameter 99, which the model does not have",
     "schedule at another step": "its schedule is not at step 50",
     "loss count": "its loss_accum counts 1000 steps, but 10 were trained since the last metrics row",

@@ -168,7 +168,7 @@ def test_jacobian_maps_match_autograd_jacobian():
     x = F.one_hot(task.x_test, 8).float()
     maps = R.jacobian_maps(net, x, task.y_test)
     for i, (b, q) in enumerate(zip(maps.example, maps.out_pos)):
-        J = torch.autograd.functional.jacobian(lambda h: net(h[None])[0, q, task.y_test[b, q]], x[b])
+        J = torch.autograd.functional.jacobian(lambda h, b=b, q=q: net(h[None])[0, q, task.y_test[b, q]], x[b])
         np.testing.assert_allclose(maps.A[i], J.norm(dim=-1).numpy(), rtol=1e-4, atol=1e-7)
 
 

@@ -59,7 +59,8 @@ def test_sweep_exponents_read_each_runs_real_training_set_size(tmp_path):
                 (d / "config.json").write_text(json.dumps({"steps": 10}))
                 (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "test_acc": 1 - 0.9 * n**-b}) + "\n")
                 runs.append({"name": name, "varied": {"variant": model, "task_opts.n_train": k, "seed": s}})
-    (tmp_path / "sweep.json").write_text(json.dumps({"runs": runs, "columns": ["variant", "task_opts.n_train", "seed"]}))
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": runs,
+                                                     "columns": ["variant", "task_opts.n_train", "seed"]}))
     df = pd.DataFrame([{"run": r["name"], "status": "done", **r["varied"],
                         "test_acc": json.loads((tmp_path / r["name"] / "metrics.jsonl").read_text())["test_acc"]}
                        for r in runs])

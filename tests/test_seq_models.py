@@ -10,7 +10,8 @@ from probe.tasks import make_task
 from probe.run.loop import run_training
 
 TASKS = {"mqar": {"n_train": 32, "n_test": 16}, "induction": {"n_train": 32, "n_test": 16, "length": 12, "prefix": 4},
-         "icl-regression": {"n_train": 32, "n_test": 16, "dim": 3, "context": 5}, "parity": {"n_train": 32, "n_test": 16}}
+         "icl-regression": {"n_train": 32, "n_test": 16, "dim": 3, "context": 5},
+         "parity": {"n_train": 32, "n_test": 16}}
 MODELS = {"mlp": {}, "transformer": {"heads": 2}, "mixer": {}}
 
 
@@ -29,7 +30,8 @@ def test_sequence_models_output_shapes_and_accept_one_hot_inputs(model, task_nam
     x = task.x_test[:5]
     out = net(x)
     T = task.geometry.spatial[0]
-    assert out.shape == ((5, T, task.n_outputs) if task.y_train.dim() == 2 and task.loss == "ce" else (5, task.n_outputs))
+    assert out.shape == ((5, T, task.n_outputs) if task.y_train.dim() == 2 and task.loss == "ce"
+                         else (5, task.n_outputs))
     torch.testing.assert_close(net(onehot(task, x)), out, atol=1e-5, rtol=1e-5)
     W = net.first_layer_dense()
     assert W.shape[1] == task.geometry.n_inputs
@@ -42,7 +44,8 @@ def test_mlp_dense_first_layer_is_the_linear_map_its_first_units_see(opts):
     x = task.x_test[:4]
     first = net.mlp.layers[0]
     flat = F.one_hot(x, task.vocab).float().flatten(1)
-    torch.testing.assert_close(first(net.features(x)), flat @ net.first_layer_dense().T + first.bias, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first(net.features(x)), flat @ net.first_layer_dense().T + first.bias,
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_learned_mlp_embeddings_are_per_position_unless_shared():
@@ -95,7 +98,8 @@ def test_image_only_options_and_models_are_refused_on_sequence_tasks():
 @pytest.mark.slow
 @pytest.mark.parametrize("model,opts", [("mlp", {}), ("transformer", {"heads": 2}), ("mixer", {})])
 def test_short_training_through_the_trainer_lowers_the_loss(tmp_path, model, opts):
-    cfg = RunConfig(task="reverse", task_opts={"vocab": 8, "length": 4, "n_train": 128, "n_test": 128}, model=model, model_opts=opts,
+    cfg = RunConfig(task="reverse", task_opts={"vocab": 8, "length": 4, "n_train": 128, "n_test": 128},
+                    model=model, model_opts=opts,
                     width=32, depth=1, steps=60, batch_size=64, lr=3e-3, optimizer="adamw", eval_every=60,
                     log_every=60, checkpoints=2, track="none", device="cpu")
     run_training(cfg, tmp_path / model, progress=False)

@@ -16,7 +16,8 @@ def _tables():
     eigs, spectra = [], []
     for run, ev in (("heavy", tail), ("flat", flat)):
         fit = alpha_fit(None, ev)
-        eigs.append(pd.DataFrame({"run": run, "step": 10, "eigenvalue": ev, "alpha": fit["alpha"], "xmin": fit["xmin"]}))
+        eigs.append(pd.DataFrame({"run": run, "step": 10, "eigenvalue": ev, "alpha": fit["alpha"],
+                                  "xmin": fit["xmin"]}))
     f = np.arange(1, 9, dtype=float)
     spectra.append(pd.DataFrame({"run": "heavy", "frequency": f, "power": (1 / f) / (1 / f).sum()}))
     spectra.append(pd.DataFrame({"run": "flat", "frequency": f, "power": np.full(8, 1 / 8)}))

@@ -29,7 +29,8 @@ def spec(base=None, **top):
 # -- the spec -------------------------------------------------------------------------------------------------
 def test_grid_is_crossed_and_variants_are_zipped():
     s = expand(spec(grid={"seed": [0, 1], "task_opts.n_train": [100, 200, 0]},
-                    variants=[{"name": "mlp", "model": "mlp"}, {"name": "cnn", "model": "cnn", "model_opts.channels": 4}]))
+                    variants=[{"name": "mlp", "model": "mlp"},
+                              {"name": "cnn", "model": "cnn", "model_opts.channels": 4}]))
     assert len(s.runs) == 2 * 2 * 3 and s.columns == ("variant", "seed", "task_opts.n_train")
     cnn = [r for r in s.runs if r.varied["variant"] == "cnn"]
     assert all(r.config["model"] == "cnn" and r.config["model_opts"] == {"channels": 4} for r in cnn)
@@ -39,7 +40,8 @@ def test_grid_is_crossed_and_variants_are_zipped():
 
 def test_several_variant_axes_are_crossed_with_each_other():
     s = expand(spec(variants={"a": [{"name": "w8", "width": 8}, {"name": "w16", "width": 16}],
-                              "b": [{"name": "d1", "depth": 1}, {"name": "d2", "depth": 2}, {"name": "d3", "depth": 3}]}))
+                              "b": [{"name": "d1", "depth": 1}, {"name": "d2", "depth": 2},
+                                    {"name": "d3", "depth": 3}]}))
     assert len(s.runs) == 6 and s.columns == ("a", "b")
     assert {(r.config["width"], r.config["depth"]) for r in s.runs} == {(w, d) for w in (8, 16) for d in (1, 2, 3)}
     assert "w16_d3" in [r.name for r in s.runs]
@@ -443,4 +445,5 @@ def test_readme_spec_example_expands():
     sweep = expand(spec)
     assert sweep.scale == "quick" and len(sweep.runs) == 6  # [quick] keeps seed 0: 3 gains x 2 variants
     assert {r.config["task_opts"]["gain"] for r in sweep.runs} == {1, 3, 10}
-    assert {r.config["model"] for r in sweep.runs} == {"mlp", "cnn"} and {r.config["steps"] for r in sweep.runs} == {500}
+    assert ({r.config["model"] for r in sweep.runs} == {"mlp", "cnn"}
+            and {r.config["steps"] for r in sweep.runs} == {500})

@@ -52,10 +52,12 @@ def applicable(task) -> tuple[str, ...]:
     return (*images, "shift_consistency", "second_order") if task.loss == "ce" else images
 
 
-def function_measures(model, task, names=None, n: int = 512, seed: int = 0, info: dict | None = None) -> dict[str, float]:
-    """The functional measures ``names`` (default: every one that applies, but :data:`OPT_IN`) of ``model`` on ``task``, as one flat
-    dict of floats; names that do not apply to the task are left out (module docstring). Facts that are not
-    measures (:data:`NOT_MEASURES`: the attention head the ``attn_*`` measures read) go into ``info``."""
+def function_measures(model, task, names=None, n: int = 512, seed: int = 0,
+                      info: dict | None = None) -> dict[str, float]:
+    """The functional measures ``names`` (default: every one that applies, but :data:`OPT_IN`) of ``model`` on
+    ``task``, as one flat dict of floats; names that do not apply to the task are left out (module docstring). Facts
+    that are not measures (:data:`NOT_MEASURES`: the attention head the ``attn_*`` measures read) go into
+    ``info``."""
     names = ([m for m in applicable(task) if m not in OPT_IN] if names is None
              else [m for m in names if m in applicable(task)])
     model.eval()

@@ -27,7 +27,7 @@ from probe.models import build_model
 from probe.models.conv import local_dense
 from probe.run.tracking import first_layer_at_init
 from probe.run.folder import read_json_file
-from probe.tasks import Task, make_task, task_shells
+from probe.tasks import make_task, task_shells
 from probe.analysis.outside import (WRAPPER_KEYS, hints_from_config, is_pretrained_folder, plan_first_layer,  # noqa: F401
                                     read_weights, unwrap_state_dict)
 
@@ -97,7 +97,8 @@ def read_source(path, input_shape=None, periodic: bool = False, weights_only_int
                 raise ValueError("state_dict is not a dict of named tensors")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"checkpoint {path}: a probe checkpoint with missing or bad fields "
-                                  f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__})") from None
+                                  f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__})"
+                                  ) from None
         if input_shape is not None and tuple(input_shape) != (geo.channels, *geo.spatial):
             raise ConfigError(f"--input-shape {','.join(map(str, input_shape))}: checkpoint {path} stores its "
                               f"own geometry {geo.describe()}; drop --input-shape")
@@ -106,7 +107,8 @@ def read_source(path, input_shape=None, periodic: bool = False, weights_only_int
     obj = unwrap_state_dict(obj)
     if isinstance(obj, Mapping) and not all(isinstance(k, str) for k in obj):
         raise CheckpointError(f"checkpoint {path}: its keys are not all parameter names (a key "
-                              f"{next(k for k in obj if not isinstance(k, str))!r}); a state_dict maps names to tensors")
+                              f"{next(k for k in obj if not isinstance(k, str))!r}); "
+                              "a state_dict maps names to tensors")
     if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path}: neither a probe checkpoint nor a state_dict of tensors (nor one "
                               f"under {', '.join(repr(k) for k in WRAPPER_KEYS)})")

@@ -145,7 +145,8 @@ def _panel(ax, f: np.ndarray, how: str) -> None:
         ax.imshow(e, cmap="mako", vmin=0, vmax=float(e.max()) or 1.0, interpolation="nearest")
     else:  # image: 2-D single channel, or 1-D channels x positions
         img = f[0] if f.ndim == 3 else f
-        ax.imshow(img, cmap="RdBu_r", vmin=-a, vmax=a, interpolation="nearest", aspect="auto" if f.ndim == 2 else "equal")
+        ax.imshow(img, cmap="RdBu_r", vmin=-a, vmax=a, interpolation="nearest",
+                  aspect="auto" if f.ndim == 2 else "equal")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -233,7 +234,7 @@ def save_figure(fig: Figure, path) -> list[Path]:
             buf = io.BytesIO()
             fig.savefig(buf, format=p.suffix.lower()[1:], dpi=200)
             try:  # whole or not at all: a failed write (disk full) leaves no half figure under the name
-                checkpoint.atomic_write(p, lambda f: f.write(buf.getvalue()))
+                checkpoint.atomic_write(p, lambda f, buf=buf: f.write(buf.getvalue()))
             except OSError as e:
                 raise OSError(e.errno, e.strerror, str(p)) from None
     return out

@@ -159,7 +159,8 @@ VALUE_TEXT = {
                 "ntk-lcn": "LCN vs trained CNN", "ntk-mlp-vs-mlp": "MLP vs MLP of another seed (null)"},
     "optimizer": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"},
 }
-_VARIANT_PATTERNS = ((re.compile(r"^e(cnn|lcn)-t(\d+)$"), lambda m: f"e{m[1].upper()} ({m[1].upper()} trained {m[2]} steps)"),
+_VARIANT_PATTERNS = ((re.compile(r"^e(cnn|lcn)-t(\d+)$"),
+                      lambda m: f"e{m[1].upper()} ({m[1].upper()} trained {m[2]} steps)"),
                      (re.compile(r"^stab-eps([\d.]+)(-orbit)?$"),
                       lambda m: f"eps {m[1]}{', whole orbits' if m[2] else ', data'}"))
 # config keys that say how a run was run, not what was run: never part of a run's name
@@ -178,8 +179,9 @@ UNIT_INTERVAL = {
     "swap_follow_values", "self_mass", "time_sharing", "causal_mass", "relevant_weight_mass", "perm_flip_rate",
     "conv_subspace_distance", "conv_subspace_distance_all", "sparsity", "grad_com_share_3", "grad_com_share_5",
     "grad_conv_share", "delta_conv_share", "grad_local_share", "delta_local_share", "clone_acc", "real_acc",
-    "ntk_cka", "ntk_kta", "ntk_input_cka", "equiv_subspace_distance", "equiv_subspace_distance_all", "shift_match_units", "test_acc",
-    "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T",
+    "ntk_cka", "ntk_kta", "ntk_input_cka", "equiv_subspace_distance", "equiv_subspace_distance_all",
+    "shift_match_units", "test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T",
+    "test_acc_4T",
     *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3)),
 }
 NON_NEGATIVE = {"spread", "displacement_mean", "displacement_median", "movement", "effective_rank", "stable_rank",

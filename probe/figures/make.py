@@ -163,7 +163,8 @@ def _refuse_overwrite(out: Path, prefixes, which, x) -> None:
     """A one-line error naming the figure files in ``out`` that drawing would replace (any figure of ``which``,
     with each of ``prefixes``, as .pdf or .png)."""
     names = [n for n in FIGURE_NAMES if n in which or (n == "final" and x is not None)]
-    taken = [f"{p}{n}{ext}" for p in prefixes for n in names for ext in (".pdf", ".png") if (out / f"{p}{n}{ext}").exists()]
+    taken = [f"{p}{n}{ext}" for p in prefixes for n in names for ext in (".pdf", ".png")
+             if (out / f"{p}{n}{ext}").exists()]
     if taken:
         shown = ", ".join(taken[:4]) + (f" and {len(taken) - 4} more" if len(taken) > 4 else "")
         raise ConfigError(f"--out {out}: would replace {len(taken)} existing file(s) ({shown}); give --overwrite to "

@@ -230,7 +230,7 @@ def _categorical(d: pd.DataFrame, *keys, runs: dict | None = None) -> pd.DataFra
     for k in dict.fromkeys(keys):
         if k is not None and k in d.columns:
             names = _names(d, k, runs)
-            d[k] = d[k].map(lambda v: names.get(v, str(v)))
+            d[k] = d[k].map(lambda v, names=names: names.get(v, str(v)))
     return d
 
 
@@ -384,7 +384,8 @@ STEP_NULL_TEXT = {"phase": "phases randomized", "chance": "isotropic (k/|S|)", "
 
 
 def measures_figure(runs: pd.DataFrame, refs: pd.DataFrame | None = None, measures=None, hue: str | None = None,
-                    group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3, ax=None) -> Figure:
+                    group_by: str | None = None, references=("gaussian", "permuted"), ncols: int = 3,
+                    ax=None) -> Figure:
     """Tracked measures over training steps, one panel per measure, references as horizontal lines.
 
     Args:
@@ -484,8 +485,8 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
     """End-of-run values against a swept config key, one panel per metric.
 
     Each run is a small dot; each (hue, x) group's mean over its runs (seeds) a large marker with a bar of its 95%
-    t interval (the legend says n), joined along x when x is numeric. ``x``'s values are ordered categories, evenly spaced (numbers sorted, other values in
-    the order of the runs). References are hollow markers in the
+    t interval (the legend says n), joined along x when x is numeric. ``x``'s values are ordered categories, evenly
+    spaced (numbers sorted, other values in the order of the runs). References are hollow markers in the
     group's colour, joined by the reference's dash pattern: for tracked measures the ``references`` kinds of
     :func:`probe.figures.tables.load_references` (a kind equal to the value itself, like a permutation-invariant
     measure's ``permuted``, is left out), for final measures without those their ``NAME@KIND`` nulls
@@ -707,7 +708,7 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
         # the legend below the panels (run names are long; beside them it squeezed the panels until labels overlapped)
         own = ax is None
         fig, ((ax_e, ax_f),) = _panels(ax, (8.2, 3.0 + 0.2 * -(-n_entries // 2)), 1, 2)
-        for run, e in eigs.groupby("run", sort=False):
+        for _run, e in eigs.groupby("run", sort=False):
             ev = np.sort(e.eigenvalue.to_numpy())
             ev = ev[ev > 1e-10 * ev.max()]
             c = colours[e[key].iloc[0]]
@@ -722,10 +723,10 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
                 lam = np.logspace(np.log10(xmin), np.log10(ev.max()), 50)
                 ax_e.plot(lam, share * (a - 1) / xmin * (lam / xmin) ** -a, "--", color=c, lw=1,
                           label=rf"$\alpha$ = {a:.2f}")
-        ax_e.set(xscale="log", yscale="log", xlabel=r"eigenvalue $\lambda$ of $W^\top W$", ylabel=r"density (per unit of $\lambda$)",
-                 title="eigenvalues, first layer")
+        ax_e.set(xscale="log", yscale="log", xlabel=r"eigenvalue $\lambda$ of $W^\top W$",
+                 ylabel=r"density (per unit of $\lambda$)", title="eigenvalues, first layer")
         ax_e.legend(title="power-law fits", fontsize=6, title_fontsize=6, frameon=False, loc="lower left")
-        for run, s in spectra.groupby("run", sort=False):
+        for _run, s in spectra.groupby("run", sort=False):
             ax_f.plot(s.frequency, s.power, "o-", ms=2.5, lw=1, color=colours[s[key].iloc[0]], label=s[key].iloc[0])
         ax_f.set(yscale="log", xlabel="spatial frequency |f| (cycles per grid length)",
                  ylabel="power (share of a unit's, mean)", title="per-unit power spectra")
@@ -761,11 +762,13 @@ def routing_figure(routing: pd.DataFrame, ax=None) -> Figure:
             ax.scatter(src.in_pos, [rows.index(q) for q in src.out_pos], s=30, facecolors="none", edgecolors="w",
                        linewidths=1)
             ax.set_yticks(range(len(rows)), [str(q) for q in rows])
-            ax.set(xlabel="input position s", ylabel="output position q", title=f"{names.get(run, run)}\n{'Jacobian map' if kind == 'jacobian' else kind}")
+            ax.set(xlabel="input position s", ylabel="output position q",
+                   title=f"{names.get(run, run)}\n{'Jacobian map' if kind == 'jacobian' else kind}")
             ax.grid(False)
         fig.colorbar(im, ax=list(axes), label="share of the map (row sums to 1)", shrink=0.9)
         ring = Line2D([], [], ls="", marker="o", ms=6, mfc="none", mec="0.2", mew=1,
-                      label="ring (white in the maps): a ground-truth source position\n(the matching key and its value)")
+                      label="ring (white in the maps): a ground-truth source position\n"
+                            "(the matching key and its value)")
         _figure_legend(fig, axes[0], own, handles=[ring], loc="outside lower center", frameon=False, fontsize=7)
     return fig
 

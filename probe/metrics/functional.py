@@ -167,8 +167,8 @@ def shift_consistency(f, x, geometry: Geometry, shifts=(1, 2, 3), batch_size: in
     invariant to circular shifts, such as a circular convolution followed by global average pooling.
 
     noise_consistency_d: the same with x + u in place of the shifted input, u = g ||roll(x, +-d, a) - x|| / ||g||,
-    g ~ N(0, I_n) drawn per input, axis and direction over the grid (seeded ``seed``): a random move of the same size. It is
-    the null of shift_consistency_d. A model that predicts almost one class for every input (an untrained net)
+    g ~ N(0, I_n) drawn per input, axis and direction over the grid (seeded ``seed``): a random move of the same size.
+    It is the null of shift_consistency_d. A model that predicts almost one class for every input (an untrained net)
     scores near 1 on both; a model invariant to shifts but not to noise scores higher on the first.
 
     Returns:

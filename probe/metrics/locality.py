@@ -208,8 +208,8 @@ def ipr_frac_above(W, geometry: Geometry, threshold: float | None = None) -> flo
     """Share of live units with sum_s p_i(s)^2 > threshold.
 
     Args:
-        threshold: default 2 (C + 2) / (C |S| + 2), twice the random-Gaussian expectation (:func:`ipr_gaussian`). A random unit
-            rarely gets there (for C = 1 its ipr fluctuates by about sqrt(8 / (3 |S|)) relative: 0.26 at
+        threshold: default 2 (C + 2) / (C |S| + 2), twice the random-Gaussian expectation (:func:`ipr_gaussian`). A
+            random unit rarely gets there (for C = 1 its ipr fluctuates by about sqrt(8 / (3 |S|)) relative: 0.26 at
             |S| = 40, where 0.3% of Gaussian units pass), so the share counts the few localized units
             that a layer mean hides.
     """

@@ -237,9 +237,10 @@ def _twin(prefix: str, m: Measure) -> Measure:
     """``delta_<m>`` / ``grad_<m>``: measure m on ΔW or on G, with its keys prefixed; read against the same nulls
     drawn from ΔW or G. The pull is computed for image models only (probe.metrics.pull.first_layer_module)."""
     kinds = ("image",) if prefix == "grad" else m.task_kinds
-    return Measure(f"{prefix}_{m.name}", m.fn, prefix, _MECHANISM, f"{m.label}, of {'ΔW' if prefix == 'delta' else 'G'}",
-                   m.high, m.low, keys=tuple(f"{prefix}_{k}" for k in m.keys), trackable=m.trackable,
-                   expensive=m.expensive, kinds=kinds, base=m.name)
+    return Measure(f"{prefix}_{m.name}", m.fn, prefix, _MECHANISM,
+                   f"{m.label}, of {'ΔW' if prefix == 'delta' else 'G'}", m.high, m.low,
+                   keys=tuple(f"{prefix}_{k}" for k in m.keys), trackable=m.trackable, expensive=m.expensive,
+                   kinds=kinds, base=m.name)
 
 
 MEASURES.update({t.name: t for prefix in TWINS for m in list(MEASURES.values()) if m.scope in ("first", "layer")

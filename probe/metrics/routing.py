@@ -36,9 +36,10 @@ an example and, for per-position targets, the position q where it is asked)
 - Attention maps give the same scores with A = the attention row of the reading position: per layer and head,
   the best head is reported (``attn_routing_accuracy``, ``attn_input_dependence``, ``attn_layer``, ``attn_head``).
 
-Modular addition: power of the Fourier modes k = 1 .. (p-1)/2 over tokens a = 0 .. p-1, |sum_a M(a) e^{-2 pi i k a / p}|^2,
-normalized per row. Rows are the first layer's token blocks at the a and b positions (``embed_*``; for an MLP
-its first layer) and the first hidden neurons as functions of a and of b over all p^2 inputs (``neuron_*``).
+Modular addition: power of the Fourier modes k = 1 .. (p-1)/2 over tokens a = 0 .. p-1,
+|sum_a M(a) e^{-2 pi i k a / p}|^2, normalized per row. Rows are the first layer's token blocks at the a and b
+positions (``embed_*``; for an MLP its first layer) and the first hidden neurons as functions of a and of b over all
+p^2 inputs (``neuron_*``).
 ``*_freq_1..5``: the key frequencies, the top modes of the row-averaged power; ``*_fourier_top``: the share
 of that power they hold (random: 5 / ((p-1)/2)); ``*_fourier_peak``: the mean share of each row's own
 strongest mode (1 for pure sinusoids, which an MLP may spread over many frequencies; random: H_K / K).

@@ -201,8 +201,9 @@ def stable_rank(W, evals: np.ndarray | None = None) -> float:
 
     Needs only the Frobenius norm and the top singular value: without ``evals`` the latter comes from
     Lanczos iterations in float64 (``scipy.sparse.linalg.svds``, about 2 s at 4096 x 4096 against 4-5 s for
-    the whole spectrum) when min(m, n) > :data:`LANCZOS_MIN`, from :func:`eigenvalues` otherwise. With ``evals`` (W's eigenvalues) the top one is theirs, and ||W||_F^2 is summed
-    from W when W is given (``stable_rank(None, evals)``: sum_k lambda_k).
+    the whole spectrum) when min(m, n) > :data:`LANCZOS_MIN`, from :func:`eigenvalues` otherwise. With ``evals``
+    (W's eigenvalues) the top one is theirs, and ||W||_F^2 is summed from W when W is given
+    (``stable_rank(None, evals)``: sum_k lambda_k).
     """
     if evals is not None:
         ev = np.asarray(evals)
@@ -258,8 +259,8 @@ def gaussian_eigenvalues(shape, seed: int = 0) -> np.ndarray:
     the Laguerre ensemble at beta = 1): with p = max(m, n) and q = min(m, n), Householder bidiagonalization
     turns G into an upper bidiagonal q x q matrix B with independent entries, diagonal chi_p, chi_(p-1), ...,
     chi_(p-q+1) and superdiagonal chi_(q-1), ..., chi_1, and leaves the singular values unchanged, so the
-    eigenvalues of the tridiagonal B^T B (LAPACK's ``dsterf``, O(q^2)) are distributed as those of G^T G. 0.16 s at 4096 x 4096,
-    where decomposing a drawn G takes 4-5 s; tests/test_spectral.py checks the distribution against drawn
+    eigenvalues of the tridiagonal B^T B (LAPACK's ``dsterf``, O(q^2)) are distributed as those of G^T G. 0.16 s at
+    4096 x 4096, where decomposing a drawn G takes 4-5 s; tests/test_spectral.py checks the distribution against drawn
     matrices. Seeded by ``numpy.random.default_rng([seed, GAUSSIAN_SPECTRUM_STREAM])``. The spectra of (m, n) and
     (n, m) are the same draw.
     """

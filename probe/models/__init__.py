@@ -40,7 +40,8 @@ def check_applies(name: str, given) -> None:
                           f"options: --model-opt {opts})")
 
 
-def build_model(name: str, task, width: int, depth: int, param: str = "standard", opts: dict | None = None) -> nn.Module:
+def build_model(name: str, task, width: int, depth: int, param: str = "standard",
+                opts: dict | None = None) -> nn.Module:
     specs = model_specs()
     if name not in specs:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(sorted(specs))}")

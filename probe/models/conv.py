@@ -30,7 +30,8 @@ def out_size(n: int, kernel: int, stride: int, pad: int) -> int:
     return (n + 2 * pad - kernel) // stride + 1
 
 
-def local_dense(weight: torch.Tensor, in_spatial: tuple[int, ...], stride: int, pad: int, circular: bool) -> torch.Tensor:
+def local_dense(weight: torch.Tensor, in_spatial: tuple[int, ...], stride: int, pad: int,
+                circular: bool) -> torch.Tensor:
     """Dense matrix of a local layer. weight: (O, P, C, *k) with P the number of output positions
     (a convolution passes its (O, C, *k) kernel expanded over P). Returns (O*P, C*|S|)."""
     O, P, C = weight.shape[:3]
@@ -80,7 +81,8 @@ class LocallyConnected(nn.Module):
         P = math.prod(self.out_spatial)
         fan_in = in_channels * kernel**self.d
         bound = 1 / math.sqrt(fan_in)  # PyTorch's conv default scale
-        self.weight = nn.Parameter(torch.empty(out_channels, P, in_channels, *([kernel] * self.d)).uniform_(-bound, bound))
+        self.weight = nn.Parameter(torch.empty(out_channels, P, in_channels, *([kernel] * self.d))
+                                   .uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels, P).uniform_(-bound, bound))
 
     def patches(self, x):
@@ -157,7 +159,8 @@ class LocalNet(nn.Module):
         if not self.shared:
             return first.dense()
         w = first.weight.detach()
-        P = math.prod(out_size(n, first.kernel_size[0], first.stride[0], first.padding[0]) for n in self.geometry.spatial)
+        P = math.prod(out_size(n, first.kernel_size[0], first.stride[0], first.padding[0])
+                      for n in self.geometry.spatial)
         return local_dense(w.unsqueeze(1).expand(w.shape[0], P, *w.shape[1:]), self.geometry.spatial,
                            first.stride[0], first.padding[0], self.circular)
 

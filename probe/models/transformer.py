@@ -60,7 +60,8 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(d) if norm else nn.Identity()
         self.attn = Attention(d, heads, causal)
         self.ln2 = nn.LayerNorm(d) if norm else nn.Identity()
-        self.fc1, self.act, self.fc2 = nn.Linear(d, mlp_ratio * d), make_activation(activation), nn.Linear(mlp_ratio * d, d)
+        self.fc1, self.act, self.fc2 = (nn.Linear(d, mlp_ratio * d), make_activation(activation),
+                                        nn.Linear(mlp_ratio * d, d))
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, attn = self.attn(self.ln1(h))

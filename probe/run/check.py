@@ -249,7 +249,8 @@ def _checkpoints(rep: CheckReport, cfg: RunConfig | None, geometry: dict | None,
             continue
         missing = [k for k in _RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
         if not is_probe_checkpoint(ck) or missing:
-            rep.add(PROBLEM, what, f"not a probe checkpoint with training state (missing {', '.join(missing) or 'format'})")
+            rep.add(PROBLEM, what,
+                    f"not a probe checkpoint with training state (missing {', '.join(missing) or 'format'})")
             broken += 1
             continue
         problem = _checkpoint_problem(ck, step, cfg, cfg_dict, geometry)
@@ -275,7 +276,8 @@ def _checkpoints(rep: CheckReport, cfg: RunConfig | None, geometry: dict | None,
         rep.add(NOTE, "checkpoints", f"{unverified} without checksums (written before probe had them): loaded, "
                                      "not verified")
     if not broken:
-        rep.add(OK, "checkpoints", f"{len(have)} (steps {_few(have, 8)})" + (", checksums verified" if verified else ""))
+        rep.add(OK, "checkpoints",
+                f"{len(have)} (steps {_few(have, 8)})" + (", checksums verified" if verified else ""))
 
 
 def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | None:

@@ -128,7 +128,8 @@ def check_rng_state(state) -> None:
             and len(py[1]) == 625 and all(_is_int(v) and 0 <= v < 2**32 for v in py[1])
             and (py[2] is None or isinstance(py[2], float))):
         raise ValueError("rng.python is not Python's version-3 random state")
-    if "cuda" in state and not (isinstance(state["cuda"], (list, tuple)) and all(torch.is_tensor(v) for v in state["cuda"])):
+    if "cuda" in state and not (isinstance(state["cuda"], (list, tuple))
+                                and all(torch.is_tensor(v) for v in state["cuda"])):
         raise ValueError("rng.cuda is not a list of generator states")
 
 
@@ -209,7 +210,8 @@ def verify_checksums(obj: dict) -> str | None:
         if obj.get("version") != 1:
             return f"it has no checksums and version {obj.get('version')!r}: damaged or edited; refused"
         return None
-    if not (isinstance(stored, dict) and stored.get("algorithm") == "crc32" and isinstance(stored.get("tensors"), dict)):
+    if not (isinstance(stored, dict) and stored.get("algorithm") == "crc32"
+            and isinstance(stored.get("tensors"), dict)):
         return "its checksums are unreadable (damaged or edited)"
     now = checksums(obj)
     for name, crc in now["tensors"].items():
@@ -309,7 +311,8 @@ def state_dict_mismatch(model: torch.nn.Module, state_dict) -> str | None:
     kinds = [k for k in own if k in state_dict and not torch.is_tensor(state_dict[k])]
     parts = []
     if missing:
-        parts.append("missing " + ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+        parts.append("missing " + ", ".join(missing[:3])
+                     + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
     if extra:
         parts.append("unexpected " + ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else ""))
     parts += shapes[:3]
@@ -363,7 +366,8 @@ def load_checkpoint(path, map_location="cpu", weights_only_intact: bool = False)
         detail = _load_error_detail(e)
         m = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(e), re.IGNORECASE)
         if m and m.group(1).startswith("torch.nn."):
-            raise CheckpointError(f"checkpoint {p}: a whole pickled model ({m.group(1).rsplit('.', 1)[-1]}); probe reads "
+            raise CheckpointError(f"checkpoint {p}: a whole pickled model ({m.group(1).rsplit('.', 1)[-1]}); "
+                                  "probe reads "
                                   "weights without running code: save them with torch.save(model.state_dict(), PATH) "
                                   "and analyze that file") from None
         if m:

@@ -272,7 +272,8 @@ def restore(run: Run) -> None:
         run.loss_sum = ck["loss_accum"]["sum"].to(run.device)
         run.n_loss = int(ck["loss_accum"]["n"])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        raise CheckpointError(f"checkpoint {path}: its training state does not fit this run ({first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path}: its training state does not fit this run "
+                              f"({first_line(e)})") from None
     run.resumed = True
     metrics = run.out / METRICS_FILE
     if metrics.exists():
@@ -470,7 +471,8 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 if self.path.is_dir() or (self.path.exists() and not self.path.is_file()):
-                    raise ConfigError(f"--out {self.out}: {self.path} is {'a folder' if self.path.is_dir() else 'not a file'}"
+                    raise ConfigError(f"--out {self.out}: {self.path} is "
+                                      f"{'a folder' if self.path.is_dir() else 'not a file'}"
                                       ", not a lock probe wrote; remove it if no probe process writes this run "
                                       "folder") from None
                 raw, info = read_lock(self.out)
@@ -576,8 +578,8 @@ def lock_holder(run_dir) -> str | None:
 
 # files a run folder holds: the run's own, and what sweeps and procedures put beside them (docs/design.md §5.1)
 RUN_ENTRIES = ("config.json", "task.json", METRICS_FILE, "reference.json", "checkpoints")
-COMPANION_ENTRIES = (DAMAGED_FILE, "sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json", "interpolation.json",
-                     "stages", "mask.pt", "rewind.pt", "layout.json")
+COMPANION_ENTRIES = (DAMAGED_FILE, "sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json",
+                     "interpolation.json", "stages", "mask.pt", "rewind.pt", "layout.json")
 
 
 @contextlib.contextmanager

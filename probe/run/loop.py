@@ -341,7 +341,8 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
                               f"{'continue' if resume else 'train'} here")
     check_tracking(cfg)  # a bad --track fails before anything is built or written
     run = setup(cfg, out, task)  # bad data or options fail here, before the run folder is created
-    names = check_tracking(cfg, run.task.geometry.kind)  # measures that do not apply to this task, before --out is touched
+    # measures that do not apply to this task, before --out is touched
+    names = check_tracking(cfg, run.task.geometry.kind)
     check_model(names, run.model, out, cfg.model)  # the pull and the layout shares need a model that has them
     if "tensorboard" in log_targets(cfg):
         _summary_writer()  # a missing package is a one-line error before --out is touched
@@ -354,7 +355,8 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
             prepare(run, not resume)
         if resume:
             restore(run)
-        hooks = (*hooks, *tracking_hooks(run))  # --track: first-layer measures in the metrics rows (probe/run/tracking.py)
+        # --track: first-layer measures in the metrics rows (probe/run/tracking.py)
+        hooks = (*hooks, *tracking_hooks(run))
         check_space(run)
         if not resume:
             try:

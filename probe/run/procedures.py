@@ -153,7 +153,8 @@ def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind:
     for r in range(1, rounds + 1):
         masks = prune_masks(state, masks, prune, scope)
         folders[r].mkdir(parents=True, exist_ok=True)
-        atomic_write(folders[r] / "mask.pt", lambda f: torch.save(masks, f))  # for analysis; recomputed on restart
+        # for analysis; recomputed on restart
+        atomic_write(folders[r] / "mask.pt", lambda f, masks=masks: torch.save(masks, f))
         rows.append(train_or_resume(cfg, folders[r], prepare=_masked(masks, rewind_state)))
         state = last_state_dict(folders[r])
     pruned = sum(int((~m).sum()) for m in masks.values())
@@ -635,9 +636,9 @@ def ntk_align(cfg: RunConfig, out: Path, ref: str = "cnn", ref_opts: dict | None
     ``ntk_cka`` (CKA of its NTK with K_ref), ``ntk_kta`` (its kernel-target alignment) and ``ntk_input_cka`` into
     the metrics rows at multiples of ``every`` (0: every evaluation, ``eval_every``), step 0 and the last step. On
     one loaded CPU core, on 512 MNIST-1D inputs: an MLP 40-100-100-10 0.2 s, an LCN of 16 channels 1.4 s, a CNN of
-    16 (32) channels 0.9 (3.8) s (its kernels by per-example Jacobians), so a CNN subject wants a sparse ``every``. The null of ``ntk_cka``: the same run against a reference of the
-    subject's own kind at another seed (``ref=mlp``, ``ref_seed``): how alike two independently trained kernels of
-    one architecture are.
+    16 (32) channels 0.9 (3.8) s (its kernels by per-example Jacobians), so a CNN subject wants a sparse ``every``.
+    The null of ``ntk_cka``: the same run against a reference of the subject's own kind at another seed (``ref=mlp``,
+    ``ref_seed``): how alike two independently trained kernels of one architecture are.
 
     Results: ``ntk_cka``, ``ntk_kta`` at the end and at step 0 (``@init``), ``ntk_input_cka`` at the end; the
     reference's ``ref_kta`` and ``ref_test_acc``; two references without learning: ``input_kta`` (KTA of the input

@@ -239,7 +239,8 @@ class Tracker:
         row.update(self.twin_measures(G, "grad"))
         phase = [b for b in self.twins["grad"] if b in PHASE_MEASURES]
         if phase:
-            row.update({f"grad_{k}@phase": v for k, v in phase_measures(G, self.geometry, self.cfg.seed, phase).items()})
+            row.update({f"grad_{k}@phase": v
+                        for k, v in phase_measures(G, self.geometry, self.cfg.seed, phase).items()})
         if self.com:
             for k in pull.COM_WINDOWS:
                 row[f"grad_com_share_{k}"] = pull.com_share(G, W, self.geometry, k)

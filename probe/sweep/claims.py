@@ -58,7 +58,7 @@ def recompute(table: str, where: str, measure: str, null: str = "", results: Pat
         key, _, value = pair.partition("=")
         if key not in df.columns:
             raise KeyError(f"{table}: no column {key!r}")
-        df = df[df[key].map(lambda v: _match(v, value))]
+        df = df[df[key].map(lambda v, value=value: _match(v, value))]
     if measure not in df.columns or (null and f"{measure}@{null}" not in df.columns):
         raise KeyError(f"{table}: no column {measure if measure not in df.columns else f'{measure}@{null}'!r}")
     x = pd.to_numeric(df[measure], errors="coerce")

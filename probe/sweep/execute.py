@@ -40,7 +40,8 @@ def prepare(sweep: Sweep, out: Path) -> list[Path]:
     if old.exists():
         prev = json_dict(old)
         if prev is None:
-            raise ConfigError(f"{old}: damaged (not a JSON object), so probe cannot tell which sweep this folder holds; "
+            raise ConfigError(f"{old}: damaged (not a JSON object), so probe cannot tell which sweep this folder "
+                              "holds; "
                               "delete it and start again: it is rewritten from the spec, and each run folder is "
                               "checked against the spec (finished runs are skipped)")
         if (prev.get("name"), prev.get("scale")) != (sweep.name, sweep.scale):
@@ -218,7 +219,7 @@ def _run_local(dirs, jobs, on_result) -> list[dict]:
     except KeyboardInterrupt as e:
         for p in running:  # each stops at its next step boundary with a checkpoint
             p.send_signal(getattr(e, "signum", signal.SIGINT))
-        for p, (d, log) in running.items():
+        for p, (_d, log) in running.items():
             p.wait()
             log.close()
         raise

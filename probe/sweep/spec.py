@@ -37,8 +37,9 @@ A sweep spec (the presets in ``probe/experiments/*.toml`` are examples)::
     # [medium]                           # `--scale medium`: same form (about an hour on 2 CPU cores, --jobs 2)
     # [full]                             # `--scale full`: same form
 
-One run's config, lowest to highest precedence: RunConfig defaults, the task's training defaults, [base], the scale's base, the variants (in
-axis order), the grid values, ``--set KEY=VALUE``. Run folder names join the variant labels and the grid values
+One run's config, lowest to highest precedence: RunConfig defaults, the task's training defaults, [base], the
+scale's base, the variants (in axis order), the grid values, ``--set KEY=VALUE``. Run folder names join the variant
+labels and the grid values
 (``cnn_task=mnist1d-shuffled_s0``); the summary has one column per axis and per grid key.
 
 Running the runs is :mod:`probe.sweep.execute`'s job (``probe sweep`` calls it). Sweep folder: ``sweep.json`` (the
@@ -214,7 +215,8 @@ def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return (f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90
+            else f"{seconds:.0f} s")
 
 
 def default_out(sweep: Sweep) -> Path:
@@ -250,7 +252,8 @@ def _check_options(cfg: RunConfig, procedure: str, popts: dict, where: str) -> N
     for what, opts, valid in checks:
         unknown = sorted(set(opts) - set(valid)) if valid is not None else []
         if unknown:
-            raise ConfigError(f"{where}: unknown {what} option(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
+            raise ConfigError(f"{where}: unknown {what} option(s) {', '.join(unknown)}; "
+                              f"valid: {', '.join(valid) or 'none'}")
     if procedure != "train":  # the values too: a wrong type fails here, not as a traceback in the worker
         try:
             check_procedure_options(procedure, popts)
@@ -285,7 +288,8 @@ def _axes(variants, where) -> dict:
         axes[axis] = []
         for e in entries:
             settings = _table({k: v for k, v in e.items() if k != "name"}, f"{where} variants")
-            label = e.get("name") or "-".join(f"{_short_names(list(settings))[k]}={_fmt(v)}" for k, v in settings.items())
+            label = e.get("name") or "-".join(f"{_short_names(list(settings))[k]}={_fmt(v)}"
+                                              for k, v in settings.items())
             axes[axis].append((_safe(str(label)), settings))
     return axes
 

@@ -35,7 +35,8 @@ def parse_positions(positions, D: int) -> list[int]:
     """``"0,1"`` (or ``[0, 1]``, or its string) as two distinct positions in [0, D)."""
     found = [int(p) for p in re.findall(r"-?\d+", str(positions))]
     if len(found) != 2 or found[0] == found[1] or not all(0 <= p < D for p in found):
-        raise ConfigError(f"task add: positions must be two distinct positions in [0, {D}), e.g. 0,1; got {positions!r}")
+        raise ConfigError(f"task add: positions must be two distinct positions in [0, {D}), e.g. 0,1; "
+                          f"got {positions!r}")
     return found
 
 
@@ -44,7 +45,8 @@ def gen_arith(g, n, D, relevant, low, high, noise, op, outside=False):
     w = high - low
     u = torch.rand(n, D, generator=g, dtype=torch.float64) * w
     if outside:
-        x = torch.where(torch.rand(n, D, generator=g) < 0.5, low - w + u, high + u)  # [low - w, low) or [high, high + w)
+        # [low - w, low) or [high, high + w)
+        x = torch.where(torch.rand(n, D, generator=g) < 0.5, low - w + u, high + u)
     else:
         x = low + u
     y = OPS[op](x[:, relevant[0]], x[:, relevant[1]]) + noise * torch.randn(n, generator=g, dtype=torch.float64)

@@ -55,8 +55,8 @@ BY_TASK = {
     ("patches", "size"): "patch side in pixels (size x size, or a row of size pixels with rows)",
     ("patches", "rows"): "1-D patches: a row of size pixels (geometry 1 x size) instead of a size x size square",
     ("patches", "n_train"): "training patches in the fixed set (any number: drawn at random positions)",
-    ("patches", "augment_shift"): "k > 0: cut each training patch again at its corner moved by a random shift in [-k, k] "
-                                  "per axis, clipped to its training block (real translations, no wrap-around)",
+    ("patches", "augment_shift"): "k > 0: cut each training patch again at its corner moved by a random shift in "
+                                  "[-k, k] per axis, clipped to its training block (real translations, no wrap-around)",
     ("patches", "block"): "side of the square blocks each image is tiled by; test_frac of them are the test region",
     ("patches", "test_frac"): "share of each image's blocks held out as its test region",
     ("patches", "data_dir"): "folder holding the images (default: scikit-image's data folder; nothing is downloaded)",

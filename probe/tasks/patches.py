@@ -108,7 +108,8 @@ class PatchSource:
             self.blocks["train"].append(tr)
             self.blocks["test"].append(te)
         # standardize with the training regions' statistics, each image weighted as the draws weight it (equally)
-        m1 = [np.mean([img[r:r + block, c:c + block].mean() for r, c in tr]) for img, tr in zip(images, self.blocks["train"])]
+        m1 = [np.mean([img[r:r + block, c:c + block].mean() for r, c in tr])
+              for img, tr in zip(images, self.blocks["train"])]
         m2 = [np.mean([(img[r:r + block, c:c + block] ** 2).mean() for r, c in tr])
               for img, tr in zip(images, self.blocks["train"])]
         self.mean = float(np.mean(m1))
@@ -196,8 +197,8 @@ def patches(seed: int = 0, size: int = 16, rows: bool = False, n_train: int = 10
     if not 0 < test_frac < 1:
         raise ConfigError(f"{where}: test_frac must be in (0, 1), got {test_frac}")
     if size > block:
-        raise ConfigError(f"{where}: patch size {size} is larger than the blocks ({block}x{block} pixels) that make the "
-                          f"training and test regions; use size <= {block} or a larger block")
+        raise ConfigError(f"{where}: patch size {size} is larger than the blocks ({block}x{block} pixels) "
+                          f"that make the training and test regions; use size <= {block} or a larger block")
     folder = image_dir(data_dir)
     images = []
     for _, fname in IMAGES:

@@ -119,7 +119,8 @@ def gen_induction(g, n, vocab, length, prefix, fixed_offset):
 def induction(seed: int = 0, vocab: int = 64, length: int = 32, prefix: int = 16, fixed_offset: int = 0,
               n_train: int = 10000, n_test: int = 1000, fresh: bool = True) -> Task:
     lo = max(prefix, length - prefix + 1)
-    _check("induction", 2 <= prefix and lo <= length - 1, f"need 2 <= prefix and max(prefix, length - prefix + 1) < length, "
+    _check("induction", 2 <= prefix and lo <= length - 1,
+           "need 2 <= prefix and max(prefix, length - prefix + 1) < length, "
            f"got length={length}, prefix={prefix}")
     _check("induction", fixed_offset == 0 or lo <= fixed_offset <= length - 1,
            f"fixed_offset must be 0 (random) or in [{lo}, {length - 1}], got {fixed_offset}")
@@ -152,7 +153,8 @@ def gen_static(g, n, vocab, length, mode):
 def _static(name, seed, vocab, length, n_train, n_test, fresh):
     _check(name, vocab >= 3 and length >= 1, f"need vocab >= 3 and length >= 1, got {vocab}, {length}")
     if name == "sort":
-        _check(name, vocab - 1 >= length, f"sort draws distinct tokens: need vocab - 1 >= length, got {vocab}, {length}")
+        _check(name, vocab - 1 >= length,
+               f"sort draws distinct tokens: need vocab - 1 >= length, got {vocab}, {length}")
     params = dict(vocab=vocab, length=length, mode=name)
     info = {"vocab": vocab, "length": length, "answer_at_source": name != "sort"}
     return _task(name, gen_static, params, seed, n_train, n_test, fresh, channels=vocab, T=2 * length,
