@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +66,8 @@ def run(seed: int) -> list[dict]:
             m = _train(name, task, seed)
             row = {"seed": seed, "model": name, "trained_on": trained_on,
                    "acc_real_test": _acc(m, real.x_test, real.y_test), "acc_clone_test": _acc(m, xc, yc),
-                   "clone_detect_acc": detect, "wm": float("nan"), "wm@phase": float("nan"), "wm@phase_sd": float("nan")}
+                   "clone_detect_acc": detect, "wm": float("nan"), "wm@phase": float("nan"),
+                   "wm@phase_sd": float("nan")}
             if name == "mlp":
                 wm, null, sd = _wm_excess(m.first_layer_dense().double().numpy(), real.geometry, seed)
                 row.update({"wm": wm, "wm@phase": null, "wm@phase_sd": sd})

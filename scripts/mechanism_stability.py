@@ -134,7 +134,8 @@ def run(seed: int, converge: float, max_cnn: int, steps: int) -> list[dict]:
             d = conv_subspace_distances(ends[arm], layouts)
             d0 = conv_subspace_distances(st, layouts)
             rows.append({**base, "lr": lr, "arm": arm, "conv_dist_all_start": d0["conv_subspace_distance_all"],
-                         "conv_dist_all_end": d["conv_subspace_distance_all"], "test_acc": _acc(m, task.x_test, task.y_test),
+                         "conv_dist_all_end": d["conv_subspace_distance_all"],
+                         "test_acc": _acc(m, task.x_test, task.y_test),
                          "diffusion": float("nan")})
         L = len(layouts)
         a, b = _flat(ends["mlp"], L), _flat(ends["mlp-b"], L)
@@ -163,7 +164,8 @@ def summary() -> None:
             a = mean_interval([float(r["test_acc"]) for r in rs])
             gain = mean_interval([float(r["test_acc"]) - float(r["cnn_test_acc"]) for r in rs])
             print(f"  lr {lr:g} {arm:11s} conv distance (all layers) {d[0]:.3f} [{d[1]:.3f},{d[2]:.3f}]  test acc "
-                  f"{a[0]:.3f} [{a[1]:.3f},{a[2]:.3f}]  minus the converged CNN's {gain[0]:+.3f} [{gain[1]:+.3f},{gain[2]:+.3f}]")
+                  f"{a[0]:.3f} [{a[1]:.3f},{a[2]:.3f}]  minus the converged CNN's "
+                  f"{gain[0]:+.3f} [{gain[1]:+.3f},{gain[2]:+.3f}]")
         rs = [r for r in rows if float(r["lr"]) == lr and r["arm"] == "mlp"]
         e = mean_interval([float(r["conv_dist_all_end"]) - float(r["diffusion"]) for r in rs])
         dd = mean_interval([float(r["diffusion"]) for r in rs])

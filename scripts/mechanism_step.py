@@ -110,7 +110,7 @@ def run_step(seed: int) -> list[dict]:
     S = lambda M: window_mass(M, geo, 3)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     xb_pull, yb_pull = pull_batch(task, seed)
-    snaps, before = {}, {}
+    snaps = {}
     want = set(TRACK) | {t + 1 for t in TRACK} | {t + K for t in TRACK}
     grads = {}
     for step in range(STEPS):
@@ -137,7 +137,8 @@ def run_step(seed: int) -> list[dict]:
                      "dS@units": r["dS@units"], "dS@units_sd": r["dS@units_sd"],
                      "dS_grad": directional_change(S, W, gdir),
                      "dS_k": rk["dS_k"], "dS_k@random": rk["dS_k@random"], "dS_k@random_sd": rk["dS_k@random_sd"],
-                     "dS_k@units": rk["dS_k@units"], "dS_k@units_sd": rk["dS_k@units_sd"], "move_norm_k": rk["move_norm"],
+                     "dS_k@units": rk["dS_k@units"], "dS_k@units_sd": rk["dS_k@units_sd"],
+                     "move_norm_k": rk["move_norm"],
                      "energy_com_share_3": com_share(G, W, geo, 3),
                      "energy_com_share_3@units": com_share_units(G, W, geo, 3, seed)})
     return rows
@@ -170,7 +171,8 @@ def run_cause(seed: int) -> list[dict]:
             loss_fn(model(x), y, task.loss).backward()
             opt.step()
         wm, null, sd = _wm_excess(_W(model), geo, seed)
-        rows.append({"seed": seed, "arm": arm, "wm_mid": wm_mid, "wm_mid@phase": null_mid, "wm_after_intervention": after,
+        rows.append({"seed": seed, "arm": arm, "wm_mid": wm_mid, "wm_mid@phase": null_mid,
+                     "wm_after_intervention": after,
                      "wm_end": wm, "wm_end@phase": null, "wm_end@phase_sd": sd, "excess_end": wm - null,
                      "test_acc": _acc(model, task)})
     return rows
@@ -186,12 +188,13 @@ def summary() -> None:
               f"(window_mass_3's first-order change along Adam's step, minus random directions of its norm)")
         for t in TRACK:
             rs = [r for r in rows if int(r["step"]) == t]
-            f = lambda k: mean_interval([float(r[k]) for r in rs])
+            f = lambda k, rs=rs: mean_interval([float(r[k]) for r in rs])
             eff = mean_interval([float(r["dS"]) - float(r["dS@random"]) for r in rs])
             effu = mean_interval([float(r["dS"]) - float(r["dS@units"]) for r in rs])
             effk = mean_interval([float(r["dS_k"]) - float(r["dS_k@random"]) for r in rs])
             effku = mean_interval([float(r["dS_k"]) - float(r["dS_k@units"]) for r in rs])
-            print(f"  t={t:5d} |G|={f('grad_norm')[0]:.3g} |D|={f('step_norm')[0]:.3g} par={f('step_parallel_share')[0]:.2f} "
+            print(f"  t={t:5d} |G|={f('grad_norm')[0]:.3g} |D|={f('step_norm')[0]:.3g} "
+                  f"par={f('step_parallel_share')[0]:.2f} "
                   f"dS-rand={eff[0]:+.2e} [{eff[1]:+.1e},{eff[2]:+.1e}] dS-units={effu[0]:+.2e} "
                   f"dS_grad={f('dS_grad')[0]:+.2e} dS_k-rand={effk[0]:+.2e} [{effk[1]:+.1e},{effk[2]:+.1e}] "
                   f"dS_k-units={effku[0]:+.2e} [{effku[1]:+.1e},{effku[2]:+.1e}] "
@@ -204,7 +207,8 @@ def summary() -> None:
                          ("dS_grad - dS@random", lambda r: f(r, "dS_grad") - f(r, "dS@random")),
                          ("dS_k - dS_k@random", lambda r: f(r, "dS_k") - f(r, "dS_k@random")),
                          ("dS_k - dS_k@units", lambda r: f(r, "dS_k") - f(r, "dS_k@units")),
-                         ("energy_com_share_3 - @units", lambda r: f(r, "energy_com_share_3") - f(r, "energy_com_share_3@units")),
+                         ("energy_com_share_3 - @units",
+                          lambda r: f(r, "energy_com_share_3") - f(r, "energy_com_share_3@units")),
                          ("step_parallel_share", lambda r: f(r, "step_parallel_share")),
                          ("grad_norm", lambda r: f(r, "grad_norm")), ("step_norm", lambda r: f(r, "step_norm"))):
             parts = []
@@ -214,7 +218,8 @@ def summary() -> None:
                 parts.append(f"steps {rng[0]}-{rng[-1]} {m[0]:+.2e} [{m[1]:+.1e},{m[2]:+.1e}]")
             print(f"  {name:28s} " + "; ".join(parts))
         for t in (0, 200, TRACK[-1]):
-            m = mean_interval([f(r, "window_mass_3") - f(r, "window_mass_3@phase") for r in rows if int(r["step"]) == t])
+            m = mean_interval([f(r, "window_mass_3") - f(r, "window_mass_3@phase")
+                               for r in rows if int(r["step"]) == t])
             print(f"  window_mass_3 - phase null at step {t}: {m[0]:+.3f} [{m[1]:+.3f},{m[2]:+.3f}]")
     cause = OUT / "cause.csv"
     if cause.is_file():
@@ -319,8 +324,8 @@ def cause_figure(plt) -> Path:
         ax[1].plot([i] * len(rs), [100 * float(r["test_acc"]) for r in rs], "k.", ms=3)
     for a in ax:
         a.set_xticks(range(3))
-        a.set_xticklabels(["unperturbed", "phase-randomized,\nupper layers kept", "phase-randomized,\nupper re-initialized"],
-                          fontsize=8)
+        a.set_xticklabels(["unperturbed", "phase-randomized,\nupper layers kept",
+                           "phase-randomized,\nupper re-initialized"], fontsize=8)
     ax[0].axhline(0, color="k", lw=0.6)
     ax[0].set_ylabel("window_mass_3 minus phase null")
     ax[0].legend(fontsize=7)

@@ -281,7 +281,8 @@ MEASURES.update({m.name: m for m in (
     Measure("conv_share_local_null", step.local_conv_share_null, "layout", _MECHANISM, "share of squared norm",
             "conv_share@local computed: the conv_share M would have with random signs on its windows' entries "
             "(local, unshared, its energy where M has it; exact on zero-padded layouts)",
-            "a matrix whose conv_share is no higher than this is local but not shared", keys=("conv_share_local_null",)),
+            "a matrix whose conv_share is no higher than this is local but not shared",
+            keys=("conv_share_local_null",)),
     Measure("causal_mass_iv", intervention.causal_mass_iv, "function", _RECURRENCE, "share of effect from s <= t",
             "substituting a past or present token changes the answer at t; future tokens do not (1: causal), by "
             "intervention: step-like dependence counts, the number of positions and the all-ones direction do not",
@@ -292,7 +293,8 @@ MEASURES.update({m.name: m for m in (
             "recurrent solutions: 1), read against `@permuted` (each position reading its answer its own way)",
             "a different map at every position; left out when no substitution changes an answer; uninformative "
             "for two answers (a change is a flip)", kinds=("sequence",)),
-    Measure("relevant_grad_share", intervention.relevant_grad_share, "function", _ARITH, "share of input-gradient energy",
+    Measure("relevant_grad_share", intervention.relevant_grad_share, "function", _ARITH,
+            "share of input-gradient energy",
             "the function's input gradients lie on the relevant inputs (1), whatever its weights (dead units' do not "
             "count)", "the function reads every input alike (\\|R\\|/D); read beside `rel_mse` (x0 - x1 reads 1 too)"),
     Measure("relevant_iv_share", intervention.relevant_iv_share, "function", _ARITH, "share of resampling effect",
