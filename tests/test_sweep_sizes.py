@@ -32,8 +32,8 @@ def test_estimate_from_the_sweeps_own_finished_runs(tmp_path):
 def test_list_and_dry_run_show_sizes_and_times(tmp_path):
     res = CliRunner().invoke(app, ["sweep", "--list"])
     assert res.exit_code == 0, res.output
-    assert "quick: 16 runs, 6000 steps" in " ".join(res.output.split())  # mnist1d-controls, a measured scale
+    assert "quick: 40 runs, 6000 steps" in " ".join(res.output.split())  # mnist1d-controls: 8 variants x 5 seeds
     res = CliRunner().invoke(app, ["sweep", "--preset", "sparsity", "--dry-run", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
-    assert "8 runs, 3000 steps each" in res.output and "time: measured: 2.6 min wall" in res.output
+    assert "20 runs, 3000 steps each" in res.output and "time: measured: 2.6 min wall" in res.output
     assert "steps" in res.output.splitlines()[2]

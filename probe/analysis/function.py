@@ -25,13 +25,15 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
 
 from __future__ import annotations
 
+import torch
+
 from probe.metrics import defined
 from probe.metrics.arith import arith_measures
 from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
 from probe.metrics.recurrence import recurrence_measures
 from probe.metrics.routing import sequence_measures
-from probe.metrics.second_order import second_order_measures
-from probe.tasks.clone import clone_test_set, real_data
+from probe.metrics.second_order import DETECT_STREAM, second_order_measures
+from probe.tasks.clone import clone_test_set, gaussian_clone, real_data
 
 FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith",
                      "second_order")
@@ -80,7 +82,9 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0,
         out.update(recurrence_measures(model, task, n=n, seed=seed))
     if "second_order" in names:
         on_clone = task.info.get("clone") == "gaussian"
-        out.update(second_order_measures(model, real_data(task), clone_test_set(task), on_clone))
+        real = real_data(task)
+        x_cl = gaussian_clone(real[0], real[1], real[1], task.n_outputs, torch.Generator().manual_seed(DETECT_STREAM))
+        out.update(second_order_measures(model, real, clone_test_set(task), on_clone, clone_train=x_cl))
     if "arith" in names:
         out.update(arith_measures(model, task))
     return defined(out)  # undefined ones (lie_ratio of a model that ignores its input) are left out, never NaN
