@@ -683,7 +683,10 @@ def _terminated(signum, frame):
 _quick_exit: list = []
 
 
-def main():
+def main(quick_exit: bool = True):
+    """The `probe` command. ``quick_exit``: a command whose files are all written may end the process without the
+    interpreter's teardown (:data:`_quick_exit`); a caller running the command inside a process that must go on after
+    it (a test harness) passes False."""
     import signal
 
     before = signal.signal(signal.SIGTERM, _terminated)
@@ -693,7 +696,7 @@ def main():
         err.print("interrupted", markup=False, highlight=False)
         sys.exit(128 + getattr(e, "signum", 2))
     except SystemExit as e:
-        if not _quick_exit:
+        if not (quick_exit and _quick_exit):
             raise
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         sys.stdout.flush()

@@ -86,7 +86,7 @@ def cli(*args) -> Result:
     try:
         with redirect_stdout(out), redirect_stderr(err):
             try:
-                probe.cli.main()
+                probe.cli.main(quick_exit=False)
             except SystemExit as e:
                 rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - what escapes the command is what a user would see as a traceback
@@ -383,7 +383,7 @@ def a_kill_write(base, rng, ref):
         try:
             with open(os.devnull, "w") as dn, redirect_stdout(dn), redirect_stderr(dn):
                 sys.argv = ["probe", "train", *TINY, "--steps", "400", "--checkpoints", "8", "--out", "r"]
-                probe.cli.main()
+                probe.cli.main(quick_exit=False)
         finally:
             os._exit(3)
     os.waitpid(pid, 0)

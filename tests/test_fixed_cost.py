@@ -48,3 +48,16 @@ def test_cached_data_and_quick_exit_change_no_result(tmp_path, monkeypatch):
     finally:
         images._mnist1d_arrays.cache_clear()
     _same(tmp_path / "generated", tmp_path / "inprocess")
+
+
+def test_main_without_quick_exit_returns_to_its_caller(monkeypatch):
+    """A process that runs the command and goes on after it (scripts/attack.py forks such children) passes
+    quick_exit=False: the command's end is a SystemExit it can catch, even after a command asked for the quick exit
+    (before, the forked child ended inside main through os._exit and its result was lost)."""
+    import probe.cli
+
+    monkeypatch.setattr(probe.cli, "_quick_exit", [True])  # as a finished `probe train` leaves it
+    monkeypatch.setattr(sys, "argv", ["probe", "tasks"])
+    with pytest.raises(SystemExit) as e:
+        probe.cli.main(quick_exit=False)
+    assert e.value.code in (0, None)

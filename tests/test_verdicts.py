@@ -83,3 +83,14 @@ def test_an_exact_stride_2_convolution_reads_as_the_stride_note_says():
         got[stride] = (conv_distance(W, task.geometry, 5), shift_match(W, task.geometry)["shift_match"], lcn)
     assert got[1][1] > 0.9 and got[2][1] < got[2][2]  # stride 2: below its lcn null, by construction
     assert 0.2 < got[1][0] < 0.3 and 0.2 < got[2][0] < 0.3  # the zero-padded border, at either stride
+
+
+def test_notes_read_from_a_damaged_config_json_are_left_out_not_a_traceback(tmp_path):
+    """Before: `probe analyze` of a run whose config.json was a JSON list raised AttributeError in the stride note,
+    and one nested 100,000 deep a RecursionError (the checkpoint carries its own config, so the report itself is
+    fine): both notes are now left out."""
+    (tmp_path / "checkpoints").mkdir()
+    for text in ("[1, 2]", '{"model": "cnn", "model_opts": [2]}', "[" * 100_000 + "]" * 100_000):
+        (tmp_path / "config.json").write_text(text)
+        assert verdicts.stride_note(tmp_path / "checkpoints" / "step_4.pt") is None
+        assert terminal.unfinished_note(tmp_path) is None

@@ -123,7 +123,7 @@ def unfinished_note(path) -> str | None:
         return None
     try:
         steps = int(json.loads((run / "config.json").read_text())["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # damaged: the loader says so, not this note
         return None
     ckpts = list_checkpoints(run)
     if not ckpts or ckpts[-1][0] >= steps:

@@ -105,9 +105,12 @@ def stride_note(checkpoint) -> str | None:
         return None
     try:
         c = json.loads(cfg.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a damaged config: the loader says so; this note is left out
         return None
-    stride = (c.get("model_opts") or {}).get("stride", 1)
+    if not isinstance(c, dict):
+        return None
+    opts = c.get("model_opts")
+    stride = opts.get("stride", 1) if isinstance(opts, dict) else 1
     if c.get("model") not in ("cnn", "lcn") or not isinstance(stride, int) or stride <= 1:
         return None
     return (f"stride {stride}: the first layer's units are each filter at every {stride}th position, so a unit's "
