@@ -75,3 +75,25 @@ def test_tensorboard_and_wandb_offline_get_every_row_and_the_config(tmp_path, mo
     assert b"train_loss" in data and b"test_acc" in data and b"width" in data and b"mnist1d" in data
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) >= 3
+
+
+@pytest.mark.slow
+def test_log_wandb_without_an_account_is_one_line_and_the_folder_takes_a_retry(tmp_path):
+    """Before: wandb.errors.UsageError ("No API key configured") as a traceback, and the run folder it left (with
+    wandb/ in it) refused the retry with WANDB_MODE=offline as holding files that are not a run's. Each in a process
+    of its own, as a user's would be (wandb keeps the settings of the first run it set up in a process)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("wandb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc, no wandb settings
+    args = [sys.executable, "-m", "probe", "train", "--task", "mnist1d", "--width", "8", "--depth", "1", "--steps",
+            "4", "-q", "--log", "wandb", "--out", str(tmp_path / "r")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: --log wandb:") and "WANDB_MODE=offline" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**env, "WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr

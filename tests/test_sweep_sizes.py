@@ -37,3 +37,12 @@ def test_list_and_dry_run_show_sizes_and_times(tmp_path):
     assert res.exit_code == 0, res.output
     assert "20 runs, 3000 steps each" in res.output and "time: measured: 2.6 min wall" in res.output
     assert "steps" in res.output.splitlines()[2]
+
+
+def test_a_damaged_result_json_counts_as_a_run_left(tmp_path):
+    """Before: a result.json holding a JSON list ([1]) raised AttributeError in the time estimate of a re-run."""
+    quick = sw.expand(SPEC, "quick")
+    for r, text in zip(quick.runs, ("[1]", "{", "[" * 100_000 + "]" * 100_000)):
+        (tmp_path / r.name).mkdir()
+        (tmp_path / r.name / "result.json").write_text(text)
+    assert sw.estimate_text(quick, tmp_path) == "measured: 1 min wall, --jobs 2"

@@ -579,7 +579,7 @@ def lock_holder(run_dir) -> str | None:
 # files a run folder holds: the run's own, and what sweeps and procedures put beside them (docs/design.md §5.1)
 RUN_ENTRIES = ("config.json", "task.json", METRICS_FILE, "reference.json", "checkpoints")
 COMPANION_ENTRIES = (DAMAGED_FILE, "sweep_run.json", "result.json", "error.txt", "log.txt", "procedure.json",
-                     "interpolation.json", "stages", "mask.pt", "rewind.pt", "layout.json")
+                     "interpolation.json", "stages", "mask.pt", "rewind.pt", "layout.json", "tensorboard", "wandb")
 
 
 @contextlib.contextmanager

@@ -477,9 +477,13 @@ def _wandb_run(cfg: RunConfig, out: Path):
     if not run_id:
         run_id = secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "probe"), dir=str(out), id=run_id, resume="allow",
-                     name=Path(out).resolve().name, config=run_hparams(cfg), reinit="finish_previous",
-                     settings=wandb.Settings(console="off", save_code=False, silent=True))
+    try:
+        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "probe"), dir=str(out), id=run_id, resume="allow",
+                         name=Path(out).resolve().name, config=run_hparams(cfg), reinit="finish_previous",
+                         settings=wandb.Settings(console="off", save_code=False, silent=True))
+    except wandb.errors.Error as e:  # no API key, no network: the user's setup, said in one line
+        raise ConfigError(f"--log wandb: {first_line(e).rstrip('.')}; or set WANDB_MODE=offline to log without an "
+                          "account or a network") from None
     try:
         yield lambda numbers, step: run.log(numbers, step=step)
     finally:

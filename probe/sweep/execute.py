@@ -25,7 +25,7 @@ from probe.run.checkpoint import atomic_write, list_checkpoints
 from probe.run.folder import run_state
 from probe.run.loop import train_or_resume
 from probe.run.procedures import run_procedure
-from probe.sweep.spec import MANIFEST, Sweep
+from probe.sweep.spec import MANIFEST, Sweep, json_dict
 from probe.run.folder import STOP_SIGNALS
 
 RUN_FILE, RESULT_FILE = "sweep_run.json", "result.json"
@@ -67,15 +67,6 @@ def prepare(sweep: Sweep, out: Path) -> list[Path]:
         _write_json(d / RUN_FILE, new)
         dirs.append(d)
     return dirs
-
-
-def json_dict(path: Path) -> dict | None:
-    """A JSON object read from ``path``, or None when it is missing, unreadable, damaged or not an object."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def _comparable(run: dict) -> dict:

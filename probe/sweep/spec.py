@@ -187,6 +187,15 @@ def size_text(sweep: Sweep) -> str:
     return f"{len(sweep.runs)} runs, {each}"
 
 
+def json_dict(path: Path) -> dict | None:
+    """A JSON object read from ``path``, or None when it is missing, unreadable, damaged or not an object."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
     """The time a sweep should take, from measured times: its own finished runs in ``out`` (their mean seconds
     times the runs left, over ``jobs``) where there are some, else the wall time its spec records for the scale."""
@@ -194,11 +203,7 @@ def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
 
     secs, left = [], 0
     for r in sweep.runs:
-        res = Path(out) / r.name / "result.json" if out is not None else None
-        try:
-            result = json.loads(res.read_text()) if res is not None else {}
-        except (OSError, ValueError):
-            result = {}
+        result = (json_dict(Path(out) / r.name / "result.json") if out is not None else None) or {}
         if result.get("status") == "done" and isinstance(result.get("seconds"), (int, float)):
             secs.append(float(result["seconds"]))
         else:
