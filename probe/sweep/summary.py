@@ -19,6 +19,15 @@ FIRST_COLUMNS = ("run", "status")
 RESULT_COLUMNS = ("step", "test_acc", "test_loss", "train_acc", "train_loss")
 
 
+def write_csv(table, path: Path) -> None:
+    """``table`` as CSV at ``path``, written atomically; a StorageError naming the file when it cannot be."""
+    text = table.to_csv(index=False)
+    try:
+        atomic_write(path, lambda f: f.write(text.encode()))
+    except OSError as e:
+        raise StorageError(f"cannot write {path} ({e.strerror or e})") from None
+
+
 def summarize(sweep_dir, write: bool = True):
     """One row per run: run, status, the varied keys, the last logged value of every metric (accuracies, losses,
     tracked measures), the tracked measures on their references as ``MEASURE@REFERENCE`` (init, gaussian,
@@ -47,11 +56,7 @@ def summarize(sweep_dir, write: bool = True):
         first = [c for c in (*FIRST_COLUMNS, *columns, *RESULT_COLUMNS) if c in df.columns]
         df = df[first + [c for c in df.columns if c not in first]]
     if write:
-        try:
-            table = df.to_csv(index=False)
-            atomic_write(sweep_dir / "summary.csv", lambda f: f.write(table.encode()))
-        except OSError as e:
-            raise StorageError(f"cannot write {sweep_dir / 'summary.csv'} ({e.strerror or e})") from None
+        write_csv(df, sweep_dir / "summary.csv")
         try:
             df.to_parquet(sweep_dir / "summary.parquet", index=False)
         except ImportError:  # pyarrow (or fastparquet) not installed: CSV only, and no stale parquet beside it
@@ -115,11 +120,7 @@ def summary_stats(sweep_dir, df=None, write: bool = True):
     df = summarize(sweep_dir, write=False) if df is None else df
     table = seed_stats(df, [c for c in columns if c != "seed"])
     if write and (sweep_dir / MANIFEST).is_file():
-        text = table.to_csv(index=False)
-        try:
-            atomic_write(sweep_dir / STATS_FILE, lambda f: f.write(text.encode()))
-        except OSError as e:
-            raise StorageError(f"cannot write {sweep_dir / STATS_FILE} ({e.strerror or e})") from None
+        write_csv(table, sweep_dir / STATS_FILE)
     return table
 
 
@@ -160,9 +161,5 @@ def exponents(sweep_dir, df=None, write: bool = True):
     by = [c for c in columns if c not in (size, "seed") and c in df.columns]
     table = sample_complexity(df, by, n="n", err="err", seed="seed" if "seed" in df.columns else "_none_")
     if write and len(table):
-        text = table.to_csv(index=False)
-        try:
-            atomic_write(sweep_dir / EXPONENTS_FILE, lambda f: f.write(text.encode()))
-        except OSError as e:
-            raise StorageError(f"cannot write {sweep_dir / EXPONENTS_FILE} ({e.strerror or e})") from None
+        write_csv(table, sweep_dir / EXPONENTS_FILE)
     return table
