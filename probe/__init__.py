@@ -41,7 +41,7 @@ _PUBLIC = {
     "load_run": "probe.analysis.load",
     "load_runs": "probe.figures.tables",
     "make_task": "probe.tasks",
-    "read_metrics": "probe.run.folder",
+    "read_metrics": "probe.run.metrics_file",
     "references": "probe.metrics",
     "run_training": "probe.run.loop",
     # figures: each takes ax= (fields_grid_figure and fields_figure: fig=) to compose a figure in a notebook

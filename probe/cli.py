@@ -104,7 +104,7 @@ def clean_errors(fn):
             raise typer.Exit(128 + e.signum) from None
         except Exception as e:
             from probe.run.checkpoint import CheckpointError  # lazy: torch (a failed run has imported it already)
-            from probe.run.folder import RunFailed  # lazy: torch
+            from probe.run.errors import RunFailed  # lazy: torch
 
             if isinstance(e, CheckpointError):
                 say(f"error: {e}")

@@ -38,8 +38,9 @@ import torch
 
 from probe.models import build_model
 from probe.run.loop import loss_fn
-from probe.run.procedures import (conv_layouts, conv_subspace_distances, embed_local_net, perturb_off_convolutions,
-                                  symmetry_layouts)
+from probe.models.conv import conv_layouts
+from probe.run.procedures.ecnn import conv_subspace_distances, embed_local_net
+from probe.run.procedures.stability import perturb_off_convolutions, symmetry_layouts
 from probe.tasks import make_task
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))

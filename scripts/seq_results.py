@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from probe.analysis.load import load_run
 from probe.metrics.routing import jacobian_maps, mean_routing_map, sequence_measures
-from probe.run.folder import METRICS_FILE, read_metrics
+from probe.run.metrics_file import METRICS_FILE, read_metrics
 
 ADAMW = ["--optimizer", "adamw", "--seed", "0"]
 RUNS = {

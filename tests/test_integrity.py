@@ -11,7 +11,7 @@ import torch
 
 from probe.config import RunConfig
 from probe.run.checkpoint import step_path
-from probe.run.folder import DAMAGED_FILE, read_metrics
+from probe.run.metrics_file import DAMAGED_FILE, read_metrics
 from probe.run.loop import run_training
 
 TINY = dict(task="mnist1d", width=16, depth=1, steps=50, batch_size=50, eval_every=10, log_every=5, checkpoints=6)
@@ -509,7 +509,7 @@ def test_a_disk_filling_up_stops_with_the_file_named_no_half_row_and_resume_is_i
     """Files may grow to ``limit`` bytes only (as on a disk filling up). Before: a row cut by the limit stayed as a
     half line and the OSError from closing metrics.jsonl replaced the message naming it (the metrics-row case); the
     limit inside torch.save was already a StorageError and stays one."""
-    from probe.run.folder import StorageError
+    from probe.run.errors import StorageError
 
     out = tmp_path / "r"
     with _file_size_limit(limit), pytest.raises(StorageError) as e:
@@ -530,7 +530,7 @@ def test_a_full_disk_reported_by_torchs_zip_writer_is_a_storage_error_and_resume
                                                                                                 full_reference):
     """Before: torch.save on a full disk raised RuntimeError("... unexpected pos 64 vs 0"), uncaught (a traceback).
     Here torch.save writes part of step 1's file and fails as torch's zip writer does there."""
-    from probe.run.folder import StorageError
+    from probe.run.errors import StorageError
 
     real = torch.save
 
@@ -560,7 +560,7 @@ def _old(path: Path) -> None:
 
 def test_a_stale_lock_of_invalid_utf8_is_taken_over(tmp_path):
     """Before: reading it back during the take-over raised UnicodeDecodeError (a traceback)."""
-    from probe.run.folder import RunLock, lock_holder
+    from probe.run.lock import RunLock, lock_holder
 
     (tmp_path / ".lock").write_bytes(b"\xff\xfe{pid: \x80}")
     _old(tmp_path / ".lock")
@@ -579,7 +579,7 @@ def test_a_lock_that_cannot_be_taken_over_is_one_config_error(tmp_path, monkeypa
     import os
 
     from probe.config import ConfigError
-    from probe.run.folder import RunLock
+    from probe.run.lock import RunLock
 
     lock = tmp_path / ".lock"
     if how == "a folder":

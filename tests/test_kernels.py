@@ -116,7 +116,8 @@ def test_ntk_align_writes_the_alignments_into_the_rows(tmp_path):
     import json
 
     from probe.config import RunConfig
-    from probe.run.procedures import ntk_subset, run_procedure
+    from probe.run.procedures import run_procedure
+    from probe.run.procedures.ntk_align import ntk_subset
 
     cfg = RunConfig(task="mnist1d", model="mlp", width=16, steps=20, log_every=10, eval_every=10, checkpoints=2)
     row, res = run_procedure("ntk_align", cfg, tmp_path / "a", {"ref_steps": 10, "examples": 64,

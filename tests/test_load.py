@@ -10,7 +10,8 @@ import torch
 from probe.analysis.load import checkpoint_at, first_layer, load_run
 from probe.config import ConfigError, RunConfig
 from probe.run.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from probe.run.folder import last_values, read_metrics, run_state
+from probe.run.folder import run_state
+from probe.run.metrics_file import last_values, read_metrics
 from probe.run.loop import run_training, train_or_resume
 from probe.seeding import STRIDE, stream
 from probe.tasks import make_task

@@ -326,7 +326,7 @@ def test_a_cnns_conv_share_is_its_kernel_gradient_and_vanishes_where_that_does()
     beside every value."""
     from probe.metrics.pull import first_layer_gradient
     from probe.models.conv import LocalNet
-    from probe.run.procedures import conv_layouts
+    from probe.models.conv import conv_layouts
 
     torch.manual_seed(0)
     geo = Geometry(1, (20,))

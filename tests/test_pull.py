@@ -14,10 +14,10 @@ from probe.metrics import first_layer_measures, references
 from probe.metrics.equivariance import conv_layout, conv_subspace_projection
 from probe.metrics.pull import (com_share, com_share_chance, com_share_units, first_layer_gradient, pull_batch,
                                 random_shares, shared_chance, subspace_dims, subspace_shares)
-from probe.models.conv import LocalNet, local_dense
+from probe.models.conv import LocalNet, conv_layouts, local_dense
 from probe.models.blocks import MLP
 from probe.run.loop import loss_fn, run_training
-from probe.run.procedures import conv_layouts, embed_local_net
+from probe.run.procedures.ecnn import embed_local_net
 from probe.run.tracking import (DELTA_TRACK, PULL_TRACK, Tracker, check_model, parse_track, unit_layout,
                                 write_layout)
 

@@ -15,12 +15,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import probe.run.errors
 import probe.run.folder
+import probe.run.state
 import probe.run.loop
 from probe.run.checkpoint import checkpoint_steps, list_checkpoints, step_path
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.run.folder import TrainingInterrupted
+from probe.run.errors import TrainingInterrupted
 from probe.run.loop import run_training
 
 runner = CliRunner()
@@ -326,7 +328,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_only_finite_checkpoints(tmp_path
 
 def test_nan_at_a_log_step_is_reported_with_the_row_written(tmp_path):
     cfg = RunConfig(**{**DIVERGING, "checkpoints": 2, "log_every": 10})
-    with pytest.raises(probe.run.folder.DivergenceError,
+    with pytest.raises(probe.run.errors.DivergenceError,
                        match=r"train_loss became (nan|inf) at step 10; stopped, last good checkpoint .*step_0.pt"):
         run_training(cfg, tmp_path / "r", progress=False)
     assert json.loads(rows(tmp_path / "r").splitlines()[-1])["step"] == 10
@@ -383,7 +385,7 @@ def test_resume_needs_a_checkpoint(tmp_path):
 # -- issue 18: one writer per run folder ----------------------------------------------------------------------
 def _lock_of(pid, tmp_out):
     """A lock as probe writes it, for process ``pid`` (start time read as RunLock reads it)."""
-    from probe.run.folder import LOCK_FILE, _start_time
+    from probe.run.lock import LOCK_FILE, _start_time
 
     tmp_out.mkdir(parents=True, exist_ok=True)
     info = {"pid": pid, "host": __import__("socket").gethostname(), "start": _start_time(pid), "since": "earlier",
@@ -458,18 +460,18 @@ def test_the_lock_is_released_on_every_exit(tmp_path, monkeypatch, ending):
         with pytest.raises(TrainingInterrupted):
             run_training(cfg, out, progress=False)
     elif ending == "diverged":
-        with pytest.raises(probe.run.folder.DivergenceError):
+        with pytest.raises(probe.run.errors.DivergenceError):
             run_training(RunConfig(**DIVERGING), out, progress=False)
     elif ending == "disk-full":
-        real = probe.run.folder.Run.checkpoint
+        real = probe.run.state.Run.checkpoint
 
         def full(self, step):
             if step == 11:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(self, step)
 
-        monkeypatch.setattr(probe.run.folder.Run, "checkpoint", full)
-        with pytest.raises(probe.run.folder.StorageError):
+        monkeypatch.setattr(probe.run.state.Run, "checkpoint", full)
+        with pytest.raises(probe.run.errors.StorageError):
             run_training(cfg, out, progress=False)
     else:
         run_training(cfg, out, progress=False)
@@ -515,15 +517,15 @@ def test_resume_from_step_0_writes_each_row_once(tmp_path, monkeypatch, referenc
             run_training(RunConfig(**TINY), out, progress=False)
         assert info.value.step == 0
     elif stop == "disk-full-at-step-1":
-        real = probe.run.folder.Run.checkpoint
+        real = probe.run.state.Run.checkpoint
 
         def full(self, step):
             if step == 1:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(self, step)
 
-        monkeypatch.setattr(probe.run.folder.Run, "checkpoint", full)
-        with pytest.raises(probe.run.folder.StorageError):
+        monkeypatch.setattr(probe.run.state.Run, "checkpoint", full)
+        with pytest.raises(probe.run.errors.StorageError):
             run_training(RunConfig(**TINY), out, progress=False)
     else:
         import shutil

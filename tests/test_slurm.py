@@ -85,6 +85,6 @@ def test_a_preempted_job_checkpoints_at_a_step_requeues_and_resumes(tmp_path, mo
     rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     logged = [r["step"] for r in rows]
     assert logged == sorted(set(logged)) and logged[-1] == 40  # resumed, not started over, nothing twice
-    from probe.run import folder
+    from probe.run import signals
 
-    assert signal.SIGUSR2 not in folder.STOP_SIGNALS  # left as it was
+    assert signal.SIGUSR2 not in signals.STOP_SIGNALS  # left as it was

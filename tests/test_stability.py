@@ -19,14 +19,9 @@ from probe.metrics.symmetry import (
     orbit,
     shift_layout,
 )
-from probe.run.procedures import (
-    ComplementTracker,
-    OrbitAugment,
-    embed_local_net,
-    perturb_off_convolutions,
-    run_procedure,
-    symmetry_layouts,
-)
+from probe.run.procedures import run_procedure
+from probe.run.procedures.ecnn import embed_local_net
+from probe.run.procedures.stability import ComplementTracker, OrbitAugment, perturb_off_convolutions, symmetry_layouts
 
 GEO = Geometry(channels=2, spatial=(12,))
 

@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 from probe.run.checkpoint import list_checkpoints, load_checkpoint
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.run.procedures import embed_local_net, match_hidden_units, prune_masks
+from probe.metrics.interpolation import match_hidden_units
+from probe.run.procedures.ecnn import embed_local_net
+from probe.run.procedures.imp import prune_masks
 from probe.sweep.execute import is_finished, run_sweep
 from probe.sweep.spec import expand, load_spec, presets
 from probe.sweep.summary import summarize

@@ -15,7 +15,7 @@ from probe.metrics import first_layer_measures
 from probe.analysis.load import first_layer
 from probe.metrics.nulls import init_seeds
 from probe.run.tracking import DEFAULT_TRACK, TRACKABLE, Tracker, first_layer_at_init, parse_track
-from probe.run.folder import TrainingInterrupted
+from probe.run.errors import TrainingInterrupted
 from probe.run.loop import run_training
 
 TINY = dict(task="mnist1d", width=16, depth=1, steps=120, batch_size=50, eval_every=60, log_every=20, checkpoints=3)

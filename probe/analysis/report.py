@@ -46,7 +46,7 @@ from probe.metrics.nulls import LCN_MEASURES, default_linear_init, null_draws, n
 from probe.metrics.spectral import eigenvalues, gaussian_spectral_measures
 from probe.progress import Progress
 from probe.run.checkpoint import CheckpointError, atomic_write, list_checkpoints
-from probe.run.folder import first_line
+from probe.run.errors import first_line
 from probe.run.loop import evaluate
 from probe.run.tracking import add_twin_references
 

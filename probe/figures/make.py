@@ -27,7 +27,8 @@ from pathlib import Path
 from probe.figures import tables as figdata, plots
 from probe.config import ConfigError
 from probe.progress import Progress
-from probe.run.folder import StorageError, check_out
+from probe.run.errors import StorageError
+from probe.run.folder import check_out
 from probe.metrics.registry import MEASURES
 from probe.tasks import task_specs
 from probe.analysis.terminal import unfinished_note

@@ -24,7 +24,8 @@ import torch
 from probe.analysis.load import first_layer, load_run
 from probe.config import ConfigError, flatten_config
 from probe.run.checkpoint import list_checkpoints
-from probe.run.folder import read_json_file, read_metrics
+from probe.run.folder import read_json_file
+from probe.run.metrics_file import read_metrics
 from probe.run.tracking import read_references
 from probe.sweep.summary import end_values
 from probe.metrics import routing as R

@@ -49,6 +49,15 @@ def kta(K, y, n_classes: int | None = None) -> float:
     return cka(K, label_kernel(y, n_classes))
 
 
+def ntk_alignment(model: nn.Module, x: torch.Tensor, ref_kernel, labels, gram) -> dict[str, float]:
+    """The empirical NTK K of ``model`` on the inputs ``x`` (:func:`empirical_ntk`) read against three kernels on
+    the same inputs: ``ntk_cka`` = CKA(K, ``ref_kernel``) (another network's NTK), ``ntk_kta`` = CKA(K, ``labels``)
+    (the kernel-target alignment, ``labels`` = :func:`label_kernel` of their classes) and ``ntk_input_cka`` =
+    CKA(K, ``gram``) (``gram`` = X X^T: how much of the kernel is the inputs' own Gram matrix)."""
+    K = empirical_ntk(model, x)
+    return {"ntk_cka": cka(K, ref_kernel), "ntk_kta": cka(K, labels), "ntk_input_cka": cka(K, gram)}
+
+
 def empirical_ntk(model: nn.Module, x: torch.Tensor, chunk: int = 128) -> np.ndarray:
     """The empirical NTK Theta(x_i, x_j) = sum_c sum_theta d f_c(x_i)/d theta d f_c(x_j)/d theta of ``model`` on
     the inputs ``x`` (n of them): an (n, n) float64 array, the model in eval mode (no example affects another).

@@ -75,6 +75,26 @@ def complement_share(W, index: np.ndarray) -> float:
     return r / n if n > 0 else float("nan")
 
 
+def subspace_distances(norms) -> tuple[list[float], float]:
+    """From the complement norms (r_l, n_l) = (||W_l - Proj_l(W_l)||_F, ||W_l||_F) of layers l
+    (:func:`complement_norm`): each layer's share r_l / n_l outside its subspace, and the share of the layers
+    together, sqrt(sum_l r_l^2 / sum_l n_l^2) (the complement share of all their weights as one vector). NaN where a
+    norm is 0."""
+    shares = [r / n if n > 0 else float("nan") for r, n in norms]
+    total = sum(n**2 for _, n in norms)
+    pooled = float(np.sqrt(sum(r**2 for r, _ in norms) / total)) if total > 0 else float("nan")
+    return shares, pooled
+
+
+def complement_growth(norms, start) -> tuple[float | None, float | None]:
+    """How the complements have grown from ``start`` to ``norms`` (both lists of (r_l, n_l) from
+    :func:`complement_norm`, layer by layer): the first layer's r_0 / r_0(start), and the layers' together,
+    sqrt(sum_l r_l^2 / sum_l r_l(start)^2); (None, None) when the first layer started inside its subspace."""
+    if start[0][0] <= 0:
+        return None, None
+    return norms[0][0] / start[0][0], float(np.sqrt(sum(r**2 for r, _ in norms) / sum(r**2 for r, _ in start)))
+
+
 def orbit(x: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Every circular shift of every input: (N, n) flat inputs in the order the model sees them, read as
     ``geometry.input_shape`` (C, *S), to (N G, n) with G = |S| shifts, example-major (rows i G .. i G + G - 1 are

@@ -37,8 +37,12 @@ from probe.run.loop import lr_lambda, make_optimizer
 from probe.tasks import task_shells
 from probe.run.checkpoint import (CHECKSUMS, TEMP_MARK, CheckpointError, checkpoint_steps, is_probe_checkpoint,
                                   list_checkpoints, load_checkpoint, state_dict_mismatch)
-from probe.run.folder import (DAMAGED_FILE, LOCK_FILE, METRICS_FILE, _RESUME_KEYS, Run, check_resume_state, first_line,
-                              lock_holder, log_steps, read_json_file, read_metrics)
+from probe.run.errors import first_line
+from probe.run.folder import read_json_file
+from probe.run.lock import LOCK_FILE, lock_holder
+from probe.run.metrics_file import DAMAGED_FILE, METRICS_FILE, log_steps, parse_metrics, read_metrics
+from probe.run.resume import RESUME_KEYS, check_resume_state
+from probe.run.state import Run
 from probe.run.tracking import DATA_TRACKS, REFERENCE_FILE, parse_track
 
 OK, NOTE, PROBLEM = "ok", "note", "problem"
@@ -155,24 +159,12 @@ def _metrics(rep: CheckReport, cfg: RunConfig, last: int | None) -> None:
         rep.add(PROBLEM if last is not None else NOTE, METRICS_FILE, "missing")
         return
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        text = path.read_text(errors="replace")
     except OSError as e:
         rep.add(PROBLEM, METRICS_FILE, f"cannot read it ({e.strerror or e})")
         return
-    rows, bad = [], []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            bad.append(f"line {i} is not JSON" + (" (cut short by a crash?)" if i == len(lines) else ""))
-            continue
-        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
-                and row["step"] >= 0):
-            bad.append(f"line {i} is not a row with an integer step")
-            continue
-        rows.append(row)
+    rows, damaged = parse_metrics(text)
+    bad = [f"line {b.number} {b.reason}" + (" (cut short by a crash?)" if not b.whole else "") for b in damaged]
     for b in bad[:3]:
         rep.add(PROBLEM, METRICS_FILE, b)
     steps = [r["step"] for r in rows]
@@ -247,7 +239,7 @@ def _checkpoints(rep: CheckReport, cfg: RunConfig | None, geometry: dict | None,
             rep.add(PROBLEM, what, _without(str(e), f"checkpoint {path}"))
             broken += 1
             continue
-        missing = [k for k in _RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
+        missing = [k for k in RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
         if not is_probe_checkpoint(ck) or missing:
             rep.add(PROBLEM, what,
                     f"not a probe checkpoint with training state (missing {', '.join(missing) or 'format'})")
@@ -309,7 +301,7 @@ def _checkpoint_problem(ck: dict, step: int, cfg, cfg_dict, geometry) -> str | N
 
 def _training_state_problem(rep: CheckReport, ck: dict, step: int, cfg: RunConfig, path: Path) -> str | None:
     """What keeps the training state of ``ck`` (optimizer, schedule, RNG, loss accumulator) from continuing the
-    run, checked as ``--resume`` checks it (:func:`probe.run.folder.check_resume_state`) against the model, optimizer
+    run, checked as ``--resume`` checks it (:func:`probe.run.resume.check_resume_state`) against the model, optimizer
     and schedule rebuilt from config.json without the task's data; None when it fits, or when the model cannot be
     rebuilt without the data (then a note says so, once)."""
     if not hasattr(rep, "_model"):

@@ -15,7 +15,8 @@ Design choices that later parts rely on:
   (:class:`DivergenceError`); a failed write names the file and keeps the earlier checkpoints
   (:class:`StorageError`). On CPU a resumed run ends bit for bit where an uninterrupted one would, given the
   same machine and torch thread count (matmul reductions are split by thread: 1 and 2 threads differ in the
-  last bits). The run folder's files, resuming and these safety checks live in :mod:`probe.run.folder`.
+  last bits). The run folder's files and these safety checks live in :mod:`probe.run.folder`, resuming in
+  :mod:`probe.run.resume`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ from probe.models import build_model, model_specs
 from probe.progress import Progress
 from probe.seeding import stream
 from probe.run.checkpoint import checkpoint_steps, list_checkpoints, special_file, step_path
-from probe.run.folder import (METRICS_FILE, Run, StorageError, TrainingInterrupted, check_new_folder, check_space,
-                              claim, diverged, effective_config, first_line, last_values, raw_model, read_metrics,
-                              restore, run_state, save, stop_requests, write_run_files)
+from probe.run.errors import StorageError, TrainingInterrupted, first_line
+from probe.run.folder import check_new_folder, check_space, claim, diverged, run_state, save, write_run_files
+from probe.run.metrics_file import METRICS_FILE, last_values, read_metrics
+from probe.run.resume import effective_config, restore
+from probe.run.signals import stop_requests
+from probe.run.state import Run, raw_model
 from probe.run.tracking import check_model, check_tracking, tracking_hooks
 from probe.tasks import Task, make_task
 
@@ -520,7 +524,8 @@ def train_or_resume(cfg: RunConfig, out, prepare=None, hooks=(), task: Task | No
     """Train ``cfg`` into run folder ``out``, or resume it, or, when it is finished, only read its result: the one
     "train, resume or skip" that sweeps, procedures and the demo share (:func:`probe.run.folder.run_state`).
 
-    Returns the last metrics row with every key at its last logged value (:func:`probe.run.folder.last_values`)."""
+    Returns the last metrics row with every key at its last logged value
+    (:func:`probe.run.metrics_file.last_values`)."""
     out = Path(out)
     state = run_state(out, cfg.steps)
     if state == "done":

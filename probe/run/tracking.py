@@ -51,7 +51,7 @@ import torch
 
 from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
-from probe.run.folder import StorageError
+from probe.run.errors import StorageError
 from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
 from probe.metrics.nulls import PHASE_MEASURES, phase_measures, references
 from probe.metrics.registry import MEASURES, applies

@@ -26,7 +26,7 @@ from probe.run.folder import run_state
 from probe.run.loop import train_or_resume
 from probe.run.procedures import run_procedure
 from probe.sweep.spec import MANIFEST, Sweep, json_dict
-from probe.run.folder import STOP_SIGNALS
+from probe.run.signals import STOP_SIGNALS
 
 RUN_FILE, RESULT_FILE = "sweep_run.json", "result.json"
 
@@ -295,7 +295,7 @@ class SweepJob:
 
     Slurm warns a job with SIGUSR2 (submitit asks for it before the time limit; preemption sends it too where the
     cluster is set up so). During training that signal stops the run at its next step boundary with a checkpoint,
-    as SIGTERM does (:data:`probe.run.folder.STOP_SIGNALS`); then the signal is raised again for submitit's own
+    as SIGTERM does (:data:`probe.run.signals.STOP_SIGNALS`); then the signal is raised again for submitit's own
     handler, which calls :meth:`checkpoint` and requeues the job. The requeued job runs :func:`run_one` again, which
     resumes the run from that checkpoint (a finished run is skipped)."""
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from probe.analysis.scaling import sample_complexity
 from probe.config import ConfigError, flatten_config
 from probe.run.checkpoint import atomic_write
-from probe.run.folder import StorageError, last_values, read_json_file
+from probe.run.errors import StorageError
+from probe.run.folder import read_json_file
+from probe.run.metrics_file import last_values
 from probe.run.tracking import read_references
 from probe.sweep.execute import RESULT_FILE, json_dict, run_status
 from probe.sweep.spec import MANIFEST
