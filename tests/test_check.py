@@ -14,6 +14,7 @@ from probe.run.check import check_run
 from probe.run.checkpoint import (CheckpointError, checksums, list_checkpoints, load_checkpoint, step_path,
                                   verify_checksums)
 from probe.run.loop import run_training
+from probe.run.metrics_file import parse_metrics, read_metrics
 
 runner = CliRunner()
 TINY = dict(task="mnist1d", width=8, depth=1, steps=40, batch_size=50, eval_every=20, log_every=10, checkpoints=4)
@@ -237,3 +238,30 @@ def test_check_of_something_that_is_not_a_run_folder_is_exit_2(tmp_path):
     for target in (tmp_path, tmp_path / "missing"):
         res = runner.invoke(app, ["check", str(target)])
         assert res.exit_code == 2 and res.output.startswith(f"error: {target}: not a run folder")
+
+
+def test_one_parser_reads_metrics_jsonl_for_training_resume_and_check(copy):
+    """parse_metrics is the one reader of metrics.jsonl: a damaged line is skipped and the rows after it kept,
+    and read_metrics (training, figures) and probe check see the same rows and the same bad lines."""
+    text = ('{"step": 0, "a": 1}\n'
+            "\n"  # a blank line is neither
+            '{"step": 1, "tra\x00\n'  # a damaged byte: not JSON
+            '{"step": true}\n'  # JSON, not a row: a boolean step
+            '[1, 2]\n'
+            + "[" * 100_000 + "\n"  # deep enough for json's RecursionError: still just a bad line
+            + '{"step": 2}\n{"step": 3, "train_lo')  # the last row cut short by a crash: no newline after it
+    rows, bad = parse_metrics(text)
+    assert rows == [{"step": 0, "a": 1}, {"step": 2}]
+    assert [(b.number, b.is_json, b.whole) for b in bad] == [(3, False, True), (4, True, True), (5, True, True),
+                                                             (6, False, True), (8, False, False)]
+    assert [b.reason for b in bad[:2]] == ["is not JSON", "is not a row with an integer step"]
+    assert parse_metrics("") == ([], [])
+
+    good = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.dumps(r) for r in good]
+    damaged = lines[:2] + ['{"step": 10, "tra\x00', "[" * 100_000] + lines[2:]
+    (copy / "metrics.jsonl").write_text("\n".join(damaged) + "\n" + '{"step": 99, "tr')
+    assert read_metrics(copy) == good
+    found = [f.message for f in check_run(copy).findings if f.what == "metrics.jsonl" and f.level == "problem"]
+    assert found == ["line 3 is not JSON", "line 4 is not JSON", f"line {len(damaged) + 1} is not JSON (cut short by a "
+                                                                 "crash?)"]

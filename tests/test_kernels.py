@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from probe.metrics.kernels import center, cka, empirical_ntk, kta, label_kernel
+from probe.metrics.kernels import center, cka, empirical_ntk, kta, label_kernel, ntk_alignment
 
 
 def _gram(n=30, d=5, seed=0):
@@ -66,6 +66,20 @@ def test_the_ntk_of_a_linear_model_is_the_input_gram_times_the_outputs():
     assert np.allclose(empirical_ntk(lin, x), 3 * (X @ X.T + 1), rtol=1e-5, atol=1e-5)
     bare = _Bare(7, 3)  # Jacobian path: C X X^T
     assert np.allclose(empirical_ntk(bare, x, chunk=5), 3 * (X @ X.T), rtol=1e-5, atol=1e-4)
+
+
+def test_ntk_alignment_reads_the_kernel_against_reference_labels_and_inputs():
+    # a bare linear model's NTK is C X X^T: exactly aligned with the Gram matrix and with itself as reference
+    torch.manual_seed(1)
+    x = torch.randn(24, 5)
+    X = x.double().numpy()
+    y = np.arange(24) % 3
+    labels, gram = label_kernel(y, 3), X @ X.T
+    got = ntk_alignment(_Bare(5, 3), x, 3 * gram, labels, gram)
+    assert got["ntk_cka"] == pytest.approx(1.0, abs=1e-6) and got["ntk_input_cka"] == pytest.approx(1.0, abs=1e-6)
+    assert got["ntk_kta"] == pytest.approx(kta(gram, y, 3), abs=1e-6)
+    other = ntk_alignment(_Bare(5, 3), x, labels, labels, gram)  # the reference is the argument, not the inputs
+    assert other["ntk_cka"] == pytest.approx(got["ntk_kta"], abs=1e-9)
 
 
 def _brute_ntk(model, x):

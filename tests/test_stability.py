@@ -11,16 +11,21 @@ from probe.geometry import Geometry
 from probe.metrics.equivariance import (
     circular_conv_matrix,
     conv_layout,
+    conv_subspace_distance,
     conv_subspace_projection,
 )
 from probe.metrics.symmetry import (
+    complement_growth,
+    complement_norm,
     complement_share,
     invariant_readout_layout,
     orbit,
     shift_layout,
+    subspace_distances,
 )
+from probe.models.conv import conv_layouts
 from probe.run.procedures import run_procedure
-from probe.run.procedures.ecnn import embed_local_net
+from probe.run.procedures.ecnn import conv_subspace_distances, embed_local_net
 from probe.run.procedures.stability import ComplementTracker, OrbitAugment, perturb_off_convolutions, symmetry_layouts
 
 GEO = Geometry(channels=2, spatial=(12,))
@@ -123,6 +128,30 @@ def test_orbits_do_not_keep_the_symmetry_with_a_readout_that_is_not_invariant():
     tracker = ComplementTracker(layouts, invariant_readout_layout(10, 3, 20), state, perturbed=False)
     _train(task, mlp, orbits=True)
     assert tracker.measures(mlp.state_dict())["equiv_subspace_distance"] > 1e-4
+
+
+def test_subspace_distances_and_growth_pool_the_layers_complements():
+    # norms (r_l, n_l) written out: the shares r/n, and sqrt(sum r^2 / sum n^2) for the layers together
+    shares, pooled = subspace_distances([(3.0, 5.0), (0.0, 12.0)])
+    assert shares == [0.6, 0.0] and pooled == pytest.approx(3 / 13, rel=1e-15)
+    shares, pooled = subspace_distances([(0.0, 0.0)])
+    assert np.isnan(shares[0]) and np.isnan(pooled)
+    assert complement_growth([(6.0, 9.0), (8.0, 9.0)], [(3.0, 9.0), (4.0, 9.0)]) == (2.0, pytest.approx(2.0))
+    assert complement_growth([(1.0, 1.0)], [(0.0, 1.0)]) == (None, None)  # started inside: no growth to read
+    # on an embedded net: what the tracker writes is these of complement_norm, and ecnn's distances agree with it
+    _, cnn, _, state = _embedded()
+    layouts = symmetry_layouts(cnn)
+    perturbed = perturb_off_convolutions(state, layouts, 0.2, "first", seed=1)
+    norms = [complement_norm(perturbed[f"layers.{l}.weight"].double().numpy(), lay["conv"])
+             for l, lay in enumerate(layouts)]
+    m = ComplementTracker(layouts, invariant_readout_layout(10, 3, 20), state, perturbed=False).measures(perturbed)
+    shares, pooled = subspace_distances(norms)
+    assert m["conv_subspace_distance"] == shares[0] == pytest.approx(0.2, rel=1e-6)
+    assert m["conv_subspace_distance_l1"] == shares[1] < 1e-7 and m["conv_subspace_distance_all"] == pooled
+    ecnn_view = conv_subspace_distances(perturbed, conv_layouts(cnn))
+    assert ecnn_view == {"conv_subspace_distance": shares[0], "conv_subspace_distance_all": pooled}
+    W = perturbed["layers.0.weight"].double().numpy()
+    assert shares[0] == pytest.approx(conv_subspace_distance(W, layouts[0]["conv"]), rel=1e-12)
 
 
 @pytest.mark.parametrize("eps", [0.01, 0.1, 0.3])

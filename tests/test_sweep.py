@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from probe.run.checkpoint import list_checkpoints, load_checkpoint
 from probe.cli import app
 from probe.config import ConfigError, RunConfig
-from probe.metrics.interpolation import match_hidden_units
+from probe.metrics.interpolation import line_barrier, match_hidden_units
 from probe.run.procedures.ecnn import embed_local_net
 from probe.run.procedures.imp import prune_masks
 from probe.sweep.execute import is_finished, run_sweep
@@ -312,6 +312,13 @@ def test_weight_matching_undoes_a_permutation_of_hidden_units():
     moved.load_state_dict(aligned)
     with torch.no_grad():
         assert torch.allclose(moved(x), unrelated(x), atol=1e-6)
+
+
+def test_the_line_barrier_is_the_largest_rise_over_the_chord_of_the_ends():
+    alphas = [0, 0.25, 0.5, 0.75, 1]
+    assert line_barrier([1, 2, 3, 4, 5], alphas) == 0  # linear along the line: no barrier
+    assert line_barrier([1, 0.5, 0.2, 0.5, 1], alphas) == 0  # below the chord (a valley): the ends give 0
+    assert line_barrier([1, 2, 4, 2, 3], alphas) == pytest.approx(2.0)  # at a = 0.5: 4 - (1 + 3) / 2
 
 
 @pytest.mark.parametrize("periodic", [False, True])
