@@ -48,7 +48,7 @@ LABELS = {
     "train_acc": "train accuracy (%)",
     "test_loss": "test loss (nats)",
     "train_loss": "train loss (nats)",
-    # results of procedures (probe/run/procedures.py)
+    # results of procedures (probe/run/procedures/)
     "cnn_test_acc": "test accuracy (%)",
     "mlp_test_acc": "test accuracy (%)",
     "dense_test_acc": "test accuracy (%)",
@@ -65,7 +65,7 @@ LABELS = {
     "real_acc": "accuracy on the real test set (%)",
     "qda_acc": "QDA accuracy, real test set (%)",
     "qda_clone_acc": "QDA accuracy, Gaussian clone (%)",
-    # the stability and ntk_align procedures (probe/run/procedures.py)
+    # the stability and ntk_align procedures (probe/run/procedures/)
     "equiv_subspace_distance": "distance to the shift-equivariant layers",
     "equiv_subspace_distance_all": "distance to the shift-equivariant layers",
     "conv_complement_growth": "||W - P(W)|| / its step-0 value",
