@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 
 from probe import __version__
 from probe.config import MAX_SEED, ConfigError, RunConfig, load_config_file, parse_kv
+from probe.run.errors import RunFailed  # no torch: the errors a run ends with are plain exceptions
 
 
 # the click that typer runs on: typer._click in recent typer releases, the click package in older ones
@@ -104,7 +105,6 @@ def clean_errors(fn):
             raise typer.Exit(128 + e.signum) from None
         except Exception as e:
             from probe.run.checkpoint import CheckpointError  # lazy: torch (a failed run has imported it already)
-            from probe.run.errors import RunFailed  # lazy: torch
 
             if isinstance(e, CheckpointError):
                 say(f"error: {e}")
