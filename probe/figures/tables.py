@@ -295,8 +295,8 @@ def final_stats(final: pd.DataFrame, refs: pd.DataFrame | None = None, by=()) ->
 
 def load_interpolation(paths) -> pd.DataFrame:
     """``run, pair, alpha, split, loss`` + config columns: the losses on the straight lines that
-    :func:`probe.run.procedures.ecnn.ecnn` writes to interpolation.json: ``pair`` "eCNN -> MLP" (alpha 0: the eCNN, 1: the
-    plain MLP) and its null "MLP -> MLP, another seed (null)". Runs without the file are skipped."""
+    :func:`probe.run.procedures.ecnn.ecnn` writes to interpolation.json: ``pair`` "eCNN -> MLP" (alpha 0: the eCNN,
+    1: the plain MLP) and its null "MLP -> MLP, another seed (null)". Runs without the file are skipped."""
     dirs = run_dirs(paths)
     names = run_names(dirs)
     frames = []
