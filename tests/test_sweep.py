@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -447,3 +448,14 @@ def test_readme_spec_example_expands():
     assert {r.config["task_opts"]["gain"] for r in sweep.runs} == {1, 3, 10}
     assert ({r.config["model"] for r in sweep.runs} == {"mlp", "cnn"}
             and {r.config["steps"] for r in sweep.runs} == {500})
+
+
+def test_an_old_run_folder_is_read_with_its_nulls_stored_the_one_way():
+    # result.json as earlier versions wrote it (tests/data/sweep_run_v1): nulls as X_random, and a null's own @init
+    from probe.sweep.summary import end_values
+
+    values = end_values(Path(__file__).parent / "data" / "sweep_run_v1")
+    assert not [k for k in values if "_random" in k]
+    assert values["position_ipr@gaussian"] == 0.047 and values["position_sharing@gaussian"] == 0.125
+    assert values["embed_fourier_top@chance"] == 0.1 and "neuron_fourier_top@chance" not in values  # no neurons
+    assert values["position_ipr"] == 0.31 and values["position_ipr@init"] == 0.05

@@ -8,7 +8,7 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
   ``noise_consistency_1..3``, :func:`probe.metrics.functional.shift_consistency` on the same inputs (agreement of
   predicted classes is undefined for regression).
 - ``routing`` (sequence tasks): :func:`probe.metrics.routing.sequence_measures` on n test inputs drawn with
-  ``seed``; its ``X_random`` keys are the same measures of a random-weight model (a null).
+  ``seed``; its ``X@gaussian`` keys are the same measures of random weights (a null).
 - ``recurrence`` (sequence tasks with an answer at every position):
   :func:`probe.metrics.recurrence.recurrence_measures` on n test inputs drawn with ``seed``: ``time_sharing``
   and ``causal_mass`` with their ``X@permuted`` nulls, and ``test_acc_2T`` / ``test_acc_4T`` where the task

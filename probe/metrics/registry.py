@@ -306,6 +306,31 @@ MEASURES.update({m.name: m for m in (
 )})
 
 
+# A null, control or chance level of key X is stored one way: as the key ``X@kind`` beside X (``time_sharing@permuted``,
+# ``position_ipr@gaussian``, ``line_barrier@mlps``), in metrics, result.json, procedure.json and the sweeps' summaries;
+# `probe analyze`'s report lists a reference's values under ``reference[kind]``. Earlier versions wrote some as
+# ``X_random``: :func:`current_keys` renames them when a stored run is read.
+OLD_KEYS = {"position_ipr_random": ("position_ipr@gaussian",),
+            "position_sharing_random": ("position_sharing@gaussian",),
+            "relevant_mass_random": ("relevant_mass@gaussian",),
+            "fourier_top_random": ("embed_fourier_top@chance", "neuron_fourier_top@chance"),
+            "fourier_peak_random": ("embed_fourier_peak@chance", "neuron_fourier_peak@chance")}
+
+
+def current_keys(values: dict) -> dict:
+    """``values`` (a stored run's keys -> values) with the keys of :data:`OLD_KEYS` written the one way a null is
+    stored now, ``X@kind``, each where X itself is stored, in place of the old key. An old null's own ``@init``
+    value (``position_ipr_random@init``: a null's null, which says nothing and is no longer written) is left out."""
+    out = {}
+    for k, v in values.items():
+        base = k.removesuffix("@init")
+        if base not in OLD_KEYS:
+            out[k] = v
+        elif base == k:
+            out.update({new: v for new in OLD_KEYS[k] if new.split("@")[0] in values})
+    return out
+
+
 def applies(name: str, kind: str) -> bool:
     """Whether measure ``name`` applies to tasks of ``kind`` (image, sequence)."""
     return kind in MEASURES[name].task_kinds
