@@ -401,9 +401,9 @@ def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, flo
     """Every routing measure that applies to ``model`` on sequence ``task``, on n test examples drawn with
     ``seed``: position ipr and sharing (with their random references as ``X@gaussian``), the Jacobian routing
     scores (on the key-value pair and on the value alone for key-value tasks), the intervention (tasks whose answer
-    is the token at its source), the swaps of keys and of values (key-value tasks), the block-permutation error (tasks with
-    ``extras["blocks"]``), attention scores (models with ``attention_maps``), key frequencies (modadd) and
-    the ridge reference (icl-regression). Keys are module-docstring names, a null or chance level of measure X as
+    is the token at its source), the swaps of keys and of values (key-value tasks), the block-permutation error
+    (tasks with ``extras["blocks"]``), attention scores (models with ``attention_maps``), key frequencies (modadd)
+    and the ridge reference (icl-regression). Keys are module-docstring names, a null or chance level of measure X as
     ``X@kind`` (the one way probe stores a null); values are floats."""
     geo = task.geometry
     T, C = geo.spatial[0], geo.channels
