@@ -32,7 +32,8 @@ from probe.metrics.arith import arith_measures
 from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
 from probe.metrics.recurrence import recurrence_measures
 from probe.metrics.routing import sequence_measures
-from probe.metrics.second_order import DETECT_STREAM, second_order_measures
+from probe.metrics.second_order import second_order_measures
+from probe.seeding import DETECT_SEED
 from probe.tasks.clone import clone_test_set, gaussian_clone, real_data
 
 FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith",
@@ -83,7 +84,7 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0,
     if "second_order" in names:
         on_clone = task.info.get("clone") == "gaussian"
         real = real_data(task)
-        x_cl = gaussian_clone(real[0], real[1], real[1], task.n_outputs, torch.Generator().manual_seed(DETECT_STREAM))
+        x_cl = gaussian_clone(real[0], real[1], real[1], task.n_outputs, torch.Generator().manual_seed(DETECT_SEED))
         out.update(second_order_measures(model, real, clone_test_set(task), on_clone, clone_train=x_cl))
     if "arith" in names:
         out.update(arith_measures(model, task))

@@ -12,6 +12,7 @@ import numpy as np
 from probe.geometry import Geometry
 from probe.metrics.locality import as_matrix, energy_maps, window_sums
 from probe.metrics.surrogates import phase_randomize
+from probe.seeding import TILING_STREAM
 
 TILING_DRAWS = 20  # random placements averaged in the tiling null
 LOCALIZED_K, LOCALIZED_MASS = 5, 0.5  # a unit is localized when its best 5-window holds half its energy or more
@@ -59,7 +60,7 @@ def tiling(W, geometry: Geometry, k: int = LOCALIZED_K, mass: float = LOCALIZED_
     P = _localized(energy_maps(F), geometry, k, mass)
     if len(P) < 2:
         return {"tiling": float("nan"), "tiling_random": float("nan")}
-    rng = np.random.default_rng([seed, 4])
+    rng = np.random.default_rng([seed, TILING_STREAM])
     m, S = len(P), tuple(geometry.spatial)
     grids = np.meshgrid(*[np.arange(L) for L in S], indexing="ij")
     null = []
