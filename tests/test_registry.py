@@ -31,14 +31,14 @@ def test_derived_tables_follow_the_registry():
     # each derived name computes what its record says: the record's function, and exactly the record's keys
     W = np.random.default_rng(2).standard_normal((20, 24))
     geo = Geometry(2, (12,))
-    for name, fn in metrics.WEIGHT_MEASURES.items():
+    for name, fn in metrics.FIRST_LAYER_MEASURES.items():
         assert MEASURES[name].scope == "first" and fn is MEASURES[name].fn, name
         assert set(metrics.first_layer_measures(W, geo, [name])) == set(MEASURES[name].outputs), name
-    assert len(metrics.WEIGHT_MEASURES) == sum(m.scope == "first" for m in MEASURES.values())
+    assert len(metrics.FIRST_LAYER_MEASURES) == sum(m.scope == "first" for m in MEASURES.values())
     spectra = metrics.layer_measures(W)
-    assert tuple(spectra) == metrics.LAYER_MEASURES
-    assert spectra == {n: pytest.approx(MEASURES[n].fn(W), rel=1e-12) for n in metrics.LAYER_MEASURES}
-    assert all(MEASURES[n].scope == "layer" for n in metrics.LAYER_MEASURES)
+    assert tuple(spectra) == metrics.SPECTRAL_MEASURES
+    assert spectra == {n: pytest.approx(MEASURES[n].fn(W), rel=1e-12) for n in metrics.SPECTRAL_MEASURES}
+    assert all(MEASURES[n].scope == "layer" for n in metrics.SPECTRAL_MEASURES)
     assert set(TRACKABLE) == {n for n, m in MEASURES.items() if m.trackable}
     assert set(EXPENSIVE) <= set(TRACKABLE)
     # the figures' label of a key is its record's, except accuracies drawn in percent (plots.PERCENT), whose axis

@@ -40,8 +40,8 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_
                                  plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import (LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, checked_matrix, defined, first_layer_measures,
-                           input_pc_share, layer_measures, movement)
+from probe.metrics import (FIRST_LAYER_MEASURES, MEASURE_KEYS, SPECTRAL_MEASURES, checked_matrix, defined,
+                           first_layer_measures, input_pc_share, layer_measures, movement)
 from probe.metrics.registry import applies
 from probe.metrics.nulls import LCN_MEASURES, default_linear_init, null_draws, null_jobs
 from probe.metrics.spectral import eigenvalues, gaussian_spectral_measures
@@ -210,7 +210,7 @@ class Analysis:
 
     @property
     def _first_names(self) -> list[str]:
-        return [n for n in WEIGHT_MEASURES if applies(n, self.geometry.kind)]
+        return [n for n in FIRST_LAYER_MEASURES if applies(n, self.geometry.kind)]
 
     def _inputs(self):
         if self._X is None and self.task is not None:
@@ -444,9 +444,9 @@ class Analysis:
             rep.notes.append("delta: ΔW = 0 (these are the initial weights): no delta measures")
             return
         # the same nulls, drawn from ΔW, as a tracked run's reference.json holds for its delta_ keys
-        refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *LAYER_MEASURES])
+        refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *SPECTRAL_MEASURES])
         # ΔW's spectral measures are its permuted reference's (a permutation keeps the spectrum): not decomposed twice
-        spectra = {k: v for k, v in refs.get("permuted", {}).items() if k.removeprefix("delta_") in LAYER_MEASURES}
+        spectra = {k: v for k, v in refs.get("permuted", {}).items() if k.removeprefix("delta_") in SPECTRAL_MEASURES}
         values = {f"delta_{k}": v for k, v in first_layer_measures(D, self.geometry, self._first_names).items()}
         rep.layers[name] = {**rep.layers[name], **values, **spectra}
         for kind, vals in refs.items():
@@ -504,7 +504,7 @@ def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[
     registry measures, before input_pc_share and the spectra; first for the other layers)."""
     if not first:
         return {"movement": moved, **values}
-    head = {k: v for k, v in values.items() if k != "input_pc_share" and k not in LAYER_MEASURES}
+    head = {k: v for k, v in values.items() if k != "input_pc_share" and k not in SPECTRAL_MEASURES}
     return {**head, "movement": moved, **{k: v for k, v in values.items() if k not in head}}
 
 

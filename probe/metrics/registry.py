@@ -3,7 +3,7 @@
 :data:`MEASURES` says, for each measure, how it is computed (``fn`` and its ``scope``), which keys it writes, how
 a figure labels its axis, what a high and a low value mean, whether it is cheap enough to track during training,
 and where its formula is written (the docstring of ``fn``). :mod:`probe.metrics` builds its tables from it
-(``WEIGHT_MEASURES``, ``MEASURE_KEYS``, ``LAYER_MEASURES``), tracking its ``TRACKABLE`` and ``EXPENSIVE``
+(``FIRST_LAYER_MEASURES``, ``MEASURE_KEYS``, ``SPECTRAL_MEASURES``), tracking its ``TRACKABLE`` and ``EXPENSIVE``
 names, the figures their axis labels, ``probe measures`` its list and the README its tables
 (``python -m probe.metrics.registry`` prints them; a test keeps the README equal to it). Adding a measure is
 one function with its formula and tests, and one record here.
