@@ -22,7 +22,7 @@ come from ``default_rng(seed)`` itself):
 - ``PULL_STREAM``: the fixed batch and unit orders of the pull (:mod:`probe.metrics.pull`). It has the number of the
   Gaussian spectra: the two draw unrelated things (chi-squares, a sample of examples) for different measures, and
   the stored runs' values depend on both, so neither was renumbered;
-- ``TILING_STREAM``: the random placements of ``tiling_random`` (:func:`probe.metrics.tiling.tiling`);
+- ``TILING_STREAM``: the random placements of ``tiling@random`` (:func:`probe.metrics.tiling.tiling`);
 - ``STEP_STREAM``, ``REALIZED_STREAM``: the random directions and unit derangements of the step's nulls
   (:func:`probe.metrics.step.step_pull`, :func:`probe.metrics.step.realized_change`);
 - ``INTERVENTION_STREAM``: the ``@permuted`` draws of ``time_sharing_iv`` (:mod:`probe.metrics.intervention`);

@@ -57,14 +57,17 @@ from probe.metrics.layer import (
     layer_measures,
 )
 from probe.metrics.locality import as_matrix, energy_maps, window_sizes
+from probe.metrics.registry import of_scope
 from probe.metrics.spectral import gaussian_spectral_measures
 from probe.metrics.surrogates import phase_randomize  # noqa: F401  (the phase null's fields; here with the others)
 from probe.seeding import LCN_STREAM
 
-# the first-layer measures each extra reference is computed for (module docstring)
-PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "shift_match")
-LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5, "shift_match": 5}  # measure -> its lcn fields' window
-INIT_SEED_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac")
+# the first-layer measures each extra reference is computed for: those whose registry record names it (``nulls``)
+_FIRST = of_scope("first")
+PHASE_MEASURES = tuple(n for n, m in _FIRST.items() if "phase" in m.nulls)
+# measure -> its lcn fields' window, by window (the order the reports list the lcn reference in), then by name
+LCN_MEASURES = dict(sorted(((n, m.lcn_window) for n, m in _FIRST.items() if "lcn" in m.nulls), key=lambda x: x[::-1]))
+INIT_SEED_MEASURES = tuple(n for n, m in _FIRST.items() if "init_seeds" in m.nulls)
 INIT_DRAWS = 2  # initializations averaged in init_seeds
 PHASE_DRAWS = 20  # phase randomizations averaged in the final phase reference of a layer of < PHASE_DRAWS_BELOW units
 PHASE_DRAWS_BELOW = 1024  # from this many units on, one draw's sd is negligible (<= 0.002) and one draw is kept

@@ -129,13 +129,13 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "as conv_distance_3, with k = 5", "as conv_distance_3, with k = 5", trackable=True, expensive=True),
     Measure("tiling", tiling.tiling, "paired", _TRANSLATION, "evenness of coverage (0 .. 1)",
             "the localized units' fields cover the positions evenly (1 = equal coverage); read against "
-            "`tiling_random`, the same fields at random centres", "fields piled on a few places (one field copied to "
-            "every unit is the least even)", keys=("tiling", "tiling_random")),
+            "`tiling@random`, the same fields at random centres", "fields piled on a few places (one field copied to "
+            "every unit is the least even)", keys=("tiling", "tiling@random")),
     Measure("filter_match", tiling.filter_match, "paired", _TRANSLATION, "best cosine with a CNN filter",
             "each field is a trained CNN's first-layer filter placed somewhere (1 = exactly); read against "
-            "`filter_match_phase`, the same for the fields with their phases randomized",
+            "`filter_match@phase`, the same for the fields with their phases randomized",
             "fields unlike any of the CNN's filters, or spread beyond their window",
-            keys=("filter_match", "filter_match_phase")),
+            keys=("filter_match", "filter_match@phase")),
     Measure("spectral_entropy", spectral.spectral_entropy, "first", _SPECTRA, "spectral entropy (0 .. 1)",
             "broad power spectra: localized (or random) fields", "peaked spectra: Fourier-like fields",
             trackable=True),
@@ -438,6 +438,23 @@ _TITLES = {
     "conv_subspace_distance_all": "distance to convolutions, all layers",
     "sparsity": "weights pruned",
 }
+_TITLES.update({
+    "tiling": "evenness of the fields' coverage", "tiling@random": "coverage evenness, fields at random centres",
+    "filter_match": "fields matching a CNN's filters", "filter_match@phase": "CNN filter match, phases randomized",
+    "step_dS": "change of S along the step", "conv_dist_change": "step's change of the distance to convolutions",
+    "local_dist_change": "step's change of the distance to the windows",
+    "conv_share_local_null": "conv share of a local unshared layer", "causal_mass_iv": "causal effect (s <= t)",
+    "time_sharing_iv": "consistent effects at every position", "relevant_grad_share": "input gradient on the relevant "
+    "inputs", "relevant_iv_share": "effect of resampling the relevant inputs",
+    "clone_detect_acc": "real inputs told from the clone", "first_layer_sparsity": "first-layer weights pruned",
+    "conv_complement_ratio": "off-convolution part, layer 1, end / start",
+    "conv_complement_ratio_all": "off-convolution part, end / start",
+    "equiv_complement_ratio": "non-equivariant part, layer 1, end / start",
+    "equiv_complement_ratio_all": "non-equivariant part, end / start",
+    "ref_kta": "reference NTK alignment with the labels", "input_kta": "X Xᵀ alignment with the labels",
+    "ref_input_cka": "reference NTK alignment with X Xᵀ", "ref_test_acc": "test accuracy of the reference",
+    "perturbed_test_acc": "test accuracy after the perturbation", "mlp_steps": "training steps of the plain MLP",
+})
 for _k in (1, 2, 3):
     _TITLES[f"shift_consistency_{_k}"] = f"kept under a {_k}-pixel shift"
     _TITLES[f"noise_consistency_{_k}"] = f"kept under noise of its norm ({_k} px)"
@@ -455,13 +472,17 @@ _BOUNDS = {
         "clone_acc", "real_acc", "qda_acc", "qda_clone_acc", "ntk_cka", "ntk_kta", "ntk_input_cka",
         "equiv_subspace_distance", "equiv_subspace_distance_all", "test_acc", "train_acc", "cnn_test_acc",
         "mlp_test_acc", "dense_test_acc", "ref_test_acc", "perturbed_test_acc", "test_acc_2T", "test_acc_4T",
-        *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3))), UNIT),
-    "shift_match": COSINE,
+        *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3)), "tiling", "tiling@random",
+        "conv_share_local_null", "causal_mass_iv", "time_sharing_iv", "relevant_grad_share", "relevant_iv_share",
+        "clone_detect_acc", "first_layer_sparsity", "ref_kta", "input_kta", "ref_input_cka",
+        "conv_subspace_distance_l2", "conv_subspace_distance_l3"), UNIT),
+    "shift_match": COSINE, "filter_match": COSINE, "filter_match@phase": COSINE,
     **dict.fromkeys((
         "spread", "displacement_mean", "displacement_median", "shift_match_units", "movement", "effective_rank",
         "stable_rank", "peak_frequency", "lie_derivative", "lie_ratio", "input_dependence", "perm_equivariance_error",
         "rel_mse", "extrap_rel_mse", "test_loss", "train_loss", "conv_complement_growth", "conv_complement_growth_all",
-        "equiv_complement_growth", "equiv_complement_growth_all", "readout_shift_distance"), NON_NEGATIVE),
+        "equiv_complement_growth", "equiv_complement_growth_all", "readout_shift_distance",
+        *(f"{n}_complement_ratio{a}" for n in ("conv", "equiv") for a in ("", "_all"))), NON_NEGATIVE),
 }
 # accuracies, drawn in percent: the axis label says so (a measure's own label describes the stored value, 0..1)
 _PERCENT_LABELS = {
@@ -489,7 +510,12 @@ _LABELS = {
     "readout_shift_distance": "distance to a shift-invariant readout", "ntk_cka": "centred kernel alignment (0-1)",
     "ntk_kta": "kernel-target alignment (0-1)", "ntk_input_cka": "centred kernel alignment (0-1)",
     "sparsity": "share of weights pruned", "ref_test_acc": "test accuracy (%)",
-    "perturbed_test_acc": "test accuracy (%)"}
+    "perturbed_test_acc": "test accuracy (%)", "first_layer_sparsity": "share of weights pruned",
+    **dict.fromkeys((f"{n}_complement_ratio{a}" for n in ("conv", "equiv") for a in ("", "_all")),
+                    "||W - P(W)||, end / step 0"),
+    "ref_kta": "kernel-target alignment (0-1)", "input_kta": "kernel-target alignment (0-1)",
+    "ref_input_cka": "centred kernel alignment (0-1)", "conv_subspace_distance_l2": "distance to convolutions",
+    "conv_subspace_distance_l3": "distance to convolutions"}
 # what each procedure (probe.run's PROCEDURES, by name) writes to procedure.json, or to metrics.jsonl while it trains
 _STABILITY_TRACKED = tuple(f"{n}_{what}{s}" for n in ("conv", "equiv") for what in ("subspace_distance",
                            "complement_growth") for s in ("", "_all"))
@@ -546,12 +572,13 @@ KEYS: dict[str, Key] = _keys()
 # A null, control or chance level of key X is stored one way: as the key ``X@kind`` beside X (``time_sharing@permuted``,
 # ``position_ipr@gaussian``, ``line_barrier@mlps``), in metrics, result.json, procedure.json and the sweeps' summaries;
 # `probe analyze`'s report lists a reference's values under ``reference[kind]``. Earlier versions wrote some as
-# ``X_random``: :func:`current_keys` renames them when a stored run is read.
+# ``X_random`` or ``X_phase``: :func:`current_keys` renames them when a stored run is read.
 OLD_KEYS = {"position_ipr_random": ("position_ipr@gaussian",),
             "position_sharing_random": ("position_sharing@gaussian",),
             "relevant_mass_random": ("relevant_mass@gaussian",),
             "fourier_top_random": ("embed_fourier_top@chance", "neuron_fourier_top@chance"),
-            "fourier_peak_random": ("embed_fourier_peak@chance", "neuron_fourier_peak@chance")}
+            "fourier_peak_random": ("embed_fourier_peak@chance", "neuron_fourier_peak@chance"),
+            "tiling_random": ("tiling@random",), "filter_match_phase": ("filter_match@phase",)}
 
 
 def current_keys(values: dict) -> dict:
