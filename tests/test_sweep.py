@@ -93,7 +93,7 @@ QUICK_FULL = {"mnist1d-controls": (40, 40), "nlgp-gain": (50, 84), "width-parame
               "sparsity": (20, 20), "data-size": (50, 385), "ecnn": (30, 21), "augmentation": (40, 90),
               "routing": (36, 63), "recurrence": (48, 84), "spectrum": (90, 243), "patches-controls": (30, 180),
               "mechanism": (60, 60)}
-# the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
+# the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2) and its run counts
 MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 72,
           "patches-controls": 80, "mechanism": 9}
 

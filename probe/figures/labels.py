@@ -1,4 +1,4 @@
-"""Words for figures (issue 17, item 6): panel titles, legend titles, swept values and run names a paper can print.
+"""Words for figures: panel titles, legend titles, swept values and run names a paper can print.
 
 Run folders and metrics.jsonl use code names (``lsg_task=nlgp-gauss_gain=100_s0``, ``ipr_frac_above``,
 ``task_opts.gain``); figures say what they are instead:

@@ -1,4 +1,4 @@
-"""Figures of runs, each one function from a tidy table (probe/figures/tables.py) to a matplotlib Figure (issue 5).
+"""Figures of runs, each one function from a tidy table (probe/figures/tables.py) to a matplotlib Figure.
 
 One shared theme (:func:`paper_theme`: seaborn ``context="paper"``, TrueType fonts in PDFs); scripts and notebooks
 restyle a returned figure or call the function inside their own theme. :func:`save` writes PDF and PNG. To compose
@@ -738,7 +738,7 @@ def routing_figure(routing: pd.DataFrame, ax=None) -> Figure:
     return fig
 
 
-# -- recurrence and the add task (issue 15) -------------------------------------------------------------------------
+# -- recurrence and the add task -------------------------------------------------------------------------
 def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task", seed=None, ax=None) -> Figure:
     """The dependence maps M[t, s] (:func:`probe.figures.tables.load_dependence`) as a grid of pictures, a row per
     value of ``row`` (models) and a column per value of ``col`` (tasks); each panel is the mean over the runs in

@@ -194,7 +194,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("perm_equivariance", routing.perm_equivariance, "function", _FUNCTION, "output change",
             "reordering blocks the answer ignores changes the output", "equivariant to that reordering (0)",
             keys=("perm_equivariance_error", "perm_flip_rate")),
-    # -- recurrence and the add task (issue 15) ------------------------------------------------------------------
+    # -- recurrence and the add task ------------------------------------------------------------------
     Measure("time_sharing", recurrence.time_sharing, "function", _RECURRENCE, "share explained by t - s",
             "the output's dependence on the input at s (Jacobian energy) is a function of t - s: one map at every "
             "position, as a recurrence's or causal convolution's (1); null `time_sharing@permuted`",
@@ -214,7 +214,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "(`rel_mse`) and outside it (`extrap_rel_mse`); beside `@linreg` and `@rule`",
             "close to the exact rule (noise² / var(y); 0 without label noise)",
             keys=("rel_mse", "extrap_rel_mse")),
-    # -- which input statistics the solution uses (issue 14) -------------------------------------------------------
+    # -- which input statistics the solution uses -------------------------------------------------------
     Measure("clone_acc", second_order.clone_accuracy, "function", _SECOND, "accuracy on the clone",
             "the network's accuracy survives on the class-conditional Gaussian clone test set (each class's "
             "training mean and covariance, nothing else): it rests on second-order statistics; `--track clone_acc`",
@@ -255,7 +255,7 @@ MEASURES.update({n: replace(MEASURES[n], nulls=nulls, lcn_window=k, decided_by=b
 MEASURES.update({n: replace(m, kinds=("sequence",)) for n, m in MEASURES.items()
                  if m.fn.__module__ == routing.__name__})
 
-# -- the learned part ΔW and the pull G (issue 14; probe/metrics/pull.py) -------------------------------------------
+# -- the learned part ΔW and the pull G (probe/metrics/pull.py) -------------------------------------------
 _MECHANISM = "The learned part ΔW = W − W₀ and the pull G = dL/dW₁ (first layer)"
 
 

@@ -1,4 +1,4 @@
-"""Which input statistics a solution uses (issue 14, item 3): accuracy on the class-conditional Gaussian clone, and
+"""Which input statistics a solution uses: accuracy on the class-conditional Gaussian clone, and
 the second-order ceiling.
 
 - ``clone_acc``: the network's accuracy on the clone test set (:func:`probe.tasks.clone.clone_test_set`: the real

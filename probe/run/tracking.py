@@ -1,4 +1,4 @@
-"""Structure tracking during training: cheap first-layer measures in the metrics rows (docs/design.md §2.1, issue 5).
+"""Structure tracking during training: cheap first-layer measures in the metrics rows (docs/design.md §2.1).
 
 ``probe train --track ipr,hoyer,... --track-every N`` computes the named measures of the first layer (its dense
 matrix over the input geometry, so an MLP and its CNN/LCN controls are measured alike) inside the training loop
@@ -23,7 +23,7 @@ Conventions (what later parts rely on):
   windows (``lcn``): the nulls for contiguity have to keep the final fields' concentration or spectrum, so they
   are taken from the final weights, once per run. ``phase``, ``lcn`` and ``init_seeds`` hold only the measures
   they are drawn for (:mod:`probe.metrics.nulls`).
-- The learned part and the pull (issue 14, :mod:`probe.metrics.pull`): ``delta_<m>`` tracks measure m on
+- The learned part and the pull (:mod:`probe.metrics.pull`): ``delta_<m>`` tracks measure m on
   ΔW = W - W_0 (left out at step 0, where ΔW = 0); ``grad_<m>`` on the pull G = dL/dW_1 on a fixed batch
   (:func:`probe.metrics.pull.pull_batch`), beside ``grad_<k>@phase`` (the phase null of G at the same step) for
   the phase reference's measures; ``grad_com_share`` writes ``grad_com_share_k``, its chance

@@ -10,7 +10,7 @@ z with correlation rho, E[erf(g z1) erf(g z2)] = (2/pi) arcsin(2 g^2 rho / (1 + 
 The Gaussian clone (``nlgp-gauss``) draws x ~ N(0, Cov(x)) with exactly that covariance: the two tasks
 differ only in higher-order statistics. Class 0 has correlation length xi0, class 1 has xi1.
 
-Controls of the higher-order statistics (issue 14, item 4; Lufkin, Saxe & Grant: the localizing term of the
+Controls of the higher-order statistics (Lufkin, Saxe & Grant: the localizing term of the
 single-neuron dynamics is proportional to (3 - kurtosis) of the marginal): ``nlgp --task-opt kurtosis=K`` keeps
 the reference covariance R = Cov(x) above (at the task's gain) and changes only what lies beyond it:
 
