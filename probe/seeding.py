@@ -21,7 +21,22 @@ come from ``default_rng(seed)`` itself):
 - ``GAUSSIAN_SPECTRUM_STREAM``: the Gaussian reference's spectrum (:func:`probe.metrics.spectral.gaussian_eigenvalues`);
 - ``PULL_STREAM``: the fixed batch and unit orders of the pull (:mod:`probe.metrics.pull`). It has the number of the
   Gaussian spectra: the two draw unrelated things (chi-squares, a sample of examples) for different measures, and
-  the stored runs' values depend on both, so neither was renumbered.
+  the stored runs' values depend on both, so neither was renumbered;
+- ``TILING_STREAM``: the random placements of ``tiling@random`` (:func:`probe.metrics.tiling.tiling`);
+- ``STEP_STREAM``, ``REALIZED_STREAM``: the random directions and unit derangements of the step's nulls
+  (:func:`probe.metrics.step.step_pull`, :func:`probe.metrics.step.realized_change`);
+- ``INTERVENTION_STREAM``: the ``@permuted`` draws of ``time_sharing_iv`` (:mod:`probe.metrics.intervention`);
+- ``SUBSPACE_PERTURB_STREAM``: the off-subspace perturbation of the stability procedure, drawn from
+  ``default_rng([seed, layer, SUBSPACE_PERTURB_STREAM])``;
+- ``PATCH_SPLIT_STREAM``: the train/test split of the patches task's image blocks, from
+  ``default_rng([data_seed, PATCH_SPLIT_STREAM])`` (a data seed: it never meets a measure's stream).
+
+Fixed seeds of a ``torch.Generator`` outside the streams above:
+
+- ``DETECT_SEED``: the clone of the training set that ``clone_detect_acc``'s discriminator sees
+  (:mod:`probe.metrics.second_order`), the same for every run;
+- ``NLGP_SEED_STRIDE``: NLGP's fixed training and test sets are drawn from seeds ``NLGP_SEED_STRIDE * seed + 1``
+  and ``+ 2`` (:mod:`probe.tasks.nlgp`).
 """
 
 from __future__ import annotations
@@ -35,7 +50,14 @@ TEST_SET = 2**41
 CLONE_TRAIN = 2**42
 CLONE_TEST = 2**42 + 1
 PHASE_STREAM, LCN_STREAM, GAUSSIAN_SPECTRUM_STREAM = 1, 2, 3  # NumPy streams (module docstring)
-PULL_STREAM = 3
+PULL_STREAM = 3  # the Gaussian spectra's number too: see the module docstring
+TILING_STREAM = 4
+STEP_STREAM, REALIZED_STREAM = 7, 8
+INTERVENTION_STREAM = 11
+SUBSPACE_PERTURB_STREAM = 14
+PATCH_SPLIT_STREAM = 2  # of a data seed, not a run's seed
+DETECT_SEED = 20_261
+NLGP_SEED_STRIDE = 10_007
 
 
 def stream(seed: int, offset: int) -> torch.Generator:

@@ -12,7 +12,7 @@ Loops per case:
 - ``bare``: about 15 lines of PyTorch (:class:`BareLoop`), the optimizer as a user writes it: PyTorch's
   default on CPU (a Python for-loop over parameters), fused on CUDA (as docs/design.md §8's reference).
 - ``bare fused`` (CPU): the same loop with ``fused=True``, the implementation probe uses on CPU too.
-- Optimizers (``--optimizers``, default all): SGD, Adam and AdamW, each timed as its own set of runs (issue 17).
+- Optimizers (``--optimizers``, default all): SGD, Adam and AdamW, each timed as its own set of runs.
 - ``probe``: evaluation only at step 0 and the end, checkpoints only at 0 and the end. ``loop`` rates hold
   the per-step cost; ``run`` rates are the whole train() call less the hook's time, so they include probe's
   two evaluations and two checkpoints. Their cost at the default cadence (6000 steps, eval every 500, 10
@@ -21,13 +21,13 @@ Loops per case:
 - Tracking (when probe.run.tracking exists) runs at evaluation rows only, so like evaluations and checkpoints it
   is timed on its own and printed as its share of a default-cadence run, with the ratio of tracking on to off.
 
-Targets: probe's steps >= 0.97x the bare loop with fused kernels (``fused x``; issue 17: within 3% for sgd, adam
+Targets: probe's steps >= 0.97x the bare loop with fused kernels (``fused x``: within 3% for sgd, adam
 and adamw), tracking >= 0.9x off. Whole processes (``probe train`` against a bare script, at the default cadence)
 are timed by scripts/bench_process.py. Peak resident memory (VmHWM, else ru_maxrss) of the
 CIFAR-sized CPU case and of the wide MNIST-1D case is measured for each loop in a fresh subprocess; target probe
 within 1.5x the bare loop.
 
-The wide MNIST-1D case (issue 16) is the large MLP of the data-size experiment: 40-4096-4096-10 on 10^5 training
+The wide MNIST-1D case is the large MLP of the data-size experiment: 40-4096-4096-10 on 10^5 training
 examples of MNIST-1D's shape (1 x 40; Gaussian inputs like every case here: a dense MLP's speed and memory do not
 depend on the values), batch 100 as in MNIST-1D runs.
 
@@ -110,7 +110,7 @@ def sync(device: str) -> None:
 
 # -- the bare loop ----------------------------------------------------------------------------------------
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-TARGET_LOOP = 0.97  # probe's steps against the bare loop with fused kernels (issue 17): within 3%
+TARGET_LOOP = 0.97  # probe's steps against the bare loop with fused kernels: within 3%
 
 
 class BareLoop:

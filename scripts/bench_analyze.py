@@ -51,7 +51,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from probe.geometry import Geometry
-from probe.metrics import WEIGHT_MEASURES, first_layer_measures, layer_measures
+from probe.metrics import FIRST_LAYER_MEASURES, first_layer_measures, layer_measures
 from probe.metrics.equivariance import circular_conv_matrix
 from probe.analysis import jobs as analysis_jobs
 from probe.analysis import report as analysis_report
@@ -75,7 +75,7 @@ def timed(f, *args) -> tuple[float, float]:
 
 def time_measures(W: np.ndarray) -> dict[str, tuple[float, float]]:
     """(CPU, wall) seconds per registry measure, and for layer_measures, on one matrix."""
-    times = {name: timed(f, W, GEOMETRY) for name, f in WEIGHT_MEASURES.items()}
+    times = {name: timed(f, W, GEOMETRY) for name, f in FIRST_LAYER_MEASURES.items()}
     times["layer_measures"] = timed(layer_measures, W)
     return times
 

@@ -1,4 +1,4 @@
-"""Whole processes: ``probe train`` at its default cadence against a bare PyTorch script (issue 17, item 1).
+"""Whole processes: ``probe train`` at its default cadence against a bare PyTorch script.
 
 scripts/bench.py times the training steps inside one process; what a user waits for is the whole command:
 interpreter start, imports, loading the data, building the model, the steps, evaluations, tracked measures,

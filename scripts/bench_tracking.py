@@ -1,4 +1,4 @@
-"""Throughput with structure tracking on (default set and cadence) against tracking off, in one run (issue 5).
+"""Throughput with structure tracking on (default set and cadence) against tracking off, in one run.
 
 Target: tracking on keeps >= 95% of the samples/s of tracking off. Each case trains the same config twice per
 repeat, tracking off and on in alternating order (so drift in the machine's load hits both alike), and reports
@@ -12,7 +12,7 @@ three ratios (on over off):
     python scripts/bench_tracking.py                 # both cases, 3 repeats (a few minutes on 2 cores)
     python scripts/bench_tracking.py --case mnist1d --repeats 1
     python scripts/bench_tracking.py --threads 2     # torch threads (default 1)
-    python scripts/bench_tracking.py --pull          # tracking on = default,delta,pull (issue 14: ΔW and the pull
+    python scripts/bench_tracking.py --pull          # tracking on = default,delta,pull (ΔW and the pull
                                                      # G on a fixed batch of 2048); target: at most 10% added
     python scripts/bench_tracking.py --track pull --target 0.909   # any --track value against tracking off
 
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
     parser.add_argument("--track", default="default", help="the tracked set of the 'on' runs (default: default)")
-    parser.add_argument("--pull", action="store_true", help="--track default,delta,pull --target 0.909 (issue 14: "
+    parser.add_argument("--pull", action="store_true", help="--track default,delta,pull --target 0.909 ("
                         "the pull adds at most 10%%)")
     parser.add_argument("--target", type=float, default=None, help="the CPU ratio to meet (default 0.95; 1/1.1 with "
                         "--pull)")

@@ -1,4 +1,4 @@
-"""Run the preset experiments and regenerate every figure of docs/findings.md into figures/ (issue 5).
+"""Run the preset experiments and regenerate every figure of docs/findings.md into figures/.
 
     python scripts/make_figures.py                       # quick scale: 446 runs (5 seeds, 3 where runs take
                                                          # minutes); at 2 seeds 192 of 204 runs took 90 + 28 min on 2
@@ -137,7 +137,7 @@ EXPERIMENTS = {
         Fig((), where={"task": "patches"}, exclude={"variant": "mlp-wide"}, extra=("augmentation-wide-lr1e-3",),
             options=dict(AUGMENTATION_FINAL, prefix="augmentation_patches-lr1e-3_")),
     ]),
-    # issue 14, why: ΔW and the pull G = dL/dW1 of the MLP against the CNN, LCN and eCNN (per-step nulls dotted);
+    # why: ΔW and the pull G = dL/dW1 of the MLP against the CNN, LCN and eCNN (per-step nulls dotted);
     # what the solutions rest on (the Gaussian clone); NLGP's four marginals; the embedded CNN's stability;
     # NTK alignment with a trained CNN
     "mechanism": ("mechanism", [

@@ -1,4 +1,4 @@
-"""Figures and tables of the recurrence and spectrum presets (issue 15; docs/findings-recurrence.md).
+"""Figures and tables of the recurrence and spectrum presets (docs/findings-recurrence.md).
 
     probe sweep --preset recurrence --jobs 2 --out runs/recurrence     # the runs (restartable)
     probe sweep --preset spectrum --jobs 2 --out runs/spectrum

@@ -1,4 +1,4 @@
-"""Reproduce the sequence results of the README (issue 4): train through the `probe train` command, then
+"""Reproduce the sequence results of the README: train through the `probe train` command, then
 measure routing with :func:`probe.metrics.routing.sequence_measures` at the first and the last checkpoint.
 
     python scripts/seq_results.py                 # all runs, into runs/seq_results (about 15 CPU minutes)

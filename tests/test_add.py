@@ -1,4 +1,4 @@
-"""The "add two numbers" end of the spectrum (issue 15): the add task, its measures on constructions with a known
+"""The "add two numbers" end of the spectrum: the add task, its measures on constructions with a known
 answer (a network computing x_a + x_b with zero weights elsewhere has relevant_weight_mass 1), and its controls."""
 
 import numpy as np

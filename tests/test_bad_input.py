@@ -1,4 +1,4 @@
-"""No bad input crashes and no checkpoint runs code (issue 8, items 4 and 5)."""
+"""No bad input crashes and no checkpoint runs code."""
 
 import io
 import json
@@ -332,7 +332,7 @@ def test_config_json_with_a_stray_key_is_refused(tmp_path, run):
     assert res.exit_code == 2 and "unknown config key(s) widht" in one_line(res.output)
 
 
-# -- issue 18: the last ways in ------------------------------------------------------------------------------
+# -- the last ways in ------------------------------------------------------------------------------
 def _train_npz(tmp_path, path, *extra):
     out = tmp_path / "r"
     res = runner.invoke(app, ["train", "--task", f"npz:{path}", "--width", "8", "--depth", "1", "--steps", "2",

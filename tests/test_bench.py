@@ -91,7 +91,7 @@ def test_bench_case_times_each_optimizer_against_fused_kernels(tmp_path, optimiz
 
 
 def test_training_imports_no_scipy_submodules():
-    """`probe train`'s imports stay light (issue 17): scipy's fft, linalg, sparse and optimize are imported by the
+    """`probe train`'s imports stay light: scipy's fft, linalg, sparse and optimize are imported by the
     measures that use them, not by the training path (together ~0.4 CPU-s of a short run)."""
     import subprocess
 

@@ -1,4 +1,4 @@
-"""Checkpoints that detect their own corruption, and `probe check RUN` (issue 18)."""
+"""Checkpoints that detect their own corruption, and `probe check RUN`."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Figures a paper can use (issue 17, item 6): words for titles and legends, markers at evaluated steps, bands in
+"""Figures a paper can use: words for titles and legends, markers at evaluated steps, bands in
 the measure's range, one task per figure, --x and --hue on one key, distinct and interior fields, every mark in a
 legend. Synthetic tables and hand-written run folders: no training, seconds."""
 

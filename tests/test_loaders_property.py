@@ -1,4 +1,4 @@
-"""Property tests of the loaders of untrusted files (issue 18): random .npz files given to `probe train --task npz:`,
+"""Property tests of the loaders of untrusted files: random .npz files given to `probe train --task npz:`,
 random checkpoint dicts given to `probe analyze` and `probe train --resume`. Whatever the file, the command ends
 with one line and exit 2 (or 1: a run that failed, one line too) or does its job; never a traceback."""
 

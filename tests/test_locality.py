@@ -7,7 +7,7 @@ import torch
 from probe.geometry import Geometry
 from probe.metrics import (
     MEASURE_KEYS,
-    WEIGHT_MEASURES,
+    FIRST_LAYER_MEASURES,
     first_layer_measures,
     permute_positions,
     references,
@@ -103,7 +103,7 @@ def test_all_zero_units_are_left_out():
     W = one_hot_fields(G2, [(4, 4), (5, 5)])
     W0 = np.vstack([W, np.zeros((3, G2.n_inputs))])
     for name in ("ipr", "spread", "window_mass_3", "hoyer", "spectral_entropy"):
-        assert WEIGHT_MEASURES[name](W0, G2) == pytest.approx(WEIGHT_MEASURES[name](W, G2)), name
+        assert FIRST_LAYER_MEASURES[name](W0, G2) == pytest.approx(FIRST_LAYER_MEASURES[name](W, G2)), name
 
 
 def test_torch_tensor_gives_the_same_value_as_numpy():
@@ -227,7 +227,7 @@ def test_first_layer_measures_returns_the_contract_keys_as_floats():
     _, W = conv_1d()
     out = first_layer_measures(W, G1, W0=W + 1.0)
     expected = set()
-    for name in WEIGHT_MEASURES:
+    for name in FIRST_LAYER_MEASURES:
         expected.update(MEASURE_KEYS.get(name, (name,)))
     for key in ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac",
                 "shift_match", "shift_match_units", "conv_distance_3", "conv_distance_5",

@@ -1,4 +1,4 @@
-"""Large MNIST-1D sets are generated once and read back from the cache folder (issue 16: medium scale)."""
+"""Large MNIST-1D sets are generated once and read back from the cache folder (medium scale)."""
 
 import numpy as np
 

@@ -1,5 +1,5 @@
-"""The references (probe/metrics/nulls.py) on the constructions that fooled the measures read against the old ones
-(issue 13): smooth random fields without translation structure, unshared random local fields with short crops, one
+"""The references (probe/metrics/nulls.py) on the constructions that fooled the measures read against the old ones:
+smooth random fields without translation structure, unshared random local fields with short crops, one
 filter copied at one position, and PyTorch's uniform initialization."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The `patches` task: natural-image patches with disjoint training and test regions (issue 16)."""
+"""The `patches` task: natural-image patches with disjoint training and test regions."""
 
 import importlib.util
 

@@ -1,4 +1,4 @@
-"""The learned part ΔW and the pull G (probe/metrics/pull.py, issue 14 items 1-2): constructions with known answers."""
+"""The learned part ΔW and the pull G (probe/metrics/pull.py): constructions with known answers."""
 
 import json
 

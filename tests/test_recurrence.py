@@ -1,4 +1,4 @@
-"""Recurrence (issue 15): the tasks, the rnn control, length generalization and the recurrence measures, each
+"""Recurrence: the tasks, the rnn control, length generalization and the recurrence measures, each
 measure on a construction whose answer is known exactly (a causal convolution and a linear recurrence have
 time_sharing 1)."""
 

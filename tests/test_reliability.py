@@ -1,4 +1,4 @@
-"""Nothing is lost: interrupts, crashes, full disks and diverging runs (issue 8, items 1-3 and 6)."""
+"""Nothing is lost: interrupts, crashes, full disks and diverging runs."""
 
 import errno
 import json
@@ -382,7 +382,7 @@ def test_resume_needs_a_checkpoint(tmp_path):
         run_training(RunConfig(**TINY), out, progress=False, resume=True)
 
 
-# -- issue 18: one writer per run folder ----------------------------------------------------------------------
+# -- one writer per run folder ----------------------------------------------------------------------
 def _lock_of(pid, tmp_out):
     """A lock as probe writes it, for process ``pid`` (start time read as RunLock reads it)."""
     from probe.run.lock import LOCK_FILE, _start_time

@@ -235,6 +235,10 @@ def test_sequence_measures_give_finite_floats_for_every_task_and_model(name, opt
     m = R.sequence_measures(net, task, n=32)
     assert all(isinstance(v, float) and np.isfinite(v) for v in m.values()), m
     assert {"position_ipr", "position_sharing", "input_dependence"} <= set(m)
+    # every null or chance level is stored one way, X@kind beside its measure X
+    nulls = [k for k in m if "@" in k]
+    assert {"position_ipr@gaussian", "position_sharing@gaussian"} <= set(nulls)
+    assert all(k.split("@")[0] in m for k in nulls) and not [k for k in m if k.endswith("_random")], m
     assert ("routing_accuracy" in m) == ("source_test" in task.extras)
     assert ("attn_input_dependence" in m) == (model == "transformer")
     assert ("attn_routing_accuracy" in m) == (model == "transformer" and "source_test" in task.extras)

@@ -1,4 +1,4 @@
-"""Sample-complexity exponents: power-law fits of test error against training examples (issue 16)."""
+"""Sample-complexity exponents: power-law fits of test error against training examples."""
 
 import json
 

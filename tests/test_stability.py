@@ -1,4 +1,4 @@
-"""Shift symmetry of embedded layers (probe.metrics.symmetry) and the stability procedure (issue 14, item 5)."""
+"""Shift symmetry of embedded layers (probe.metrics.symmetry) and the stability procedure."""
 
 import json
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,7 +95,7 @@ QUICK_FULL = {"mnist1d-controls": (40, 40), "nlgp-gain": (50, 84), "width-parame
               "sparsity": (20, 20), "data-size": (50, 385), "ecnn": (30, 21), "augmentation": (40, 90),
               "routing": (36, 63), "recurrence": (48, 84), "spectrum": (90, 243), "patches-controls": (30, 180),
               "mechanism": (60, 60)}
-# the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
+# the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2) and its run counts
 MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 72,
           "patches-controls": 80, "mechanism": 9}
 
@@ -456,3 +457,14 @@ def test_readme_spec_example_expands():
     assert {r.config["task_opts"]["gain"] for r in sweep.runs} == {1, 3, 10}
     assert ({r.config["model"] for r in sweep.runs} == {"mlp", "cnn"}
             and {r.config["steps"] for r in sweep.runs} == {500})
+
+
+def test_an_old_run_folder_is_read_with_its_nulls_stored_the_one_way():
+    # result.json as earlier versions wrote it (tests/data/sweep_run_v1): nulls as X_random, and a null's own @init
+    from probe.sweep.summary import end_values
+
+    values = end_values(Path(__file__).parent / "data" / "sweep_run_v1")
+    assert not [k for k in values if "_random" in k]
+    assert values["position_ipr@gaussian"] == 0.047 and values["position_sharing@gaussian"] == 0.125
+    assert values["embed_fourier_top@chance"] == 0.1 and "neuron_fourier_top@chance" not in values  # no neurons
+    assert values["position_ipr"] == 0.31 and values["position_ipr@init"] == 0.05

@@ -22,7 +22,7 @@ def test_exactly_tiled_bumps_tile_perfectly_and_beat_random_centres():
     W = np.stack([bump(c) for c in range(40)])  # one bump centred at every position of a periodic grid
     t = tiling(W, G40)
     assert t["tiling"] == pytest.approx(1.0, abs=1e-12)
-    assert t["tiling_random"] < 0.9  # the same bumps at random centres pile up somewhere
+    assert t["tiling@random"] < 0.9  # the same bumps at random centres pile up somewhere
     g2 = Geometry(1, (12, 12), periodic=True)
     assert tiling(np.eye(144), g2)["tiling"] == pytest.approx(1.0)  # one pixel at each place of a 2-D grid
 
@@ -32,11 +32,11 @@ def test_one_bump_copied_to_every_unit_is_the_least_even_and_below_its_null():
     t = tiling(W, G40)
     p = bump(7) ** 2 / (bump(7) ** 2).sum()
     assert t["tiling"] == pytest.approx(1 - 0.5 * np.abs(p - 1 / 40).sum())  # the single field's own evenness
-    assert t["tiling"] < 0.2 < t["tiling_random"]
+    assert t["tiling"] < 0.2 < t["tiling@random"]
     assert tiling(np.stack([np.eye(40)[3]] * 5), G40)["tiling"] == pytest.approx(1 / 40)  # one pixel: 1/|S|
     # the same bumps spread evenly (every 4 pixels) lie between the copied ones and the perfect tiling
     spread = tiling(np.stack([bump(c) for c in range(0, 40, 4)]), G40)
-    assert t["tiling"] < spread["tiling_random"] < spread["tiling"] < 1
+    assert t["tiling"] < spread["tiling@random"] < spread["tiling"] < 1
 
 
 def test_no_tiling_to_read_without_localized_units():
@@ -52,10 +52,10 @@ def test_a_cnns_own_filters_match_exactly_and_random_fields_at_their_null():
         W[i, 3 * i % 36: 3 * i % 36 + 5] = F[i % 8, 0]
     m = filter_match(W, G40, F)
     assert m["filter_match"] == pytest.approx(1.0, abs=1e-12)
-    assert m["filter_match_phase"] < 0.7  # their phase-randomized fields do not
+    assert m["filter_match@phase"] < 0.7  # their phase-randomized fields do not
     assert filter_match(-W, G40, F)["filter_match"] < 1  # signed: a negated filter is another unit
     rand = filter_match(np.random.default_rng(1).standard_normal((50, 40)), G40, F)
-    assert abs(rand["filter_match"] - rand["filter_match_phase"]) < 0.05  # random fields read at their null
+    assert abs(rand["filter_match"] - rand["filter_match@phase"]) < 0.05  # random fields read at their null
     # energy outside the filter's window lowers the match: half the energy spread over the grid
     noisy = W + np.random.default_rng(2).standard_normal(W.shape) * np.linalg.norm(W, axis=1, keepdims=True) / 40**0.5
     assert 0.5 < filter_match(noisy, G40, F)["filter_match"] < 0.85

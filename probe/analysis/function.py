@@ -8,7 +8,7 @@ task and on how many inputs, used by `probe analyze`, the sweeps' final measures
   ``noise_consistency_1..3``, :func:`probe.metrics.functional.shift_consistency` on the same inputs (agreement of
   predicted classes is undefined for regression).
 - ``routing`` (sequence tasks): :func:`probe.metrics.routing.sequence_measures` on n test inputs drawn with
-  ``seed``; its ``X_random`` keys are the same measures of a random-weight model (a null).
+  ``seed``; its ``X@gaussian`` keys are the same measures of random weights (a null).
 - ``recurrence`` (sequence tasks with an answer at every position):
   :func:`probe.metrics.recurrence.recurrence_measures` on n test inputs drawn with ``seed``: ``time_sharing``
   and ``causal_mass`` with their ``X@permuted`` nulls, and ``test_acc_2T`` / ``test_acc_4T`` where the task
@@ -32,7 +32,8 @@ from probe.metrics.arith import arith_measures
 from probe.metrics.functional import lie_derivative, lie_ratio, shift_consistency
 from probe.metrics.recurrence import recurrence_measures
 from probe.metrics.routing import sequence_measures
-from probe.metrics.second_order import DETECT_STREAM, second_order_measures
+from probe.metrics.second_order import second_order_measures
+from probe.seeding import DETECT_SEED
 from probe.tasks.clone import clone_test_set, gaussian_clone, real_data
 
 FUNCTION_MEASURES = ("lie_derivative", "lie_ratio", "shift_consistency", "routing", "recurrence", "arith",
@@ -83,7 +84,7 @@ def function_measures(model, task, names=None, n: int = 512, seed: int = 0,
     if "second_order" in names:
         on_clone = task.info.get("clone") == "gaussian"
         real = real_data(task)
-        x_cl = gaussian_clone(real[0], real[1], real[1], task.n_outputs, torch.Generator().manual_seed(DETECT_STREAM))
+        x_cl = gaussian_clone(real[0], real[1], real[1], task.n_outputs, torch.Generator().manual_seed(DETECT_SEED))
         out.update(second_order_measures(model, real, clone_test_set(task), on_clone, clone_train=x_cl))
     if "arith" in names:
         out.update(arith_measures(model, task))

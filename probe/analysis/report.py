@@ -14,7 +14,8 @@ What is measured (the CLI only prints and writes what these functions return):
   in the layer's own windows: the null for weight sharing) and ``init_seeds`` (the model's own initializer on
   other seeds; PyTorch's default Linear init for a plain state_dict). ``phase``, ``lcn`` and ``init_seeds`` hold
   only the measures they are drawn for (:mod:`probe.metrics.nulls`), and no spectra: they add no
-  eigendecomposition. ``*_random`` keys of sequence_measures become the ``gaussian`` reference of their measure.
+  eigendecomposition. A functional measure's own null, ``X@kind`` (``position_ipr@gaussian``,
+  ``time_sharing@permuted``), is reported as reference ``kind`` of X.
 - The references are the jobs :func:`probe.metrics.nulls.null_jobs` describes, the ones
   :func:`probe.metrics.nulls.references` runs in turn, so the numbers agree with it. Every measure is scale-free,
   so one unit-variance Gaussian per layer shape serves every checkpoint of a run, and so do the init_seeds draws.
@@ -39,8 +40,8 @@ from probe.analysis.load import (Source, build_probe_model, checkpoint_at, init_
                                  plain_layers, read_source)
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.metrics import (LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, checked_matrix, defined, first_layer_measures,
-                           input_pc_share, layer_measures, movement)
+from probe.metrics import (FIRST_LAYER_MEASURES, MEASURE_KEYS, SPECTRAL_MEASURES, checked_matrix, defined,
+                           first_layer_measures, input_pc_share, layer_measures, movement)
 from probe.metrics.registry import applies
 from probe.metrics.nulls import LCN_MEASURES, default_linear_init, null_draws, null_jobs
 from probe.metrics.spectral import eigenvalues, gaussian_spectral_measures
@@ -209,7 +210,7 @@ class Analysis:
 
     @property
     def _first_names(self) -> list[str]:
-        return [n for n in WEIGHT_MEASURES if applies(n, self.geometry.kind)]
+        return [n for n in FIRST_LAYER_MEASURES if applies(n, self.geometry.kind)]
 
     def _inputs(self):
         if self._X is None and self.task is not None:
@@ -408,11 +409,9 @@ class Analysis:
             if "attn_layer" in self._info:
                 rep.notes.append(f"attn_* measures: the attention head that routes best, layer "
                                  f"{self._info['attn_layer']} head {self._info['attn_head']}")
-            _split_random(rep.function, rep.reference["gaussian"])
-            _split_nulls(rep.function, rep.reference)
+            _nulls_to_references(rep.function, rep.reference)
             if init and init.function:
-                rep.reference["init"][FUNCTION] = {k: v for k, v in init.function.items()
-                                                   if not k.endswith("_random") and "@" not in k}
+                rep.reference["init"][FUNCTION] = {k: v for k, v in init.function.items() if "@" not in k}
         if init is None and self.config is not None and not any(
                 "not this run's start" in n or n.startswith("no init reference") for n in self.notes):
             rep.notes.append("no step-0 checkpoint beside it: no init reference and no movement")
@@ -445,9 +444,9 @@ class Analysis:
             rep.notes.append("delta: ΔW = 0 (these are the initial weights): no delta measures")
             return
         # the same nulls, drawn from ΔW, as a tracked run's reference.json holds for its delta_ keys
-        refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *LAYER_MEASURES])
+        refs = add_twin_references({}, D, self.geometry, self.seed, "delta", [*self._first_names, *SPECTRAL_MEASURES])
         # ΔW's spectral measures are its permuted reference's (a permutation keeps the spectrum): not decomposed twice
-        spectra = {k: v for k, v in refs.get("permuted", {}).items() if k.removeprefix("delta_") in LAYER_MEASURES}
+        spectra = {k: v for k, v in refs.get("permuted", {}).items() if k.removeprefix("delta_") in SPECTRAL_MEASURES}
         values = {f"delta_{k}": v for k, v in first_layer_measures(D, self.geometry, self._first_names).items()}
         rep.layers[name] = {**rep.layers[name], **values, **spectra}
         for kind, vals in refs.items():
@@ -505,7 +504,7 @@ def _with_movement(values: dict[str, float], first: bool, moved: float) -> dict[
     registry measures, before input_pc_share and the spectra; first for the other layers)."""
     if not first:
         return {"movement": moved, **values}
-    head = {k: v for k, v in values.items() if k != "input_pc_share" and k not in LAYER_MEASURES}
+    head = {k: v for k, v in values.items() if k != "input_pc_share" and k not in SPECTRAL_MEASURES}
     return {**head, "movement": moved, **{k: v for k, v in values.items() if k not in head}}
 
 
@@ -518,19 +517,14 @@ def unmeasured(state_dict: dict, layers) -> list[str]:
             if torch.is_tensor(v) and v.dim() > 2 and v.is_floating_point() and k.removesuffix(".weight") not in shown]
 
 
-def _split_random(function: dict, gaussian: dict) -> None:
-    """Move ``X_random`` keys (random-weight values sequence_measures returns) to the gaussian reference of X."""
-    for key in [k for k in function if k.endswith("_random") and k[: -len("_random")] in function]:
-        gaussian.setdefault(FUNCTION, {})[key[: -len("_random")]] = function.pop(key)
-
-
-def _split_nulls(function: dict, reference: dict) -> None:
-    """Move ``X@permuted`` and ``X@gaussian`` keys (a functional measure's own nulls: time_sharing, causal_mass,
-    relevant_weight_mass) to that reference of X; other ``X@Y`` keys (the add task's controls, ``@linreg``,
-    ``@rule``) stay in the function section."""
+def _nulls_to_references(function: dict, reference: dict) -> None:
+    """Move each ``X@kind`` key of the function section whose kind is a reference (a functional measure's own null:
+    ``time_sharing@permuted``, ``position_ipr@gaussian``, ...) to ``reference[kind]["function"][X]``, the report's
+    place for it; other ``X@Y`` keys (the add task's controls ``@linreg``, ``@rule``; chance levels ``@chance``) and
+    nulls of a measure not measured stay in the function section."""
     for key in [k for k in function if "@" in k]:
         name, ref = key.split("@", 1)
-        if ref in ("permuted", "gaussian") and name in function:
+        if ref in REFERENCES and name in function:
             reference[ref].setdefault(FUNCTION, {})[name] = function.pop(key)
 
 

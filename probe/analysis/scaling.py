@@ -1,4 +1,4 @@
-"""Sample-complexity exponents: how fast test error falls with the number of training examples (issue 16).
+"""Sample-complexity exponents: how fast test error falls with the number of training examples.
 
 A model's learning curve is read as a power law err(n) = a n^(-b): b is its sample-complexity exponent (the
 larger, the faster more data helps). It is fitted by least squares on the log-log curve,

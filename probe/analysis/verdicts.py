@@ -11,6 +11,8 @@ A structure measure is read against the reference that would fake it (docs/desig
 - concentration (``hoyer``) against ``init_seeds``, the model's initializer on other seeds: an initializer sets
   its level before any training.
 
+Each measure's deciding reference, what beating it shows and whether low is the structure are fields of its registry
+record (:data:`probe.metrics.registry.MEASURES`: ``decided_by``, ``structure``, ``low_is_structure``).
 The ΔW and pull twins (``delta_window_mass_3``, ``grad_ipr``) are read against the same kind of null, drawn from
 ΔW or G. Measures not listed here (spectra, movement, the functional ones) have no verdict: their nulls are in the
 report's columns, and `probe measures NAME` says how to read them.
@@ -27,19 +29,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# measure (or its base, for delta_/grad_ twins) -> the reference kind that decides it
-DECIDING_NULL = {"ipr": "phase", "ipr_frac_above": "phase", "spread": "phase", "window_mass_3": "phase",
-                 "window_mass_5": "phase", "shift_match": "phase", "conv_distance_3": "lcn",
-                 "conv_distance_5": "lcn", "hoyer": "init_seeds"}
+from probe.metrics.registry import MEASURES
+
+# measure (or its base, for delta_/grad_ twins) -> the reference kind that decides it: its registry record's
+DECIDING_NULL = {n: m.decided_by for n, m in MEASURES.items() if m.decided_by and not m.base}
 # measures where a low value is the structure (compact fields, a small distance to a convolution)
-LOW_IS_STRUCTURE = {"spread", "conv_distance_3", "conv_distance_5"}
+LOW_IS_STRUCTURE = {n for n in DECIDING_NULL if MEASURES[n].low_is_structure}
 AT_TOLERANCE = 0.05  # |value - null| within 5% of |null|: "at its null"
 NULL_TEXT = {"phase": "phase null", "lcn": "lcn null (random local fields, unshared)",
              "init_seeds": "initializer on other seeds"}
 # what "more than the null" means, per measure
-STRUCTURE = {"ipr": "localization", "ipr_frac_above": "localized units", "spread": "compactness",
-             "window_mass_3": "locality", "window_mass_5": "locality", "shift_match": "translation structure",
-             "conv_distance_3": "weight sharing", "conv_distance_5": "weight sharing", "hoyer": "concentration"}
+STRUCTURE = {n: MEASURES[n].structure for n in DECIDING_NULL}
 
 
 def base_measure(name: str) -> str:

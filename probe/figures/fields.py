@@ -1,4 +1,4 @@
-"""Receptive-field pictures of a first layer: the picture researchers use to see locality (issue 3).
+"""Receptive-field pictures of a first layer: the picture researchers use to see locality.
 
 Units are drawn in the original input order (a shuffled control's permutation undone, as every geometric measure
 does). Two groups: the most localized units (highest per-unit ipr) and a seeded random sample of the others. The

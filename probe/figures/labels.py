@@ -1,15 +1,16 @@
-"""Words for figures (issue 17, item 6): panel titles, legend titles, swept values and run names a paper can print.
+"""Words for figures: panel titles, legend titles, swept values and run names a paper can print.
 
 Run folders and metrics.jsonl use code names (``lsg_task=nlgp-gauss_gain=100_s0``, ``ipr_frac_above``,
 ``task_opts.gain``); figures say what they are instead:
 
-- :func:`title`: a metric's panel title (:data:`TITLES`; the axis label, :data:`probe.figures.plots.LABELS`, keeps
-  the unit or range);
+- :func:`title`: a metric's panel title (its record in :data:`probe.metrics.registry.KEYS`, which also holds the
+  axis label, :data:`probe.figures.plots.LABELS`, with the unit or range);
 - :func:`key_text`: a config key as a legend or axis title (:data:`KEY_TEXT`);
 - :func:`value_text`: one value of a config key (:data:`VALUE_TEXT`; numbers without a trailing ``.0``);
 - :func:`run_labels`: each run named by the config values that differ between the runs drawn (``NLGP, gain 100,
   seed 0``), not by its folder;
-- :func:`value_range`: the range a metric lives in, to clip +-sd bands (a share is never below 0).
+- :func:`value_range`: the range a metric lives in (its registry record's), to clip +-sd bands (a share is never
+  below 0).
 
 Unknown names fall back to the name with ``_`` as spaces, so a new measure still gets a readable title.
 """
@@ -22,93 +23,7 @@ import numpy as np
 import pandas as pd
 
 from probe.config import RunConfig
-
-# panel titles: what the number is, in words (the y-axis label says its unit or range)
-TITLES = {
-    "ipr": "localization (ipr)",
-    "ipr_frac_above": "share of localized units",
-    "spread": "spatial spread of fields",
-    "window_mass_3": "energy in the best 3-pixel window",
-    "window_mass_5": "energy in the best 5-pixel window",
-    "hoyer": "sparsity of weights (Hoyer)",
-    "zero_frac": "weights at zero",
-    "displacement_mean": "field centre off its position (mean)",
-    "displacement_median": "field centre off its position (median)",
-    "shift_match": "fields matching their shifts",
-    "shift_match_units": "units matched under shift",
-    "conv_distance_3": "distance to convolutions (k = 3)",
-    "conv_distance_5": "distance to convolutions (k = 5)",
-    "spectral_entropy": "spectral entropy of fields",
-    "peak_frequency": "peak spatial frequency",
-    "input_pc_share": "fields in the inputs' top PCs",
-    "movement": "movement from initialization",
-    "effective_rank": "effective rank",
-    "stable_rank": "stable rank",
-    "alpha": "power-law exponent of the spectrum",
-    "lie_derivative": "Lie derivative (translation)",
-    "lie_ratio": "translation / random sensitivity",
-    "position_ipr": "localization over positions",
-    "position_sharing": "sharing across positions",
-    "routing_accuracy": "routing to the source (key or value)",
-    "routing_accuracy_value": "routing to the value",
-    "attn_routing_accuracy": "attention routing to the source",
-    "intervention_follow": "answers following an intervention",
-    "swap_follow": "answers following a swap",
-    "swap_follow_keys": "answers following swapped keys",
-    "swap_follow_values": "answers following swapped values",
-    "input_dependence": "routing map change across inputs",
-    "self_mass": "routing on the query itself",
-    "perm_equivariance_error": "permutation equivariance error",
-    "perm_flip_rate": "answers flipped by a permutation",
-    "time_sharing": "time sharing (explained by t - s)",
-    "causal_mass": "causal dependence (s <= t)",
-    "relevant_weight_mass": "first-layer energy on the relevant inputs",
-    "rel_mse": "error in the training range",
-    "extrap_rel_mse": "error outside the training range",
-    "grad_com_share_3": "pull inside each unit's 3-pixel field",
-    "grad_com_share_5": "pull inside each unit's 5-pixel field",
-    "grad_conv_share": "pull in the convolutions of the layout",
-    "delta_conv_share": "ΔW in the convolutions of the layout",
-    "grad_local_share": "pull in the layout's windows",
-    "delta_local_share": "ΔW in the layout's windows",
-    "clone_acc": "accuracy on the Gaussian clone",
-    "real_acc": "accuracy on the real test set",
-    "qda_acc": "QDA on the real test set",
-    "qda_clone_acc": "QDA on the Gaussian clone",
-    "ntk_cka": "NTK alignment with the reference",
-    "ntk_kta": "NTK alignment with the labels (KTA)",
-    "ntk_input_cka": "NTK alignment with X Xᵀ",
-    "conv_subspace_distance_l2": "distance to the layout's convolutions, layer 2",
-    "conv_subspace_distance_l3": "distance to the layout's convolutions, layer 3",
-    "equiv_subspace_distance": "distance to the shift-equivariant layers",
-    "equiv_subspace_distance_all": "distance to equivariant layers",
-    "conv_complement_growth": "off-convolution part, layer 1",
-    "conv_complement_growth_all": "off-convolution part",
-    "equiv_complement_growth": "non-equivariant part, layer 1",
-    "equiv_complement_growth_all": "non-equivariant part",
-    "readout_shift_distance": "readout's distance to shift invariance",
-    "test_acc": "test accuracy",
-    "train_acc": "train accuracy",
-    "test_loss": "test loss",
-    "train_loss": "train loss",
-    "test_acc_2T": "test accuracy at length 2T",
-    "test_acc_4T": "test accuracy at length 4T",
-    "cnn_test_acc": "test accuracy of the source CNN",
-    "mlp_test_acc": "test accuracy of the plain MLP",
-    "dense_test_acc": "test accuracy, dense",
-    "line_barrier": "test loss barrier, eCNN -> MLP",
-    "line_barrier_train": "train loss barrier, eCNN -> MLP",
-    "line_barrier_unaligned": "test loss barrier, units not aligned",
-    "line_barrier_train_unaligned": "train loss barrier, units not aligned",
-    "line_error_barrier": "test error barrier, eCNN -> MLP",
-    "line_error_barrier_unaligned": "test error barrier, units not aligned",
-    "conv_subspace_distance": "distance to the layout's convolutions",
-    "conv_subspace_distance_all": "distance to convolutions, all layers",
-    "sparsity": "weights pruned",
-}
-for _k in (1, 2, 3):
-    TITLES[f"shift_consistency_{_k}"] = f"kept under a {_k}-pixel shift"
-    TITLES[f"noise_consistency_{_k}"] = f"kept under noise of its norm ({_k} px)"
+from probe.metrics import registry
 
 # config keys as legend and axis titles
 KEY_TEXT = {
@@ -171,36 +86,14 @@ _SHORT_KEY = {"task.n_train": "examples", "task_opts.augment_shift": "shift", "b
 # the order in which varying keys name a run
 _NAME_ORDER = ("task", "variant", "model", "param", "width", "depth")
 
-# the range of each metric's values: +-sd bands are clipped to it
-UNIT_INTERVAL = {
-    "ipr", "ipr_frac_above", "window_mass_3", "window_mass_5", "hoyer", "zero_frac", "conv_distance_3",
-    "conv_distance_5", "spectral_entropy", "input_pc_share", "position_ipr", "position_sharing", "routing_accuracy",
-    "routing_accuracy_value", "attn_routing_accuracy", "intervention_follow", "swap_follow", "swap_follow_keys",
-    "swap_follow_values", "self_mass", "time_sharing", "causal_mass", "relevant_weight_mass", "perm_flip_rate",
-    "conv_subspace_distance", "conv_subspace_distance_all", "sparsity", "grad_com_share_3", "grad_com_share_5",
-    "grad_conv_share", "delta_conv_share", "grad_local_share", "delta_local_share", "clone_acc", "real_acc",
-    "ntk_cka", "ntk_kta", "ntk_input_cka", "equiv_subspace_distance", "equiv_subspace_distance_all",
-    "shift_match_units", "test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T",
-    "test_acc_4T",
-    *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3)),
-}
-NON_NEGATIVE = {"spread", "displacement_mean", "displacement_median", "movement", "effective_rank", "stable_rank",
-                "peak_frequency", "lie_derivative", "lie_ratio", "input_dependence", "perm_equivariance_error",
-                "rel_mse", "extrap_rel_mse", "test_loss", "train_loss", "conv_complement_growth",
-                "conv_complement_growth_all", "equiv_complement_growth", "equiv_complement_growth_all",
-                "readout_shift_distance"}
-
-
 def _plain(name: str) -> str:
     return name.split(".")[-1].replace("_", " ")
 
 
 def title(metric: str) -> str:
-    """A metric's panel title in words (``ipr_frac_above`` -> ``share of localized units``)."""
-    if metric not in TITLES and metric.startswith(("delta_", "grad_")):  # the ΔW and pull twins of a measure
-        prefix, base = metric.split("_", 1)
-        return f"{'ΔW' if prefix == 'delta' else 'pull G'}: {title(base)}"
-    return TITLES.get(metric, _plain(metric))
+    """A metric's panel title in words (``ipr_frac_above`` -> ``share of localized units``): its registry record's
+    (:data:`probe.metrics.registry.KEYS`)."""
+    return registry.title(metric)
 
 
 def key_text(key: str | None) -> str | None:
@@ -269,14 +162,6 @@ def run_labels(table: pd.DataFrame) -> dict:
 
 
 def value_range(metric: str, scale: float = 1.0) -> tuple[float, float]:
-    """The interval ``metric``'s values live in, times ``scale`` (100 for accuracies in %): [0, 1] for shares,
-    [-1, 1] for mean cosines, [0, inf) for sizes, losses and distances, else unbounded."""
-    if metric.startswith(("delta_", "grad_")) and metric.split("_", 1)[1] in UNIT_INTERVAL | NON_NEGATIVE:
-        return value_range(metric.split("_", 1)[1], scale)
-    if metric in UNIT_INTERVAL:
-        return 0.0, scale
-    if metric == "shift_match":
-        return -scale, scale
-    if metric in NON_NEGATIVE:
-        return 0.0, np.inf
-    return -np.inf, np.inf
+    """The interval ``metric``'s values live in, times ``scale`` (100 for accuracies in %), as its registry record
+    says: [0, 1] for shares, [-1, 1] for mean cosines, [0, inf) for sizes, losses and distances, else unbounded."""
+    return registry.value_range(metric, scale)

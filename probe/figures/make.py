@@ -1,4 +1,4 @@
-"""`probe figures RUN... --out DIR`: every figure that applies to a set of runs, as PDF + PNG (issue 5).
+"""`probe figures RUN... --out DIR`: every figure that applies to a set of runs, as PDF + PNG.
 
 Loads the runs' tidy tables (probe/figures/tables.py), draws them (probe/figures/plots.py) and writes:
 

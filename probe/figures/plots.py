@@ -1,4 +1,4 @@
-"""Figures of runs, each one function from a tidy table (probe/figures/tables.py) to a matplotlib Figure (issue 5).
+"""Figures of runs, each one function from a tidy table (probe/figures/tables.py) to a matplotlib Figure.
 
 One shared theme (:func:`paper_theme`: seaborn ``context="paper"``, TrueType fonts in PDFs); scripts and notebooks
 restyle a returned figure or call the function inside their own theme. :func:`save` writes PDF and PNG. To compose
@@ -40,46 +40,11 @@ from probe.metrics import registry
 from probe.analysis.verdicts import deciding_null
 from probe.sweep.stats import t_quantile
 
-# y-axis label per metric: what the number means and its unit or range (most measures are dimensionless shares);
-# panels are titled with the metric's own name, the key of metrics.jsonl and reference.json
-LABELS = {
-    **registry.labels(),  # every measure's, from its record
-    "test_acc": "test accuracy (%)",
-    "train_acc": "train accuracy (%)",
-    "test_loss": "test loss (nats)",
-    "train_loss": "train loss (nats)",
-    # results of procedures (probe/run/procedures/)
-    "cnn_test_acc": "test accuracy (%)",
-    "mlp_test_acc": "test accuracy (%)",
-    "dense_test_acc": "test accuracy (%)",
-    "line_barrier": "test loss barrier (nats)",
-    "line_barrier_train": "train loss barrier (nats)",
-    "line_barrier_unaligned": "test loss barrier (nats)",
-    "line_error_barrier": "test error barrier",
-    "line_error_barrier_unaligned": "test error barrier",
-    "line_barrier_train_unaligned": "train loss barrier (nats)",
-    "conv_subspace_distance": "distance to convolutions",
-    "conv_subspace_distance_all": "distance to convolutions",
-    "mlp_steps": "training steps",
-    "clone_acc": "accuracy on the Gaussian clone (%)",
-    "real_acc": "accuracy on the real test set (%)",
-    "qda_acc": "QDA accuracy, real test set (%)",
-    "qda_clone_acc": "QDA accuracy, Gaussian clone (%)",
-    # the stability and ntk_align procedures (probe/run/procedures/)
-    "equiv_subspace_distance": "distance to the shift-equivariant layers",
-    "equiv_subspace_distance_all": "distance to the shift-equivariant layers",
-    "conv_complement_growth": "||W - P(W)|| / its step-0 value",
-    "conv_complement_growth_all": "||W - P(W)|| / its step-0 value",
-    "equiv_complement_growth": "||W - P(W)|| / its step-0 value",
-    "equiv_complement_growth_all": "||W - P(W)|| / its step-0 value",
-    "readout_shift_distance": "distance to a shift-invariant readout",
-    "ntk_cka": "centred kernel alignment (0-1)",
-    "ntk_kta": "kernel-target alignment (0-1)",
-    "ntk_input_cka": "centred kernel alignment (0-1)",
-    "sparsity": "share of weights pruned",
-}
-PERCENT = ("test_acc", "train_acc", "cnn_test_acc", "mlp_test_acc", "dense_test_acc", "test_acc_2T", "test_acc_4T",
-           "clone_acc", "real_acc", "qda_acc", "qda_clone_acc", "ref_test_acc", "perturbed_test_acc")
+# y-axis label per metric, what the number means and its unit or range, and the metrics drawn in percent: their
+# registry records' (probe.metrics.registry.KEYS); panels are titled with the metric's own name, the key of
+# metrics.jsonl and reference.json
+LABELS = registry.labels()
+PERCENT = registry.percent_keys()
 # dash patterns unlike seaborn's line styles (solid, (4, 1.5), (1, 1), (3, 1.25, 1.5, 1.25), ...), which mark groups
 REFERENCE_STYLE = {"gaussian": (0, (1, 3)), "permuted": (0, (7, 2, 1, 2, 1, 2)), "init": (0, (2, 4)),
                    "phase": (0, (5, 1.5, 1, 1.5)), "lcn": (0, (8, 3)), "init_seeds": (0, (1, 1.5)),
@@ -773,7 +738,7 @@ def routing_figure(routing: pd.DataFrame, ax=None) -> Figure:
     return fig
 
 
-# -- recurrence and the add task (issue 15) -------------------------------------------------------------------------
+# -- recurrence and the add task -------------------------------------------------------------------------
 def dependence_figure(dep: pd.DataFrame, row: str = "variant", col: str = "task", seed=None, ax=None) -> Figure:
     """The dependence maps M[t, s] (:func:`probe.figures.tables.load_dependence`) as a grid of pictures, a row per
     value of ``row`` (models) and a column per value of ``col`` (tasks); each panel is the mean over the runs in

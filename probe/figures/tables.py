@@ -1,4 +1,4 @@
-"""Tidy tables from run folders, the input of every figure in :mod:`probe.figures.plots` (docs/design.md §5, issue 5).
+"""Tidy tables from run folders, the input of every figure in :mod:`probe.figures.plots` (docs/design.md §5).
 
 Every table has one row per observation and the run's config as columns, flattened with dots
 (``task_opts.gain``, ``model_opts.kernel``), so figures can group and colour runs by any config key:
@@ -315,7 +315,7 @@ def load_interpolation(paths) -> pd.DataFrame:
     return _with_config(frames, dirs, names)
 
 
-# -- recurrence (issue 15) ----------------------------------------------------------------------------------------
+# -- recurrence ----------------------------------------------------------------------------------------
 def load_dependence(paths, n: int = 256, seed: int = 0) -> pd.DataFrame:
     """``run, t, s, value`` + config columns: the dependence map M[t, s] = E_x ||d r_t / d x_s||^2 of each run's
     final model on n test inputs drawn with ``seed`` (:func:`probe.metrics.recurrence.dependence_map`), divided by

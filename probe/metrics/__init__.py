@@ -4,7 +4,7 @@ Every measure is a pure function of weights (numpy arrays or torch tensors, floa
 input :class:`~probe.geometry.Geometry`; functional measures take a model and a batch instead.
 
 - :data:`~probe.metrics.registry.MEASURES`: one record per measure (function, keys, label, cost, trackable).
-- :data:`WEIGHT_MEASURES`: name -> f(W, geometry) for first-layer weights; each returns a float, or a
+- :data:`FIRST_LAYER_MEASURES`: name -> f(W, geometry) for first-layer weights; each returns a float, or a
   dict of floats whose keys are listed in :data:`MEASURE_KEYS`.
 - :func:`first_layer_measures` (:mod:`probe.metrics.layer`): the registry on one matrix, as one flat dict of floats.
 - :func:`layer_measures`: the spectral measures that apply to any layer.
@@ -14,16 +14,23 @@ input :class:`~probe.geometry.Geometry`; functional measures take a model and a 
 from __future__ import annotations
 
 from probe.metrics.functional import lie_derivative, shift_consistency
-from probe.metrics.layer import (LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, checked_matrix, defined,
-                                 first_layer_measures, layer_measures)
+from probe.metrics.layer import (
+                                 FIRST_LAYER_MEASURES,
+                                 MEASURE_KEYS,
+                                 SPECTRAL_MEASURES,
+                                 checked_matrix,
+                                 defined,
+                                 first_layer_measures,
+                                 layer_measures,
+)
 from probe.metrics.nulls import lcn_fields, null_draws, permute_positions, phase_randomize, references
 from probe.metrics.sparsity import movement
 from probe.metrics.spectral import alpha, effective_rank, input_pc_share, stable_rank
 
 __all__ = [
-    "WEIGHT_MEASURES",
+    "FIRST_LAYER_MEASURES",
     "MEASURE_KEYS",
-    "LAYER_MEASURES",
+    "SPECTRAL_MEASURES",
     "first_layer_measures",
     "layer_measures",
     "checked_matrix",

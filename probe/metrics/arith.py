@@ -1,4 +1,4 @@
-"""Measures of the "add two numbers" end of the spectrum (issue 15, task ``add``: y = op(x_a, x_b) among D inputs).
+"""Measures of the "add two numbers" end of the spectrum (task ``add``: y = op(x_a, x_b) among D inputs).
 
 - ``relevant_weight_mass`` = sum_i sum_{j in R} W[i, j]^2 / sum_i sum_j W[i, j]^2, W the first layer (m x D)
   and R the relevant inputs {a, b}: the share of the first layer's weight energy on the inputs the rule reads.

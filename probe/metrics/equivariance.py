@@ -144,7 +144,7 @@ def shift_match(W, geometry: Geometry, max_units: int = 1024, seed: int = 0) -> 
         U = np.sort(np.argsort(content_keys(V, seed), kind="stable")[:max_units])
     # the |U| x m cosine matrix is the one big product here; float32 halves its cost and is exact to
     # about 1e-7, far below anything the matching resolves
-    # imported here: scipy.optimize takes ~0.3 CPU-s to import, paid by every `probe train` that tracks (issue 17)
+    # imported here: scipy.optimize takes ~0.3 CPU-s to import, paid by every `probe train` that tracks
     from scipy.optimize import linear_sum_assignment
 
     rows = (V / norms[:, None]).astype(np.float32)  # normalized first: the same cosines for W and c W

@@ -52,6 +52,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from probe.seeding import INTERVENTION_STREAM
+
 DRAWS = 20
 
 
@@ -121,7 +123,7 @@ def time_sharing_iv(records, draws: int = DRAWS, seed: int = 0) -> dict[str, flo
         return {}
     keys = np.stack([t - s, a[ex, s], b[ex, s], old[ex, t, s]], axis=1)
     out = {"time_sharing_iv": _modal_share(keys, new[ex, t, s])}
-    rng = np.random.default_rng([seed, 11])
+    rng = np.random.default_rng([seed, INTERVENTION_STREAM])
     K = int(max(old.max(), new.max())) + 1
     null = []
     for _ in range(draws):

@@ -1,5 +1,4 @@
-"""Kernel alignment: how alike two networks' empirical neural tangent kernels are, and how well one fits the labels
-(issue 14, item 6).
+"""Kernel alignment: how alike two networks' empirical neural tangent kernels are, and how well one fits the labels.
 
 - :func:`empirical_ntk`: Theta(x, x') = sum_c <d f_c(x)/d theta, d f_c(x')/d theta>, the trace over the outputs of a
   multi-output net's NTK (Jacot et al. 2018), on a set of inputs.

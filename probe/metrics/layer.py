@@ -12,10 +12,10 @@ from probe.metrics.sparsity import movement
 from probe.metrics.spectral import non_dc_spectra, spectral_measures
 
 # tables derived from the registry (probe/metrics/registry.py), one record per measure
-WEIGHT_MEASURES = {n: m.fn for n, m in of_scope("first").items()}  # name -> f(W, geometry)
+FIRST_LAYER_MEASURES = {n: m.fn for n, m in of_scope("first").items()}  # name -> f(W, geometry), the first layer's
 # the output keys of measures that return a dict (the others return their own name)
 MEASURE_KEYS = {n: m.keys for n, m in MEASURES.items() if m.keys}
-LAYER_MEASURES = tuple(of_scope("layer"))  # the spectral measures, which apply to any matrix
+SPECTRAL_MEASURES = tuple(of_scope("layer"))  # the spectral measures' names: they apply to any matrix
 UNIT_SPECTRA_MEASURES = ("spectral_entropy", "peak_frequency")  # both read non_dc_spectra: computed once for both
 
 
@@ -24,20 +24,20 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
 
     Args:
         W: (m, n) first-layer weights in the geometry's layout.
-        names: registry names to compute (default: all of :data:`WEIGHT_MEASURES`).
+        names: registry names to compute (default: all of :data:`FIRST_LAYER_MEASURES`).
         W0: the run's initialization; when given, ``movement`` = ||W - W0|| / ||W0|| is added.
     """
-    names = list(WEIGHT_MEASURES) if names is None else list(names)
-    unknown = [n for n in names if n not in WEIGHT_MEASURES]
+    names = list(FIRST_LAYER_MEASURES) if names is None else list(names)
+    unknown = [n for n in names if n not in FIRST_LAYER_MEASURES]
     if unknown:
-        raise ValueError(f"unknown measures {unknown}; known: {', '.join(WEIGHT_MEASURES)}")
+        raise ValueError(f"unknown measures {unknown}; known: {', '.join(FIRST_LAYER_MEASURES)}")
     W = checked_matrix(W)  # convert once, not once per measure
     out: dict[str, float] = {}
     shared = {}
     if sum(n in UNIT_SPECTRA_MEASURES for n in names) > 1 and geometry.n_positions >= 2:
         shared = {"spectra": non_dc_spectra(W, geometry)}
     for name in names:
-        value = WEIGHT_MEASURES[name](W, geometry, **(shared if name in UNIT_SPECTRA_MEASURES else {}))
+        value = FIRST_LAYER_MEASURES[name](W, geometry, **(shared if name in UNIT_SPECTRA_MEASURES else {}))
         if isinstance(value, dict):
             out.update({k: float(v) for k, v in value.items()})
         else:

@@ -40,26 +40,34 @@ So they report the same numbers for the same seed.
 
 from __future__ import annotations
 
-from functools import partial
-
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.layer import (LAYER_MEASURES, WEIGHT_MEASURES, checked_matrix, defined, first_layer_measures,
-                                 layer_measures)
 from probe.metrics.equivariance import _best_windows, _crop_index, flat_from_fields
+from probe.metrics.layer import (
+    FIRST_LAYER_MEASURES,
+    SPECTRAL_MEASURES,
+    checked_matrix,
+    defined,
+    first_layer_measures,
+    layer_measures,
+)
 from probe.metrics.locality import as_matrix, energy_maps, window_sizes
+from probe.metrics.registry import of_scope
 from probe.metrics.spectral import gaussian_spectral_measures
 from probe.metrics.surrogates import phase_randomize  # noqa: F401  (the phase null's fields; here with the others)
 from probe.seeding import LCN_STREAM
 
-# the first-layer measures each extra reference is computed for (module docstring)
-PHASE_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "shift_match")
-LCN_MEASURES = {"conv_distance_3": 3, "conv_distance_5": 5, "shift_match": 5}  # measure -> its lcn fields' window
-INIT_SEED_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5", "hoyer", "zero_frac")
+# the first-layer measures each extra reference is computed for: those whose registry record names it (``nulls``)
+_FIRST = of_scope("first")
+PHASE_MEASURES = tuple(n for n, m in _FIRST.items() if "phase" in m.nulls)
+# measure -> its lcn fields' window, by window (the order the reports list the lcn reference in), then by name
+LCN_MEASURES = dict(sorted(((n, m.lcn_window) for n, m in _FIRST.items() if "lcn" in m.nulls), key=lambda x: x[::-1]))
+INIT_SEED_MEASURES = tuple(n for n, m in _FIRST.items() if "init_seeds" in m.nulls)
 INIT_DRAWS = 2  # initializations averaged in init_seeds
 PHASE_DRAWS = 20  # phase randomizations averaged in the final phase reference of a layer of < PHASE_DRAWS_BELOW units
 PHASE_DRAWS_BELOW = 1024  # from this many units on, one draw's sd is negligible (<= 0.002) and one draw is kept
@@ -188,7 +196,7 @@ def null_jobs(W, geometry: Geometry, seed: int = 0, names=None, kinds=NULL_KINDS
     ``gaussian`` or ``permuted`` is asked for, unless ``draws`` holds it (a caller measuring several checkpoints of
     one shape keeps them; G may be None when ``gaussian`` is not asked for); the jobs only read it."""
     W = checked_matrix(W)
-    names = list(WEIGHT_MEASURES) if names is None else list(names)
+    names = list(FIRST_LAYER_MEASURES) if names is None else list(names)
     jobs = []
     if "gaussian" in kinds or "permuted" in kinds:
         G, perm = null_draws(W.shape, geometry.n_positions, seed) if draws is None else draws
@@ -211,14 +219,14 @@ def null_jobs(W, geometry: Geometry, seed: int = 0, names=None, kinds=NULL_KINDS
 def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None, layer_names=(),
                init_build: Callable[[int], np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """The first-layer measures ``names`` (default: all of :func:`first_layer_measures`) and the spectral measures
-    ``layer_names`` (of :data:`LAYER_MEASURES`) of W's references (module docstring).
+    ``layer_names`` (of :data:`SPECTRAL_MEASURES`) of W's references (module docstring).
 
     Returns ``{"gaussian": {...}, "permuted": {...}}``, ``"phase"`` and ``"lcn"`` where a measure of theirs is
     among ``names``, ``"init"`` when W0 is given and ``"init_seeds"`` when ``init_build`` (seed -> the model's
     dense first layer at that seed's initialization) is.
     """
     W = checked_matrix(W)
-    names = list(WEIGHT_MEASURES) if names is None else list(names)
+    names = list(FIRST_LAYER_MEASURES) if names is None else list(names)
     out = {"gaussian": {}, "permuted": {}}
     for job in null_jobs(W, geometry, seed, names, ("gaussian", "permuted", "phase", "lcn")):
         values = job.run()
@@ -230,7 +238,7 @@ def references(W, geometry: Geometry, W0=None, seed: int = 0, names=None, layer_
         values = job.run()
         if values:
             out["init_seeds"] = values
-    layer_names = [n for n in layer_names if n in LAYER_MEASURES]
+    layer_names = [n for n in layer_names if n in SPECTRAL_MEASURES]
     if layer_names:
         own = layer_measures(W)  # the permuted reference's spectrum is W's own: never recomputed
         spectra = {"gaussian": defined(gaussian_spectral_measures(W.shape, seed)), "permuted": own}  # not decomposed

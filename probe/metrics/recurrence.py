@@ -1,4 +1,4 @@
-"""Recurrence measures for any sequence model (issue 15): is the map from the input at position s to the output at
+"""Recurrence measures for any sequence model: is the map from the input at position s to the output at
 position t a function of t - s only (time sharing, the recurrent and causal-convolutional prior), does it look
 only backwards (causality), and does the model read longer sequences (length generalization)?
 

@@ -3,7 +3,7 @@
 :data:`MEASURES` says, for each measure, how it is computed (``fn`` and its ``scope``), which keys it writes, how
 a figure labels its axis, what a high and a low value mean, whether it is cheap enough to track during training,
 and where its formula is written (the docstring of ``fn``). :mod:`probe.metrics` builds its tables from it
-(``WEIGHT_MEASURES``, ``MEASURE_KEYS``, ``LAYER_MEASURES``), tracking its ``TRACKABLE`` and ``EXPENSIVE``
+(``FIRST_LAYER_MEASURES``, ``MEASURE_KEYS``, ``SPECTRAL_MEASURES``), tracking its ``TRACKABLE`` and ``EXPENSIVE``
 names, the figures their axis labels, ``probe measures`` its list and the README its tables
 (``python -m probe.metrics.registry`` prints them; a test keeps the README equal to it). Adding a measure is
 one function with its formula and tests, and one record here.
@@ -53,6 +53,12 @@ class Measure:
     expensive: bool = False  # seconds, not milliseconds, on a 4096 x 3072 layer (scripts/bench_analyze.py)
     kinds: tuple[str, ...] = ()  # the task kinds it applies to; default: image for the first layer's, else both
     base: str = ""  # a delta_/grad_ twin: the measure it applies to ΔW or G
+    # how it is read (docs/design.md §4.3; probe.metrics.nulls draws, probe.analysis.verdicts reads):
+    nulls: tuple[str, ...] = ()  # references drawn for it beyond gaussian, permuted and init: phase, lcn, init_seeds
+    lcn_window: int = 0  # the window size k of its lcn reference's fields
+    decided_by: str = ""  # the reference that would fake it, which its verdict reads it against
+    structure: str = ""  # what beating that reference shows, in words
+    low_is_structure: bool = False  # whether a value below the reference is the structure
 
     @property
     def task_kinds(self) -> tuple[str, ...]:
@@ -123,13 +129,13 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "as conv_distance_3, with k = 5", "as conv_distance_3, with k = 5", trackable=True, expensive=True),
     Measure("tiling", tiling.tiling, "paired", _TRANSLATION, "evenness of coverage (0 .. 1)",
             "the localized units' fields cover the positions evenly (1 = equal coverage); read against "
-            "`tiling_random`, the same fields at random centres", "fields piled on a few places (one field copied to "
-            "every unit is the least even)", keys=("tiling", "tiling_random")),
+            "`tiling@random`, the same fields at random centres", "fields piled on a few places (one field copied to "
+            "every unit is the least even)", keys=("tiling", "tiling@random")),
     Measure("filter_match", tiling.filter_match, "paired", _TRANSLATION, "best cosine with a CNN filter",
             "each field is a trained CNN's first-layer filter placed somewhere (1 = exactly); read against "
-            "`filter_match_phase`, the same for the fields with their phases randomized",
+            "`filter_match@phase`, the same for the fields with their phases randomized",
             "fields unlike any of the CNN's filters, or spread beyond their window",
-            keys=("filter_match", "filter_match_phase")),
+            keys=("filter_match", "filter_match@phase")),
     Measure("spectral_entropy", spectral.spectral_entropy, "first", _SPECTRA, "spectral entropy (0 .. 1)",
             "broad power spectra: localized (or random) fields", "peaked spectra: Fourier-like fields",
             trackable=True),
@@ -188,7 +194,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("perm_equivariance", routing.perm_equivariance, "function", _FUNCTION, "output change",
             "reordering blocks the answer ignores changes the output", "equivariant to that reordering (0)",
             keys=("perm_equivariance_error", "perm_flip_rate")),
-    # -- recurrence and the add task (issue 15) ------------------------------------------------------------------
+    # -- recurrence and the add task ------------------------------------------------------------------
     Measure("time_sharing", recurrence.time_sharing, "function", _RECURRENCE, "share explained by t - s",
             "the output's dependence on the input at s (Jacobian energy) is a function of t - s: one map at every "
             "position, as a recurrence's or causal convolution's (1); null `time_sharing@permuted`",
@@ -208,7 +214,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "(`rel_mse`) and outside it (`extrap_rel_mse`); beside `@linreg` and `@rule`",
             "close to the exact rule (noise² / var(y); 0 without label noise)",
             keys=("rel_mse", "extrap_rel_mse")),
-    # -- which input statistics the solution uses (issue 14) -------------------------------------------------------
+    # -- which input statistics the solution uses -------------------------------------------------------
     Measure("clone_acc", second_order.clone_accuracy, "function", _SECOND, "accuracy on the clone",
             "the network's accuracy survives on the class-conditional Gaussian clone test set (each class's "
             "training mean and covariance, nothing else): it rests on second-order statistics; `--track clone_acc`",
@@ -225,11 +231,31 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
 )}
 
 
+# -- how the first layer's structure measures are read: their extra references and the one that decides them ----------
+# Smooth fields score high on locality and translation without being local: phase decides those; weight sharing
+# must beat random local unshared fields (lcn, in windows of the measure's own size; shift_match's in windows of 5,
+# where short local fields find shifted partners by chance); an initializer sets concentration before training.
+_PHASE, _SEEDS = ("phase", "init_seeds"), ("init_seeds",)
+_READ = {  # name -> (nulls, lcn window, deciding reference, what beating it shows, low is structure)
+    "ipr": (_PHASE, 0, "phase", "localization", False),
+    "ipr_frac_above": (_PHASE, 0, "phase", "localized units", False),
+    "spread": (_PHASE, 0, "phase", "compactness", True),
+    "window_mass_3": (_PHASE, 0, "phase", "locality", False),
+    "window_mass_5": (_PHASE, 0, "phase", "locality", False),
+    "hoyer": (_PHASE, 0, "init_seeds", "concentration", False),
+    "zero_frac": (_SEEDS, 0, "", "", False),
+    "shift_match": (("phase", "lcn"), 5, "phase", "translation structure", False),
+    "conv_distance_3": (("lcn",), 3, "lcn", "weight sharing", True),
+    "conv_distance_5": (("lcn",), 5, "lcn", "weight sharing", True),
+}
+MEASURES.update({n: replace(MEASURES[n], nulls=nulls, lcn_window=k, decided_by=by, structure=what, low_is_structure=low)
+                 for n, (nulls, k, by, what, low) in _READ.items()})
+
 # the routing measures are the sequence tasks' own
 MEASURES.update({n: replace(m, kinds=("sequence",)) for n, m in MEASURES.items()
                  if m.fn.__module__ == routing.__name__})
 
-# -- the learned part ΔW and the pull G (issue 14; probe/metrics/pull.py) -------------------------------------------
+# -- the learned part ΔW and the pull G (probe/metrics/pull.py) -------------------------------------------
 _MECHANISM = "The learned part ΔW = W − W₀ and the pull G = dL/dW₁ (first layer)"
 
 
@@ -240,7 +266,8 @@ def _twin(prefix: str, m: Measure) -> Measure:
     return Measure(f"{prefix}_{m.name}", m.fn, prefix, _MECHANISM,
                    f"{m.label}, of {'ΔW' if prefix == 'delta' else 'G'}", m.high, m.low,
                    keys=tuple(f"{prefix}_{k}" for k in m.keys), trackable=m.trackable, expensive=m.expensive,
-                   kinds=kinds, base=m.name)
+                   kinds=kinds, base=m.name, nulls=m.nulls, lcn_window=m.lcn_window, decided_by=m.decided_by,
+                   structure=m.structure, low_is_structure=m.low_is_structure)
 
 
 MEASURES.update({t.name: t for prefix in TWINS for m in list(MEASURES.values()) if m.scope in ("first", "layer")
@@ -306,6 +333,268 @@ MEASURES.update({m.name: m for m in (
 )})
 
 
+# -- every key probe writes: its words in a figure, the range of its values, and what writes it ----------------------
+INF = float("inf")
+UNIT, NON_NEGATIVE, COSINE, REAL = (0.0, 1.0), (0.0, INF), (-1.0, 1.0), (-INF, INF)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of metrics.jsonl, result.json, procedure.json or a report: a measure's output, a training metric or a
+    procedure's result. Figures title a panel with ``title`` (what the number is, in words), label its axis with
+    ``label`` (its unit or range; "" where none is written, and the figure says "value"), draw it times 100 where
+    ``percent`` (an accuracy) and clip its +-sd bands to ``bounds``. ``measure``: the registered measure writing it;
+    ``procedures``: the procedures of probe.run writing it (by name); neither: the trainer (losses, accuracies)."""
+
+    name: str
+    title: str
+    label: str = ""
+    bounds: tuple[float, float] = REAL
+    percent: bool = False
+    measure: str = ""
+    procedures: tuple[str, ...] = ()
+
+
+# panel titles: what the number is, in words (the axis label says its unit or range)
+_TITLES = {
+    "ipr": "localization (ipr)",
+    "ipr_frac_above": "share of localized units",
+    "spread": "spatial spread of fields",
+    "window_mass_3": "energy in the best 3-pixel window",
+    "window_mass_5": "energy in the best 5-pixel window",
+    "hoyer": "sparsity of weights (Hoyer)",
+    "zero_frac": "weights at zero",
+    "displacement_mean": "field centre off its position (mean)",
+    "displacement_median": "field centre off its position (median)",
+    "shift_match": "fields matching their shifts",
+    "shift_match_units": "units matched under shift",
+    "conv_distance_3": "distance to convolutions (k = 3)",
+    "conv_distance_5": "distance to convolutions (k = 5)",
+    "spectral_entropy": "spectral entropy of fields",
+    "peak_frequency": "peak spatial frequency",
+    "input_pc_share": "fields in the inputs' top PCs",
+    "movement": "movement from initialization",
+    "effective_rank": "effective rank",
+    "stable_rank": "stable rank",
+    "alpha": "power-law exponent of the spectrum",
+    "lie_derivative": "Lie derivative (translation)",
+    "lie_ratio": "translation / random sensitivity",
+    "position_ipr": "localization over positions",
+    "position_sharing": "sharing across positions",
+    "routing_accuracy": "routing to the source (key or value)",
+    "routing_accuracy_value": "routing to the value",
+    "attn_routing_accuracy": "attention routing to the source",
+    "intervention_follow": "answers following an intervention",
+    "swap_follow": "answers following a swap",
+    "swap_follow_keys": "answers following swapped keys",
+    "swap_follow_values": "answers following swapped values",
+    "input_dependence": "routing map change across inputs",
+    "self_mass": "routing on the query itself",
+    "perm_equivariance_error": "permutation equivariance error",
+    "perm_flip_rate": "answers flipped by a permutation",
+    "time_sharing": "time sharing (explained by t - s)",
+    "causal_mass": "causal dependence (s <= t)",
+    "relevant_weight_mass": "first-layer energy on the relevant inputs",
+    "rel_mse": "error in the training range",
+    "extrap_rel_mse": "error outside the training range",
+    "grad_com_share_3": "pull inside each unit's 3-pixel field",
+    "grad_com_share_5": "pull inside each unit's 5-pixel field",
+    "grad_conv_share": "pull in the convolutions of the layout",
+    "delta_conv_share": "ΔW in the convolutions of the layout",
+    "grad_local_share": "pull in the layout's windows",
+    "delta_local_share": "ΔW in the layout's windows",
+    "clone_acc": "accuracy on the Gaussian clone",
+    "real_acc": "accuracy on the real test set",
+    "qda_acc": "QDA on the real test set",
+    "qda_clone_acc": "QDA on the Gaussian clone",
+    "ntk_cka": "NTK alignment with the reference",
+    "ntk_kta": "NTK alignment with the labels (KTA)",
+    "ntk_input_cka": "NTK alignment with X Xᵀ",
+    "conv_subspace_distance_l2": "distance to the layout's convolutions, layer 2",
+    "conv_subspace_distance_l3": "distance to the layout's convolutions, layer 3",
+    "equiv_subspace_distance": "distance to the shift-equivariant layers",
+    "equiv_subspace_distance_all": "distance to equivariant layers",
+    "conv_complement_growth": "off-convolution part, layer 1",
+    "conv_complement_growth_all": "off-convolution part",
+    "equiv_complement_growth": "non-equivariant part, layer 1",
+    "equiv_complement_growth_all": "non-equivariant part",
+    "readout_shift_distance": "readout's distance to shift invariance",
+    "test_acc": "test accuracy",
+    "train_acc": "train accuracy",
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+    "test_acc_2T": "test accuracy at length 2T",
+    "test_acc_4T": "test accuracy at length 4T",
+    "cnn_test_acc": "test accuracy of the source CNN",
+    "mlp_test_acc": "test accuracy of the plain MLP",
+    "dense_test_acc": "test accuracy, dense",
+    "line_barrier": "test loss barrier, eCNN -> MLP",
+    "line_barrier_train": "train loss barrier, eCNN -> MLP",
+    "line_barrier_unaligned": "test loss barrier, units not aligned",
+    "line_barrier_train_unaligned": "train loss barrier, units not aligned",
+    "line_error_barrier": "test error barrier, eCNN -> MLP",
+    "line_error_barrier_unaligned": "test error barrier, units not aligned",
+    "conv_subspace_distance": "distance to the layout's convolutions",
+    "conv_subspace_distance_all": "distance to convolutions, all layers",
+    "sparsity": "weights pruned",
+}
+_TITLES.update({
+    "tiling": "evenness of the fields' coverage", "tiling@random": "coverage evenness, fields at random centres",
+    "filter_match": "fields matching a CNN's filters", "filter_match@phase": "CNN filter match, phases randomized",
+    "step_dS": "change of S along the step", "conv_dist_change": "step's change of the distance to convolutions",
+    "local_dist_change": "step's change of the distance to the windows",
+    "conv_share_local_null": "conv share of a local unshared layer", "causal_mass_iv": "causal effect (s <= t)",
+    "time_sharing_iv": "consistent effects at every position", "relevant_grad_share": "input gradient on the relevant "
+    "inputs", "relevant_iv_share": "effect of resampling the relevant inputs",
+    "clone_detect_acc": "real inputs told from the clone", "first_layer_sparsity": "first-layer weights pruned",
+    "conv_complement_ratio": "off-convolution part, layer 1, end / start",
+    "conv_complement_ratio_all": "off-convolution part, end / start",
+    "equiv_complement_ratio": "non-equivariant part, layer 1, end / start",
+    "equiv_complement_ratio_all": "non-equivariant part, end / start",
+    "ref_kta": "reference NTK alignment with the labels", "input_kta": "X Xᵀ alignment with the labels",
+    "ref_input_cka": "reference NTK alignment with X Xᵀ", "ref_test_acc": "test accuracy of the reference",
+    "perturbed_test_acc": "test accuracy after the perturbation", "mlp_steps": "training steps of the plain MLP",
+})
+for _k in (1, 2, 3):
+    _TITLES[f"shift_consistency_{_k}"] = f"kept under a {_k}-pixel shift"
+    _TITLES[f"noise_consistency_{_k}"] = f"kept under noise of its norm ({_k} px)"
+
+# the interval each key's values live in (shares and accuracies [0, 1]; mean cosines [-1, 1]; sizes, losses and
+# distances [0, inf)); keys not listed are unbounded
+_BOUNDS = {
+    **dict.fromkeys((
+        "ipr", "ipr_frac_above", "window_mass_3", "window_mass_5", "hoyer", "zero_frac", "conv_distance_3",
+        "conv_distance_5", "spectral_entropy", "input_pc_share", "position_ipr", "position_sharing",
+        "routing_accuracy", "routing_accuracy_value", "attn_routing_accuracy", "intervention_follow", "swap_follow",
+        "swap_follow_keys", "swap_follow_values", "self_mass", "time_sharing", "causal_mass", "relevant_weight_mass",
+        "perm_flip_rate", "conv_subspace_distance", "conv_subspace_distance_all", "sparsity", "grad_com_share_3",
+        "grad_com_share_5", "grad_conv_share", "delta_conv_share", "grad_local_share", "delta_local_share",
+        "clone_acc", "real_acc", "qda_acc", "qda_clone_acc", "ntk_cka", "ntk_kta", "ntk_input_cka",
+        "equiv_subspace_distance", "equiv_subspace_distance_all", "test_acc", "train_acc", "cnn_test_acc",
+        "mlp_test_acc", "dense_test_acc", "ref_test_acc", "perturbed_test_acc", "test_acc_2T", "test_acc_4T",
+        *(f"{kind}_consistency_{k}" for kind in ("shift", "noise") for k in (1, 2, 3)), "tiling", "tiling@random",
+        "conv_share_local_null", "causal_mass_iv", "time_sharing_iv", "relevant_grad_share", "relevant_iv_share",
+        "clone_detect_acc", "first_layer_sparsity", "ref_kta", "input_kta", "ref_input_cka",
+        "conv_subspace_distance_l2", "conv_subspace_distance_l3"), UNIT),
+    "shift_match": COSINE, "filter_match": COSINE, "filter_match@phase": COSINE,
+    **dict.fromkeys((
+        "spread", "displacement_mean", "displacement_median", "shift_match_units", "movement", "effective_rank",
+        "stable_rank", "peak_frequency", "lie_derivative", "lie_ratio", "input_dependence", "perm_equivariance_error",
+        "rel_mse", "extrap_rel_mse", "test_loss", "train_loss", "conv_complement_growth", "conv_complement_growth_all",
+        "equiv_complement_growth", "equiv_complement_growth_all", "readout_shift_distance",
+        *(f"{n}_complement_ratio{a}" for n in ("conv", "equiv") for a in ("", "_all"))), NON_NEGATIVE),
+}
+# accuracies, drawn in percent: the axis label says so (a measure's own label describes the stored value, 0..1)
+_PERCENT_LABELS = {
+    "test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "cnn_test_acc": "test accuracy (%)",
+    "mlp_test_acc": "test accuracy (%)", "dense_test_acc": "test accuracy (%)", "ref_test_acc": "test accuracy (%)",
+    "perturbed_test_acc": "test accuracy (%)", "test_acc_2T": "accuracy at 2T / 4T (%)",
+    "test_acc_4T": "accuracy at 2T / 4T (%)", "clone_acc": "accuracy on the Gaussian clone (%)",
+    "real_acc": "accuracy on the real test set (%)", "qda_acc": "QDA accuracy, real test set (%)",
+    "qda_clone_acc": "QDA accuracy, Gaussian clone (%)"}
+# the axis labels of the keys that are not a measure's: the trainer's and the procedures'
+_LABELS = {
+    "test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "test_loss": "test loss (nats)",
+    "train_loss": "train loss (nats)", "cnn_test_acc": "test accuracy (%)", "mlp_test_acc": "test accuracy (%)",
+    "dense_test_acc": "test accuracy (%)", "line_barrier": "test loss barrier (nats)",
+    "line_barrier_train": "train loss barrier (nats)", "line_barrier_unaligned": "test loss barrier (nats)",
+    "line_error_barrier": "test error barrier", "line_error_barrier_unaligned": "test error barrier",
+    "line_barrier_train_unaligned": "train loss barrier (nats)", "conv_subspace_distance": "distance to convolutions",
+    "conv_subspace_distance_all": "distance to convolutions", "mlp_steps": "training steps",
+    "equiv_subspace_distance": "distance to the shift-equivariant layers",
+    "equiv_subspace_distance_all": "distance to the shift-equivariant layers",
+    "conv_complement_growth": "||W - P(W)|| / its step-0 value",
+    "conv_complement_growth_all": "||W - P(W)|| / its step-0 value",
+    "equiv_complement_growth": "||W - P(W)|| / its step-0 value",
+    "equiv_complement_growth_all": "||W - P(W)|| / its step-0 value",
+    "readout_shift_distance": "distance to a shift-invariant readout", "ntk_cka": "centred kernel alignment (0-1)",
+    "ntk_kta": "kernel-target alignment (0-1)", "ntk_input_cka": "centred kernel alignment (0-1)",
+    "sparsity": "share of weights pruned", "ref_test_acc": "test accuracy (%)",
+    "perturbed_test_acc": "test accuracy (%)", "first_layer_sparsity": "share of weights pruned",
+    **dict.fromkeys((f"{n}_complement_ratio{a}" for n in ("conv", "equiv") for a in ("", "_all")),
+                    "||W - P(W)||, end / step 0"),
+    "ref_kta": "kernel-target alignment (0-1)", "input_kta": "kernel-target alignment (0-1)",
+    "ref_input_cka": "centred kernel alignment (0-1)", "conv_subspace_distance_l2": "distance to convolutions",
+    "conv_subspace_distance_l3": "distance to convolutions"}
+# what each procedure (probe.run's PROCEDURES, by name) writes to procedure.json, or to metrics.jsonl while it trains
+_STABILITY_TRACKED = tuple(f"{n}_{what}{s}" for n in ("conv", "equiv") for what in ("subspace_distance",
+                           "complement_growth") for s in ("", "_all"))
+PROCEDURE_KEYS = {
+    "imp": ("sparsity", "first_layer_sparsity", "dense_test_acc"),
+    "ecnn": ("cnn_test_acc", "conv_subspace_distance", "conv_subspace_distance_all", "mlp_steps", "mlp_test_acc",
+             *(f"{b}{tag}" for tag in ("", "_unaligned") for b in ("line_barrier", "line_barrier_train",
+                                                                  "line_error_barrier"))),
+    "stability": ("cnn_test_acc", "perturbed_test_acc", *_STABILITY_TRACKED, "conv_subspace_distance_l2",
+                  "conv_subspace_distance_l3", *(f"{n}_complement_ratio{s}" for n in ("conv", "equiv")
+                                                  for s in ("", "_all")), "readout_shift_distance"),
+    "ntk_align": ("ntk_cka", "ntk_kta", "ntk_input_cka", "ref_kta", "ref_test_acc", "input_kta", "ref_input_cka"),
+}
+
+
+def _plain(name: str) -> str:
+    return name.split(".")[-1].replace("_", " ")
+
+
+def _title(key: str) -> str:
+    if key not in _TITLES and key.startswith(("delta_", "grad_")):  # the ΔW and pull twins of a measure
+        prefix, base = key.split("_", 1)
+        return f"{'ΔW' if prefix == 'delta' else 'pull G'}: {_title(base)}"
+    return _TITLES.get(key, _plain(key))
+
+
+def _bounds(key: str) -> tuple[float, float]:
+    if key not in _BOUNDS and key.startswith(("delta_", "grad_")):
+        return _BOUNDS.get(key.split("_", 1)[1], REAL)
+    return _BOUNDS.get(key, REAL)
+
+
+def _keys() -> dict[str, Key]:
+    """Every measure's outputs in registry order, then the trainer's and the procedures' keys."""
+    by_procedure: dict[str, tuple[str, ...]] = {}
+    for proc, keys in PROCEDURE_KEYS.items():
+        for k in keys:
+            by_procedure[k] = (*by_procedure.get(k, ()), proc)
+    out = {}
+    for m in MEASURES.values():
+        for k in m.outputs:
+            out[k] = Key(k, _title(k), _PERCENT_LABELS.get(k, m.label), _bounds(k), k in _PERCENT_LABELS, m.name,
+                         by_procedure.get(k, ()))
+    for k in (*_LABELS, *_TITLES, *by_procedure):
+        if k not in out:
+            out[k] = Key(k, _title(k), _LABELS.get(k, ""), _bounds(k), k in _PERCENT_LABELS, "",
+                         by_procedure.get(k, ()))
+    return out
+
+
+KEYS: dict[str, Key] = _keys()
+
+
+# A null, control or chance level of key X is stored one way: as the key ``X@kind`` beside X (``time_sharing@permuted``,
+# ``position_ipr@gaussian``, ``line_barrier@mlps``), in metrics, result.json, procedure.json and the sweeps' summaries;
+# `probe analyze`'s report lists a reference's values under ``reference[kind]``. Earlier versions wrote some as
+# ``X_random`` or ``X_phase``: :func:`current_keys` renames them when a stored run is read.
+OLD_KEYS = {"position_ipr_random": ("position_ipr@gaussian",),
+            "position_sharing_random": ("position_sharing@gaussian",),
+            "relevant_mass_random": ("relevant_mass@gaussian",),
+            "fourier_top_random": ("embed_fourier_top@chance", "neuron_fourier_top@chance"),
+            "fourier_peak_random": ("embed_fourier_peak@chance", "neuron_fourier_peak@chance"),
+            "tiling_random": ("tiling@random",), "filter_match_phase": ("filter_match@phase",)}
+
+
+def current_keys(values: dict) -> dict:
+    """``values`` (a stored run's keys -> values) with the keys of :data:`OLD_KEYS` written the one way a null is
+    stored now, ``X@kind``, each where X itself is stored, in place of the old key. An old null's own ``@init``
+    value (``position_ipr_random@init``: a null's null, which says nothing and is no longer written) is left out."""
+    out = {}
+    for k, v in values.items():
+        base = k.removesuffix("@init")
+        if base not in OLD_KEYS:
+            out[k] = v
+        elif base == k:
+            out.update({new: v for new in OLD_KEYS[k] if new.split("@")[0] in values})
+    return out
+
+
 def applies(name: str, kind: str) -> bool:
     """Whether measure ``name`` applies to tasks of ``kind`` (image, sequence)."""
     return kind in MEASURES[name].task_kinds
@@ -317,8 +606,25 @@ def of_scope(*scopes: str) -> dict[str, Measure]:
 
 
 def labels() -> dict[str, str]:
-    """Axis label per output key."""
-    return {k: m.label for m in MEASURES.values() for k in m.outputs}
+    """A figure's axis label per key (:data:`KEYS`), for the keys that have one, measures' outputs first."""
+    return {k: key.label for k, key in KEYS.items() if key.label}
+
+
+def title(key: str) -> str:
+    """A key's panel title in words (``ipr_frac_above`` -> ``share of localized units``); an unknown key: its name
+    with ``_`` as spaces, so a new key still gets a readable title."""
+    return KEYS[key].title if key in KEYS else _title(key)
+
+
+def value_range(key: str, scale: float = 1.0) -> tuple[float, float]:
+    """The interval ``key``'s values live in, times ``scale`` (100 for accuracies in %); unbounded when unknown."""
+    lo, hi = KEYS[key].bounds if key in KEYS else _bounds(key)
+    return lo * scale, hi * scale
+
+
+def percent_keys() -> tuple[str, ...]:
+    """The keys figures draw in percent (accuracies)."""
+    return tuple(k for k, key in KEYS.items() if key.percent)
 
 
 def markdown() -> str:

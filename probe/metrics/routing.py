@@ -41,8 +41,9 @@ Modular addition: power of the Fourier modes k = 1 .. (p-1)/2 over tokens a = 0 
 positions (``embed_*``; for an MLP its first layer) and the first hidden neurons as functions of a and of b over all
 p^2 inputs (``neuron_*``).
 ``*_freq_1..5``: the key frequencies, the top modes of the row-averaged power; ``*_fourier_top``: the share
-of that power they hold (random: 5 / ((p-1)/2)); ``*_fourier_peak``: the mean share of each row's own
-strongest mode (1 for pure sinusoids, which an MLP may spread over many frequencies; random: H_K / K).
+of that power they hold (random: 5 / ((p-1)/2), ``*_fourier_top@chance``); ``*_fourier_peak``: the mean share of each
+row's own strongest mode (1 for pure sinusoids, which an MLP may spread over many frequencies; random: H_K / K,
+``*_fourier_peak@chance``).
 """
 
 from __future__ import annotations
@@ -375,11 +376,12 @@ def _modadd_frequencies(model, task, W, k: int = 5) -> dict[str, float]:
     its first layer) and of the first hidden neurons as functions of a and of b over the full p x p grid."""
     p = int(task.info["p"])
     B = position_blocks(W, task.geometry)
-    res = {"fourier_top_random": k / ((p - 1) // 2), "fourier_peak_random": fourier_peak_random(p)}
+    chance = {"fourier_top@chance": k / ((p - 1) // 2), "fourier_peak@chance": fourier_peak_random(p)}
     rows = np.concatenate([B[:, 0, :p], B[:, 1, :p]])
     freqs, share = key_frequencies(fourier_power(rows, p), k)
-    res.update({f"embed_freq_{i + 1}": float(f) for i, f in enumerate(freqs)}, embed_fourier_top=share,
-               embed_fourier_peak=fourier_peak_share(rows, p))
+    res = {f"embed_freq_{i + 1}": float(f) for i, f in enumerate(freqs)}
+    res.update(embed_fourier_top=share, embed_fourier_peak=fourier_peak_share(rows, p),
+               **{f"embed_{key}": v for key, v in chance.items()})
     if hasattr(model, "first_hidden"):
         x = _all_pairs(task, p)
         H = model.first_hidden(x.to(next(model.parameters()).device))
@@ -390,17 +392,19 @@ def _modadd_frequencies(model, task, W, k: int = 5) -> dict[str, float]:
             power = (fourier_power(over_a, p) + fourier_power(over_b, p)) / 2
             freqs, share = key_frequencies(power, k)
             res.update({f"neuron_freq_{i + 1}": float(f) for i, f in enumerate(freqs)}, neuron_fourier_top=share,
-                       neuron_fourier_peak=(fourier_peak_share(over_a, p) + fourier_peak_share(over_b, p)) / 2)
+                       neuron_fourier_peak=(fourier_peak_share(over_a, p) + fourier_peak_share(over_b, p)) / 2,
+                       **{f"neuron_{key}": v for key, v in chance.items()})
     return res
 
 
 def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, float]:
     """Every routing measure that applies to ``model`` on sequence ``task``, on n test examples drawn with
-    ``seed``: position ipr and sharing (with their random references), the Jacobian routing scores (on the
-    key-value pair and on the value alone for key-value tasks), the intervention (tasks whose answer is the token
-    at its source), the swaps of keys and of values (key-value tasks), the block-permutation error (tasks with
-    ``extras["blocks"]``), attention scores (models with ``attention_maps``), key frequencies (modadd) and
-    the ridge reference (icl-regression). Keys are module-docstring names; values are floats."""
+    ``seed``: position ipr and sharing (with their random references as ``X@gaussian``), the Jacobian routing
+    scores (on the key-value pair and on the value alone for key-value tasks), the intervention (tasks whose answer
+    is the token at its source), the swaps of keys and of values (key-value tasks), the block-permutation error
+    (tasks with ``extras["blocks"]``), attention scores (models with ``attention_maps``), key frequencies (modadd)
+    and the ridge reference (icl-regression). Keys are module-docstring names, a null or chance level of measure X as
+    ``X@kind`` (the one way probe stores a null); values are floats."""
     geo = task.geometry
     T, C = geo.spatial[0], geo.channels
     dev = next(model.parameters()).device
@@ -414,8 +418,9 @@ def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, flo
     res: dict[str, float] = {}
     try:
         W = model.first_layer_dense()
-        res.update(position_ipr=position_ipr(W, geo), position_ipr_random=position_ipr_random(geo),
-                   position_sharing=position_sharing(W, geo), position_sharing_random=position_sharing_random(geo))
+        res.update({"position_ipr": position_ipr(W, geo), "position_ipr@gaussian": position_ipr_random(geo),
+                    "position_sharing": position_sharing(W, geo),
+                    "position_sharing@gaussian": position_sharing_random(geo)})
         feats = torch.nn.functional.one_hot(x, C).float() if task.vocab else x.reshape(len(x), T, C)
         key_offset = task.info.get("source_key_offset")
         maps = jacobian_maps(model, feats, y, src, task.info.get("query_pos"), key_offset)
@@ -428,7 +433,7 @@ def sequence_measures(model, task, n: int = 256, seed: int = 0) -> dict[str, flo
         res["input_dependence"] = input_dependence(maps)
         if "relevant" in task.extras:
             res["relevant_mass"] = relevant_mass(maps, task.extras["relevant"].cpu())
-            res["relevant_mass_random"] = len(task.extras["relevant"]) / T
+            res["relevant_mass@gaussian"] = len(task.extras["relevant"]) / T  # a uniform map's share
         if task.info.get("answer_at_source") and task.vocab and src is not None:
             res["intervention_follow"] = intervention_follow(model, x, maps, task.extras["replace_tokens"], g)
         if key_offset is not None and task.vocab and "blocks" in task.extras:

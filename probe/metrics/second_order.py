@@ -1,4 +1,4 @@
-"""Which input statistics a solution uses (issue 14, item 3): accuracy on the class-conditional Gaussian clone, and
+"""Which input statistics a solution uses: accuracy on the class-conditional Gaussian clone, and
 the second-order ceiling.
 
 - ``clone_acc``: the network's accuracy on the clone test set (:func:`probe.tasks.clone.clone_test_set`: the real
@@ -84,17 +84,14 @@ def qda_accuracy(x_train, y_train, x_test, y_test, shrinkage: float = QDA_SHRINK
         return float("nan")
 
 
-DETECT_STREAM = 20_261  # the seed of the clone of the training set that clone_detect_acc's discriminator sees
-
-
 def second_order_measures(model, real, clone, on_clone: bool = False, clone_train=None) -> dict[str, float]:
     """``clone_acc``, ``real_acc`` (``on_clone``: a model trained on the clone), ``qda_acc`` and ``qda_clone_acc`` of
     ``model``: the final-measure form of this module's measures. ``real``: the real (x_train, y_train, x_test,
     y_test) (:func:`probe.tasks.clone.real_data`); ``clone``: the clone test set (x, y)
     (:func:`probe.tasks.clone.clone_test_set`, the same as the tracked ``clone_acc``'s). ``clone_train``: a clone of
-    the real training inputs (one example per real one, drawn with :data:`DETECT_STREAM`), for ``clone_detect_acc``:
-    how well a discriminator tells real inputs from clone ones (:func:`probe.metrics.intervention.clone_discriminator`,
-    0.5 when it cannot)."""
+    the real training inputs (one example per real one, seeded :data:`probe.seeding.DETECT_SEED`), for
+    ``clone_detect_acc``: how well a discriminator tells real inputs from clone ones
+    (:func:`probe.metrics.intervention.clone_discriminator`, 0.5 when it cannot)."""
     x_tr, y_tr, x_te, y_te = real
     xc, yc = clone
     out = {"clone_acc": clone_accuracy(model, xc, yc)}

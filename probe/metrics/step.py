@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from probe.metrics.locality import as_matrix
+from probe.seeding import REALIZED_STREAM, STEP_STREAM
 
 REL_H = 1e-4  # the central difference's step, relative to ||W|| / ||D||
 DRAWS = 20  # random directions and unit derangements per null
@@ -79,7 +80,7 @@ def step_pull(S: Callable[[np.ndarray], float], W, D, draws: int = DRAWS, seed: 
     ``dS@random_sd`` (random directions of norm ||D||), ``dS@units`` and ``dS@units_sd`` (each unit given another
     unit's step; left out for one unit), ``step_norm`` and ``step_parallel_share``."""
     W, D = as_matrix(W), as_matrix(D)
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, STEP_STREAM])
     nd = np.linalg.norm(D)
     out = {"dS": directional_change(S, W, D), "step_norm": float(nd), "step_parallel_share": parallel_share(W, D)}
     rand = []
@@ -100,7 +101,7 @@ def realized_change(S: Callable[[np.ndarray], float], W_t, W_tk, draws: int = DR
     W_t, W_tk = as_matrix(W_t), as_matrix(W_tk)
     if W_t.shape != W_tk.shape:
         raise ValueError(f"weights of shapes {W_t.shape} and {W_tk.shape}: not the same layer")
-    rng = np.random.default_rng([seed, 8])
+    rng = np.random.default_rng([seed, REALIZED_STREAM])
     D = W_tk - W_t
     nd = np.linalg.norm(D)
     s0 = S(W_t)

@@ -1,4 +1,4 @@
-"""Circular-shift symmetry of embedded local layers, and the full orbit of an input (issue 14, item 5).
+"""Circular-shift symmetry of embedded local layers, and the full orbit of an input.
 
 A dense layer whose units have a known layout (hidden unit (o, p) = row o P + p: output channel o at output
 position p, the eCNN's embedding, :func:`probe.models.conv.local_dense`) can lie in two nested linear subspaces:

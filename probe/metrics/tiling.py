@@ -12,6 +12,7 @@ import numpy as np
 from probe.geometry import Geometry
 from probe.metrics.locality import as_matrix, energy_maps, window_sums
 from probe.metrics.surrogates import phase_randomize
+from probe.seeding import TILING_STREAM
 
 TILING_DRAWS = 20  # random placements averaged in the tiling null
 LOCALIZED_K, LOCALIZED_MASS = 5, 0.5  # a unit is localized when its best 5-window holds half its energy or more
@@ -49,7 +50,7 @@ def tiling(W, geometry: Geometry, k: int = LOCALIZED_K, mass: float = LOCALIZED_
     one minus the total-variation distance of the coverage from uniform: 1 when the fields together cover every
     position equally (|S| copies of one field, one centred at each position of a periodic grid), low when they all
     sit in one place (one field copied to every unit: 1 - TV of that single field from uniform, 1/|S| for a
-    one-pixel field). ``tiling_random`` is the null: the same fields, each moved by its own uniformly random
+    one-pixel field). ``tiling@random`` is the null: the same fields, each moved by its own uniformly random
     circular shift on every axis (its centre drawn anew, its shape kept), mean over ``draws`` placements of
     seeded draws; tiling above it means the centres are spread more evenly than chance, below it clumped. (On an
     open grid the moved fields wrap around its ends as on a periodic one.) NaN (both) when fewer than two units
@@ -58,8 +59,8 @@ def tiling(W, geometry: Geometry, k: int = LOCALIZED_K, mass: float = LOCALIZED_
     F = geometry.fields(as_matrix(W))
     P = _localized(energy_maps(F), geometry, k, mass)
     if len(P) < 2:
-        return {"tiling": float("nan"), "tiling_random": float("nan")}
-    rng = np.random.default_rng([seed, 4])
+        return {"tiling": float("nan"), "tiling@random": float("nan")}
+    rng = np.random.default_rng([seed, TILING_STREAM])
     m, S = len(P), tuple(geometry.spatial)
     grids = np.meshgrid(*[np.arange(L) for L in S], indexing="ij")
     null = []
@@ -67,7 +68,7 @@ def tiling(W, geometry: Geometry, k: int = LOCALIZED_K, mass: float = LOCALIZED_
         shifts = [rng.integers(0, L, m) for L in S]
         idx = tuple((g[None] - t.reshape(-1, *[1] * len(S))) % L for g, t, L in zip(grids, shifts, S))
         null.append(_evenness(P[(np.arange(m).reshape(-1, *[1] * len(S)), *idx)]))
-    return {"tiling": _evenness(P), "tiling_random": float(np.mean(null))}
+    return {"tiling": _evenness(P), "tiling@random": float(np.mean(null))}
 
 
 def _filter_bank(filters, channels: int, spatial: tuple) -> np.ndarray:
@@ -110,7 +111,7 @@ def filter_match(W, geometry: Geometry, filters, draws: int = 20, seed: int = 0)
     with a nonzero field. It is 1 exactly when every field is a filter at some place (a CNN's own filters, or an
     MLP that learned them), and falls both with the shape (a field that is not a filter) and with the energy a
     field has outside the filter's window (a non-local field matches no filter well). The null
-    ``filter_match_phase``: the same for every field with its Fourier phases randomized
+    ``filter_match@phase``: the same for every field with its Fourier phases randomized
     (:func:`probe.metrics.nulls.phase_randomize`: its power spectrum, hence smoothness, kept; its place and shape
     drawn anew), mean over ``draws`` randomizations; a smooth field matches a smooth filter partly by its
     spectrum alone, and only the excess over this null is the filters' shape.
@@ -120,9 +121,9 @@ def filter_match(W, geometry: Geometry, filters, draws: int = 20, seed: int = 0)
     bank = _filter_bank(filters, geometry.channels, tuple(geometry.spatial))
     ok = np.linalg.norm(F.reshape(len(F), -1), axis=1) > 0
     if not ok.any() or not len(bank):
-        return {"filter_match": float("nan"), "filter_match_phase": float("nan")}
+        return {"filter_match": float("nan"), "filter_match@phase": float("nan")}
     own = float(np.nanmean(_best_cosines(F[ok], bank, geometry.periodic)))
     plain = geometry.without_perm()
     null = [float(np.nanmean(_best_cosines(plain.fields(phase_randomize(W, geometry, seed, j))[ok], bank,
                                            geometry.periodic))) for j in range(draws)]
-    return {"filter_match": own, "filter_match_phase": float(np.mean(null))}
+    return {"filter_match": own, "filter_match@phase": float(np.mean(null))}

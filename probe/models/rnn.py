@@ -1,4 +1,4 @@
-"""A recurrent network, the recurrence control for the sequence tasks (issue 15).
+"""A recurrent network, the recurrence control for the sequence tasks.
 
 h_t = cell(x_t, h_{t-1}) for t = 0 .. L-1 from h_{-1} = 0, with ``cell`` one of torch.nn's ``elman`` (nn.RNN:
 h_t = act(W_ih x_t + W_hh h_{t-1} + b)), ``gru`` (nn.GRU) or ``lstm`` (nn.LSTM); ``--depth`` stacked layers of

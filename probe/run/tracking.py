@@ -1,4 +1,4 @@
-"""Structure tracking during training: cheap first-layer measures in the metrics rows (docs/design.md §2.1, issue 5).
+"""Structure tracking during training: cheap first-layer measures in the metrics rows (docs/design.md §2.1).
 
 ``probe train --track ipr,hoyer,... --track-every N`` computes the named measures of the first layer (its dense
 matrix over the input geometry, so an MLP and its CNN/LCN controls are measured alike) inside the training loop
@@ -6,7 +6,7 @@ and writes them into the same ``metrics.jsonl`` rows as the losses.
 
 Conventions (what later parts rely on):
 - Keys are the measure names themselves (``ipr``, ``window_mass_3``, ``movement``, ``shift_match_units``), the
-  same names as :data:`probe.metrics.WEIGHT_MEASURES`, ``reference.json`` and ``probe analyze``: one name means
+  same names as :data:`probe.metrics.FIRST_LAYER_MEASURES`, ``reference.json`` and ``probe analyze``: one name means
   one quantity everywhere, and no training key (``step``, ``lr``, ``*_loss``, ``*_acc``) is a measure name.
 - ``--track``: a comma list of :data:`TRACKABLE` names, ``default`` (:data:`DEFAULT_TRACK`, cheap: well under a
   millisecond per 100 x 40 layer, tens of ms at 1024 x 3072) or ``none`` (no hook at all, so no cost per step).
@@ -23,7 +23,7 @@ Conventions (what later parts rely on):
   windows (``lcn``): the nulls for contiguity have to keep the final fields' concentration or spectrum, so they
   are taken from the final weights, once per run. ``phase``, ``lcn`` and ``init_seeds`` hold only the measures
   they are drawn for (:mod:`probe.metrics.nulls`).
-- The learned part and the pull (issue 14, :mod:`probe.metrics.pull`): ``delta_<m>`` tracks measure m on
+- The learned part and the pull (:mod:`probe.metrics.pull`): ``delta_<m>`` tracks measure m on
   ΔW = W - W_0 (left out at step 0, where ΔW = 0); ``grad_<m>`` on the pull G = dL/dW_1 on a fixed batch
   (:func:`probe.metrics.pull.pull_batch`), beside ``grad_<k>@phase`` (the phase null of G at the same step) for
   the phase reference's measures; ``grad_com_share`` writes ``grad_com_share_k``, its chance
@@ -52,7 +52,8 @@ import torch
 from probe.run.checkpoint import atomic_write, load_checkpoint, step_path
 from probe.config import ConfigError, RunConfig
 from probe.run.errors import StorageError
-from probe.metrics import LAYER_MEASURES, MEASURE_KEYS, WEIGHT_MEASURES, first_layer_measures, layer_measures, movement
+from probe.metrics import (FIRST_LAYER_MEASURES, MEASURE_KEYS, SPECTRAL_MEASURES, first_layer_measures,
+                           layer_measures, movement)
 from probe.metrics.nulls import PHASE_MEASURES, phase_measures, references
 from probe.metrics.registry import MEASURES, applies
 from probe.metrics.locality import as_matrix
@@ -176,8 +177,8 @@ class Tracker:
         self.names, self.cfg, self.geometry, self.out = tuple(names), cfg, geometry, out
         self.init_build = init_build  # seed -> the dense first layer at that seed's initialization (init_seeds)
         self.W0 = np.array(W0, dtype=np.float64)
-        self.weight_names = [n for n in self.names if n in WEIGHT_MEASURES]
-        self.layer_names = [n for n in self.names if n in LAYER_MEASURES]
+        self.weight_names = [n for n in self.names if n in FIRST_LAYER_MEASURES]
+        self.layer_names = [n for n in self.names if n in SPECTRAL_MEASURES]
         # the learned part and the pull (module docstring): the base measures of the delta_ and grad_ twins
         self.twins = {p: [MEASURES[n].base for n in self.names if MEASURES[n].scope == p and MEASURES[n].base]
                       for p in ("delta", "grad")}
@@ -210,9 +211,9 @@ class Tracker:
         bases = self.twins[prefix]
         if not bases or not M.any():
             return {}
-        first = [b for b in bases if b in WEIGHT_MEASURES]
+        first = [b for b in bases if b in FIRST_LAYER_MEASURES]
         out = first_layer_measures(M, self.geometry, first) if first else {}
-        layer = [b for b in bases if b in LAYER_MEASURES]
+        layer = [b for b in bases if b in SPECTRAL_MEASURES]
         if layer:
             lm = layer_measures(M)
             out.update({k: lm[k] for k in layer if k in lm})
@@ -324,8 +325,8 @@ def add_twin_references(refs: dict, M: np.ndarray, geometry, seed: int, prefix: 
     ``phase`` and ``lcn`` references of the base measures drawn from M (ΔW or G) instead of W
     (:func:`probe.metrics.nulls.references`), keys prefixed. ``init`` and ``init_seeds`` are left out: ΔW's
     initialization is 0 and the initializer's draws are not a ΔW."""
-    first = [b for b in bases if b in WEIGHT_MEASURES]
-    layer = [b for b in bases if b in LAYER_MEASURES]
+    first = [b for b in bases if b in FIRST_LAYER_MEASURES]
+    layer = [b for b in bases if b in SPECTRAL_MEASURES]
     drawn = references(M, geometry, seed=seed, names=first, layer_names=layer)
     for kind, values in drawn.items():
         refs.setdefault(kind, {}).update({f"{prefix}_{k}": v for k, v in values.items()})

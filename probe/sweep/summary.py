@@ -8,6 +8,7 @@ from pathlib import Path
 
 from probe.analysis.scaling import sample_complexity
 from probe.config import ConfigError, flatten_config
+from probe.metrics.registry import current_keys
 from probe.run.checkpoint import atomic_write
 from probe.run.errors import StorageError
 from probe.run.folder import read_json_file
@@ -72,7 +73,9 @@ def summarize(sweep_dir, write: bool = True):
 def end_values(run_dir) -> dict:
     """What a run ended with: every key of metrics.jsonl at its last logged value, the numeric results of its
     procedure (procedure.json: ``cnn_test_acc``, ``line_barrier``, ``sparsity``, ...) and its final measures with
-    their nulls (result.json's ``measures``: ``lie_derivative``, ``lie_derivative@init``, ...)."""
+    their nulls (result.json's ``measures``: ``lie_derivative``, ``lie_derivative@init``, ...). Keys an earlier
+    version wrote for a null (``position_ipr_random``) are read as today's (``position_ipr@gaussian``:
+    :func:`probe.metrics.registry.current_keys`)."""
     d = Path(run_dir)
     out = last_values(d)
     for fname in ("procedure.json", RESULT_FILE):
@@ -80,7 +83,7 @@ def end_values(run_dir) -> dict:
         extra = (extra or {}).get("measures", {}) if fname == RESULT_FILE else extra
         if not isinstance(extra, dict):  # missing, or damaged (a list, a string): nothing to read from it
             continue
-        out.update({k: v for k, v in extra.items() if v is None or isinstance(v, (int, float, str))})
+        out.update({k: v for k, v in current_keys(extra).items() if v is None or isinstance(v, (int, float, str))})
     return out
 
 

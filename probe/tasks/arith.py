@@ -1,4 +1,4 @@
-"""The "add two numbers" end of the spectrum (issue 15): a rule an engineer would write down at once.
+"""The "add two numbers" end of the spectrum: a rule an engineer would write down at once.
 
 ``add``: D real inputs, each uniform on [low, high]; the target is y = op(x_a, x_b) + noise * eps (eps ~ N(0, 1)),
 trained with MSE, where a, b are the two ``positions`` (default the first two) and op is ``add`` (x_a + x_b),

@@ -1,4 +1,4 @@
-"""Class-conditional Gaussian clones of classification data (issue 14, item 3): which input statistics a solution uses.
+"""Class-conditional Gaussian clones of classification data: which input statistics a solution uses.
 
 ``--task-opt clone=gaussian`` on any image classification task replaces its data by the class-conditional Gaussian
 clone. For each class c, measured on the (real) training set of n_c examples x_i:

@@ -10,7 +10,7 @@ z with correlation rho, E[erf(g z1) erf(g z2)] = (2/pi) arcsin(2 g^2 rho / (1 + 
 The Gaussian clone (``nlgp-gauss``) draws x ~ N(0, Cov(x)) with exactly that covariance: the two tasks
 differ only in higher-order statistics. Class 0 has correlation length xi0, class 1 has xi1.
 
-Controls of the higher-order statistics (issue 14, item 4; Lufkin, Saxe & Grant: the localizing term of the
+Controls of the higher-order statistics (Lufkin, Saxe & Grant: the localizing term of the
 single-neuron dynamics is proportional to (3 - kurtosis) of the marginal): ``nlgp --task-opt kurtosis=K`` keeps
 the reference covariance R = Cov(x) above (at the task's gain) and changes only what lies beyond it:
 
@@ -39,7 +39,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.seeding import SAMPLER, stream
+from probe.seeding import NLGP_SEED_STRIDE, SAMPLER, stream
 from probe.tasks.registry import Task, register
 
 
@@ -159,8 +159,8 @@ def _nlgp_task(name, gaussian, seed, dim, size, xi0, xi1, gain, periodic, n_trai
             factors.append(_sqrt_psd(R) if gaussian or kurtosis in ("zero", "elliptical") else _sqrt_psd(Cz))
     sampler = _Sampler(factors, float(gain), gaussian or kurtosis == "zero", kurtosis)
     # fixed sets: train from stream seed+1, test from an independent stream
-    x_tr, y_tr = sampler(seed, -1, int(n_train), generator=torch.Generator().manual_seed(10_007 * seed + 1))
-    x_te, y_te = sampler(seed, -2, int(n_test), generator=torch.Generator().manual_seed(10_007 * seed + 2))
+    x_tr, y_tr = sampler(seed, -1, int(n_train), generator=torch.Generator().manual_seed(NLGP_SEED_STRIDE * seed + 1))
+    x_te, y_te = sampler(seed, -2, int(n_test), generator=torch.Generator().manual_seed(NLGP_SEED_STRIDE * seed + 2))
     geo = Geometry(channels=1, spatial=spatial, periodic=bool(periodic))
     info = {"gain": gain, "xi": [xi0, xi1], "gaussian_clone": gaussian}
     if kurtosis != "negative":

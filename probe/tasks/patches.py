@@ -35,7 +35,7 @@ import torch
 
 from probe.config import ConfigError
 from probe.geometry import Geometry
-from probe.seeding import AUGMENT, SAMPLER, EpochOrder, stream
+from probe.seeding import AUGMENT, PATCH_SPLIT_STREAM, SAMPLER, EpochOrder, stream
 from probe.tasks.registry import Task, register
 
 # class index -> (name, file in skimage/data)
@@ -101,7 +101,7 @@ class PatchSource:
     def __init__(self, images: list[np.ndarray], block: int, size: int, rows: bool, test_frac: float, data_seed: int):
         self.block, self.size, self.rows = int(block), int(size), bool(rows)
         self.h, self.w = (1, self.size) if rows else (self.size, self.size)
-        split_rng = np.random.default_rng([int(data_seed), 2])
+        split_rng = np.random.default_rng([int(data_seed), PATCH_SPLIT_STREAM])
         self.blocks = {"train": [], "test": []}
         for img in images:
             tr, te = split_blocks(img.shape, self.block, test_frac, split_rng)

@@ -1,4 +1,4 @@
-"""Recurrence tasks (issue 15): an answer at every position that a recurrence computes with a small state.
+"""Recurrence tasks: an answer at every position that a recurrence computes with a small state.
 
 - ``running-parity``: bits x_t in {0, 1}; y_t = (x_0 + ... + x_t) mod 2 (a 2-state recurrence).
 - ``count``: tokens from [0, vocab); y_t = #{s <= t : x_s = 0}, the running count of token 0 (a counter).

@@ -22,7 +22,7 @@ from probe.run.metrics_file import read_metrics
 from probe.run.loop import evaluate, resolve_device, train_or_resume
 from probe.run.procedures.common import last_state_dict, load_weights
 from probe.run.procedures.ecnn import embedded_cnn
-from probe.seeding import EpochOrder
+from probe.seeding import SUBSPACE_PERTURB_STREAM, EpochOrder
 from probe.tasks import make_task
 
 
@@ -72,7 +72,7 @@ def perturb_off_convolutions(state: dict, layouts: list[dict], eps: float, which
     for l, lay in enumerate(layouts[:1] if which == "first" else layouts):
         key = f"layers.{l}.weight"
         W = state[key].double().cpu().numpy()
-        Z = np.random.default_rng([seed, l, 14]).normal(size=W.shape)
+        Z = np.random.default_rng([seed, l, SUBSPACE_PERTURB_STREAM]).normal(size=W.shape)
         D = Z - conv_subspace_projection(Z, lay["conv"])
         D *= eps * np.linalg.norm(W) / np.sqrt(1 - eps**2) / np.linalg.norm(D)
         out[key] = torch.as_tensor(W + D, dtype=state[key].dtype)
