@@ -180,3 +180,27 @@ def test_conv_seen_through_a_shuffle_scores_as_the_conv():
     assert conv_distance(W_seen, g, 3) == pytest.approx(0.0, abs=1e-7)
     assert shift_match(W_seen, g)["shift_match"] >= 0.99
     assert conv_distance(W_seen, G2, 3) > 0.9
+
+
+def test_content_keys_are_the_keyed_blake2b_digests_of_each_rows_bytes():
+    """content_keys hashes each row where it lies; the keys must be those of the row's bytes copied out (the
+    subsample of shift_match and the tie-breaks of conv_distance depend on them), for any row order, layout and
+    dtype handed in, and identical rows must share a key."""
+    import hashlib
+
+    from probe.metrics.equivariance import content_keys
+
+    rng = np.random.default_rng(2)
+    V = rng.standard_normal((50, 17))
+    V[7] = V[3]
+    for seed in (0, 5, -1):
+        salt = int(seed).to_bytes(8, "little", signed=True)
+        expected = np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest(),
+                                            "little") for row in V], dtype=np.uint64)
+        assert np.array_equal(content_keys(V, seed), expected)
+        assert np.array_equal(content_keys(np.asfortranarray(V), seed), expected)  # a copy in C order is hashed
+        assert np.array_equal(content_keys(V[::-1], seed), expected[::-1])
+        assert np.array_equal(content_keys(V.astype(np.float32), seed), content_keys(V.astype(np.float32)
+                                                                                       .astype(np.float64), seed))
+    keys = content_keys(V)
+    assert keys[7] == keys[3] and len(np.unique(keys)) == 49

@@ -258,3 +258,74 @@ def test_references_hold_the_nulls():
     assert refs["gaussian"]["conv_distance_3"] > 0.95
     # seeded: the same call gives the same references
     assert references(W, G2, seed=0, names=["ipr"])["gaussian"]["ipr"] == refs["gaussian"]["ipr"]
+
+
+# -- shared intermediates ----------------------------------------------------------------------------
+
+
+def _layers_to_share_on():
+    """Random, heavy-tailed, structured and partly dead layers, on 1-D and 2-D grids, with and without a stored
+    input permutation and a channels-last layout."""
+    rng = np.random.default_rng(11)
+    _, conv2 = conv_2d(k=3)
+    _, conv1 = conv_1d()
+    pruned = rng.standard_normal((40, G2.n_inputs)) * (rng.random((40, G2.n_inputs)) < 0.1)
+    pruned[:5] = 0.0  # dead units
+    perm = rng.permutation(G2.n_positions)
+    last = Geometry(channels=3, spatial=(10, 10), periodic=False, channels_last=True)
+    return [
+        (rng.standard_normal((64, G2.n_inputs)), G2),
+        (rng.standard_t(2, (64, G2.n_inputs)), G2),
+        (conv2, G2),
+        (conv1, G1),
+        (pruned, G2),
+        (conv2, G2.permuted(perm)),
+        (rng.standard_normal((30, last.n_inputs)) + 0.3, last),
+        (rng.uniform(-1, 1, (50, G1.n_inputs)), Geometry(channels=2, spatial=(24,), periodic=False)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_first_layer_measures_shares_intermediates_without_changing_a_bit(case):
+    """first_layer_measures computes the energy maps, distributions and unit spectra once and passes them to
+    the measures that read them: every value must equal, exactly, the measure computed alone from W."""
+    W, geometry = _layers_to_share_on()[case]
+    together = first_layer_measures(W, geometry)
+    alone = {}
+    for name, fn in WEIGHT_MEASURES.items():
+        value = fn(W, geometry)
+        alone.update(value if isinstance(value, dict) else {name: value})
+    alone = {k: float(v) for k, v in alone.items() if np.isfinite(v)}
+    assert together.keys() == alone.keys()
+    for key in alone:
+        assert together[key] == alone[key], key  # the same bits, not approximately
+    # and a subset that shares nothing gets the same values as the whole set
+    for name in ("ipr", "conv_distance_3", "window_mass_5"):
+        assert first_layer_measures(W, geometry, [name])[name] == together[name]
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-np.inf, "NaN or inf")])
+def test_checked_matrix_refuses_any_non_finite_entry(bad, message):
+    from probe.metrics import checked_matrix
+
+    W = np.random.default_rng(0).standard_normal((7, 5))
+    checked_matrix(W)
+    for i, j in [(0, 0), (6, 4), (3, 2)]:
+        V = W.copy()
+        V[i, j] = bad
+        with pytest.raises(ValueError, match=message):
+            checked_matrix(V)
+
+
+def test_checked_matrix_refuses_all_zero_and_empty_but_not_one_nonzero_entry():
+    from probe.metrics import checked_matrix
+
+    for zero in (np.zeros((4, 3)), -np.zeros((4, 3))):
+        with pytest.raises(ValueError, match="all zero"):
+            checked_matrix(zero)
+    with pytest.raises(ValueError, match="empty"):
+        checked_matrix(np.zeros((0, 3)))
+    for value in (1e-300, -2.0):
+        W = np.zeros((4, 3))
+        W[2, 1] = value
+        assert checked_matrix(W) is not None

@@ -83,7 +83,8 @@ def content_keys(V: np.ndarray, seed: int = 0) -> np.ndarray:
     """
     V = np.ascontiguousarray(V, dtype=np.float64)
     salt = int(seed).to_bytes(8, "little", signed=True)
-    digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest() for row in V)
+    # each row hashed where it lies (a contiguous row is a buffer): no copy of V's bytes
+    digests = b"".join(hashlib.blake2b(row, digest_size=8, key=salt).digest() for row in V)
     return np.frombuffer(digests, dtype=np.uint64)
 
 
@@ -297,10 +298,12 @@ def chance_similarity(d: int, m: int, alpha: float = 0.01) -> float:
     return float(np.sqrt(max(0.0, 1.0 - betaincinv((d - 1) / 2, 0.5, min(alpha / m, 1.0)))))
 
 
-def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: float = 0.01) -> ConvFit:
-    """Fit W with a layer a stride-1 convolution of kernel k could produce (see :func:`conv_distance`)."""
+def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: float = 0.01,
+             energy: np.ndarray | None = None) -> ConvFit:
+    """Fit W with a layer a stride-1 convolution of kernel k could produce (see :func:`conv_distance`); ``energy``:
+    the energy maps of W (:func:`probe.metrics.locality.energy_maps`), when already computed."""
     F = unit_fields(W, geometry)
-    E = energy_maps(F)
+    E = energy_maps(F) if energy is None else energy
     windows = _best_windows(E, geometry, k)
     crops = F[_crop_index(F.shape, windows)]
     rolls = _centre_supports(crops)
@@ -352,7 +355,8 @@ def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: flo
     return ConvFit(distance, len(shared), filters, windows, rebuilt)
 
 
-def conv_distance(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: float = 0.01) -> float:
+def conv_distance(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: float = 0.01,
+                  energy: np.ndarray | None = None) -> float:
     """conv_distance_k = ||W - W_conv||_F / ||W||_F for the convolution-like layer W_conv fitted below.
 
     1. Crop each unit to its k (1-D) or k x k (2-D) window of largest energy (circular windows on
@@ -387,8 +391,10 @@ def conv_distance(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha
         k: kernel size (window length per axis).
         similarity: the least |cosine| at which a crop joins a cluster.
         alpha: chance partners per unit allowed for short crops (see step 3).
+        energy: the energy maps of W, when already computed (:func:`probe.metrics.first_layer_measures` computes
+            them once for every measure that reads them).
     """
-    return conv_fit(W, geometry, k, similarity, alpha).distance
+    return conv_fit(W, geometry, k, similarity, alpha, energy).distance
 
 
 def conv_reconstruction(W, geometry: Geometry, k: int, similarity: float = 0.95) -> np.ndarray:

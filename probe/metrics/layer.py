@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from probe.geometry import Geometry
-from probe.metrics.locality import as_matrix
+from probe.metrics.locality import _live_distributions, as_matrix, energy_maps, unit_fields
 from probe.metrics.registry import MEASURES, of_scope
 from probe.metrics.sparsity import movement
 from probe.metrics.spectral import non_dc_spectra, spectral_measures
@@ -17,6 +17,10 @@ FIRST_LAYER_MEASURES = {n: m.fn for n, m in of_scope("first").items()}  # name -
 MEASURE_KEYS = {n: m.keys for n, m in MEASURES.items() if m.keys}
 SPECTRAL_MEASURES = tuple(of_scope("layer"))  # the spectral measures' names: they apply to any matrix
 UNIT_SPECTRA_MEASURES = ("spectral_entropy", "peak_frequency")  # both read non_dc_spectra: computed once for both
+# the measures that read the fields' energy maps e_i(s) (argument ``energy``), and those that read only their
+# normalized p_i = e_i / sum_s e_i (argument ``p``): computed once for all of them
+ENERGY_MEASURES = ("displacement", "conv_distance_3", "conv_distance_5")
+DISTRIBUTION_MEASURES = ("ipr", "ipr_frac_above", "spread", "window_mass_3", "window_mass_5")
 
 
 def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str, float]:
@@ -33,11 +37,9 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
         raise ValueError(f"unknown measures {unknown}; known: {', '.join(FIRST_LAYER_MEASURES)}")
     W = checked_matrix(W)  # convert once, not once per measure
     out: dict[str, float] = {}
-    shared = {}
-    if sum(n in UNIT_SPECTRA_MEASURES for n in names) > 1 and geometry.n_positions >= 2:
-        shared = {"spectra": non_dc_spectra(W, geometry)}
+    shared = _shared(W, geometry, names)
     for name in names:
-        value = FIRST_LAYER_MEASURES[name](W, geometry, **(shared if name in UNIT_SPECTRA_MEASURES else {}))
+        value = FIRST_LAYER_MEASURES[name](W, geometry, **shared.get(name, {}))
         if isinstance(value, dict):
             out.update({k: float(v) for k, v in value.items()})
         else:
@@ -47,14 +49,33 @@ def first_layer_measures(W, geometry: Geometry, names=None, W0=None) -> dict[str
     return defined(out)
 
 
+def _shared(W: np.ndarray, geometry: Geometry, names: list[str]) -> dict[str, dict]:
+    """measure name -> the intermediates to pass it: the unit spectra, the energy maps, the distributions p_i, each
+    computed here once where two or more of ``names`` read it. Each is what the measure would compute from W
+    itself, by the same operations, so the values are the same to the last bit (tests/test_locality.py)."""
+    out: dict[str, dict] = {}
+    if sum(n in UNIT_SPECTRA_MEASURES for n in names) > 1 and geometry.n_positions >= 2:
+        spectra = non_dc_spectra(W, geometry)
+        out.update({n: {"spectra": spectra} for n in names if n in UNIT_SPECTRA_MEASURES})
+    readers = [n for n in names if n in ENERGY_MEASURES or n in DISTRIBUTION_MEASURES]
+    if len(readers) > 1:
+        E = energy_maps(unit_fields(W, geometry))
+        p = _live_distributions(E) if sum(n in DISTRIBUTION_MEASURES for n in names) > 0 else None
+        out.update({n: {"energy": E} if n in ENERGY_MEASURES else {"p": p} for n in readers})
+    return out
+
+
 def checked_matrix(W, what: str = "weights") -> np.ndarray:
     """W as float64, refusing what no measure can read: NaN or inf entries, or no nonzero weight at all."""
     W = as_matrix(W)
     if W.size == 0:
         raise ValueError(f"{what} of shape {W.shape} are empty")
-    if not np.isfinite(W).all():
+    # two reductions read W once each and allocate nothing: the minimum and maximum are NaN where any entry is,
+    # infinite where any entry is, and both 0 only where every entry is
+    lo, hi = W.min(), W.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"{what} contain NaN or inf: a diverged run has no structure to measure")
-    if not W.any():
+    if lo == 0 and hi == 0:
         raise ValueError(f"{what} are all zero: no receptive field to measure")
     return W
 

@@ -162,21 +162,29 @@ def _mean(values: np.ndarray) -> float:
 # -- measures ----------------------------------------------------------------------------------------
 
 
-def unit_ipr(W, geometry: Geometry) -> np.ndarray:
-    """Per-unit inverse participation ratio sum_s p_i(s)^2 of the live units, shape (m_live,)."""
-    p = _live_distributions(energy_maps(unit_fields(W, geometry)))
+def distributions(W, geometry: Geometry) -> np.ndarray:
+    """p_i = e_i / sum_s e_i(s) of the live units of W, shape (m_live, *S): what the locality measures read.
+    :func:`probe.metrics.first_layer_measures` computes it once and passes it to each of them as ``p``."""
+    return _live_distributions(energy_maps(unit_fields(W, geometry)))
+
+
+def unit_ipr(W, geometry: Geometry, p: np.ndarray | None = None) -> np.ndarray:
+    """Per-unit inverse participation ratio sum_s p_i(s)^2 of the live units, shape (m_live,). ``p``:
+    :func:`distributions` of W, when already computed (W is then not read)."""
+    p = distributions(W, geometry) if p is None else p
     return (p.reshape(len(p), -1) ** 2).sum(axis=1)
 
 
-def ipr(W, geometry: Geometry) -> float:
+def ipr(W, geometry: Geometry, p: np.ndarray | None = None) -> float:
     """ipr = mean_i sum_s p_i(s)^2.
 
     1/|S| for a flat field, 1 for a single pixel, exactly (C + 2) / (C |S| + 2) in expectation for i.i.d.
     Gaussian weights (:func:`ipr_gaussian`), and (C + kappa - 1) / (C |S|) to first order for i.i.d. weights of
     kurtosis kappa (:func:`ipr_iid`: PyTorch's default uniform init, kappa = 9/5, gives less than Gaussian
     weights). Measures concentration, not contiguity: it does not change when input positions are permuted.
+    ``p``: :func:`distributions` of W, when already computed.
     """
-    return _mean(unit_ipr(W, geometry))
+    return _mean(unit_ipr(W, geometry, p))
 
 
 def ipr_gaussian(geometry: Geometry) -> float:
@@ -204,7 +212,7 @@ def ipr_iid(geometry: Geometry, kurtosis: float) -> float:
     return (C + kurtosis - 1) / (C * P)
 
 
-def ipr_frac_above(W, geometry: Geometry, threshold: float | None = None) -> float:
+def ipr_frac_above(W, geometry: Geometry, threshold: float | None = None, p: np.ndarray | None = None) -> float:
     """Share of live units with sum_s p_i(s)^2 > threshold.
 
     Args:
@@ -212,21 +220,22 @@ def ipr_frac_above(W, geometry: Geometry, threshold: float | None = None) -> flo
             random unit rarely gets there (for C = 1 its ipr fluctuates by about sqrt(8 / (3 |S|)) relative: 0.26 at
             |S| = 40, where 0.3% of Gaussian units pass), so the share counts the few localized units
             that a layer mean hides.
+        p: :func:`distributions` of W, when already computed.
     """
     if threshold is None:
         threshold = 2 * ipr_gaussian(geometry)
-    return _mean(unit_ipr(W, geometry) > threshold)
+    return _mean(unit_ipr(W, geometry, p) > threshold)
 
 
-def spread(W, geometry: Geometry) -> float:
+def spread(W, geometry: Geometry, p: np.ndarray | None = None) -> float:
     """spread = mean_i sqrt(sum_s p_i(s) |s - mu_i|^2), in pixels.
 
     mu_i is the centre of mass (:func:`centres`: circular mean per axis on periodic grids) and |s - mu|
     the euclidean distance over the grid axes, with circular per-axis offsets on periodic grids. 0 for a
     single pixel; for a flat field about L / sqrt(12) on a 1-D grid of length L, sqrt(2) times that on
-    an L x L grid.
+    an L x L grid. ``p``: :func:`distributions` of W, when already computed.
     """
-    p = _live_distributions(energy_maps(unit_fields(W, geometry)))
+    p = distributions(W, geometry) if p is None else p
     var = np.zeros(len(p))
     # |s - mu|^2 is a sum over axes, so the variance only needs each axis' marginal
     for a, mu in enumerate(centres(p, geometry)):
@@ -235,14 +244,14 @@ def spread(W, geometry: Geometry) -> float:
     return _mean(np.sqrt(var))
 
 
-def window_mass(W, geometry: Geometry, k: int) -> float:
+def window_mass(W, geometry: Geometry, k: int, p: np.ndarray | None = None) -> float:
     """window_mass_k = mean_i max_window sum_{s in window} p_i(s).
 
     Windows are k (1-D) or k x k (2-D) and wrap around periodic grids; on other grids they stay inside
     it (see :func:`window_sums`). 1 for any field whose support fits in one window; about k^d / |S| for
-    a flat field; 1 when k covers the grid.
+    a flat field; 1 when k covers the grid. ``p``: :func:`distributions` of W, when already computed.
     """
-    p = _live_distributions(energy_maps(unit_fields(W, geometry)))
+    p = distributions(W, geometry) if p is None else p
     if not len(p):
         return float("nan")
     sums = window_sums(p, geometry, k)

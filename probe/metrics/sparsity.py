@@ -50,15 +50,16 @@ def movement(W, W0) -> float:
     return float(np.linalg.norm(W - W0) / norm0) if norm0 > 0 else float("nan")
 
 
-def _displacements(W, geometry: Geometry) -> np.ndarray:
+def _displacements(W, geometry: Geometry, energy: np.ndarray | None = None) -> np.ndarray:
     """|s - mu_i| for every surviving connection position (i, s), pooled over units, 1-D array.
 
     mu_i is unit i's energy centre (:func:`probe.metrics.locality.centres`), distances are euclidean
     with circular per-axis offsets on periodic grids. A position s survives for unit i when any of its C
-    weights is nonzero; each surviving position counts once.
+    weights is nonzero; each surviving position counts once. ``energy``: the energy maps of W
+    (:func:`probe.metrics.locality.energy_maps`), when already computed.
     """
     F = unit_fields(W, geometry)
-    E = energy_maps(F)
+    E = energy_maps(F) if energy is None else energy
     alive = (F != 0).any(axis=1)  # (m, *S): positions with a surviving connection
     totals = E.reshape(len(E), -1).sum(axis=1)
     live = totals > 0
@@ -73,16 +74,16 @@ def _displacements(W, geometry: Geometry) -> np.ndarray:
     return np.sqrt(d2[alive])
 
 
-def displacement(W, geometry: Geometry) -> dict[str, float]:
+def displacement(W, geometry: Geometry, energy: np.ndarray | None = None) -> dict[str, float]:
     """Distance of surviving connections from their unit's energy centre, in pixels.
 
     Returns ``displacement_mean`` and ``displacement_median`` of |s - mu_i| over every surviving
     (nonzero) connection position, pooled over units (see :func:`displacement_histogram` for the bins).
     Meant for sparse layers: a pruned layer whose masks became local has small displacements; on a
     dense layer every position survives and the numbers only describe the grid, so read them against
-    the references.
+    the references. ``energy``: the energy maps of W, when already computed.
     """
-    d = _displacements(W, geometry)
+    d = _displacements(W, geometry, energy)
     if not d.size:
         return {"displacement_mean": float("nan"), "displacement_median": float("nan")}
     return {"displacement_mean": float(d.mean()), "displacement_median": float(np.median(d))}
