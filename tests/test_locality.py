@@ -292,7 +292,7 @@ def test_first_layer_measures_shares_intermediates_without_changing_a_bit(case):
     W, geometry = _layers_to_share_on()[case]
     together = first_layer_measures(W, geometry)
     alone = {}
-    for name, fn in WEIGHT_MEASURES.items():
+    for name, fn in FIRST_LAYER_MEASURES.items():
         value = fn(W, geometry)
         alone.update(value if isinstance(value, dict) else {name: value})
     alone = {k: float(v) for k, v in alone.items() if np.isfinite(v)}
