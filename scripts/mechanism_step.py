@@ -40,7 +40,8 @@ import torch
 from probe.metrics.locality import window_mass
 from probe.metrics.nulls import phase_randomize
 from probe.metrics.pull import com_share, com_share_units, first_layer_gradient, pull_batch
-from probe.metrics.step import directional_change, mean_interval, realized_change, step_pull
+from probe.intervals import mean_interval
+from probe.metrics.step import directional_change, realized_change, step_pull
 from probe.models import build_model
 from probe.run.loop import loss_fn
 from probe.tasks import make_task
