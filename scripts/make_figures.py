@@ -203,10 +203,12 @@ SCRIPTS = {
         Script("mechanism_clone.py", ("run", *SEEDS3)),
         Script("mechanism_stability.py", ("run", *SEEDS3, "--steps", "1000", "--max-cnn-steps", "12000"),
                scales=("quick",)),
+        Script("mechanism_detect.py", ("run", *SEEDS5), scales=("quick",)),
         Script("mechanism_step.py", ("summary",), run=False),
         Script("mechanism_step.py", ("figure",), run=False),
         Script("mechanism_clone.py", ("summary",), run=False),
         Script("mechanism_stability.py", ("summary",), scales=("quick",), run=False),
+        Script("mechanism_detect.py", ("summary",), scales=("quick",), run=False),
         Script("mechanism_tables.py", (), run=False),
     ],
 }
