@@ -207,6 +207,7 @@ SCRIPTS = {
         Script("mechanism_step.py", ("summary",), run=False),
         Script("mechanism_step.py", ("figure",), run=False),
         Script("mechanism_clone.py", ("summary",), run=False),
+        Script("mechanism_clone.py", ("figure",), scales=("medium",), run=False),
         Script("mechanism_stability.py", ("summary",), scales=("quick",), run=False),
         Script("mechanism_detect.py", ("summary",), scales=("quick",), run=False),
         Script("mechanism_tables.py", (), run=False),
