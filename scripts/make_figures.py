@@ -14,11 +14,18 @@ Each experiment is a sweep preset of probe/experiments (`probe sweep --preset NA
 .pdf. Every figure printed here can also be drawn by hand with `probe figures RUN... --out DIR` on the same runs.
 docs/findings.md shows them with their commands; the README's Figures section says how to draw any set of runs.
 After a null changes, scripts/refresh_references.py rewrites the runs' reference.json and --figures-only redraws.
+The mechanism entry then runs the scripts whose results "Why" quotes (SCRIPTS below; their tables and figures go to
+results/mechanism/ and figures/ whatever --out says):
+
+    python scripts/make_figures.py --only mechanism                  # quick: 4000 examples
+    python scripts/make_figures.py --scale medium --only mechanism   # --n-train 100000 to the scripts
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +176,61 @@ EXPERIMENTS = {
 }
 
 
+# The mechanism experiments that docs/findings.md "Why" reads are scripts, not presets: after the mechanism preset's
+# sweep, each runs (resumable: a seed whose rows are in results/mechanism/ is skipped), then prints its summary, draws
+# its figure and the per-seed tables become results/mechanism-*/summary.csv (scripts/mechanism_tables.py), from which
+# tests/test_claims.py checks every number "Why" quotes. At medium scale the scripts get --n-train (10^5 examples,
+# the medium presets' set) and write <experiment>-medium.csv; the step experiment and stability run at quick only.
+MEDIUM_N_TRAIN = 100_000
+SEEDS5, SEEDS3 = ("--seeds", "0", "1", "2", "3", "4"), ("--seeds", "0", "1", "2")
+
+
+@dataclass
+class Script:
+    """One command of scripts/: ``run`` its experiment (skipped with --figures-only), at the scales listed."""
+
+    script: str
+    args: tuple
+    scales: tuple = ("quick", "medium")
+    run: bool = True
+
+
+SCRIPTS = {
+    "mechanism": [
+        Script("mechanism_step.py", ("step", *SEEDS5), scales=("quick",)),
+        Script("mechanism_step.py", ("cause", *SEEDS5), scales=("quick",)),
+        Script("mechanism_step.py", ("cause", *SEEDS3), scales=("medium",)),
+        Script("mechanism_clone.py", ("run", *SEEDS3)),
+        Script("mechanism_stability.py", ("run", *SEEDS3, "--steps", "1000", "--max-cnn-steps", "12000"),
+               scales=("quick",)),
+        Script("mechanism_detect.py", ("run", *SEEDS5), scales=("quick",)),
+        Script("mechanism_step.py", ("summary",), run=False),
+        Script("mechanism_step.py", ("figure",), run=False),
+        Script("mechanism_clone.py", ("summary",), run=False),
+        Script("mechanism_clone.py", ("figure",), scales=("medium",), run=False),
+        Script("mechanism_stability.py", ("summary",), scales=("quick",), run=False),
+        Script("mechanism_detect.py", ("summary",), scales=("quick",), run=False),
+        Script("mechanism_tables.py", (), run=False),
+    ],
+}
+
+
+def run_scripts(name: str, scale: str, figures_only: bool) -> None:
+    """Run the scripts of an experiment (:data:`SCRIPTS`) in order; stop at the first that fails."""
+    for s in SCRIPTS.get(name, []):
+        if scale not in s.scales or (s.run and figures_only):
+            continue
+        args = list(s.args)
+        if scale != "quick" and s.script != "mechanism_tables.py":
+            args += ["--n-train", str(MEDIUM_N_TRAIN)]
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / s.script), *args]
+        print(f"== {name}: {' '.join(['python', 'scripts/' + s.script, *args])}", flush=True)
+        t0 = time.perf_counter()
+        if subprocess.run(cmd).returncode != 0:
+            raise SystemExit(f"make_figures: scripts/{s.script} {' '.join(args)} failed")
+        print(f"   done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def matches(cfg: dict, where: dict, exclude: dict) -> bool:
     """Whether a flattened config matches every ``where`` key (a value or a tuple of values) and not all of
     ``exclude`` (a run is left out only when it matches every key there)."""
@@ -232,9 +294,13 @@ def main() -> None:
         tag = name if args.scale == "quick" else f"{name}-{args.scale}"
         figs = [Fig(f.which, f.where, f.exclude, {**f.options, "prefix": f.options["prefix"].replace(name, tag, 1)}
                     if "prefix" in f.options else f.options, f.extra) for f in figs]
+        if not folder.is_dir():  # --figures-only without the preset's runs: its scripts can still redraw
+            print(f"== {name}: no runs in {folder}; the preset's figures left out")
+            figs = []
         for p in draw(tag, figs, folder, args.out):
             if p.suffix == ".png":
                 print(f"   {p}")
+        run_scripts(name, args.scale, args.figures_only)
     print(f"all done in {(time.perf_counter() - t0) / 60:.1f} min")
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mechanism_step import OUT, _append, _done, _wm_excess  # noqa: E402
 
 from probe.metrics.intervention import clone_discriminator  # noqa: E402
-from probe.metrics.step import mean_interval  # noqa: E402
+from probe.intervals import mean_interval  # noqa: E402
 from probe.models import build_model  # noqa: E402
 from probe.run.loop import loss_fn  # noqa: E402
 from probe.tasks import make_task  # noqa: E402

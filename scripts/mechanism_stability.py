@@ -47,7 +47,8 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from mechanism_step import OUT, _append, _done  # noqa: E402
 
 from probe.metrics.equivariance import conv_layout, conv_subspace_distance  # noqa: E402
-from probe.metrics.step import mean_interval, subspace_step  # noqa: E402
+from probe.intervals import mean_interval  # noqa: E402
+from probe.metrics.step import subspace_step  # noqa: E402
 
 LRS = (1e-4, 3e-4, 1e-3)
 BATCH = 25

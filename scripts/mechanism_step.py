@@ -40,7 +40,8 @@ import torch
 from probe.metrics.locality import window_mass
 from probe.metrics.nulls import phase_randomize
 from probe.metrics.pull import com_share, com_share_units, first_layer_gradient, pull_batch
-from probe.metrics.step import directional_change, mean_interval, realized_change, step_pull
+from probe.intervals import mean_interval
+from probe.metrics.step import directional_change, realized_change, step_pull
 from probe.models import build_model
 from probe.run.loop import loss_fn
 from probe.tasks import make_task
@@ -247,7 +248,8 @@ def summary() -> None:
 def figure() -> Path:
     """figures/mechanism_step.png: over the trajectory (log steps), the first-order change of window_mass_3 along
     Adam's step minus its nulls, the realized change over k steps minus its random null, window mass against its
-    phase null, and the gradient's and step's norms; mean over seeds with 95% intervals."""
+    phase null, and the gradient's and step's norms; mean over seeds with 95% t intervals (the norms: geometric mean
+    and the t interval of their logarithm)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,7 +260,13 @@ def figure() -> Path:
     n = len({r["seed"] for r in rows})
     ts = np.array([max(t, 0.5) for t in TRACK])
 
-    def band(fn):
+    def band(fn, log=False):
+        """Mean and 95% t interval over seeds per tracked step; for a norm (``log``), of its logarithm, drawn back
+        as the geometric mean and a band that stays positive (a t band of the norm itself runs below zero where one
+        seed's late norm is far off the others, and a log axis cannot draw it)."""
+        if log:
+            m = np.array([mean_interval([np.log(fn(r)) for r in rows if int(r["step"]) == t]) for t in TRACK])
+            return np.exp(m[:, 0]), np.exp(m[:, 1]), np.exp(m[:, 2])
         m = np.array([mean_interval([fn(r) for r in rows if int(r["step"]) == t]) for t in TRACK])
         return m[:, 0], m[:, 1], m[:, 2]
 
@@ -274,11 +282,12 @@ def figure() -> Path:
         (ax[2], "window_mass_3 and its phase null (20 draws)", [
             ("window_mass_3", lambda r: float(r["window_mass_3"])),
             ("phase null", lambda r: float(r["window_mass_3@phase"]))]),
-        (ax[3], "norms", [("||G|| (pull batch)", lambda r: float(r["grad_norm"])),
-                          ("||D|| (Adam's step)", lambda r: float(r["step_norm"]))])):
+        (ax[3], "norms (geometric mean, t interval of the log)", [
+            ("||G|| (pull batch)", lambda r: float(r["grad_norm"])),
+            ("||D|| (Adam's step)", lambda r: float(r["step_norm"]))])):
         for label, fn in curves:
-            m, lo, hi = band(fn)
-            a.plot(ts, m, marker=".", label=label)
+            m, lo, hi = band(fn, log=a is ax[3])
+            a.plot(ts, m, marker=".", label=f"{label}, n = {n}")
             a.fill_between(ts, lo, hi, alpha=0.25)
         if a is not ax[2] and a is not ax[3]:
             a.axhline(0, color="k", lw=0.6)
@@ -288,8 +297,8 @@ def figure() -> Path:
         a.legend(fontsize=7)
     ax[0].set_ylabel("change of window_mass_3")
     ax[3].set_yscale("log")
-    fig.suptitle(f"MLP 40-100-100-10 on MNIST-1D (4000 examples), Adam lr 1e-2: {n} seeds, mean and 95% interval",
-                 fontsize=10)
+    fig.suptitle(f"MLP 40-100-100-10 on MNIST-1D (4000 examples), Adam lr 1e-2: {n} seeds, mean and 95% Student's t "
+                 "interval over seeds (bands); nulls from 20 draws", fontsize=10)
     fig.tight_layout()
     path = Path(__file__).resolve().parents[1] / "figures" / "mechanism_step.png"
     fig.savefig(path, dpi=110)
@@ -333,7 +342,7 @@ def cause_figure(plt) -> Path:
     ax[1].set_ylim(50, 70)
     n = len({r["seed"] for r in rows})
     fig.suptitle(f"Cause or consequence: the MLP's first layer phase-randomized at step {MID} of {STEPS} (MNIST-1D, "
-                 f"4000 examples; {n} seeds, mean and 95% interval)", fontsize=9)
+                 f"4000 examples; {n} seeds, mean and 95% Student's t interval)", fontsize=9)
     fig.tight_layout()
     path = Path(__file__).resolve().parents[1] / "figures" / "mechanism_cause.png"
     fig.savefig(path, dpi=110)

@@ -69,3 +69,42 @@ def test_quote_is_the_canonical_form():
     assert claims.quote(s, False) == "0.039 (95% CI 0.028 to 0.049, 5 seeds)"
     with pytest.raises(KeyError, match="no column"):
         claims.recompute("mnist1d-controls-quick", "nokey=1", "test_acc")
+
+
+def test_a_null_can_name_another_column_of_the_run(tmp_path):
+    # a measure against a column of the same run that is not written MEASURE@NULL (a distance minus the diffusion
+    # null, one arm minus a paired arm): d = 0.05, 0.06, 0.04 per run, as for wm - wm@phase above
+    summary = ("run,status,seed,dist,diffusion,dist@x\n"
+               "a,done,0,0.30,0.25,9\nb,done,1,0.31,0.25,9\nc,done,2,0.29,0.25,9\n")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "summary.csv").write_text(summary)
+    s = claims.recompute("t", "", "dist", "diffusion", results=tmp_path)
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.05)
+    # MEASURE@NULL wins where both exist: "x" reads dist@x (9), not a column named x
+    assert claims.recompute("t", "", "dist", "x", results=tmp_path)["mean"] == pytest.approx(0.30 - 9)
+    with pytest.raises(KeyError, match="no column"):
+        claims.recompute("t", "", "dist", "nothing", results=tmp_path)
+
+
+def test_mechanism_tables_pair_arms_by_seed_and_average_step_ranges(tmp_path):
+    # the tables claims read the mechanism experiments from: an arm's measure beside the same seed's other arm,
+    # and a seed's mean over a range of steps, on numbers whose answer is known
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "mechanism_tables", Path(__file__).resolve().parents[1] / "scripts" / "mechanism_tables.py")
+    mt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mt)
+    src = tmp_path / "mechanism"
+    src.mkdir()
+    (src / "cause.csv").write_text("seed,arm,acc\n0,none,0.6\n0,keep,0.5\n1,none,0.7\n1,keep,0.4\n")
+    (src / "step-medium.csv").write_text("seed,step,n_train,dS,dS@random\n" + "".join(
+        f"{s},{t},100000,{1e-5 * (t + s)},0\n" for s in (0, 1) for t in (0, 1, 5, 10, 50, 2000)))
+    assert sorted(p.parent.name for p in mt.write(src)) == ["mechanism-cause", "mechanism-step-medium"]
+    d = claims.recompute("mechanism-cause", "arm=keep", "acc", "none", results=tmp_path)
+    assert d["n"] == 2 and d["mean"] == pytest.approx(-0.2)  # -0.1 and -0.3, paired by seed
+    r = claims.recompute("mechanism-step-medium", "range=1-10", "dS_e3", "random", results=tmp_path)
+    assert r["n"] == 2 and r["mean"] == pytest.approx(0.01 * (16 / 3 + 0.5))  # 1e-5 (t + seed), t = 1, 5, 10; x1000
+    assert claims.recompute("mechanism-step-medium", "range=2000-2000", "dS", "", results=tmp_path)["n"] == 2
+    assert claims.recompute("mechanism-step-medium", "step=0", "dS", "", results=tmp_path)["n"] == 2

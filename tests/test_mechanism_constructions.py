@@ -343,3 +343,41 @@ def test_a_cnns_conv_share_is_its_kernel_gradient_and_vanishes_where_that_does()
     # at a kernel-stationary point (kernel gradient 0) the conv share is 0 whatever G's size off the subspace
     G_stat = G - conv_subspace_projection(G, index)
     assert subspace_shares(G_stat, index)["conv_share"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_cnn_discriminator_tells_a_within_class_local_structure_from_its_clone_and_not_a_gaussian_one():
+    # per class c, one bump at a random position among the positions of c's half of the grid: a within-class,
+    # local, non-Gaussian structure, and the class-conditional Gaussian clone of it; and a Gaussian "real" set whose
+    # clone is the same distribution, where no discriminator can do better than chance
+    from probe.metrics.intervention import clone_discriminator_cnn
+
+    rng = np.random.default_rng(0)
+    d, k = 24, 2
+
+    def bumps(n):
+        y = rng.integers(0, k, n)
+        x = 0.1 * rng.standard_normal((n, d))
+        x[np.arange(n), y * (d // 2) + rng.integers(0, d // 2, n)] += 3.0
+        return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+    def clone_of(x, y):
+        stats = {c: (x[y == c].double().mean(0), torch.cov(x[y == c].double().T)) for c in range(k)}
+
+        def draw(labels, g):
+            out = torch.empty(len(labels), d)
+            for c in range(k):
+                m = labels == c
+                mu, cov = stats[c]
+                z = torch.randn(int(m.sum()), d, generator=g, dtype=torch.float64)
+                L = torch.linalg.cholesky(cov + 1e-6 * torch.eye(d, dtype=torch.float64))
+                out[m] = (mu + z @ L.T).float()
+            return out
+        return draw
+
+    xtr, ytr = bumps(1000)
+    xte, yte = bumps(400)
+    assert clone_discriminator_cnn(xtr, ytr, xte, yte, clone_of(xtr, ytr), k, steps=400) > 0.9
+    g = lambda n: (torch.randn(n, d), torch.tensor(rng.integers(0, k, n)))
+    (gtr, gytr), (gte, gyte) = g(1000), g(400)
+    gauss = lambda labels, gen: torch.randn(len(labels), d, generator=gen)  # the clone of a standard Gaussian
+    assert abs(clone_discriminator_cnn(gtr, gytr, gte, gyte, gauss, k, steps=400) - 0.5) < 0.08

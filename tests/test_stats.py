@@ -24,6 +24,18 @@ def test_t_interval_of_known_values():
     assert interval([np.nan, None, 4.0, 6.0])["n"] == 2  # missing values are left out
 
 
+def test_one_interval_for_sweeps_claims_and_mechanism_scripts():
+    # the mechanism scripts' (mean, low, high) is the same t interval as stats.csv's, not the normal 1.96 one they
+    # printed before (1 +- 1.96 / sqrt(3) would be [-0.13, 2.13]; t gives [-1.48, 3.48] for 0, 1, 2)
+    from probe.intervals import mean_interval
+
+    m, lo, hi = mean_interval([0.0, 1.0, 2.0])
+    assert m == 1.0 and lo == pytest.approx(1 - 4.302653 / math.sqrt(3), abs=1e-6)
+    assert hi == pytest.approx(1 + 4.302653 / math.sqrt(3), abs=1e-6)
+    r = interval([0.0, 1.0, 2.0])
+    assert (lo, hi) == (r["ci_low"], r["ci_high"])
+
+
 def test_paired_difference_cancels_what_the_seeds_share():
     # a measure and its null that both move with the seed by a lot, and differ by exactly 0.03 +- 0.001: the
     # paired difference's interval is tight and excludes 0, while the two intervals side by side overlap

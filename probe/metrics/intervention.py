@@ -43,6 +43,9 @@ Images (how far off the data the Gaussian clone lies):
   conditional Gaussian clone (:func:`clone_discriminator`): 0.5 when the clone is indistinguishable from the data,
   1 when every clone input is off the data's manifold. A net's accuracy on the clone (``clone_acc``) reads its
   behaviour on the data only as far as this is near 0.5.
+- ``clone_detect_cnn_acc``: the same from a class-conditional 1-D CNN trained on unlimited fresh clone draws and
+  scored on held-out real inputs (:func:`clone_discriminator_cnn`): it sees the class and the grid, where what
+  separates a class-conditional Gaussian clone from the data lies.
 """
 
 from __future__ import annotations
@@ -202,3 +205,58 @@ def clone_discriminator(x_real, x_clone, seed: int = 0, test_share: float = 0.3)
     clf = MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, early_stopping=True, random_state=seed)
     clf.fit(sc.transform(Xtr), ytr)
     return float((clf.predict(sc.transform(Xte)) == yte).mean())
+
+
+def clone_discriminator_cnn(x_train, y_train, x_test, y_test, draw_clone: Callable, n_classes: int, seed: int = 0,
+                            steps: int = 3000, batch: int = 128, width: int = 32) -> float:
+    """Held-out accuracy of a stronger, class-conditional discriminator of real inputs from their clone: a small 1-D
+    CNN (two convolutions of ``width`` channels, kernel 5, ReLU, then the class's one-hot joins a hidden layer of 64
+    units) trained ``steps`` Adam steps (lr 1e-3) on batches of half real training inputs, half clone inputs that
+    ``draw_clone(labels, generator)`` draws afresh for the same labels (the clone is unlimited, so the net cannot
+    learn a fixed clone sample by heart); scored on the real test inputs against as many fresh clone inputs of
+    the same labels, so neither side of the score was seen in training. Inputs are flat vectors read as one
+    channel over their positions, standardized by the real training set's mean and sd. 0.5: indistinguishable.
+
+    Why beside :func:`clone_discriminator`: that one sees neither the class (the clone matches each class's first
+    two moments, so what separates it lies within a class) nor the grid (the higher-order structure of a signal is
+    local: edges, bumps), and at chance on MNIST-1D it does not show the clone lies on the data."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_train = torch.as_tensor(x_train, dtype=torch.float32).reshape(len(x_train), -1)
+    x_test = torch.as_tensor(x_test, dtype=torch.float32).reshape(len(x_test), -1)
+    y_train, y_test = torch.as_tensor(y_train).long(), torch.as_tensor(y_test).long()
+    if len(x_train) < 10 or len(x_test) < 10:
+        raise ValueError(f"the discriminator needs at least 10 real inputs to train and to test on, got "
+                         f"{len(x_train)} and {len(x_test)}")
+    mu, sd = x_train.mean(0), x_train.std(0).clamp_min(1e-8)
+    d = x_train.shape[1]
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Sequential(torch.nn.Conv1d(1, width, 5, padding=2), torch.nn.ReLU(),
+                                            torch.nn.Conv1d(width, width, 5, padding=2), torch.nn.ReLU())
+            self.head = torch.nn.Sequential(torch.nn.Linear(width * d + n_classes, 64), torch.nn.ReLU(),
+                                            torch.nn.Linear(64, 1))
+
+        def forward(self, x, y):
+            h = self.conv(((x - mu) / sd).unsqueeze(1)).flatten(1)
+            return self.head(torch.cat([h, torch.nn.functional.one_hot(y, n_classes).float()], 1)).squeeze(1)
+
+    net = Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    half = batch // 2
+    target = torch.cat([torch.ones(half), torch.zeros(half)])
+    for _ in range(steps):
+        idx = torch.randint(0, len(x_train), (half,), generator=g)
+        yb = y_train[idx]
+        xb = torch.cat([x_train[idx], torch.as_tensor(draw_clone(yb, g), dtype=torch.float32).reshape(half, -1)])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb, torch.cat([yb, yb])), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        xc = torch.as_tensor(draw_clone(y_test, g), dtype=torch.float32).reshape(len(y_test), -1)
+        real_right = (net(x_test, y_test) > 0).float().mean()
+        clone_right = (net(xc, y_test) <= 0).float().mean()
+    return float((real_right + clone_right) / 2)

@@ -124,17 +124,6 @@ def effect_interval(value: float, null_mean: float, null_sd: float, z: float = 1
     return float(eff), float(eff - z * null_sd), float(eff + z * null_sd)
 
 
-def mean_interval(values, z: float = 1.96) -> tuple[float, float, float]:
-    """(mean, low, high): the mean over seeds with a normal interval +- z sd / sqrt(n) (n >= 2; the half-width is
-    NaN for one value)."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(v.mean())
-    h = z * float(v.std(ddof=1)) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return m, m - h, m + h
-
-
 # -- the convolutional and locally connected subspaces, signed -----------------------------------------------------
 def local_distance(M, index: np.ndarray) -> float:
     """||M ⊙ 1[no tap]||_F / ||M||_F: the relative distance of M to the locally connected matrices of a layout

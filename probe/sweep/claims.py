@@ -8,7 +8,8 @@ row per quoted number:
 - ``table``: the folder under results/ whose summary.csv it comes from; ``where``: the runs it is read on, as
   ``key=value`` pairs joined by ``;`` (``variant=mlp;task=mnist1d``);
 - ``measure`` and ``null``: the measure's final value over seeds (``null`` empty), or its paired difference to
-  the null ``measure@null`` per seed;
+  the null ``measure@null`` per seed; where the table has no ``measure@null`` column, ``null`` names the column
+  to subtract itself (``dS_grad`` minus ``dS@random``, a distance minus the ``diffusion`` column of the same run);
 - ``effect``, ``ci_low``, ``ci_high``, ``seeds``: the mean, its 95% Student's t interval over seeds and n
   (:mod:`probe.sweep.stats`), rounded to 3 decimals;
 - ``text``: the words the doc quotes, which must hold :func:`quote` of the recomputed numbers; a difference
@@ -47,8 +48,9 @@ def _match(value, wanted: str) -> bool:
 
 
 def recompute(table: str, where: str, measure: str, null: str = "", results: Path = RESULTS) -> dict:
-    """``n, mean, sd, ci_low, ci_high`` of ``measure`` (or ``measure - measure@null`` per run) over the finished runs
-    of ``results/table/summary.csv`` that match ``where``."""
+    """``n, mean, sd, ci_low, ci_high`` of ``measure`` (or ``measure - measure@null`` per run, or ``measure - null``
+    where ``null`` is a column and ``measure@null`` is not) over the finished runs of ``results/table/summary.csv``
+    that match ``where``."""
     import pandas as pd
 
     df = pd.read_csv(Path(results) / table / "summary.csv")
@@ -59,11 +61,12 @@ def recompute(table: str, where: str, measure: str, null: str = "", results: Pat
         if key not in df.columns:
             raise KeyError(f"{table}: no column {key!r}")
         df = df[df[key].map(lambda v, value=value: _match(v, value))]
-    if measure not in df.columns or (null and f"{measure}@{null}" not in df.columns):
-        raise KeyError(f"{table}: no column {measure if measure not in df.columns else f'{measure}@{null}'!r}")
+    ref = f"{measure}@{null}" if f"{measure}@{null}" in df.columns or null not in df.columns else null
+    if measure not in df.columns or (null and ref not in df.columns):
+        raise KeyError(f"{table}: no column {measure if measure not in df.columns else ref!r}")
     x = pd.to_numeric(df[measure], errors="coerce")
     if null:
-        x = x - pd.to_numeric(df[f"{measure}@{null}"], errors="coerce")
+        x = x - pd.to_numeric(df[ref], errors="coerce")
     return interval(x)
 
 

@@ -6,8 +6,8 @@ For values x_1 .. x_n of one measure over the n seeds of one setting (every vari
     mean = (1/n) sum_i x_i,    sd = sqrt( sum_i (x_i - mean)^2 / (n - 1) ),
     95% interval = mean -+ t_{0.975, n-1} sd / sqrt(n)
 
-(Student's t interval for the mean over seeds: seeds are independent draws of the whole training run, and with 3-5
-of them the normal quantile 1.96 would be too narrow: t_{0.975} is 4.30 at n = 3, 2.78 at n = 5). n = 1 gives no
+(Student's t interval for the mean over seeds, computed once in :mod:`probe.intervals`: seeds are independent draws
+of the whole training run, and with 3-5 of them the normal quantile 1.96 would be too narrow). n = 1 gives no
 interval (NaN). For a measure M with a null M@R (the same measure on reference R of the same run: ``phase``,
 ``lcn``, ``gaussian``, ``init``, ...) the paired difference d_i = M_i - M@R_i is taken per seed first, then its
 mean and t interval as above: the run's own null cancels what the seeds share, which an interval of M and an
@@ -16,35 +16,11 @@ interval of M@R side by side would not. An effect reads as detected where the di
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
+from probe.intervals import interval, t_quantile  # noqa: F401  (public names of this module)
 
 INTERVAL = "t95"  # the interval's name in stats.csv: Student's t, 95%, over seeds
 STAT_COLUMNS = ("measure", "null", "n", "mean", "sd", "ci_low", "ci_high", "interval")
 NOT_MEASURES = ("run", "status", "seed", "step", "seconds", "error", "lr")
-
-
-def t_quantile(n: int, level: float = 0.95) -> float:
-    """t_{(1 + level)/2, n - 1}: the half-width factor of the t interval of a mean of n values (NaN for n < 2)."""
-    if n < 2:
-        return float("nan")
-    from scipy.stats import t
-
-    return float(t.ppf(0.5 + level / 2, n - 1))
-
-
-def interval(values, level: float = 0.95) -> dict:
-    """``n, mean, sd, ci_low, ci_high`` of the finite numbers among ``values`` (module docstring)."""
-    x = np.asarray([v for v in values if v is not None], dtype=float)
-    x = x[np.isfinite(x)]
-    n = len(x)
-    if n == 0:
-        return {"n": 0, "mean": float("nan"), "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-    mean = float(x.mean())
-    sd = float(x.std(ddof=1)) if n > 1 else float("nan")
-    half = t_quantile(n, level) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
 def measure_columns(df, by=()) -> list[str]:
