@@ -50,13 +50,38 @@ STEPS, LR, BATCH, WIDTH, DEPTH, K = 6000, 1e-2, 100, 100, 2, 100
 TRACK = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3000, 4000, 5000, 5899)
 MID = 3000
 DRAWS = 20
+N_QUICK = 4000  # the quick scale's training set (mnist1d's default 5000 examples, 80% for training)
+N_TRAIN = N_QUICK  # set by --n-train
+
+
+def task_opts(n_train: int) -> dict:
+    """mnist1d options for a training set of n_train examples: the generator makes n_train / 0.8 examples (its
+    80/20 split; 125,000 for 10^5, the medium presets' set, cached on disk) and the training part is cut to
+    n_train. None for the quick scale, whose task is the default one."""
+    if n_train == N_QUICK:
+        return {}
+    return {"num_samples": max(5000, -(-n_train * 5 // 4)), "n_train": n_train}
+
+
+def out_path(experiment: str, n_train: int | None = None) -> Path:
+    """results/mechanism/<experiment>.csv at the quick scale, <experiment>-medium.csv for any other n_train."""
+    n = N_TRAIN if n_train is None else n_train
+    return OUT / (f"{experiment}.csv" if n == N_QUICK else f"{experiment}-medium.csv")
+
+
+def figure_path(experiment: str, n_train: int | None = None) -> Path:
+    """figures/mechanism_<experiment>.png, or mechanism_<experiment>-medium.png as :func:`out_path`."""
+    n = N_TRAIN if n_train is None else n_train
+    name = f"mechanism_{experiment}.png" if n == N_QUICK else f"mechanism_{experiment}-medium.png"
+    return Path(__file__).resolve().parents[1] / "figures" / name
 
 
 def _done(path: Path, seed: int) -> bool:
+    """Whether a seed's rows are in ``path`` (for the current N_TRAIN where the table has an n_train column)."""
     if not path.is_file():
         return False
     with path.open() as f:
-        return any(int(r["seed"]) == seed for r in csv.DictReader(f))
+        return any(int(r["seed"]) == seed and int(r.get("n_train") or N_TRAIN) == N_TRAIN for r in csv.DictReader(f))
 
 
 def _append(path: Path, rows: list[dict]) -> None:
@@ -78,7 +103,7 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 def _setup(seed: int):
     torch.manual_seed(seed)
-    task = make_task("mnist1d", seed=seed)
+    task = make_task("mnist1d", task_opts(N_TRAIN) or None, seed=seed)
     model = build_model("mlp", task, WIDTH, DEPTH)
     return task, model
 
@@ -341,27 +366,70 @@ def cause_figure(plt) -> Path:
     return path
 
 
+# -- medium scale and the early step read in the final windows ------------------------------------------------------
+def run_early(seed: int) -> list[dict]:
+    raise NotImplementedError
+
+
+def medium_summary() -> None:
+    raise NotImplementedError
+
+
+def early_summary() -> None:
+    pass
+
+
+def medium_cause_figure() -> Path:
+    raise NotImplementedError
+
+
+def early_figure() -> Path:
+    raise NotImplementedError
+
+
 def main(argv=None) -> int:
+    global N_TRAIN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("step", "cause", "summary", "figure"))
+    ap.add_argument("what", choices=("step", "cause", "early", "summary", "figure"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--n-train", type=int, default=N_QUICK,
+                    help=f"training examples (default {N_QUICK}, the quick scale; any other size writes "
+                         "<experiment>-medium.csv with an n_train column)")
     a = ap.parse_args(argv)
+    if a.n_train < 10:
+        print(f"mechanism_step: --n-train must be >= 10, got {a.n_train}", file=sys.stderr)
+        return 2
+    N_TRAIN = a.n_train
     if a.what == "summary":
-        summary()
+        if N_TRAIN == N_QUICK:
+            summary()
+        else:
+            medium_summary()
+        early_summary()
         return 0
     if a.what == "figure":
-        print(figure())
+        if N_TRAIN == N_QUICK:
+            print(figure())
+        else:
+            print(medium_cause_figure())
+        if out_path("early").is_file():
+            print(early_figure())
         return 0
+    if a.what == "step" and N_TRAIN != N_QUICK:
+        print("mechanism_step: the step experiment runs at the quick scale only (--n-train 4000)", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    path = OUT / f"{a.what}.csv"
+    path = out_path(a.what)
     for seed in a.seeds:
         if _done(path, seed):
-            print(f"{a.what} seed {seed}: done already", flush=True)
+            print(f"{a.what} seed {seed} (n_train {N_TRAIN}): done already", flush=True)
             continue
         t0 = time.time()
-        rows = (run_step if a.what == "step" else run_cause)(seed)
+        rows = {"step": run_step, "cause": run_cause, "early": run_early}[a.what](seed)
+        if N_TRAIN != N_QUICK:
+            rows = [{"n_train": N_TRAIN, **r} for r in rows]
         _append(path, rows)
-        print(f"{a.what} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+        print(f"{a.what} seed {seed} (n_train {N_TRAIN}): {time.time() - t0:.0f} s", flush=True)
     return 0
 
 
