@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probe.metrics.final_window import final_window_reading
 from probe.metrics.locality import window_mass
 from probe.metrics.nulls import phase_randomize
 from probe.metrics.pull import com_share, com_share_units, first_layer_gradient, pull_batch
@@ -50,6 +51,7 @@ STEPS, LR, BATCH, WIDTH, DEPTH, K = 6000, 1e-2, 100, 100, 2, 100
 TRACK = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3000, 4000, 5000, 5899)
 MID = 3000
 DRAWS = 20
+EARLY = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
 N_QUICK = 4000  # the quick scale's training set (mnist1d's default 5000 examples, 80% for training)
 N_TRAIN = N_QUICK  # set by --n-train
 
@@ -368,7 +370,42 @@ def cause_figure(plt) -> Path:
 
 # -- medium scale and the early step read in the final windows ------------------------------------------------------
 def run_early(seed: int) -> list[dict]:
-    raise NotImplementedError
+    """One training run as ``step``'s; at the steps of EARLY, the first layer W_t, Adam's applied step D_t, the
+    descent direction -G_t on the fixed pull batch and the displacement over the next K steps, each read in the
+    units' final windows (window of 3 holding the most of each unit's energy at the last step;
+    probe.metrics.final_window) against a random window and another unit's final window (DRAWS draws each); and
+    W_t itself read there (how much of each field already sits where it ends)."""
+    task, model = _setup(seed)
+    geo = task.geometry
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    xb_pull, yb_pull = pull_batch(task, seed)
+    want = set(EARLY) | {t + 1 for t in EARLY} | {t + K for t in EARLY}
+    snaps, grads = {}, {}
+    for step in range(STEPS):
+        if step in want:
+            snaps[step] = _W(model)
+        if step in EARLY:
+            grads[step] = first_layer_gradient(model, xb_pull, yb_pull, task.loss).double().numpy()
+        x, y = _batch(task, seed, step)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y, task.loss).backward()
+        opt.step()
+    W_T = _W(model)
+    acc = _acc(model, task)
+    rows = []
+    for t in EARLY:
+        W = snaps[t]
+        row = {"seed": seed, "step": t, "test_acc_end": acc, "grad_norm": float(np.linalg.norm(grads[t])),
+               "step_norm": float(np.linalg.norm(snaps[t + 1] - W))}
+        for name, D in (("step", snaps[t + 1] - W), ("grad", -grads[t]), ("disp_k", snaps[t + K] - W),
+                        ("weights", W)):
+            r = final_window_reading(W, D, W_T, geo, 3, DRAWS, seed=1000 * seed + t)
+            for key, v in r.items():
+                if name == "weights" and key.startswith("dm"):
+                    continue  # the change along W itself is a rescaling: 0 by construction
+                row[f"{name}_{key}"] = v
+        rows.append(row)
+    return rows
 
 
 def medium_summary() -> None:
