@@ -408,20 +408,191 @@ def run_early(seed: int) -> list[dict]:
     return rows
 
 
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over seeds with its 95% Student's t interval, mean +- t_{0.975, n-1} sd / sqrt(n)
+    (the half-width NaN for one value). The one place this script's medium and early readings get an interval."""
+    from scipy.stats import t
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    h = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return m, m - h, m + h
+
+
+def _fmt(m, digits=3, signed=True) -> str:
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(m[0])} [{f.format(m[1])}, {f.format(m[2])}]"
+
+
 def medium_summary() -> None:
-    raise NotImplementedError
+    """cause-medium.csv: each arm's window_mass_3 minus its phase null (20 draws) at the intervention and at the end,
+    and test accuracy, with Student's t intervals; the perturbed arms also minus the unperturbed run, paired by seed."""
+    path = out_path("cause")
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["n_train"]) == N_TRAIN]
+    base = {r["seed"]: r for r in rows if r["arm"] == "none"}
+    sd = t_interval([float(r["wm_end@phase_sd"]) for r in rows])[0]
+    print(f"{path.name} (n_train {N_TRAIN}): {len(base)} seeds; window_mass_3 - phase null (mean of {DRAWS} draws; "
+          f"one draw's sd {sd:.4f}), mean [95% t interval]")
+    for arm in ("none", "phase-keep", "phase-reinit"):
+        rs = [r for r in rows if r["arm"] == arm]
+        m = t_interval([float(r["wm_mid"]) - float(r["wm_mid@phase"]) for r in rs])
+        af = t_interval([float(r["wm_after_intervention"]) - float(r["wm_mid@phase"]) for r in rs])
+        e = t_interval([float(r["excess_end"]) for r in rs])
+        a = t_interval([100 * float(r["test_acc"]) for r in rs])
+        print(f"  {arm:13s} step {MID}: {_fmt(m)}, after the intervention {_fmt(af)}; step {STEPS}: {_fmt(e)}; "
+              f"test acc {_fmt(a, 1, False)}%")
+        if arm != "none":
+            de = t_interval([float(r["excess_end"]) - float(base[r["seed"]]["excess_end"]) for r in rs])
+            da = t_interval([100 * (float(r["test_acc"]) - float(base[r["seed"]]["test_acc"])) for r in rs])
+            print(f"  {'':13s} minus the unperturbed run (same seed): excess {_fmt(de)}, test acc {_fmt(da, 1)} points")
+
+
+EARLY_RANGES = ((0,), (1, 2, 3, 5, 10), (20, 50, 100, 200, 500))
+EARLY_READS = (("step", "Adam's step D_t"), ("grad", "the descent direction -G_t"),
+               ("disp_k", f"the displacement over the next {K} steps"), ("weights", "the weights W_t"))
 
 
 def early_summary() -> None:
-    pass
+    """early(-medium).csv: per reading, the energy share in each unit's final window and the signed change of the
+    weights' mass there, minus the random-window and other-unit nulls (20 draws each), each seed's mean over a
+    range of steps, then the mean over seeds with its t interval."""
+    path = out_path("early")
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r.get("n_train") or N_TRAIN) == N_TRAIN]
+    seeds = sorted({r["seed"] for r in rows})
+    acc = t_interval([100 * float(r["test_acc_end"]) for r in rows if int(r["step"]) == 0])
+    print(f"{path.name} (n_train {N_TRAIN}): {len(seeds)} seeds, test acc at the end {_fmt(acc, 1, False)}%; "
+          f"reading minus null (mean of {DRAWS} draws) per range of steps, mean [95% t interval] over seeds")
+    for name, label in EARLY_READS:
+        for q in (("share",) if name == "weights" else ("share", "dm")):
+            for null in ("random", "units"):
+                parts = []
+                for rng in EARLY_RANGES:
+                    per = [np.mean([float(r[f"{name}_{q}"]) - float(r[f"{name}_{q}@{null}"]) for r in rows
+                                    if r["seed"] == sd and int(r["step"]) in rng]) for sd in seeds]
+                    raw = t_interval([float(r[f"{name}_{q}"]) for r in rows if int(r["step"]) in rng])[0]
+                    nsd = t_interval([float(r[f"{name}_{q}@{null}_sd"]) for r in rows if int(r["step"]) in rng])[0]
+                    parts.append(f"steps {rng[0]}-{rng[-1]}: {raw:.4g} - null = {_fmt(t_interval(per), 4)} "
+                                 f"(null sd {nsd:.2g})")
+                print(f"  {label}, {q} - @{null}: " + "; ".join(parts))
+    gn = [t_interval([float(r["grad_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
+    dn = [t_interval([float(r["step_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
+    print("  norms by step: " + ", ".join(f"t={t} |G|={g:.3g} |D|={d:.3g}" for t, g, d in zip(EARLY, gn, dn)))
 
 
 def medium_cause_figure() -> Path:
-    raise NotImplementedError
+    """figures/mechanism_cause-medium.png: as mechanism_cause.png at N_TRAIN examples, with t intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with out_path("cause").open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["n_train"]) == N_TRAIN]
+    arms = ("none", "phase-keep", "phase-reinit")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    accs = []
+    for i, arm in enumerate(arms):
+        rs = [r for r in rows if r["arm"] == arm]
+        for j, (label, vals) in enumerate((
+                (f"step {MID}, before", [float(r["wm_mid"]) - float(r["wm_mid@phase"]) for r in rs]),
+                (f"step {MID}, after the intervention", [float(r["wm_after_intervention"]) - float(r["wm_mid@phase"])
+                                                         for r in rs]),
+                (f"step {STEPS}", [float(r["excess_end"]) for r in rs]))):
+            x = i + (j - 1) * 0.25
+            m, lo, hi = t_interval(vals)
+            ax[0].bar(x, m, width=0.22, color=f"C{j}", alpha=0.6, label=label if i == 0 else None)
+            ax[0].errorbar(x, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+            ax[0].plot([x] * len(vals), vals, "k.", ms=3)
+        vals = [100 * float(r["test_acc"]) for r in rs]
+        accs += vals
+        m, lo, hi = t_interval(vals)
+        ax[1].bar(i, m, width=0.5, color="C7", alpha=0.6)
+        ax[1].errorbar(i, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
+        ax[1].plot([i] * len(vals), vals, "k.", ms=3)
+    for a in ax:
+        a.set_xticks(range(3))
+        a.set_xticklabels(["unperturbed", "phase-randomized,\nupper layers kept",
+                           "phase-randomized,\nupper re-initialized"], fontsize=8)
+    ax[0].axhline(0, color="k", lw=0.6)
+    ax[0].set_ylabel("window_mass_3 minus phase null")
+    ax[0].legend(fontsize=7)
+    ax[1].set_ylabel(f"test accuracy at step {STEPS} (%)")
+    ax[1].set_ylim(np.floor(min(accs)) - 3, np.ceil(max(accs)) + 2)
+    n = len({r["seed"] for r in rows})
+    fig.suptitle(f"Cause or consequence: the MLP's first layer phase-randomized at step {MID} of {STEPS} (MNIST-1D, "
+                 f"{N_TRAIN} examples; {n} seeds, mean and 95% t interval)", fontsize=9)
+    fig.tight_layout()
+    path = figure_path("cause")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def early_figure() -> Path:
-    raise NotImplementedError
+    """figures/mechanism_early(-medium).png: over the early steps (log scale), the energy share of each unit's
+    step, gradient and 100-step displacement in its final window, and of its weights, against the random-window and
+    other-unit nulls; the signed change of the weights' mass there along each, minus the nulls; the norms. Mean
+    over seeds with 95% t intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with out_path("early").open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r.get("n_train") or N_TRAIN) == N_TRAIN]
+    n = len({r["seed"] for r in rows})
+    ts = np.array([max(t, 0.5) for t in EARLY])
+
+    def band(fn):
+        m = np.array([t_interval([fn(r) for r in rows if int(r["step"]) == t]) for t in EARLY])
+        return m[:, 0], m[:, 1], m[:, 2]
+
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    for j, (name, label) in enumerate(EARLY_READS):
+        m, lo, hi = band(lambda r, name=name: float(r[f"{name}_share"]))
+        ax[0].plot(ts, m, marker=".", color=f"C{j}", label=label)
+        ax[0].fill_between(ts, lo, hi, color=f"C{j}", alpha=0.2)
+        m, lo, hi = band(lambda r, name=name: float(r[f"{name}_share@units"]))
+        ax[0].plot(ts, m, ls="--", color=f"C{j}", lw=0.9)
+    m, lo, hi = band(lambda r: float(r["step_share@random"]))
+    ax[0].plot(ts, m, ls=":", color="k", label="random window (any reading)")
+    ax[0].set_title("energy share in the unit's final window\n(dashed: another unit's final window)", fontsize=9)
+    for j, (name, label) in enumerate(EARLY_READS[:3]):
+        for a, null, ls in ((ax[1], "units", "-"), (ax[2], "random", "-")):
+            m, lo, hi = band(lambda r, name=name, null=null: float(r[f"{name}_dm"]) - float(r[f"{name}_dm@{null}"]))
+            a.plot(ts, m, marker=".", color=f"C{j}", ls=ls, label=label)
+            a.fill_between(ts, lo, hi, color=f"C{j}", alpha=0.2)
+    ax[1].set_title("signed change of the weights' mass in the final window,\nminus another unit's window", fontsize=9)
+    ax[2].set_title("signed change of the weights' mass in the final window,\nminus a random window", fontsize=9)
+    ax[1].set_yscale("symlog", linthresh=1e-4)
+    ax[2].set_yscale("symlog", linthresh=1e-4)
+    for label, key in (("||G|| (pull batch)", "grad_norm"), ("||D|| (Adam's step)", "step_norm")):
+        m, lo, hi = band(lambda r, key=key: float(r[key]))
+        ax[3].plot(ts, m, marker=".", label=label)
+        ax[3].fill_between(ts, lo, hi, alpha=0.25)
+    ax[3].set_yscale("log")
+    ax[3].set_title("norms", fontsize=9)
+    for a in ax:
+        a.set_xscale("log")
+        a.set_xlabel("step (0 drawn at 0.5)")
+        a.legend(fontsize=7)
+    for a in ax[1:3]:
+        a.axhline(0, color="k", lw=0.6)
+    fig.suptitle(f"Early updates read in each unit's final window of 3 (MLP 40-100-100-10, MNIST-1D, {N_TRAIN} "
+                 f"examples, Adam lr 1e-2): {n} seeds, mean and 95% t interval; nulls 20 draws", fontsize=10)
+    fig.tight_layout()
+    path = figure_path("early")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
