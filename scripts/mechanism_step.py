@@ -426,17 +426,18 @@ def _fmt(m, digits=3, signed=True) -> str:
     return f"{f.format(m[0])} [{f.format(m[1])}, {f.format(m[2])}]"
 
 
-def medium_summary() -> None:
-    """cause-medium.csv: each arm's window_mass_3 minus its phase null (20 draws) at the intervention and at the end,
+def cause_t_summary() -> None:
+    """cause(-medium).csv: each arm's window_mass_3 minus its phase null (20 draws) at the intervention and at the end,
     and test accuracy, with Student's t intervals; the perturbed arms also minus the unperturbed run, paired by seed."""
     path = out_path("cause")
     if not path.is_file():
         return
     with path.open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r["n_train"]) == N_TRAIN]
+        rows = [r for r in csv.DictReader(f) if int(r.get("n_train") or N_TRAIN) == N_TRAIN]
     base = {r["seed"]: r for r in rows if r["arm"] == "none"}
     sd = t_interval([float(r["wm_end@phase_sd"]) for r in rows])[0]
-    print(f"{path.name} (n_train {N_TRAIN}): {len(base)} seeds; window_mass_3 - phase null (mean of {DRAWS} draws; "
+    print(f"{path.name} (n_train {N_TRAIN}), with Student's t intervals: {len(base)} seeds; window_mass_3 - "
+          f"phase null (mean of {DRAWS} draws; "
           f"one draw's sd {sd:.4f}), mean [95% t interval]")
     for arm in ("none", "phase-keep", "phase-reinit"):
         rs = [r for r in rows if r["arm"] == arm]
@@ -495,7 +496,7 @@ def medium_cause_figure() -> Path:
     import matplotlib.pyplot as plt
 
     with out_path("cause").open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r["n_train"]) == N_TRAIN]
+        rows = [r for r in csv.DictReader(f) if int(r.get("n_train") or N_TRAIN) == N_TRAIN]
     arms = ("none", "phase-keep", "phase-reinit")
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     accs = []
@@ -611,8 +612,7 @@ def main(argv=None) -> int:
     if a.what == "summary":
         if N_TRAIN == N_QUICK:
             summary()
-        else:
-            medium_summary()
+        cause_t_summary()
         early_summary()
         return 0
     if a.what == "figure":
