@@ -374,7 +374,10 @@ def run_early(seed: int) -> list[dict]:
     descent direction -G_t on the fixed pull batch and the displacement over the next K steps, each read in the
     units' final windows (window of 3 holding the most of each unit's energy at the last step;
     probe.metrics.final_window) against a random window and another unit's final window (DRAWS draws each); and
-    W_t itself read there (how much of each field already sits where it ends)."""
+    W_t itself read there (how much of each field already sits where it ends). An update is part of the final
+    field, so it could point at the final window only because it helped put the field there: the step and the
+    displacement are also read in the final windows of W_T minus that update (``*_loo_*``), with the norms of the
+    displacement, of W_T and of W_T - W_0 beside them."""
     task, model = _setup(seed)
     geo = task.geometry
     opt = torch.optim.Adam(model.parameters(), lr=LR)
@@ -397,6 +400,8 @@ def run_early(seed: int) -> list[dict]:
         W = snaps[t]
         row = {"seed": seed, "step": t, "test_acc_end": acc, "grad_norm": float(np.linalg.norm(grads[t])),
                "step_norm": float(np.linalg.norm(snaps[t + 1] - W))}
+        row.update({"disp_k_norm": float(np.linalg.norm(snaps[t + K] - W)), "final_norm": float(np.linalg.norm(W_T)),
+                    "total_move_norm": float(np.linalg.norm(W_T - snaps[0]))})
         for name, D in (("step", snaps[t + 1] - W), ("grad", -grads[t]), ("disp_k", snaps[t + K] - W),
                         ("weights", W)):
             r = final_window_reading(W, D, W_T, geo, 3, DRAWS, seed=1000 * seed + t)
@@ -404,6 +409,11 @@ def run_early(seed: int) -> list[dict]:
                 if name == "weights" and key.startswith("dm"):
                     continue  # the change along W itself is a rescaling: 0 by construction
                 row[f"{name}_{key}"] = v
+            if name in ("step", "disp_k"):
+                # leave-one-out: the final windows of W_T - D, the final field without this update's own part,
+                # so that an update does not point at a window only because it helped put the field there
+                r = final_window_reading(W, D, W_T - D, geo, 3, DRAWS, seed=1000 * seed + t)
+                row.update({f"{name}_loo_{key}": v for key, v in r.items()})
         rows.append(row)
     return rows
 
@@ -455,7 +465,9 @@ def cause_t_summary() -> None:
 
 EARLY_RANGES = ((0,), (1, 2, 3, 5, 10), (20, 50, 100, 200, 500))
 EARLY_READS = (("step", "Adam's step D_t"), ("grad", "the descent direction -G_t"),
-               ("disp_k", f"the displacement over the next {K} steps"), ("weights", "the weights W_t"))
+               ("disp_k", f"the displacement over the next {K} steps"), ("weights", "the weights W_t"),
+               ("step_loo", "Adam's step, windows of W_T - D_t"),
+               ("disp_k_loo", f"the {K}-step displacement, windows of W_T minus it"))
 
 
 def early_summary() -> None:
@@ -485,7 +497,11 @@ def early_summary() -> None:
                 print(f"  {label}, {q} - @{null}: " + "; ".join(parts))
     gn = [t_interval([float(r["grad_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
     dn = [t_interval([float(r["step_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
-    print("  norms by step: " + ", ".join(f"t={t} |G|={g:.3g} |D|={d:.3g}" for t, g, d in zip(EARLY, gn, dn)))
+    kn = [t_interval([float(r["disp_k_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
+    print("  norms by step: " + ", ".join(f"t={t} |G|={g:.3g} |D|={d:.3g} |W_t+{K} - W_t|={k:.3g}"
+                                          for t, g, d, k in zip(EARLY, gn, dn, kn)))
+    for key in ("final_norm", "total_move_norm"):
+        print(f"  {key}: {_fmt(t_interval([float(r[key]) for r in rows if int(r['step']) == 0]), 3, False)}")
 
 
 def medium_cause_figure() -> Path:
@@ -557,7 +573,11 @@ def early_figure() -> Path:
         return m[:, 0], m[:, 1], m[:, 2]
 
     fig, ax = plt.subplots(1, 4, figsize=(18, 4))
-    for j, (name, label) in enumerate(EARLY_READS):
+    colors = {name: f"C{j}" for j, (name, _) in enumerate(EARLY_READS)}
+    for name, label in EARLY_READS:
+        if name == "step_loo":
+            continue  # on top of the step's curve
+        j = colors[name][1:]
         m, lo, hi = band(lambda r, name=name: float(r[f"{name}_share"]))
         ax[0].plot(ts, m, marker=".", color=f"C{j}", label=label)
         ax[0].fill_between(ts, lo, hi, color=f"C{j}", alpha=0.2)
@@ -566,7 +586,10 @@ def early_figure() -> Path:
     m, lo, hi = band(lambda r: float(r["step_share@random"]))
     ax[0].plot(ts, m, ls=":", color="k", label="random window (any reading)")
     ax[0].set_title("energy share in the unit's final window\n(dashed: another unit's final window)", fontsize=9)
-    for j, (name, label) in enumerate(EARLY_READS[:3]):
+    for name, label in EARLY_READS:
+        if name in ("weights", "step_loo"):
+            continue
+        j = colors[name][1:]
         for a, null, ls in ((ax[1], "units", "-"), (ax[2], "random", "-")):
             m, lo, hi = band(lambda r, name=name, null=null: float(r[f"{name}_dm"]) - float(r[f"{name}_dm@{null}"]))
             a.plot(ts, m, marker=".", color=f"C{j}", ls=ls, label=label)
