@@ -101,3 +101,17 @@ def test_bad_input():
         from probe.metrics.final_window import null_windows
 
         null_windows(np.zeros(3, dtype=int), GEO, K, "bogus", np.random.default_rng(0))
+
+
+def test_an_update_that_makes_the_final_field_points_there_by_construction():
+    """Why the early readings are also taken with leave-one-out windows: an update that alone puts each field in
+    its window reads 1 in the final windows of W_0 + D, and reads at the random-window null in those of
+    (W_0 + D) - D = W_0, a field with no relation to the update."""
+    rng = np.random.default_rng(4)
+    W0 = 0.1 * rng.normal(size=(30, 40))
+    D = _local_layer(list(rng.integers(0, 38, size=30)), rng)
+    full = final_window_reading(W0, D, W0 + D, GEO, K, draws=20, seed=0)
+    loo = final_window_reading(W0, D, (W0 + D) - D, GEO, K, draws=20, seed=0)
+    assert full["share"] > 0.95
+    assert abs(loo["share"] - loo["share@random"]) < 0.1
+    assert loo["share"] < 0.2
