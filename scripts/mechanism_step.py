@@ -19,10 +19,24 @@ seed whose rows are written is skipped; rows are appended atomically per seed):
   signal makes it (cause of the pull, not a leftover of the start); if the re-initialized upper layers change
   that, the upper layers carry it.
 
+- ``early``: one training run; at the early steps (0-500) Adam's step, the descent direction and the displacement
+  over the next K steps, read in each unit's final window (probe.metrics.final_window: the energy share there and
+  the signed change of the weights' mass there) against a random window and another unit's final window (20
+  draws each), also in the final windows of W_T minus the update (leave-one-out); results/mechanism/early.csv.
+
+``--n-train N`` (cause, early; default 4000) trains on N examples (10^5: the medium presets' 125,000-example set,
+25,000 for testing) and writes <experiment>-medium.csv with an n_train column; ``summary``/``figure --n-train N``
+read it, with Student's t intervals (``t_interval``), and draw figures/mechanism_<experiment>-medium.png.
+
     nice -n 10 python scripts/mechanism_step.py step --seeds 0 1 2 3 4
     nice -n 10 python scripts/mechanism_step.py cause --seeds 0 1 2 3 4
     python scripts/mechanism_step.py summary
     python scripts/mechanism_step.py figure
+    nice -n 10 python scripts/mechanism_step.py early --seeds 0 1 2 3 4
+    nice -n 10 python scripts/mechanism_step.py cause --n-train 100000 --seeds 0 1 2 3 4
+    nice -n 10 python scripts/mechanism_step.py early --n-train 100000 --seeds 0 1 2 3 4
+    python scripts/mechanism_step.py summary --n-train 100000
+    python scripts/mechanism_step.py figure --n-train 100000
 """
 
 from __future__ import annotations
