@@ -199,7 +199,8 @@ SCRIPTS = {
     "mechanism": [
         Script("mechanism_step.py", ("step", *SEEDS5), scales=("quick",)),
         Script("mechanism_step.py", ("cause", *SEEDS5), scales=("quick",)),
-        Script("mechanism_step.py", ("cause", *SEEDS3), scales=("medium",)),
+        Script("mechanism_step.py", ("cause", *SEEDS5), scales=("medium",)),
+        Script("mechanism_step.py", ("early", *SEEDS5)),
         Script("mechanism_clone.py", ("run", *SEEDS3)),
         Script("mechanism_stability.py", ("run", *SEEDS3, "--steps", "1000", "--max-cnn-steps", "12000"),
                scales=("quick",)),

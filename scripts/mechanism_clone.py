@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mechanism_step  # noqa: E402
-from mechanism_step import N_QUICK, OUT, _append, _done, _wm_excess, figure_path, out_path, t_interval, task_opts  # noqa: E402
+from mechanism_step import N_QUICK, OUT, _append, _done, _wm_excess, figure_path, out_path, task_opts  # noqa: E402
 
 from probe.metrics.intervention import clone_discriminator  # noqa: E402
 from probe.intervals import mean_interval  # noqa: E402
@@ -106,7 +106,7 @@ def medium_summary() -> None:
     with out_path("clone").open() as f:
         rows = list(csv.DictReader(f))
     n = len({r["seed"] for r in rows})
-    d = t_interval([float(r["clone_detect_acc"]) for r in rows if r["model"] == "mlp" and r["trained_on"] == "real"])
+    d = mean_interval([float(r["clone_detect_acc"]) for r in rows if r["model"] == "mlp" and r["trained_on"] == "real"])
     print(f"clone-medium.csv (n_train {mechanism_step.N_TRAIN}): {n} seeds, mean [95% t interval]; real-vs-clone "
           f"discriminator (<= {DETECT_MAX} of each) {d[0]:.3f} [{d[1]:.3f},{d[2]:.3f}]")
     acc = {}
@@ -114,17 +114,17 @@ def medium_summary() -> None:
         for on in ("real", "clone"):
             rs = sorted((r for r in rows if r["model"] == name and r["trained_on"] == on), key=lambda r: r["seed"])
             acc[name, on] = [float(r["acc_real_test"]) for r in rs]
-            a = t_interval(acc[name, on])
-            c = t_interval([float(r["acc_clone_test"]) for r in rs])
+            a = mean_interval(acc[name, on])
+            c = mean_interval([float(r["acc_clone_test"]) for r in rs])
             line = (f"  {name} trained on {on:5s}: real test {a[0]:.3f} [{a[1]:.3f},{a[2]:.3f}]  clone test {c[0]:.3f} "
                     f"[{c[1]:.3f},{c[2]:.3f}]")
             if name == "mlp":
-                e = t_interval([float(r["wm"]) - float(r["wm@phase"]) for r in rs])
-                sd = t_interval([float(r["wm@phase_sd"]) for r in rs])[0]
+                e = mean_interval([float(r["wm"]) - float(r["wm@phase"]) for r in rs])
+                sd = mean_interval([float(r["wm@phase_sd"]) for r in rs])[0]
                 line += (f"  window_mass_3 - phase null {e[0]:+.3f} [{e[1]:+.3f},{e[2]:+.3f}] (one phase draw's sd "
                          f"{sd:.4f})")
             print(line)
-        g = t_interval([a - b for a, b in zip(acc[name, "real"], acc[name, "clone"])])
+        g = mean_interval([a - b for a, b in zip(acc[name, "real"], acc[name, "clone"])])
         print(f"  {name}: real-trained minus clone-trained, on the real test set (same seed): {g[0]:+.3f} "
               f"[{g[1]:+.3f},{g[2]:+.3f}]")
 
@@ -148,14 +148,14 @@ def medium_figure() -> Path:
         for j, (key, label) in enumerate((("acc_real_test", "tested on real data"),
                                           ("acc_clone_test", "tested on the clone"))):
             vals = [100 * float(r[key]) for r in rs]
-            mu, lo, hi = t_interval(vals)
+            mu, lo, hi = mean_interval(vals)
             x = i + (j - 0.5) * 0.35
             ax[0].bar(x, mu, width=0.33, color=f"C{j}", alpha=0.6, label=label if i == 0 else None)
             ax[0].errorbar(x, mu, yerr=[[mu - lo], [hi - mu]], color="k", capsize=3)
             ax[0].plot([x] * len(vals), vals, "k.", ms=3)
         if m == "mlp":
             vals = [float(r["wm"]) - float(r["wm@phase"]) for r in rs]
-            mu, lo, hi = t_interval(vals)
+            mu, lo, hi = mean_interval(vals)
             ax[1].bar(i, mu, width=0.5, color="C2", alpha=0.6)
             ax[1].errorbar(i, mu, yerr=[[mu - lo], [hi - mu]], color="k", capsize=3)
             ax[1].plot([i] * len(vals), vals, "k.", ms=3)

@@ -26,7 +26,7 @@ seed whose rows are written is skipped; rows are appended atomically per seed):
 
 ``--n-train N`` (cause, early; default 4000) trains on N examples (10^5: the medium presets' 125,000-example set,
 25,000 for testing) and writes <experiment>-medium.csv with an n_train column; ``summary``/``figure --n-train N``
-read it, with Student's t intervals (``t_interval``), and draw figures/mechanism_<experiment>-medium.png.
+read it with t intervals (``probe.intervals.mean_interval``) and draw figures/mechanism_<experiment>-medium.png.
 
     nice -n 10 python scripts/mechanism_step.py step --seeds 0 1 2 3 4
     nice -n 10 python scripts/mechanism_step.py cause --seeds 0 1 2 3 4
@@ -441,19 +441,6 @@ def run_early(seed: int) -> list[dict]:
     return rows
 
 
-def t_interval(values) -> tuple[float, float, float]:
-    """(mean, low, high): the mean over seeds with its 95% Student's t interval, mean +- t_{0.975, n-1} sd / sqrt(n)
-    (the half-width NaN for one value). The one place this script's medium and early readings get an interval."""
-    from scipy.stats import t
-
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(v.mean())
-    h = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return m, m - h, m + h
-
-
 def _fmt(m, digits=3, signed=True) -> str:
     f = f"{{:{'+' if signed else ''}.{digits}f}}"
     return f"{f.format(m[0])} [{f.format(m[1])}, {f.format(m[2])}]"
@@ -468,21 +455,21 @@ def cause_t_summary() -> None:
     with path.open() as f:
         rows = [r for r in csv.DictReader(f) if int(r.get("n_train") or N_TRAIN) == N_TRAIN]
     base = {r["seed"]: r for r in rows if r["arm"] == "none"}
-    sd = t_interval([float(r["wm_end@phase_sd"]) for r in rows])[0]
+    sd = mean_interval([float(r["wm_end@phase_sd"]) for r in rows])[0]
     print(f"{path.name} (n_train {N_TRAIN}), with Student's t intervals: {len(base)} seeds; window_mass_3 - "
           f"phase null (mean of {DRAWS} draws; "
           f"one draw's sd {sd:.4f}), mean [95% t interval]")
     for arm in ("none", "phase-keep", "phase-reinit"):
         rs = [r for r in rows if r["arm"] == arm]
-        m = t_interval([float(r["wm_mid"]) - float(r["wm_mid@phase"]) for r in rs])
-        af = t_interval([float(r["wm_after_intervention"]) - float(r["wm_mid@phase"]) for r in rs])
-        e = t_interval([float(r["excess_end"]) for r in rs])
-        a = t_interval([100 * float(r["test_acc"]) for r in rs])
+        m = mean_interval([float(r["wm_mid"]) - float(r["wm_mid@phase"]) for r in rs])
+        af = mean_interval([float(r["wm_after_intervention"]) - float(r["wm_mid@phase"]) for r in rs])
+        e = mean_interval([float(r["excess_end"]) for r in rs])
+        a = mean_interval([100 * float(r["test_acc"]) for r in rs])
         print(f"  {arm:13s} step {MID}: {_fmt(m)}, after the intervention {_fmt(af)}; step {STEPS}: {_fmt(e)}; "
               f"test acc {_fmt(a, 1, False)}%")
         if arm != "none":
-            de = t_interval([float(r["excess_end"]) - float(base[r["seed"]]["excess_end"]) for r in rs])
-            da = t_interval([100 * (float(r["test_acc"]) - float(base[r["seed"]]["test_acc"])) for r in rs])
+            de = mean_interval([float(r["excess_end"]) - float(base[r["seed"]]["excess_end"]) for r in rs])
+            da = mean_interval([100 * (float(r["test_acc"]) - float(base[r["seed"]]["test_acc"])) for r in rs])
             print(f"  {'':13s} minus the unperturbed run (same seed): excess {_fmt(de)}, test acc {_fmt(da, 1)} points")
 
 
@@ -503,7 +490,7 @@ def early_summary() -> None:
     with path.open() as f:
         rows = [r for r in csv.DictReader(f) if int(r.get("n_train") or N_TRAIN) == N_TRAIN]
     seeds = sorted({r["seed"] for r in rows})
-    acc = t_interval([100 * float(r["test_acc_end"]) for r in rows if int(r["step"]) == 0])
+    acc = mean_interval([100 * float(r["test_acc_end"]) for r in rows if int(r["step"]) == 0])
     print(f"{path.name} (n_train {N_TRAIN}): {len(seeds)} seeds, test acc at the end {_fmt(acc, 1, False)}%; "
           f"reading minus null (mean of {DRAWS} draws) per range of steps, mean [95% t interval] over seeds")
     for name, label in EARLY_READS:
@@ -513,18 +500,18 @@ def early_summary() -> None:
                 for rng in EARLY_RANGES:
                     per = [np.mean([float(r[f"{name}_{q}"]) - float(r[f"{name}_{q}@{null}"]) for r in rows
                                     if r["seed"] == sd and int(r["step"]) in rng]) for sd in seeds]
-                    raw = t_interval([float(r[f"{name}_{q}"]) for r in rows if int(r["step"]) in rng])[0]
-                    nsd = t_interval([float(r[f"{name}_{q}@{null}_sd"]) for r in rows if int(r["step"]) in rng])[0]
-                    parts.append(f"steps {rng[0]}-{rng[-1]}: {raw:.4g} - null = {_fmt(t_interval(per), 4)} "
+                    raw = mean_interval([float(r[f"{name}_{q}"]) for r in rows if int(r["step"]) in rng])[0]
+                    nsd = mean_interval([float(r[f"{name}_{q}@{null}_sd"]) for r in rows if int(r["step"]) in rng])[0]
+                    parts.append(f"steps {rng[0]}-{rng[-1]}: {raw:.4g} - null = {_fmt(mean_interval(per), 4)} "
                                  f"(null sd {nsd:.2g})")
                 print(f"  {label}, {q} - @{null}: " + "; ".join(parts))
-    gn = [t_interval([float(r["grad_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
-    dn = [t_interval([float(r["step_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
-    kn = [t_interval([float(r["disp_k_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
+    gn = [mean_interval([float(r["grad_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
+    dn = [mean_interval([float(r["step_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
+    kn = [mean_interval([float(r["disp_k_norm"]) for r in rows if int(r["step"]) == t])[0] for t in EARLY]
     print("  norms by step: " + ", ".join(f"t={t} |G|={g:.3g} |D|={d:.3g} |W_t+{K} - W_t|={k:.3g}"
                                           for t, g, d, k in zip(EARLY, gn, dn, kn)))
     for key in ("final_norm", "total_move_norm"):
-        print(f"  {key}: {_fmt(t_interval([float(r[key]) for r in rows if int(r['step']) == 0]), 3, False)}")
+        print(f"  {key}: {_fmt(mean_interval([float(r[key]) for r in rows if int(r['step']) == 0]), 3, False)}")
 
 
 def medium_cause_figure() -> Path:
@@ -547,13 +534,13 @@ def medium_cause_figure() -> Path:
                                                          for r in rs]),
                 (f"step {STEPS}", [float(r["excess_end"]) for r in rs]))):
             x = i + (j - 1) * 0.25
-            m, lo, hi = t_interval(vals)
+            m, lo, hi = mean_interval(vals)
             ax[0].bar(x, m, width=0.22, color=f"C{j}", alpha=0.6, label=label if i == 0 else None)
             ax[0].errorbar(x, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
             ax[0].plot([x] * len(vals), vals, "k.", ms=3)
         vals = [100 * float(r["test_acc"]) for r in rs]
         accs += vals
-        m, lo, hi = t_interval(vals)
+        m, lo, hi = mean_interval(vals)
         ax[1].bar(i, m, width=0.5, color="C7", alpha=0.6)
         ax[1].errorbar(i, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
         ax[1].plot([i] * len(vals), vals, "k.", ms=3)
@@ -592,7 +579,7 @@ def early_figure() -> Path:
     ts = np.array([max(t, 0.5) for t in EARLY])
 
     def band(fn):
-        m = np.array([t_interval([fn(r) for r in rows if int(r["step"]) == t]) for t in EARLY])
+        m = np.array([mean_interval([fn(r) for r in rows if int(r["step"]) == t]) for t in EARLY])
         return m[:, 0], m[:, 1], m[:, 2]
 
     fig, ax = plt.subplots(1, 4, figsize=(18, 4))
