@@ -13,12 +13,19 @@ at 40 pixels) and its peak at its frequency; a localized field and an initializa
 spectra (entropy near 1): an oscillating field is one whose entropy falls far below its initialization's with its
 peak at 2 cycles or more (one cycle over the grid is a single broad bump).
 
-Both write DIR/summary.csv (the sweep's summary, ``probe sweep SWEEP --summary``, with the added columns) and
-DIR/stats.csv (mean, sd, 95% t interval over seeds and the paired differences to each ``@`` null,
+``modes`` (no sweep): the eigenvectors of R_1 - R_0, the difference of the two classes' input covariances (the
+same for every marginal of the kurtosis controls), with the largest eigenvalues of either sign and the frequency
+(cycles per grid length) each is a Fourier mode of. A unit trained on inputs with nothing but these covariances
+(the Gaussian clone; elliptical inputs, whose directions are the Gaussian's) is drawn toward the leading ones, so
+their frequency is the one its field can oscillate at.
+
+``ig`` and ``fields`` write DIR/summary.csv (the sweep's summary, ``probe sweep SWEEP --summary``, with the added
+columns) and DIR/stats.csv (mean, sd, 95% t interval over seeds and the paired differences to each ``@`` null,
 :func:`probe.sweep.stats.seed_stats`), which results/claims.csv reads.
 
     python scripts/nlgp_reproduce.py ig runs/sweeps/nlgp-ig --out results/nlgp-ig
     python scripts/nlgp_reproduce.py fields runs/sweeps/nlgp-kurtosis --out results/nlgp-kurtosis
+    python scripts/nlgp_reproduce.py modes --xi 1 3 --gain 10
 """
 
 from __future__ import annotations
@@ -59,12 +66,37 @@ def _ig_row(sweep: Path, row) -> dict:
             "filter_match@phase": f["filter_match_phase"]}
 
 
+def modes(xi0: float, xi1: float, gain: float, size: int = 40, top: int = 3) -> list[tuple[float, int]]:
+    """(eigenvalue, frequency) of the ``top`` most negative and most positive eigenvectors of R_1 - R_0 on a
+    periodic line of ``size`` pixels (module docstring)."""
+    import numpy as np
+
+    from probe.tasks.nlgp import reference_covariances
+
+    R0, R1 = reference_covariances(1, size, xi0, xi1, gain, True)
+    lam, V = np.linalg.eigh(R1 - R0)
+    out = []
+    for i in [*range(top), *range(size - top, size)]:
+        P = np.abs(np.fft.fft(V[:, i])) ** 2
+        out.append((float(lam[i]), int(np.argmax(P[: size // 2 + 1]))))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("ig", "fields"))
-    p.add_argument("sweep", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="results folder (results/NAME)")
+    p.add_argument("what", choices=("ig", "fields", "modes"))
+    p.add_argument("sweep", type=Path, nargs="?")
+    p.add_argument("--out", type=Path, help="results folder (results/NAME)")
+    p.add_argument("--xi", type=float, nargs=2, default=(1.0, 3.0), help="modes: the classes' correlation lengths")
+    p.add_argument("--gain", type=float, default=10.0, help="modes: the NLGP gain of the covariances")
     a = p.parse_args(argv)
+    if a.what == "modes":
+        for lam, f in modes(*a.xi, a.gain):
+            print(f"eigenvalue {lam:+.3f}: {f} cycles per grid length")
+        return 0
+    if a.sweep is None or a.out is None:
+        print(f"{a.what} needs a sweep folder and --out", file=sys.stderr)
+        return 2
     if not a.sweep.is_dir():
         print(f"no sweep folder {a.sweep}", file=sys.stderr)
         return 2
