@@ -205,6 +205,23 @@ def test_prune_masks_remove_the_smallest_surviving_weights_per_layer_or_globally
     assert glob["w"].tolist() == [[True, True, True, False]] and glob["v"].tolist() == [[False, False]]
 
 
+def test_random_pruning_removes_as_many_survivors_per_layer_at_random_and_reproducibly():
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(20, 50, generator=g), "v": torch.randn(10, 20, generator=g)}
+    masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in state.items()}
+    masks["w"][:, :10] = False  # already pruned: never revived
+    magnitude = prune_masks(state, masks, 0.6, "layer")
+    random = prune_masks(state, masks, 0.6, "layer", torch.Generator().manual_seed(1))
+    again = prune_masks(state, masks, 0.6, "layer", torch.Generator().manual_seed(1))
+    for k in state:
+        assert int(random[k].sum()) == int(magnitude[k].sum())  # the same per-layer sparsity
+        assert not (random[k] & ~masks[k]).any() and torch.equal(random[k], again[k])
+    # magnitude keeps the largest survivors; random keeps small ones too
+    smallest_kept = lambda m: state["w"].abs()[m].min()  # noqa: E731
+    largest_cut = state["w"].abs()[masks["w"] & ~magnitude["w"]].max()
+    assert smallest_kept(magnitude["w"]) >= largest_cut and smallest_kept(random["w"]) < largest_cut
+
+
 @pytest.mark.slow
 def test_imp_prunes_rewinds_and_keeps_the_mask_through_training(tmp_path):
     s = expand(spec(dict(TINY, width=16, optimizer="sgd", momentum=0.9, lr=0.05, track="default,zero_frac"),
