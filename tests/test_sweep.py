@@ -89,9 +89,9 @@ def test_a_scale_the_spec_lacks_is_an_error():
 
 
 QUICK_FULL = {"mnist1d-controls": (40, 40), "nlgp-gain": (50, 84), "width-parametrization": (90, 192),
-              "sparsity": (20, 20), "data-size": (50, 385), "ecnn": (30, 21), "augmentation": (40, 90),
+              "sparsity": (30, 20), "data-size": (50, 385), "ecnn": (35, 24), "augmentation": (40, 90),
               "routing": (36, 63), "recurrence": (48, 84), "spectrum": (90, 243), "patches-controls": (30, 180),
-              "mechanism": (60, 60)}
+              "mechanism": (60, 60), "clone-dynamics": (10, 10)}
 # the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2; issue 16) and its run counts
 MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 72,
           "patches-controls": 80, "mechanism": 9}
