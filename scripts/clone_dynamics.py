@@ -113,7 +113,7 @@ def figure(table: pd.DataFrame, traces: dict, path: Path) -> None:
         ax.axvline(t["mean"], color="0.4", ls="--", lw=0.8,
                    label=f"clone peak: mean step {t['mean']:.0f}, ticks per seed")
         for step in sub["clone_peak_step"]:
-            ax.plot([step], [0.02], marker="|", color="0.4", ms=8)
+            ax.plot([step], [0.97], marker="|", color="0.4", ms=8)
         ax.set_xscale("symlog", linthresh=100)
         ax.set_xlim(0, float(steps.max()))
         ax.set_xlabel("training step")
