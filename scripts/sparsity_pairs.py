@@ -5,7 +5,8 @@ accuracy, the same seed's ``test_acc@dense`` (its own round 0: the dense net, th
 ``test_acc@random`` (the ``random-prune`` run: 90.1% of each hidden matrix removed at random, rewound the same
 way), which the claims check (probe.sweep.claims) and stats.csv read as paired differences.
 
-    python scripts/sparsity_pairs.py          # after probe.sweep.claims --collect runs/sweeps/sparsity-quick sparsity-quick
+    python -m probe.sweep.claims --collect runs/sweeps/sparsity-quick sparsity-quick   # the summarized sweep
+    python scripts/sparsity_pairs.py
 """
 
 from __future__ import annotations
