@@ -12,6 +12,8 @@ no two streams of one seed meet in any run shorter than 2^40 steps:
 - ``CLONE_TRAIN``: the class-conditional Gaussian clone's training set (:mod:`probe.tasks.clone`); ``CLONE_TEST``
   of seed 0: its test set, the same for every run (as a real test set is), also where ``clone_acc`` scores a
   run trained on the real data.
+- ``PRUNE + round``: the random masks of the random-pruning control (:func:`probe.run.procedures.imp` with
+  ``criterion = "random"``), one stream per pruning round.
 
 The references and samples of the measures draw from NumPy instead: ``numpy.random.default_rng([seed, S])`` with
 ``S`` one of the numbers below (the Gaussian matrix and the permutation of :func:`probe.metrics.nulls.null_draws`
@@ -49,6 +51,7 @@ AUGMENT = TRAIN_SET = 2**40
 TEST_SET = 2**41
 CLONE_TRAIN = 2**42
 CLONE_TEST = 2**42 + 1
+PRUNE = 2**43
 PHASE_STREAM, LCN_STREAM, GAUSSIAN_SPECTRUM_STREAM = 1, 2, 3  # NumPy streams (module docstring)
 PULL_STREAM = 3  # the Gaussian spectra's number too: see the module docstring
 TILING_STREAM = 4

@@ -1,6 +1,6 @@
 """Run the preset experiments and regenerate every figure of docs/findings.md into figures/.
 
-    python scripts/make_figures.py                       # quick scale: 446 runs (5 seeds, 3 where runs take
+    python scripts/make_figures.py                       # quick scale: 461 runs (5 seeds, 3 where runs take
                                                          # minutes); at 2 seeds 192 of 204 runs took 90 + 28 min on 2
                                                          # shared CPU cores
     python scripts/make_figures.py --scale medium --only data_size  # about an hour on 2 cores: data_size-medium_*

@@ -92,9 +92,9 @@ def test_a_scale_the_spec_lacks_is_an_error():
 
 
 QUICK_FULL = {"mnist1d-controls": (40, 40), "nlgp-gain": (50, 84), "width-parametrization": (90, 192),
-              "sparsity": (20, 20), "data-size": (50, 385), "ecnn": (30, 21), "augmentation": (40, 90),
+              "sparsity": (30, 20), "data-size": (50, 385), "ecnn": (35, 24), "augmentation": (40, 90),
               "routing": (36, 63), "recurrence": (48, 84), "spectrum": (90, 243), "patches-controls": (30, 180),
-              "mechanism": (60, 60)}
+              "mechanism": (60, 60), "clone-dynamics": (10, 10)}
 # the presets with a medium scale (about an hour on 2 CPU cores with --jobs 2) and its run counts
 MEDIUM = {"data-size": 100, "mnist1d-controls": 50, "width-parametrization": 96, "augmentation": 72,
           "patches-controls": 80, "mechanism": 9}
@@ -206,6 +206,23 @@ def test_prune_masks_remove_the_smallest_surviving_weights_per_layer_or_globally
     assert layer["w"].tolist() == [[False, True, True, False]] and layer["v"].tolist() == [[False, True]]
     glob = prune_masks(state, masks, 0.4, "global")  # 2 of the 5 survivors: both of v's
     assert glob["w"].tolist() == [[True, True, True, False]] and glob["v"].tolist() == [[False, False]]
+
+
+def test_random_pruning_removes_as_many_survivors_per_layer_at_random_and_reproducibly():
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(20, 50, generator=g), "v": torch.randn(10, 20, generator=g)}
+    masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in state.items()}
+    masks["w"][:, :10] = False  # already pruned: never revived
+    magnitude = prune_masks(state, masks, 0.6, "layer")
+    random = prune_masks(state, masks, 0.6, "layer", torch.Generator().manual_seed(1))
+    again = prune_masks(state, masks, 0.6, "layer", torch.Generator().manual_seed(1))
+    for k in state:
+        assert int(random[k].sum()) == int(magnitude[k].sum())  # the same per-layer sparsity
+        assert not (random[k] & ~masks[k]).any() and torch.equal(random[k], again[k])
+    # magnitude keeps the largest survivors; random keeps small ones too
+    smallest_kept = lambda m: state["w"].abs()[m].min()  # noqa: E731
+    largest_cut = state["w"].abs()[masks["w"] & ~magnitude["w"]].max()
+    assert smallest_kept(magnitude["w"]) >= largest_cut and smallest_kept(random["w"]) < largest_cut
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from probe.config import ConfigError, RunConfig
 from probe.run.checkpoint import atomic_write, list_checkpoints, load_checkpoint
 from probe.run.loop import train_or_resume
 from probe.run.procedures.common import STAGES, last_state_dict
+from probe.seeding import PRUNE, stream
 
 
 def prunable(state: dict, scope: str, readout: bool) -> list[str]:
@@ -20,13 +21,22 @@ def prunable(state: dict, scope: str, readout: bool) -> list[str]:
     return names[:1] if scope == "first" else names
 
 
-def prune_masks(state: dict, masks: dict, frac: float, scope: str) -> dict:
+def prune_masks(state: dict, masks: dict, frac: float, scope: str, generator: torch.Generator | None = None) -> dict:
     """Remove the fraction ``frac`` of the surviving weights with the smallest magnitude: per matrix (``layer``,
-    ``first``) or over all pruned matrices at once (``global``). Returns new boolean masks."""
+    ``first``) or over all pruned matrices at once (``global``). Returns new boolean masks.
+
+    With ``generator``, the survivors' scores are uniform random draws instead of magnitudes: random pruning, the
+    control that removes as many weights from the same matrices (so at the same per-layer sparsity) while knowing
+    nothing about the trained weights."""
     groups = [[k] for k in masks] if scope != "global" else [list(masks)]
     new = {}
     for names in groups:
-        scores = torch.cat([torch.where(masks[k], state[k].abs().float(), torch.tensor(-1.0)).flatten() for k in names])
+        def score(k):
+            if generator is None:
+                return state[k].abs().float()
+            return torch.rand(state[k].shape, generator=generator)
+
+        scores = torch.cat([torch.where(masks[k], score(k), torch.tensor(-1.0)).flatten() for k in names])
         alive = int(sum(int(masks[k].sum()) for k in names))
         keep = alive - int(round(frac * alive))
         flat = torch.zeros_like(scores, dtype=torch.bool)
@@ -76,7 +86,7 @@ def _masked(masks: dict, rewind_state: dict):
 
 
 def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind: int = 0, scope: str = "layer",
-        readout: bool = False):
+        readout: bool = False, criterion: str = "magnitude"):
     """Iterative magnitude pruning with rewinding.
 
     Round 0 trains the dense net (``stages/round_0``) and saves its weights at step ``rewind``. Each following
@@ -87,11 +97,18 @@ def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind:
 
     Rewinding here restarts the optimizer and the schedule at step 0 (Frankle et al. 2020 continue the schedule
     from the rewind step); with the constant schedule the two differ only in the optimizer's state.
+
+    ``criterion = "random"`` is the random-pruning control: each round removes a uniformly random fraction
+    ``prune`` of the survivors (stream ``PRUNE + round`` of the run's seed, :mod:`probe.seeding`), rewinds and
+    trains the same way. One round of ``prune = 1 - (1 - p)^R`` reaches the sparsity of R magnitude rounds of p
+    (to within the rounding of each round's count) at the cost of two trainings, not R + 1.
     ``rewind`` must be 0 or a multiple of ``log_every`` (weights are saved at logged steps).
     """
-    if rounds < 1 or not 0 < prune < 1 or scope not in ("layer", "global", "first"):
-        raise ConfigError(f"procedure imp: rounds >= 1, 0 < prune < 1 and scope layer/global/first required; "
-                          f"got rounds={rounds}, prune={prune}, scope={scope!r}")
+    if rounds < 1 or not 0 < prune < 1 or scope not in ("layer", "global", "first") \
+            or criterion not in ("magnitude", "random"):
+        raise ConfigError(f"procedure imp: rounds >= 1, 0 < prune < 1, scope layer/global/first and criterion "
+                          f"magnitude/random required; got rounds={rounds}, prune={prune}, scope={scope!r}, "
+                          f"criterion={criterion!r}")
     if rewind < 0 or rewind >= cfg.steps or (rewind and rewind % cfg.log_every):
         raise ConfigError(f"procedure imp: rewind must be 0 or a multiple of log_every ({cfg.log_every}) below steps "
                           f"({cfg.steps}); got {rewind}")
@@ -103,7 +120,8 @@ def imp(cfg: RunConfig, out: Path, rounds: int = 3, prune: float = 0.45, rewind:
     state = last_state_dict(folders[0])
     masks = {k: torch.ones_like(state[k], dtype=torch.bool) for k in prunable(state, scope, readout)}
     for r in range(1, rounds + 1):
-        masks = prune_masks(state, masks, prune, scope)
+        generator = stream(cfg.seed, PRUNE + r) if criterion == "random" else None
+        masks = prune_masks(state, masks, prune, scope, generator)
         folders[r].mkdir(parents=True, exist_ok=True)
         # for analysis; recomputed on restart
         atomic_write(folders[r] / "mask.pt", lambda f, masks=masks: torch.save(masks, f))
