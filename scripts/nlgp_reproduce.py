@@ -62,8 +62,7 @@ def _ig_row(sweep: Path, row) -> dict:
     if not partner:
         raise SystemExit(f"{run}: no CNN run {row['run'].replace('mlp_', 'cnn_', 1)} beside it")
     f = filter_match(W, geo, cnn_filters(partner[0]), seed=seed)
-    return {"tiling": t["tiling"], "tiling@random": t["tiling_random"], "filter_match": f["filter_match"],
-            "filter_match@phase": f["filter_match_phase"]}
+    return {**t, **f}  # tiling, tiling@random, filter_match, filter_match@phase
 
 
 def modes(xi0: float, xi1: float, gain: float, size: int = 40, top: int = 3) -> list[tuple[float, int]]:
