@@ -345,49 +345,7 @@ def figure() -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     if (OUT / "cause.csv").is_file():
-        cause_figure(plt)
-    return path
-
-
-def cause_figure(plt) -> Path:
-    """figures/mechanism_cause.png: window_mass_3 minus its phase null (20 draws) at the intervention step and at
-    the end, per arm, each seed a dot, the mean with its 95% interval; and test accuracy."""
-    with (OUT / "cause.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    arms = ("none", "phase-keep", "phase-reinit")
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    for i, arm in enumerate(arms):
-        rs = [r for r in rows if r["arm"] == arm]
-        for j, (label, vals) in enumerate((
-                (f"step {MID}, before", [float(r["wm_mid"]) - float(r["wm_mid@phase"]) for r in rs]),
-                (f"step {MID}, after the intervention", [float(r["wm_after_intervention"]) - float(r["wm_mid@phase"])
-                                                         for r in rs]),
-                (f"step {STEPS}", [float(r["excess_end"]) for r in rs]))):
-            x = i + (j - 1) * 0.25
-            m, lo, hi = mean_interval(vals)
-            ax[0].bar(x, m, width=0.22, color=f"C{j}", alpha=0.6, label=label if i == 0 else None)
-            ax[0].errorbar(x, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
-            ax[0].plot([x] * len(vals), vals, "k.", ms=3)
-        m, lo, hi = mean_interval([100 * float(r["test_acc"]) for r in rs])
-        ax[1].bar(i, m, width=0.5, color="C7", alpha=0.6)
-        ax[1].errorbar(i, m, yerr=[[m - lo], [hi - m]], color="k", capsize=3)
-        ax[1].plot([i] * len(rs), [100 * float(r["test_acc"]) for r in rs], "k.", ms=3)
-    for a in ax:
-        a.set_xticks(range(3))
-        a.set_xticklabels(["unperturbed", "phase-randomized,\nupper layers kept",
-                           "phase-randomized,\nupper re-initialized"], fontsize=8)
-    ax[0].axhline(0, color="k", lw=0.6)
-    ax[0].set_ylabel("window_mass_3 minus phase null")
-    ax[0].legend(fontsize=7)
-    ax[1].set_ylabel(f"test accuracy at step {STEPS} (%)")
-    ax[1].set_ylim(50, 70)
-    n = len({r["seed"] for r in rows})
-    fig.suptitle(f"Cause or consequence: the MLP's first layer phase-randomized at step {MID} of {STEPS} (MNIST-1D, "
-                 f"4000 examples; {n} seeds, mean and 95% Student's t interval)", fontsize=9)
-    fig.tight_layout()
-    path = Path(__file__).resolve().parents[1] / "figures" / "mechanism_cause.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        cause_figure()
     return path
 
 
@@ -514,8 +472,10 @@ def early_summary() -> None:
         print(f"  {key}: {_fmt(mean_interval([float(r[key]) for r in rows if int(r['step']) == 0]), 3, False)}")
 
 
-def medium_cause_figure() -> Path:
-    """figures/mechanism_cause-medium.png: as mechanism_cause.png at N_TRAIN examples, with t intervals."""
+def cause_figure() -> Path:
+    """figures/mechanism_cause.png (mechanism_cause-medium.png at any other N_TRAIN): window_mass_3 minus its phase
+    null (20 draws) at the intervention step and at the end, per arm, each seed a dot, the mean with its 95% t
+    interval; and test accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -652,7 +612,7 @@ def main(argv=None) -> int:
         if N_TRAIN == N_QUICK:
             print(figure())
         else:
-            print(medium_cause_figure())
+            print(cause_figure())
         if out_path("early").is_file():
             print(early_figure())
         return 0
