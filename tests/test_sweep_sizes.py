@@ -35,7 +35,7 @@ def test_list_and_dry_run_show_sizes_and_times(tmp_path):
     assert "quick: 40 runs, 6000 steps" in " ".join(res.output.split())  # mnist1d-controls: 8 variants x 5 seeds
     res = CliRunner().invoke(app, ["sweep", "--preset", "sparsity", "--dry-run", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
-    assert "20 runs, 3000 steps each" in res.output and "time: measured: 2.6 min wall" in res.output
+    assert "30 runs, 3000 steps each" in res.output and "time: measured: 2.6 min wall" in res.output
     assert "steps" in res.output.splitlines()[2]
 
 
