@@ -20,7 +20,7 @@ from typing import Callable, Hashable
 
 import torch
 
-from probe.metrics.locality import blas_threads
+from probe.threads import limit_threads
 
 MAX_WORKERS = 4  # a checkpoint has few jobs large enough to share more cores
 
@@ -51,7 +51,7 @@ def single_threaded(workers: int | None = None):
     # scipy.linalg, would otherwise run its LAPACK on every core inside the block when first imported there
     import scipy.linalg  # noqa: F401
 
-    with blas_threads(1):
+    with limit_threads(1):
         yield
 
 

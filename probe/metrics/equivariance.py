@@ -20,12 +20,12 @@ import numpy as np
 from probe.geometry import Geometry
 from probe.metrics.locality import (
     as_matrix,
-    blas_threads,
     energy_maps,
     unit_fields,
     window_sizes,
     window_sums,
 )
+from probe.threads import limit_threads
 
 # -- constructions and layout helpers ----------------------------------------------------------------
 
@@ -333,7 +333,7 @@ def conv_fit(W, geometry: Geometry, k: int, similarity: float = 0.95, alpha: flo
     # (or a single unit) is no weight sharing, and its units keep label -1 and are rebuilt as 0
     shared = [lab for lab in ids[sizes >= 2] if len(np.unique(position[labels == lab], axis=0)) >= 2]
     filters = np.full(m, -1)
-    with blas_threads(1):  # many small eigh calls: see blas_threads
+    with limit_threads(1):  # many small eigh calls: see probe.threads
         for f, lab in enumerate(shared):
             members = np.flatnonzero(labels == lab)
             # best rank-1 fit of the members' crops: shared filter v (top right singular vector, from

@@ -7,13 +7,11 @@ Units whose weights are all zero (pruned away, dead) have no p_i; every mean her
 units, and a layer without any live unit gives nan.
 
 Besides the measures, this module holds the small grid helpers the other measure modules share:
-:func:`as_matrix`, :func:`unit_fields`, :func:`energy_maps`, :func:`centres`, :func:`offsets`,
-:func:`window_sums` and :func:`blas_threads`.
+:func:`as_matrix`, :func:`unit_fields`, :func:`energy_maps`, :func:`centres`, :func:`offsets` and
+:func:`window_sums`.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -121,38 +119,6 @@ def window_sums(E: np.ndarray, geometry: Geometry, k: int) -> np.ndarray:
             acc += _along(out, ax, j, j + n_starts)
         out = acc
     return out
-
-
-@contextmanager
-def blas_threads(n: int | None):
-    """Limit BLAS/LAPACK threads (every BLAS library loaded, through threadpoolctl when it is installed) and torch's
-    intra-op threads (MKL's LAPACK included) inside the block, both restored after it; no-op when n is None. The one
-    thread-limiting helper of the measures and of the analysis's jobs (:mod:`probe.analysis.jobs`).
-
-    For LAPACK calls: OpenBLAS's threads spin, and when the cores are shared they collapse. Measured on
-    a busy 2-core machine: eigh of a 75 x 75 matrix 0.24 s with two threads, 0.001 s with one.
-    """
-    try:
-        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-    except ImportError:
-        threadpool_limits = None
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    if old != n:
-        torch.set_num_threads(n)
-    try:
-        if threadpool_limits is None:
-            yield
-        else:
-            with threadpool_limits(limits=n, user_api="blas"):
-                yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
 
 
 def _mean(values: np.ndarray) -> float:

@@ -19,7 +19,8 @@ import torch
 
 from probe.geometry import Geometry
 from probe.seeding import GAUSSIAN_SPECTRUM_STREAM
-from probe.metrics.locality import as_matrix, blas_threads, unit_fields
+from probe.metrics.locality import as_matrix, unit_fields
+from probe.threads import limit_threads
 
 # -- per-unit spectra --------------------------------------------------------------------------------
 
@@ -168,17 +169,17 @@ def eigenvalues(W, lapack_threads: int | None = 1, device: str | None = None) ->
     if device is not None:
         T = torch.as_tensor(W, dtype=torch.float64, device=device)
         G = T.T @ T if T.shape[0] >= T.shape[1] else T @ T.T
-        with blas_threads(lapack_threads if G.device.type == "cpu" else None):
+        with limit_threads(lapack_threads if G.device.type == "cpu" else None):
             return np.clip(torch.linalg.eigvalsh(G).cpu().numpy(), 0.0, None)
-    with blas_threads(lapack_threads):
+    with limit_threads(lapack_threads):
         G = gram(W)
     if len(G) >= TORCH_SOLVER_MIN:
-        with blas_threads(lapack_threads):
+        with limit_threads(lapack_threads):
             ev = torch.linalg.eigvalsh(torch.from_numpy(G)).numpy()
     else:
         import scipy.linalg
 
-        with blas_threads(lapack_threads):
+        with limit_threads(lapack_threads):
             ev = scipy.linalg.eigvalsh(G, check_finite=False)
     return np.clip(ev, 0.0, None)
 
@@ -218,7 +219,7 @@ def stable_rank(W, evals: np.ndarray | None = None) -> float:
         return stable_rank(W, eigenvalues(W))
     import scipy.sparse.linalg
 
-    with blas_threads(1):
+    with limit_threads(1):
         top = scipy.sparse.linalg.svds(W, k=1, return_singular_vectors=False, v0=np.ones(min(W.shape)),
                                        solver="arpack")[0]
     return float(fro2 / top**2)
@@ -340,7 +341,7 @@ def input_pc_share(W, X, k: int = 10) -> float:
         raise ValueError(f"input_pc_share: k must be positive, got {k}")
     import scipy.linalg
 
-    with blas_threads(1):  # see blas_threads
+    with limit_threads(1):  # see probe.threads
         if B >= n:  # top eigenvectors of the n x n covariance
             _, V = scipy.linalg.eigh(X.T @ X, subset_by_index=[n - k, n - 1])
         else:  # through the smaller B x B Gram matrix: V = X^T u / sigma

@@ -38,6 +38,7 @@ from probe.bounds import check_model_size
 from probe.models import build_model, model_specs
 from probe.progress import Progress
 from probe.seeding import stream
+from probe.threads import limit_threads
 from probe.run.checkpoint import checkpoint_steps, list_checkpoints, special_file, step_path
 from probe.run.errors import StorageError, TrainingInterrupted, first_line
 from probe.run.folder import check_new_folder, check_space, claim, diverged, run_state, save, write_run_files
@@ -372,7 +373,7 @@ def run_training(cfg: RunConfig, out, hooks=(), progress: bool = True, resume: b
             import sys
 
             print(f"note: {thread_reason(cfg, run.model)}", file=sys.stderr, flush=True)
-        with _threads(threads), _loggers(cfg, out, on_log) as log_row:
+        with limit_threads(threads, blas=False), _loggers(cfg, out, on_log) as log_row:
             return train(run, hooks=hooks, progress=progress, on_log=log_row)
 
 
@@ -396,18 +397,6 @@ def thread_reason(cfg: RunConfig, model: nn.Module) -> str:
     return (f"{n} torch thread{'s' if n > 1 else ''} (torch's setting here) for a large model (parameters x batch "
             f"{work:.2g} >= {SMALL_WORK:.0g})" + ("; where other processes keep the cores busy, --threads 1 is often "
                                                   "several times faster (README, Performance)" if n > 1 else ""))
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    """torch's CPU threads set to n inside the block, and back afterwards (a library call leaves them as it found
-    them). The count is part of a run's reproducibility: matmul reductions are split by thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _summary_writer():
