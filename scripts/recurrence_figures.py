@@ -1,9 +1,9 @@
 """Figures and tables of the recurrence and spectrum presets (docs/findings-recurrence.md).
 
-    probe sweep --preset recurrence --jobs 2 --out runs/recurrence     # the runs (restartable)
-    probe sweep --preset spectrum --jobs 2 --out runs/spectrum
-    python scripts/recurrence_figures.py                               # figures/recurrence_*, figures/spectrum_*
-    python scripts/recurrence_figures.py --only spectrum --runs runs   # one of them; RUNS/NAME are the sweeps
+    probe sweep --preset recurrence --jobs 2      # the runs, into runs/sweeps/recurrence-quick (restartable)
+    probe sweep --preset spectrum --jobs 2
+    python scripts/recurrence_figures.py          # figures/recurrence_*, figures/spectrum_*
+    python scripts/recurrence_figures.py --only spectrum --runs runs/sweeps   # one of them; RUNS/NAME-quick are the sweeps
 
 Writes, as PNG and PDF:
 - ``recurrence_final``: accuracy at T, 2T and 4T, time_sharing and causal_mass per task and model, with their
@@ -32,14 +32,16 @@ from probe.figures.make import make_figures  # noqa: E402
 
 def recurrence(folder: Path, out: Path) -> list[Path]:
     written = make_figures([folder], out, x="task", hue="variant", prefix="recurrence_", which=(),
-                           final=["test_acc", "test_acc_2T", "test_acc_4T", "time_sharing", "causal_mass"],
+                           final=["test_acc", "test_acc_2T", "test_acc_4T", "time_sharing_iv", "causal_mass_iv",
+                                  "time_sharing", "causal_mass"],
                            xlabel="task")
     written += make_figures([folder], out, hue="variant", group_by="task", prefix="recurrence_", which=("accuracy",))
     dep = tables.load_dependence([folder])
     written += plots.save(plots.dependence_figure(dep, seed=0), out, "recurrence_dependence")
     written += plots.save(plots.distance_figure(dep), out, "recurrence_distance")
     final = tables.load_final([folder])
-    keys = ["test_acc", "test_acc_2T", "test_acc_4T", "time_sharing", "time_sharing@permuted", "time_sharing@init",
+    keys = ["test_acc", "test_acc_2T", "test_acc_4T", "time_sharing_iv", "time_sharing_iv@permuted", "causal_mass_iv",
+            "time_sharing", "time_sharing@permuted", "time_sharing@init",
             "causal_mass", "causal_mass@permuted", "causal_mass@init", "routing_accuracy", "routing_accuracy@init"]
     print_table(final, ["task", "variant"], keys)
     return written
@@ -50,7 +52,7 @@ def spectrum(folder: Path, out: Path) -> list[Path]:
     written = plots.save(plots.spectrum_figure(final), out, "spectrum_curves")
     keys = ["rel_mse", "rel_mse@linreg", "rel_mse@rule", "extrap_rel_mse", "extrap_rel_mse@linreg",
             "extrap_rel_mse@rule", "relevant_weight_mass", "relevant_weight_mass@init", "relevant_weight_mass@linreg",
-            "relevant_weight_mass@gaussian", "zero_frac"]
+            "relevant_weight_mass@gaussian", "relevant_grad_share", "relevant_iv_share", "zero_frac"]
     print_table(final, ["task_opts.op", "variant", "task.n_train"], keys)
     return written
 
@@ -73,13 +75,14 @@ def print_table(final: pd.DataFrame, by: list[str], keys: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding the sweeps (RUNS/NAME)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/sweeps"),
+                        help="folder holding the sweeps (RUNS/NAME-quick, probe sweep's default)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--only", nargs="+", choices=("recurrence", "spectrum"), default=("recurrence", "spectrum"))
     args = parser.parse_args()
     for name in args.only:
         print(f"== {name}")
-        for p in {"recurrence": recurrence, "spectrum": spectrum}[name](args.runs / name, args.out):
+        for p in {"recurrence": recurrence, "spectrum": spectrum}[name](args.runs / f"{name}-quick", args.out):
             if p.suffix == ".png":
                 print(f"   {p}")
 

@@ -817,13 +817,16 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                     D: int | None = None, ax=None) -> Figure:
     """Error against the number of training examples on the add task (:func:`probe.figures.tables.load_final` of a
     spectrum sweep): a column per ``col`` (op), rows ``rel_mse`` (inside the training range), ``extrap_rel_mse``
-    (outside it), ``relevant_weight_mass`` and ``zero_frac`` (first layer); a line per ``hue`` (models; mean over
-    seeds, one dot per run), beside LinearRegression fit on the same split (``@linreg``, black dashes), the exact
-    rule (``@rule``, grey) and the relevant-mass null 2/D (``@gaussian``, grey dots). Log axes where they help."""
+    (outside it), ``relevant_weight_mass`` and ``zero_frac`` (first layer), and where the runs have them
+    ``relevant_grad_share`` and ``relevant_iv_share`` (the function's, by gradient and by resampling); a line per
+    ``hue`` (models; mean over seeds, one dot per run), beside LinearRegression fit on the same split (``@linreg``,
+    black dashes), the exact rule (``@rule``, grey) and the relevant-mass null 2/D (``@gaussian``, grey dots). Log
+    axes where they help."""
     from matplotlib.lines import Line2D
 
     _check_keys(final, x, hue, col)
-    rows = [m for m in ("rel_mse", "extrap_rel_mse", "relevant_weight_mass", "zero_frac") if m in set(final.metric)]
+    shares = ("relevant_weight_mass", "relevant_grad_share", "relevant_iv_share", "zero_frac")
+    rows = [m for m in ("rel_mse", "extrap_rel_mse", *shares) if m in set(final.metric)]
     if not rows:
         raise ValueError("no add-task measures (rel_mse, ...) in these runs")
     colours = palette(final, hue)
@@ -832,7 +835,9 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                 "rule": ("0.55", "-", None, "exact rule (no data)"),
                 "gaussian": ("0.55", (0, (1, 2)), None, "null: 2/D (random weights)")}
     titles = {"rel_mse": "error in the training range", "extrap_rel_mse": "error outside the training range",
-              "relevant_weight_mass": "first-layer energy on x_a, x_b", "zero_frac": "first-layer weights at zero"}
+              "relevant_weight_mass": "first-layer energy on x_a, x_b", "zero_frac": "first-layer weights at zero",
+              "relevant_grad_share": "input-gradient energy on x_a, x_b",
+              "relevant_iv_share": "output change from resampling x_a, x_b"}
     own = ax is None
     with paper_theme():
         fig, axes = _panels(ax, (3.0 * len(cols) + 2.2, 2.3 * len(rows)), len(rows), len(cols))
@@ -858,7 +863,7 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                 vals = vals[np.isfinite(vals) & (vals > 0)]
                 if m.endswith("mse") and len(vals) and vals.max() / vals.min() > 30:
                     ax.set_yscale("log")
-                if m in ("relevant_weight_mass", "zero_frac"):
+                if m in shares:
                     ax.set_ylim(-0.03, 1.03)
                 ax.set_title(f"{c}: {titles[m]}" if len(cols) > 1 else titles[m])
                 ax.set_ylabel(LABELS.get(m, m) if m != "rel_mse" else "MSE / var(y)")
