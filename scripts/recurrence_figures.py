@@ -3,7 +3,7 @@
     probe sweep --preset recurrence --jobs 2      # the runs, into runs/sweeps/recurrence-quick (restartable)
     probe sweep --preset spectrum --jobs 2
     python scripts/recurrence_figures.py          # figures/recurrence_*, figures/spectrum_*
-    python scripts/recurrence_figures.py --only spectrum --runs runs/sweeps   # one of them; RUNS/NAME-quick are the sweeps
+    python scripts/recurrence_figures.py --only spectrum --runs runs/sweeps  # one; RUNS/NAME-quick are the sweeps
 
 Writes, as PNG and PDF:
 - ``recurrence_final``: accuracy at T, 2T and 4T, time_sharing and causal_mass per task and model, with their
