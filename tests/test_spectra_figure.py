@@ -51,3 +51,19 @@ def test_spectra_figure_draws_the_fit_and_the_unit_spectra_it_is_given():
     powers = sorted(drawn.values(), key=lambda p: p[0])
     np.testing.assert_allclose(powers[0], np.full(8, 1 / 8))
     np.testing.assert_allclose(powers[1], (1 / np.arange(1, 9)) / (1 / np.arange(1, 9)).sum())
+
+
+def test_a_single_unit_layer_is_said_not_drawn_and_the_figure_saves(tmp_path):
+    """A one-unit first layer (the nlgp presets' single neuron): W^T W has one nonzero eigenvalue, no density. Before
+    the fix the panel went to log axes with nothing positive on them and saving raised matplotlib's "Data cannot be
+    log-scaled" (`probe figures` on such a run ended in a traceback)."""
+    eigs, spectra = _tables()
+    one = pd.DataFrame({"run": "one-unit", "step": 10, "eigenvalue": np.r_[3.0, np.zeros(39)], "alpha": np.nan,
+                        "xmin": np.nan})
+    for e in (one, pd.concat([eigs, one], ignore_index=True)):
+        fig = plots.spectra_figure(e, spectra[spectra.run == "heavy"].assign(run=e.run.iloc[0]))
+        ax_e = fig.axes[0]
+        assert any("fewer than two nonzero eigenvalues" in t.get_text() and "one-unit" in t.get_text()
+                   for t in ax_e.texts)
+        assert (ax_e.get_xscale() == "log") == (e.run.nunique() > 1)  # log axes only where a density is drawn
+        assert plots.save(fig, tmp_path, f"spectra_{e.run.nunique()}")  # writes, no error

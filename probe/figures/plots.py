@@ -673,9 +673,13 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
         # the legend below the panels (run names are long; beside them it squeezed the panels until labels overlapped)
         own = ax is None
         fig, ((ax_e, ax_f),) = _panels(ax, (8.2, 3.0 + 0.2 * -(-n_entries // 2)), 1, 2)
-        for _run, e in eigs.groupby("run", sort=False):
+        low_rank = []  # runs whose W^T W has fewer than two nonzero eigenvalues (a single unit): no density to draw
+        for run, e in eigs.groupby("run", sort=False):
             ev = np.sort(e.eigenvalue.to_numpy())
-            ev = ev[ev > 1e-10 * ev.max()]
+            ev = ev[ev > 1e-10 * ev.max()] if len(ev) and ev.max() > 0 else ev[:0]
+            if len(np.unique(ev)) < 2:
+                low_rank.append(names.get(run, run))
+                continue
             c = colours[e[key].iloc[0]]
             bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), max(8, min(40, len(ev) // 4)))
             hist, edges = np.histogram(ev, bins=bins, density=True)
@@ -688,12 +692,22 @@ def spectra_figure(eigs: pd.DataFrame, spectra: pd.DataFrame, hue: str | None = 
                 lam = np.logspace(np.log10(xmin), np.log10(ev.max()), 50)
                 ax_e.plot(lam, share * (a - 1) / xmin * (lam / xmin) ** -a, "--", color=c, lw=1,
                           label=rf"$\alpha$ = {a:.2f}")
-        ax_e.set(xscale="log", yscale="log", xlabel=r"eigenvalue $\lambda$ of $W^\top W$",
-                 ylabel=r"density (per unit of $\lambda$)", title="eigenvalues, first layer")
-        ax_e.legend(title="power-law fits", fontsize=6, title_fontsize=6, frameon=False, loc="lower left")
+        ax_e.set(xlabel=r"eigenvalue $\lambda$ of $W^\top W$", ylabel=r"density (per unit of $\lambda$)",
+                 title="eigenvalues, first layer")
+        if ax_e.lines:
+            ax_e.set(xscale="log", yscale="log")
+            ax_e.legend(title="power-law fits", fontsize=6, title_fontsize=6, frameon=False, loc="lower left")
+        else:
+            ax_e.set(xticks=[], yticks=[])
+        if low_rank:
+            ax_e.text(0.5, 0.5 if not ax_e.lines else 0.9, "fewer than two nonzero eigenvalues (no density):\n"
+                      + "\n".join(low_rank[:4]) + ("\n..." if len(low_rank) > 4 else ""), ha="center",
+                      va="center", fontsize=6, color="0.35", transform=ax_e.transAxes)
         for _run, s in spectra.groupby("run", sort=False):
             ax_f.plot(s.frequency, s.power, "o-", ms=2.5, lw=1, color=colours[s[key].iloc[0]], label=s[key].iloc[0])
-        ax_f.set(yscale="log", xlabel="spatial frequency |f| (cycles per grid length)",
+        if (spectra.power > 0).any():
+            ax_f.set_yscale("log")
+        ax_f.set(xlabel="spatial frequency |f| (cycles per grid length)",
                  ylabel="power (share of a unit's, mean)", title="per-unit power spectra")
         handles, labs = ax_f.get_legend_handles_labels()
         keep = dict(zip(labs, handles))  # runs of one hue value: one entry
