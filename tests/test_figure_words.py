@@ -48,6 +48,9 @@ def test_runs_are_named_by_what_differs_between_them_in_words():
     # a variant that names its width is not followed by the width again; one that does not, is
     wide = pd.DataFrame(dict(run=["w", "n"], variant=["mlp-1024", "mlp"], width=[1024, 100], seed=[0, 0]))
     assert labels.run_labels(wide) == {"w": "MLP, width 1024", "n": "MLP, width 100"}
+    # a CNN never reads --width or --depth: its name leaves out the defaults its config still holds
+    mixed = pd.DataFrame(dict(run=["c", "m"], model=["cnn", "mlp"], width=[100, 1], depth=[2, 1], seed=[0, 0]))
+    assert labels.run_labels(mixed) == {"c": "CNN", "m": "MLP, width 1, depth 1"}
 
 
 def test_measure_panels_and_legends_print_words_not_folder_or_code_names():

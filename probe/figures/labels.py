@@ -24,6 +24,7 @@ import pandas as pd
 
 from probe.config import RunConfig
 from probe.metrics import registry
+from probe.models import model_specs
 
 # config keys as legend and axis titles
 KEY_TEXT = {
@@ -144,11 +145,15 @@ def run_labels(table: pd.DataFrame) -> dict:
     varying.sort(key=lambda c: (_NAME_ORDER.index(c) if c in _NAME_ORDER else len(_NAME_ORDER) + (c == "seed"), c))
     if "variant" in varying and "model" in varying:  # a variant names its model already
         varying.remove("model")
+    specs = model_specs()
     out = {}
     for run, row in per_run.iterrows():
         parts = []
+        spec = specs.get(row.get("model")) if isinstance(row.get("model"), str) else None
         for c in varying:
             v = row[c]
+            if spec is not None and c in ("width", "depth", "param") and c not in spec.uses:
+                continue  # a CNN's title does not name the --width and --depth it never read
             if isinstance(v, str) and c in ("task", "model", "variant", "param", "optimizer"):
                 parts.append(value_text(c, v))
             else:

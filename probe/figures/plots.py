@@ -27,6 +27,7 @@ References are drawn per task and input size: two tasks' nulls are never average
 from __future__ import annotations
 
 import contextlib
+import textwrap
 
 import matplotlib as mpl
 import numpy as np
@@ -642,6 +643,7 @@ def fields_grid_figure(fields: pd.DataFrame, n_units: int = 8, ncols: int = 4, f
                     continue
                 row = r.iloc[j]
                 head = f"{names.get(run, run)}, step {row.step}{' (initialization)' if row.step == 0 else ''}"
+                head = textwrap.fill(head, int(17 * cell_w))  # a long run name wraps inside its cell (7 pt)
                 same = next(((n, s) for W, n, s in drawn if W.shape == row.W.shape and np.array_equal(W, row.W)), None)
                 if same is not None:
                     cell = grid[i, j]
