@@ -108,3 +108,28 @@ def test_mechanism_tables_pair_arms_by_seed_and_average_step_ranges(tmp_path):
     assert r["n"] == 2 and r["mean"] == pytest.approx(0.01 * (16 / 3 + 0.5))  # 1e-5 (t + seed), t = 1, 5, 10; x1000
     assert claims.recompute("mechanism-step-medium", "range=2000-2000", "dS", "", results=tmp_path)["n"] == 2
     assert claims.recompute("mechanism-step-medium", "step=0", "dS", "", results=tmp_path)["n"] == 2
+
+
+def test_new_claims_are_recomputed_rows_and_rewriting_keeps_the_table(tmp_path):
+    """claim_row quotes what the table recomputes ("no effect detected" for a difference whose interval holds 0);
+    write_claims replaces rows by id and appends new ones, leaving every other row as it was, byte for byte."""
+    import shutil
+
+    from probe.sweep import claims
+
+    path = tmp_path / "claims.csv"
+    shutil.copyfile(claims.CLAIMS, path)
+    claims.write_claims([], path)
+    assert path.read_bytes() == claims.CLAIMS.read_bytes()
+    old = claims.read_claims(path)
+    first = dict(old[0])
+    row = claims.claim_row(first["claim"], first["doc"], first["table"], first["where"], first["measure"],
+                           first["null"], first["command"])
+    assert row["text"] in first["text"] and row["effect"] == first["effect"]
+    extra = claims.claim_row("new-claim", "docs/findings.md", first["table"], first["where"], first["measure"],
+                             first["measure"])  # a measure minus itself: 0, interval [0, 0]
+    assert extra["text"].startswith(claims.NO_EFFECT) and extra["effect"] in ("0.000", "-0.000")
+    claims.write_claims([extra, {**first, "command": "changed"}], path)
+    new = claims.read_claims(path)
+    assert [r["claim"] for r in new] == [r["claim"] for r in old] + ["new-claim"]
+    assert new[0]["command"] == "changed" and new[1:-1] == old[1:]

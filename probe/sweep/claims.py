@@ -77,6 +77,34 @@ def quote(stats: dict, difference: bool, digits: int = 3) -> str:
     return f"{f(stats['mean'])} (95% CI {f(stats['ci_low'])} to {f(stats['ci_high'])}, {stats['n']} seeds)"
 
 
+def said(stats: dict, difference: bool) -> str:
+    """The words a doc quotes for a recomputed number: :func:`quote`, inside "no effect detected at this n (...)"
+    for a difference whose interval includes 0."""
+    q = quote(stats, difference)
+    return f"{NO_EFFECT} ({q})" if difference and stats["ci_low"] <= 0 <= stats["ci_high"] else q
+
+
+def claim_row(claim: str, doc: str, table: str, where: str, measure: str, null: str = "", command: str = "",
+              results: Path = RESULTS) -> dict:
+    """A new row of the claims table, recomputed from ``results/table/summary.csv`` (its ``text`` is what the doc
+    must quote: :func:`said`)."""
+    s = recompute(table, where, measure, null, results)
+    return dict(claim=claim, doc=doc, table=table, where=where, measure=measure, null=null,
+                effect=f"{s['mean']:.3f}", ci_low=f"{s['ci_low']:.3f}", ci_high=f"{s['ci_high']:.3f}",
+                seeds=str(s["n"]), text=said(s, bool(null)), command=command)
+
+
+def write_claims(rows: list[dict], path: Path = CLAIMS) -> None:
+    """Replace the rows whose ``claim`` ids are among ``rows`` and append the others, keeping the table's order."""
+    old = read_claims(path)
+    new = {r["claim"]: r for r in rows}
+    kept = [new.pop(r["claim"], r) for r in old]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows([*kept, *new.values()])
+
+
 def read_claims(path: Path = CLAIMS) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
