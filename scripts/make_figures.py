@@ -1,8 +1,8 @@
 """Run the preset experiments and regenerate every figure of docs/findings.md into figures/.
 
-    python scripts/make_figures.py                       # quick scale: 461 runs (5 seeds, 3 where runs take
-                                                         # minutes); at 2 seeds 192 of 204 runs took 90 + 28 min on 2
-                                                         # shared CPU cores
+    python scripts/make_figures.py                       # quick scale: 609 runs of 13 presets (5 seeds, 3
+                                                         # where runs take minutes); at 2 seeds 192 of 204 runs took
+                                                         # 90 + 28 min on 2 shared CPU cores
     python scripts/make_figures.py --scale medium --only data_size  # about an hour on 2 cores: data_size-medium_*
     python scripts/make_figures.py --scale medium --only patches    # natural-image patches: patches-medium_*
     python scripts/make_figures.py --scale full --jobs 8 # the papers' scale, for a GPU machine
@@ -97,6 +97,12 @@ EXPERIMENTS = {
             final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow",
                    "input_dependence"])),
     ]),
+    # recurrent tasks (parity, count, Dyck depth, delayed copy) and "add two numbers": drawn and tabled by
+    # scripts/recurrence_figures.py (docs/findings-recurrence.md); the clone's accuracy over training by
+    # scripts/clone_dynamics.py (SCRIPTS)
+    "recurrence": ("recurrence", []),
+    "spectrum": ("spectrum", []),
+    "clone_dynamics": ("clone-dynamics", []),
     # SGD vs L1 vs beta-LASSO vs IMP with rewinding (MNIST-1D MLP 40-500-500-10): end-of-run accuracy, sparsity
     # and locality against the permuted null, and the fields of seed 0 at the last step
     "sparsity": ("sparsity", [
@@ -196,6 +202,10 @@ class Script:
 
 
 SCRIPTS = {
+    # the presets drawn by their own scripts ({runs}: the sweeps' folder, {sweep}: this preset's sweep in it)
+    "recurrence": [Script("recurrence_figures.py", ("--only", "recurrence", "--runs", "{runs}"), run=False)],
+    "spectrum": [Script("recurrence_figures.py", ("--only", "spectrum", "--runs", "{runs}"), run=False)],
+    "clone_dynamics": [Script("clone_dynamics.py", ("{sweep}",), run=False)],
     "mechanism": [
         Script("mechanism_step.py", ("step", *SEEDS5), scales=("quick",)),
         Script("mechanism_step.py", ("cause", *SEEDS5), scales=("quick",)),
@@ -216,13 +226,13 @@ SCRIPTS = {
 }
 
 
-def run_scripts(name: str, scale: str, figures_only: bool) -> None:
+def run_scripts(name: str, scale: str, figures_only: bool, runs: Path, preset: str) -> None:
     """Run the scripts of an experiment (:data:`SCRIPTS`) in order; stop at the first that fails."""
     for s in SCRIPTS.get(name, []):
         if scale not in s.scales or (s.run and figures_only):
             continue
-        args = list(s.args)
-        if scale != "quick" and s.script != "mechanism_tables.py":
+        args = [a.format(runs=runs, sweep=runs / preset) for a in s.args]
+        if scale != "quick" and s.script.startswith("mechanism_") and s.script != "mechanism_tables.py":
             args += ["--n-train", str(MEDIUM_N_TRAIN)]
         cmd = [sys.executable, str(Path(__file__).resolve().parent / s.script), *args]
         print(f"== {name}: {' '.join(['python', 'scripts/' + s.script, *args])}", flush=True)
@@ -301,7 +311,7 @@ def main() -> None:
         for p in draw(tag, figs, folder, args.out):
             if p.suffix == ".png":
                 print(f"   {p}")
-        run_scripts(name, args.scale, args.figures_only)
+        run_scripts(name, args.scale, args.figures_only, runs, preset)
     print(f"all done in {(time.perf_counter() - t0) / 60:.1f} min")
 
 

@@ -73,16 +73,24 @@ def print_table(final: pd.DataFrame, by: list[str], keys: list[str]) -> None:
         print(pd.DataFrame(rows).to_string(index=False))
 
 
+def sweep_folder(runs: Path, name: str) -> Path:
+    """RUNS/NAME-quick (probe sweep's default folder) or RUNS/NAME (scripts/make_figures.py's)."""
+    for folder in (runs / f"{name}-quick", runs / name):
+        if folder.is_dir():
+            return folder
+    raise SystemExit(f"recurrence_figures: no sweep {runs / f'{name}-quick'} or {runs / name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/sweeps"),
-                        help="folder holding the sweeps (RUNS/NAME-quick, probe sweep's default)")
+                        help="folder holding the sweeps (RUNS/NAME-quick, probe sweep's default, or RUNS/NAME)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--only", nargs="+", choices=("recurrence", "spectrum"), default=("recurrence", "spectrum"))
     args = parser.parse_args()
     for name in args.only:
         print(f"== {name}")
-        for p in {"recurrence": recurrence, "spectrum": spectrum}[name](args.runs / f"{name}-quick", args.out):
+        for p in {"recurrence": recurrence, "spectrum": spectrum}[name](sweep_folder(args.runs, name), args.out):
             if p.suffix == ".png":
                 print(f"   {p}")
 
