@@ -133,3 +133,26 @@ def test_new_claims_are_recomputed_rows_and_rewriting_keeps_the_table(tmp_path):
     new = claims.read_claims(path)
     assert [r["claim"] for r in new] == [r["claim"] for r in old] + ["new-claim"]
     assert new[0]["command"] == "changed" and new[1:-1] == old[1:]
+
+
+def test_a_claims_table_quotes_what_its_rows_recompute(tmp_path):
+    """claims_table writes one cell per (group, measure): the recomputed quote, '-' where no run has the measure;
+    a doc holding the table passes the check with the rows, and fails once a cell is typed differently."""
+    import shutil
+
+    from probe.sweep import claims
+
+    res = tmp_path / "results"
+    shutil.copytree(claims.RESULTS / "ecnn-quick", res / "ecnn-quick")
+    rows, md = claims.claims_table("t", "doc.md", "ecnn-quick", "cmd", {"MLP": "variant=mlp", "CNN": "variant=cnn"},
+                                   [("acc", "test_acc", ""), ("wm", "window_mass_3", "phase"), ("no", "nosuch", "")],
+                                   results=res)
+    assert [r["claim"] for r in rows] == ["t-mlp-acc", "t-mlp-wm", "t-cnn-acc", "t-cnn-wm"]
+    assert md.splitlines()[2].endswith(" | - |") and all(r["text"] in md for r in rows)
+    (tmp_path / "doc.md").write_text("Table:\n\n" + md + "\n")
+    with open(res / "claims.csv", "w") as f:
+        f.write(",".join(claims.COLUMNS) + "\n")
+    claims.write_claims(rows, res / "claims.csv")
+    assert claims.check(res / "claims.csv", tmp_path) == []
+    (tmp_path / "doc.md").write_text(md.replace(rows[0]["text"], "0.700 (95% CI 0.690 to 0.710, 5 seeds)"))
+    assert any("does not quote" in p for p in claims.check(res / "claims.csv", tmp_path))

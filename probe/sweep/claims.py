@@ -94,6 +94,35 @@ def claim_row(claim: str, doc: str, table: str, where: str, measure: str, null: 
                 seeds=str(s["n"]), text=said(s, bool(null)), command=command)
 
 
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def claims_table(prefix: str, doc: str, table: str, command: str, groups: dict[str, str],
+                 cells: list[tuple[str, str, str]], results: Path = RESULTS) -> tuple[list[dict], str]:
+    """The claims rows and the markdown table of one results table: a row per ``groups`` entry (its label: its
+    ``where``), a column per ``cells`` entry (header, measure, null: a value, or its paired difference to the
+    null); a cell no run has is ``-``. Claim ids are ``PREFIX-LABEL-HEADER``, slugged. The markdown quotes each
+    cell's :func:`said` text, so that the doc holding the table passes :func:`check` once the rows are written."""
+    rows, lines = [], ["| | " + " | ".join(h for h, _, _ in cells) + " |", "| --- " * (len(cells) + 1) + "|"]
+    for label, where in groups.items():
+        out = []
+        for header, measure, null in cells:
+            try:
+                row = claim_row(f"{prefix}-{_slug(label)}-{_slug(header)}", doc, table, where, measure, null, command,
+                                results)
+            except KeyError:
+                out.append("-")
+                continue
+            if int(row["seeds"]) < 2:
+                out.append("-")
+                continue
+            rows.append(row)
+            out.append(row["text"])
+        lines.append(f"| {label} | " + " | ".join(out) + " |")
+    return rows, "\n".join(lines)
+
+
 def write_claims(rows: list[dict], path: Path = CLAIMS) -> None:
     """Replace the rows whose ``claim`` ids are among ``rows`` and append the others, keeping the table's order."""
     old = read_claims(path)
