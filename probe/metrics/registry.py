@@ -392,8 +392,8 @@ _TITLES = {
     "self_mass": "routing on the query itself",
     "perm_equivariance_error": "permutation equivariance error",
     "perm_flip_rate": "answers flipped by a permutation",
-    "time_sharing": "time sharing (explained by t - s)",
-    "causal_mass": "causal dependence (s <= t)",
+    "time_sharing": "gradient: time sharing (t - s)",
+    "causal_mass": "gradient: causal share (s <= t)",
     "relevant_weight_mass": "first-layer energy on the relevant inputs",
     "rel_mse": "error in the training range",
     "extrap_rel_mse": "error outside the training range",
@@ -443,8 +443,9 @@ _TITLES.update({
     "filter_match": "fields matching a CNN's filters", "filter_match@phase": "CNN filter match, phases randomized",
     "step_dS": "change of S along the step", "conv_dist_change": "step's change of the distance to convolutions",
     "local_dist_change": "step's change of the distance to the windows",
-    "conv_share_local_null": "conv share of a local unshared layer", "causal_mass_iv": "causal effect (s <= t)",
-    "time_sharing_iv": "consistent effects at every position", "relevant_grad_share": "input gradient on the relevant "
+    "conv_share_local_null": "conv share of a local unshared layer",
+    "causal_mass_iv": "substitution: causal share",
+    "time_sharing_iv": "substitution: time sharing", "relevant_grad_share": "input gradient on the relevant "
     "inputs", "relevant_iv_share": "effect of resampling the relevant inputs",
     "clone_detect_acc": "real inputs told from the clone", "first_layer_sparsity": "first-layer weights pruned",
     "conv_complement_ratio": "off-convolution part, layer 1, end / start",
