@@ -10,8 +10,9 @@ Writes, as PNG and PDF:
   @permuted and @init nulls (probe.figures.make.make_figures, the same figure as `probe figures --x task`);
 - ``recurrence_dependence``: the dependence maps M[t, s] of the final models (seed 0), a row per model and a
   column per task; ``recurrence_distance``: their dependence on the distance t - s (mean over seeds);
-- ``spectrum_curves``: error inside and outside the training range, relevant_weight_mass and zero_frac against
-  the number of training examples, beside linear regression and the exact rule.
+- ``spectrum_curves``: error inside and outside the training range, relevant_weight_mass, relevant_grad_share,
+  relevant_iv_share and zero_frac against the number of training examples, beside linear regression, the exact
+  rule and the 2/D null.
 and prints the tables the findings quote (means over seeds, each seed, the nulls).
 """
 

@@ -836,8 +836,9 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
     (outside it), ``relevant_weight_mass`` and ``zero_frac`` (first layer), and where the runs have them
     ``relevant_grad_share`` and ``relevant_iv_share`` (the function's, by gradient and by resampling); a line per
     ``hue`` (models; mean over seeds, one dot per run), beside LinearRegression fit on the same split (``@linreg``,
-    black dashes), the exact rule (``@rule``, grey) and the relevant-mass null 2/D (``@gaussian``, grey dots). Log
-    axes where they help."""
+    black dashes), the exact rule (``@rule``, grey) and the relevant-mass null 2/D (``@gaussian``, grey dots; also
+    in the function-share rows, where a function reading every input alike scores the same 2/D). Log axes where
+    they help."""
     from matplotlib.lines import Line2D
 
     _check_keys(final, x, hue, col)
@@ -852,8 +853,8 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                 "gaussian": ("0.55", (0, (1, 2)), None, "null: 2/D (random weights)")}
     titles = {"rel_mse": "error in the training range", "extrap_rel_mse": "error outside the training range",
               "relevant_weight_mass": "first-layer energy on x_a, x_b", "zero_frac": "first-layer weights at zero",
-              "relevant_grad_share": "input-gradient energy on x_a, x_b",
-              "relevant_iv_share": "output change from resampling x_a, x_b"}
+              "relevant_grad_share": "gradient energy on x_a, x_b",
+              "relevant_iv_share": "resampling effect of x_a, x_b"}
     own = ax is None
     with paper_theme():
         fig, axes = _panels(ax, (3.0 * len(cols) + 2.2, 2.3 * len(rows)), len(rows), len(cols))
@@ -870,6 +871,8 @@ def spectrum_figure(final: pd.DataFrame, x: str = "task.n_train", hue: str = "va
                     ax.plot(g.index, g.values, "o-", ms=3.5, lw=1.2, color=c_h, label=words.value_text(hue, h))
                 for k, (colour, ls, marker, _) in controls.items():
                     fk = fc[fc.metric == f"{m}@{k}"]
+                    if not len(fk) and k == "gaussian" and m in ("relevant_grad_share", "relevant_iv_share"):
+                        fk = fc[fc.metric == "relevant_weight_mass@gaussian"]  # the same |R| / D for a function
                     if len(fk):
                         g = fk.groupby(x).value.mean()
                         ax.plot(g.index, g.values, ls=ls, marker=marker, ms=3, mfc="none", color=colour, lw=1.1)
