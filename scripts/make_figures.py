@@ -93,7 +93,7 @@ EXPERIMENTS = {
             final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow", "swap_follow_keys",
                    "swap_follow_values"])),
         Fig((), where={"task": "induction"}, options=dict(
-            prefix="routing_induction_", x="model", hue="task_opts.length", xlabel="model",
+            prefix="routing_induction_", x="model", hue="task_opts.length", xlabel="model", mix_tasks=True,
             final=["test_acc", "routing_accuracy", "routing_accuracy_value", "intervention_follow",
                    "input_dependence"])),
     ]),
