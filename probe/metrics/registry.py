@@ -197,7 +197,9 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     # -- recurrence and the add task ------------------------------------------------------------------
     Measure("time_sharing", recurrence.time_sharing, "function", _RECURRENCE, "share explained by t - s",
             "the output's dependence on the input at s (Jacobian energy) is a function of t - s: one map at every "
-            "position, as a recurrence's or causal convolution's (1); null `time_sharing@permuted`",
+            "position, as a recurrence's or causal convolution's (1); null `time_sharing@permuted`. First order, "
+            "along one-hot coordinates no input takes: it reads how a model is wired, not what its answers depend "
+            "on (`time_sharing_iv` does)",
             "the dependence changes with absolute position (≈ 2/(T+2) for i.i.d. entries)"),
     Measure("causal_mass", recurrence.causal_mass, "function", _RECURRENCE, "share of dependence on s <= t",
             "the output at t depends only on inputs at or before t (1: causal, as rnn and causal transformer are "
@@ -319,7 +321,9 @@ MEASURES.update({m.name: m for m in (
             "the same substitution at the same lag changes the answer the same way at every position (exact "
             "recurrent solutions: 1), read against `@permuted` (each position reading its answer its own way)",
             "a different map at every position; left out when no substitution changes an answer; uninformative "
-            "for two answers (a change is a flip)", kinds=("sequence",)),
+            "for two answers (a change is a flip). On inputs of the task, any accurate model of a time-shared "
+            "task reads as the task does: it cannot tell a position-tied solution from a recurrent one at the "
+            "trained length (docs/findings-recurrence.md)", kinds=("sequence",)),
     Measure("relevant_grad_share", intervention.relevant_grad_share, "function", _ARITH,
             "share of input-gradient energy",
             "the function's input gradients lie on the relevant inputs (1), whatever its weights (dead units' do not "
