@@ -231,6 +231,9 @@ def run_scripts(name: str, scale: str, figures_only: bool, runs: Path, preset: s
     for s in SCRIPTS.get(name, []):
         if scale not in s.scales or (s.run and figures_only):
             continue
+        if any("{" in a for a in s.args) and not (runs / preset).is_dir():  # draws from the sweep: none here
+            print(f"== {name}: scripts/{s.script} left out (no runs in {runs / preset})", flush=True)
+            continue
         args = [a.format(runs=runs, sweep=runs / preset) for a in s.args]
         if scale != "quick" and s.script.startswith("mechanism_") and s.script != "mechanism_tables.py":
             args += ["--n-train", str(MEDIUM_N_TRAIN)]
