@@ -288,3 +288,14 @@ def test_final_stats_pairs_each_run_with_its_own_null(runs):
     assert row["n"] == 2 and row["mean"] == pytest.approx(d.mean()) and row["sd"] == pytest.approx(d.std(ddof=1))
     assert row["ci_low"] < row["mean"] < row["ci_high"]
     assert set(st[st.model == "cnn"].n) == {1}  # one seed: a mean, no interval
+
+
+def test_final_figure_clips_an_interval_to_the_values_a_share_can_take():
+    """Three seeds of a share at 0.3, 0.9 and 1.0 have a t interval reaching past 1 (and below 0); the bar stops at
+    the share's range [0, 1], as the line figures' bands do (before, it ran to about 1.6)."""
+    final = pd.DataFrame({"run": ["a", "b", "c"], "metric": "routing_accuracy", "value": [0.3, 0.9, 1.0],
+                          "model": "mixer", "seed": [0, 1, 2], "step": 100})
+    fig = plots.final_figure(final, x="model", metrics=["routing_accuracy"])
+    (bar,) = [c for c in fig.axes[0].collections if c.get_gid() == "interval"]
+    (seg,) = bar.get_segments()
+    assert seg[:, 1].min() == 0.0 and seg[:, 1].max() == 1.0

@@ -505,9 +505,10 @@ def final_figure(final: pd.DataFrame, x: str, metrics, refs: pd.DataFrame | None
                 px = pos[xv] + offset[g]
                 ax.scatter(np.full(len(v), px), scale * v, s=9, color=colours[g], alpha=0.45, lw=0)
                 lines.setdefault(g, []).append((px, scale * v.mean()))
-                if t_half(v) > 0:
-                    ax.vlines(px, scale * (v.mean() - t_half(v)), scale * (v.mean() + t_half(v)), color=colours[g],
-                              lw=1.0, gid="interval")
+                if t_half(v) > 0:  # clipped to the values the measure can take, as the line figures' bands are
+                    lo, hi = words.value_range(m, scale)
+                    ax.vlines(px, max(lo, scale * (v.mean() - t_half(v))), min(hi, scale * (v.mean() + t_half(v))),
+                              color=colours[g], lw=1.0, gid="interval")
             for g, pts in lines.items():
                 pts.sort()
                 ax.plot(*zip(*pts), "o-" if numeric else "o", ms=4.5, lw=1.2, color=colours[g],
