@@ -614,20 +614,26 @@ def _print_stats(folder: Path, df, shown) -> None:
 
 
 def _print_exponents(folder: Path, df) -> None:
-    """A data-size sweep's sample-complexity exponents (test error ~ a n^-b), mean +- sd over seeds."""
-    from probe.sweep.summary import EXPONENTS_FILE, exponents  # lazy: torch, pandas
+    """A data-size sweep's sample-complexity exponents (test error ~ a n^-b): mean +- sd over seeds and the mean's 95%
+    t interval."""
+    from probe.sweep.summary import EXPONENT_SEEDS_FILE, EXPONENTS_FILE, exponents  # lazy: torch, pandas
 
     table = exponents(folder, df)
     if table is None or not len(table):
         return
-    t = Table(*[c for c in table.columns if c not in ("exponent", "exponent_sd", "prefactor")], "b (err ~ n^-b)",
-              box=None, title="sample-complexity exponents")
+    fit = ("exponent", "exponent_sd", "exponent_ci_low", "exponent_ci_high", "prefactor")
+    t = Table(*[{"err_at_n_max": "err@n_max"}.get(c, c) for c in table.columns if c not in fit], box=None,
+              title="sample-complexity exponents, test error ~ a n^-b (b: mean +- sd [95% t interval] over seeds)")
+    t.add_column("b", no_wrap=True)
     for _, row in table.iterrows():
-        cells = [str(row[c]) for c in table.columns if c not in ("exponent", "exponent_sd", "prefactor")]
-        sd = "" if row["exponent_sd"] != row["exponent_sd"] else f" +- {row['exponent_sd']:.3f}"
-        t.add_row(*cells[:-1], f"{row['err_at_n_max']:.4g}", f"{row['exponent']:.3f}{sd}")
+        cells = [str(row[c]) for c in table.columns if c not in fit]
+        one = row["exponent_sd"] != row["exponent_sd"]  # one seed: no sd, no interval
+        spread = "" if one else (f" +- {row['exponent_sd']:.3f} [{row['exponent_ci_low']:.3f}, "
+                                 f"{row['exponent_ci_high']:.3f}]")
+        t.add_row(*cells[:-1], f"{row['err_at_n_max']:.4g}", f"{row['exponent']:.3f}{spread}")
     console.print(t)
-    console.print(f"exponents -> {folder / EXPONENTS_FILE}", highlight=False, soft_wrap=True)
+    console.print(f"exponents -> {folder / EXPONENTS_FILE}, each seed's fit -> {folder / EXPONENT_SEEDS_FILE}",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()

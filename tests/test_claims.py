@@ -86,6 +86,17 @@ def test_a_null_can_name_another_column_of_the_run(tmp_path):
         claims.recompute("t", "", "dist", "nothing", results=tmp_path)
 
 
+def test_a_table_can_name_a_per_seed_file_beside_the_summary(tmp_path):
+    # a sample-complexity exponent is one fit per seed (exponents_seeds.csv), not a run's value in summary.csv
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "exponents_seeds.csv").write_text("variant,seed,exponent\nmlp,0,0.30\nmlp,1,0.31\nmlp,2,0.29\n"
+                                                       "cnn,0,1.0\n")
+    s = claims.recompute("t/exponents_seeds.csv", "variant=mlp", "exponent", results=tmp_path)
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.30)
+    with pytest.raises(FileNotFoundError):
+        claims.recompute("t", "variant=mlp", "exponent", results=tmp_path)  # no summary.csv: the folder is not the file
+
+
 def test_mechanism_tables_pair_arms_by_seed_and_average_step_ranges(tmp_path):
     # the tables claims read the mechanism experiments from: an arm's measure beside the same seed's other arm,
     # and a seed's mean over a range of steps, on numbers whose answer is known

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probe.analysis.scaling import fit_power_law, sample_complexity
+from probe.analysis.scaling import fit_power_law, sample_complexity, seed_fits
 from probe.sweep.summary import exponents
 
 
@@ -42,6 +42,9 @@ def test_sample_complexity_recovers_each_models_exponent_and_its_spread_over_see
         assert t.loc[model, "exponent_sd"] == pytest.approx(np.std(per_seed, ddof=1))
         assert abs(t.loc[model, "exponent"] - b) < 3 * 0.05 / np.sqrt(5) + 1e-9
     assert (t["seeds"] == 5).all() and (t["n_max"] == 4000).all()
+    fits = seed_fits(df, "variant")  # the rows behind the summary: one per seed, the same mean
+    assert len(fits) == 10 and set(fits.columns) >= {"variant", "seed", "exponent", "prefactor", "sizes"}
+    assert fits[fits.variant == "cnn"].exponent.mean() == pytest.approx(t.loc["cnn", "exponent"])
     exact = sample_complexity(synthetic_runs({"mlp": 0.3}, noise=0.0), "variant")
     assert exact.exponent[0] == pytest.approx(0.3) and exact.exponent_sd[0] == pytest.approx(0.0, abs=1e-12)
 
@@ -67,5 +70,8 @@ def test_sweep_exponents_read_each_runs_real_training_set_size(tmp_path):
     t = exponents(tmp_path, df).set_index("variant")
     assert t.loc["mlp", "exponent"] == pytest.approx(0.25) and t.loc["cnn", "exponent"] == pytest.approx(0.5)
     assert t.loc["cnn", "n_max"] == 4000 and (tmp_path / "exponents.csv").is_file()
+    per_seed = pd.read_csv(tmp_path / "exponents_seeds.csv")
+    assert sorted(per_seed.seed[per_seed.variant == "mlp"]) == [0, 1]
+    assert per_seed.exponent[per_seed.variant == "mlp"].to_numpy() == pytest.approx([0.25, 0.25])
     df.loc[df.run.str.startswith("cnn") & df.run.str.contains("s1"), "status"] = "failed"
     assert exponents(tmp_path, df, write=False).set_index("variant").loc["cnn", "seeds"] == 1

@@ -5,7 +5,8 @@ final values and their nulls as ``MEASURE@NULL``), copied in by :func:`collect`.
 row per quoted number:
 
 - ``claim``: an id; ``doc``: the file that quotes it (docs/findings.md, README.md);
-- ``table``: the folder under results/ whose summary.csv it comes from; ``where``: the runs it is read on, as
+- ``table``: the folder under results/ whose summary.csv it comes from, or a file there with one row per run or
+  per seed (``data-size-quick/exponents_seeds.csv``: each seed's sample-complexity exponent); ``where``: the runs it is read on, as
   ``key=value`` pairs joined by ``;`` (``variant=mlp;task=mnist1d``);
 - ``measure`` and ``null``: the measure's final value over seeds (``null`` empty), or its paired difference to
   the null ``measure@null`` per seed; where the table has no ``measure@null`` column, ``null`` names the column
@@ -50,10 +51,10 @@ def _match(value, wanted: str) -> bool:
 def recompute(table: str, where: str, measure: str, null: str = "", results: Path = RESULTS) -> dict:
     """``n, mean, sd, ci_low, ci_high`` of ``measure`` (or ``measure - measure@null`` per run, or ``measure - null``
     where ``null`` is a column and ``measure@null`` is not) over the finished runs of ``results/table/summary.csv``
-    that match ``where``."""
+    (or of the file ``results/table`` itself, where ``table`` names a .csv) that match ``where``."""
     import pandas as pd
 
-    df = pd.read_csv(Path(results) / table / "summary.csv")
+    df = pd.read_csv(Path(results) / table if table.endswith(".csv") else Path(results) / table / "summary.csv")
     if "status" in df.columns:
         df = df[df["status"] == "done"]
     for pair in filter(None, where.split(";")):
@@ -172,10 +173,11 @@ def check(path: Path = CLAIMS, root: Path = ROOT) -> list[str]:
 
 
 def collect(sweep_dir, name: str, results: Path = RESULTS) -> Path:
-    """Copy a sweep's summary.csv and stats.csv (``probe sweep FOLDER --summary``) to results/NAME/."""
+    """Copy a sweep's summary.csv and stats.csv (``probe sweep FOLDER --summary``), and a data-size sweep's
+    exponents, to results/NAME/."""
     out = Path(results) / name
     out.mkdir(parents=True, exist_ok=True)
-    for f in ("summary.csv", "stats.csv"):
+    for f in ("summary.csv", "stats.csv", "exponents.csv", "exponents_seeds.csv"):
         if (Path(sweep_dir) / f).is_file():
             shutil.copyfile(Path(sweep_dir) / f, out / f)
     return out

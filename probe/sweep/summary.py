@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from probe.analysis.scaling import sample_complexity
+from probe.analysis.scaling import sample_complexity, seed_fits
 from probe.config import ConfigError, flatten_config
 from probe.metrics.registry import current_keys
 from probe.run.checkpoint import atomic_write
@@ -130,6 +130,7 @@ def summary_stats(sweep_dir, df=None, write: bool = True):
 
 
 EXPONENTS_FILE = "exponents.csv"
+EXPONENT_SEEDS_FILE = "exponents_seeds.csv"  # one fit per seed: the rows the exponents' intervals are read from
 
 
 def size_column(columns) -> str | None:
@@ -143,7 +144,8 @@ def exponents(sweep_dir, df=None, write: bool = True):
     against the number of training examples each run really had (task.json's ``n_train``, so ``n_train = 0``, the
     whole split, counts as its size), as err = a n^(-b), fitted per seed for every combination of the other varied
     keys (the model variant, the task, ...); mean and sd of b over seeds. Only finished runs count. None when the
-    sweep varies no ``n_train`` key or holds no sweep.json; else the table, written to ``exponents.csv``."""
+    sweep varies no ``n_train`` key or holds no sweep.json; else the table, written to ``exponents.csv``, beside
+    each seed's own fit in ``exponents_seeds.csv`` (the rows a claim's interval over seeds is read from)."""
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / MANIFEST).is_file():
         return None
@@ -167,4 +169,6 @@ def exponents(sweep_dir, df=None, write: bool = True):
     table = sample_complexity(df, by, n="n", err="err", seed="seed" if "seed" in df.columns else "_none_")
     if write and len(table):
         write_csv(table, sweep_dir / EXPONENTS_FILE)
+        write_csv(seed_fits(df, by, n="n", err="err", seed="seed" if "seed" in df.columns else "_none_"),
+                  sweep_dir / EXPONENT_SEEDS_FILE)
     return table
