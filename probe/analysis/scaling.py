@@ -52,7 +52,8 @@ def sample_complexity(df: pd.DataFrame, by, n: str = "n", err: str = "err", seed
     ``df``: one row per run with columns ``by``, ``n`` (training examples), ``err`` (test error) and ``seed``.
     Returns one row per group: ``by``, ``exponent`` (mean b over seeds), ``exponent_sd`` (their sd, ddof 1; nan
     for one seed), ``exponent_ci_low`` and ``exponent_ci_high`` (the 95% Student's t interval of the mean over
-    seeds, :mod:`probe.intervals`; nan for one seed), ``prefactor`` (the geometric mean of a), ``seeds`` (seeds fitted), ``sizes`` (distinct n),
+    seeds, :mod:`probe.intervals`; nan for one seed), ``prefactor`` (the geometric mean of a), ``seeds`` (seeds
+    fitted), ``sizes`` (distinct n),
     ``n_min``, ``n_max``, and ``err_at_n_max`` (mean test error at the largest n).
     """
     by = [by] if isinstance(by, str) else list(by)

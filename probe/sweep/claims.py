@@ -6,8 +6,8 @@ row per quoted number:
 
 - ``claim``: an id; ``doc``: the file that quotes it (docs/findings.md, README.md);
 - ``table``: the folder under results/ whose summary.csv it comes from, or a file there with one row per run or
-  per seed (``data-size-quick/exponents_seeds.csv``: each seed's sample-complexity exponent); ``where``: the runs it is read on, as
-  ``key=value`` pairs joined by ``;`` (``variant=mlp;task=mnist1d``);
+  per seed (``data-size-quick/exponents_seeds.csv``: each seed's sample-complexity exponent); ``where``: the runs
+  it is read on, as ``key=value`` pairs joined by ``;`` (``variant=mlp;task=mnist1d``);
 - ``measure`` and ``null``: the measure's final value over seeds (``null`` empty), or its paired difference to
   the null ``measure@null`` per seed; where the table has no ``measure@null`` column, ``null`` names the column
   to subtract itself (``dS_grad`` minus ``dS@random``, a distance minus the ``diffusion`` column of the same run);
