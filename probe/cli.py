@@ -621,7 +621,7 @@ def _print_exponents(folder: Path, df) -> None:
     table = exponents(folder, df)
     if table is None or not len(table):
         return
-    fit = ("exponent", "exponent_sd", "exponent_ci_low", "exponent_ci_high", "prefactor")
+    fit = ("exponent", "exponent_sd", "exponent_ci_low", "exponent_ci_high", "prefactor", "sizes")  # in the csv
     t = Table(*[{"err_at_n_max": "err@n_max"}.get(c, c) for c in table.columns if c not in fit], box=None,
               title="sample-complexity exponents, test error ~ a n^-b (b: mean +- sd [95% t interval] over seeds)")
     t.add_column("b", no_wrap=True)

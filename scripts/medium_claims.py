@@ -1,0 +1,138 @@
+"""The medium-scale Findings tables and their claims, from the committed per-run tables (results/NAME/).
+
+Each section of docs/findings.md at medium scale quotes tables printed here: every cell is a claim row
+(probe/sweep/claims.py) recomputed from results/NAME/summary.csv (or a per-seed file beside it), so the doc and
+the table cannot drift. Run after a sweep and ``python -m probe.sweep.claims --collect SWEEP NAME``:
+
+    python scripts/medium_claims.py data-size        # prints the markdown tables, writes the ds-medium-* claims
+    python scripts/medium_claims.py patches          # the patches-controls lr 1e-3 grid (pc-*)
+    python scripts/medium_claims.py width            # width-parametrization, and its patches runs at lr 0.05 (wpm-*)
+
+Paste the printed tables into the section (or check that they match); tests/test_claims.py then fails on any
+quoted number that the tables no longer give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from probe.sweep.claims import claim_row, claims_table, write_claims
+
+DOC = "docs/findings.md"
+
+
+def _sizes(models: dict[str, str], sizes: dict[str, str], size_key: str) -> dict[str, str]:
+    """Rows ``LABEL, n = SIZE`` of every model at every size: their ``where``."""
+    return {f"{m}, n = {s}": f"variant={v};{size_key}={k}" for m, v in models.items() for s, k in sizes.items()}
+
+
+def data_size() -> tuple[list[dict], list[str]]:
+    table = "data-size-medium"
+    command = ("probe sweep --preset data-size --scale medium --jobs 2; probe sweep runs/sweeps/data-size-medium "
+               "--summary; python -m probe.sweep.claims --collect runs/sweeps/data-size-medium data-size-medium")
+    sizes = {"250": "250", "1000": "1000", "4000": "4000", "16,000": "16000", "100,000": "0"}
+    models = {"MLP": "mlp", "MLP 1024": "mlp-1024", "bottleneck": "bottleneck", "CNN": "cnn", "LCN": "lcn"}
+    rows, out = [], []
+    r, md = claims_table("dsm", DOC, table, command, _sizes(models, sizes, "task_opts.n_train"),
+                         [("test acc", "test_acc", ""), ("window_mass_3", "window_mass_3", ""),
+                          ("minus phase", "window_mass_3", "phase"), ("minus permuted", "window_mass_3", "permuted")])
+    rows += r
+    out.append(md)
+    mlps = {k: v for k, v in models.items() if k not in ("CNN", "LCN")}
+    r, md = claims_table("dsm", DOC, table, command, _sizes(mlps, sizes, "task_opts.n_train"),
+                         [("ipr minus init seeds", "ipr", "init_seeds"),
+                          ("spread minus phase, pixels", "spread", "phase"),
+                          ("shift_match minus phase", "shift_match", "phase"), ("movement", "movement", "")])
+    rows += r
+    out.append(md)
+    exps = []
+    for label, v in models.items():
+        row = claim_row(f"dsm-exponent-{v}", DOC, f"{table}/exponents_seeds.csv", f"variant={v}", "exponent", "",
+                        command)
+        rows.append(row)
+        exps.append(f"{label} {row['text']}")
+    out.append("Exponents: " + "; ".join(exps))
+    return rows, out
+
+
+def patches() -> tuple[list[dict], list[str]]:
+    table = "patches-controls-lr1e-3"
+    command = ("probe sweep docs/specs/patches-controls-lr1e-3.toml --jobs 2 --out runs/sweeps/patches-controls-lr1e-3;"
+               " probe sweep runs/sweeps/patches-controls-lr1e-3 --summary; python -m probe.sweep.claims --collect "
+               "runs/sweeps/patches-controls-lr1e-3 patches-controls-lr1e-3")
+    sizes = {"500": "500", "2000": "2000", "10,000": "10000", "100,000": "100000"}
+    models = {"linear": "linear-lr1e-3", "MLP 100": "mlp-lr1e-3", "MLP 1024": "mlp-1024-lr1e-3", "CNN": "cnn-lr1e-3"}
+    rows, out = [], []
+    r, md = claims_table("pc", DOC, table, command, _sizes(models, sizes, "task_opts.n_train"),
+                         [("test acc", "test_acc", ""), ("window_mass_5", "window_mass_5", ""),
+                          ("minus phase", "window_mass_5", "phase"),
+                          ("shift_match minus phase", "shift_match", "phase")])
+    rows += r
+    out.append(md)
+    mlps = {k: v for k, v in models.items() if k.startswith("MLP")}
+    r, md = claims_table("pc", DOC, table, command, _sizes(mlps, sizes, "task_opts.n_train"),
+                         [("ipr minus init seeds", "ipr", "init_seeds"),
+                          ("spread minus phase, pixels", "spread", "phase"),
+                          ("conv_distance_5 minus lcn", "conv_distance_5", "lcn"), ("movement", "movement", "")])
+    rows += r
+    out.append(md)
+    exps = []
+    for label, v in models.items():
+        row = claim_row(f"pc-exponent-{v}", DOC, f"{table}/exponents_seeds.csv", f"variant={v}", "exponent", "",
+                        command)
+        rows.append(row)
+        exps.append(f"{label} {row['text']}")
+    out.append("Exponents: " + "; ".join(exps))
+    return rows, out
+
+
+def width() -> tuple[list[dict], list[str]]:
+    table = "width-parametrization-medium"
+    command = ("probe sweep --preset width-parametrization --scale medium --jobs 2; probe sweep "
+               "runs/sweeps/width-parametrization-medium --summary; python -m probe.sweep.claims --collect "
+               "runs/sweeps/width-parametrization-medium width-parametrization-medium")
+    cells = [("test acc", "test_acc", ""), ("movement", "movement", ""), ("ipr minus init seeds", "ipr", "init_seeds"),
+             ("window_mass_3 minus phase", "window_mass_3", "phase"), ("spread minus phase, pixels", "spread", "phase")]
+    rows, out = [], []
+    for data, label in (("nlgp", "NLGP"), ("nlgp-gauss", "its Gaussian clone"), ("mnist1d", "MNIST-1D")):
+        groups = {f"{label}, width {w}, {p}": f"data={data};width={w};param={p}"
+                  for w in (32, 256, 1024, 4096) for p in ("standard", "mean-field")}
+        r, md = claims_table("wpm", DOC, table, command, groups, cells)
+        rows += r
+        out.append(md)
+    table = "width-patches-lr0.05"
+    command = ("probe sweep docs/specs/width-patches-lr0.05.toml --jobs 2 --out runs/sweeps/width-patches-lr0.05; "
+               "probe sweep runs/sweeps/width-patches-lr0.05 --summary; python -m probe.sweep.claims --collect "
+               "runs/sweeps/width-patches-lr0.05 width-patches-lr0.05")
+    groups = {f"patches, width {w}, {p}": f"width={w};param={p}"
+              for w in (32, 256, 1024, 4096) for p in ("standard", "mean-field")}
+    r, md = claims_table("wpm", DOC, table, command, groups, cells)
+    rows += r
+    out.append(md)
+    return rows, out
+
+
+SECTIONS = {"data-size": data_size, "patches": patches, "width": width}
+CHECKED = ("data-size",)  # the sections docs/findings.md quotes from here (tests/test_claims.py holds the doc to them)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("section", choices=sorted(SECTIONS))
+    ap.add_argument("--dry-run", action="store_true", help="print the tables, write no claims")
+    args = ap.parse_args(argv)
+    try:
+        rows, tables = SECTIONS[args.section]()
+    except (OSError, KeyError) as e:
+        print(f"error: {e} (run the sweep, its --summary and claims --collect first)", file=sys.stderr)
+        return 1
+    print("\n\n".join(tables))
+    if not args.dry_run:
+        write_claims(rows)
+        print(f"\n{len(rows)} claims written to results/claims.csv", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
