@@ -40,7 +40,8 @@ NUMERIC_KEYS = ("seed", "step", "lr", "n_train", "range")
 # per experiment (its name without -medium): the step ranges whose per-seed means its claims read; the last range
 # is open (up to the last step tracked)
 RANGES = {"step": ((1, 10), (50, 500), (1000, None)),
-          "stability_step": ((0, 5), (20, 100), (500, 999))}
+          "stability_step": ((0, 5), (20, 100), (500, 999)),
+          "early": ((1, 10), (20, 500))}
 SCALES = ((5e-5, 1e6, "_e6"), (0.05, 1e3, "_e3"))  # (largest magnitude below, factor, suffix), smallest first
 
 
