@@ -41,7 +41,7 @@ def data_size() -> tuple[list[dict], list[str]]:
     out.append(md)
     mlps = {k: v for k, v in models.items() if k not in ("CNN", "LCN")}
     r, md = claims_table("dsm", DOC, table, command, _sizes(mlps, sizes, "task_opts.n_train"),
-                         [("ipr minus init seeds", "ipr", "init_seeds"),
+                         [("ipr minus init seeds", "ipr", "init_seeds"), ("ipr minus Gaussian", "ipr", "gaussian"),
                           ("spread minus phase, pixels", "spread", "phase"),
                           ("shift_match minus phase", "shift_match", "phase"), ("movement", "movement", "")])
     rows += r
