@@ -275,7 +275,7 @@ def draw(name: str, figs: list[Fig], folder: Path, out: Path) -> list[Path]:
     """Draw ``figs`` from the runs under ``folder`` into ``out``, files ``NAME_*`` unless a figure names its prefix."""
     written = []
     for fig in figs:
-        folders = [folder] + [folder.parent / e for e in fig.extra if (folder.parent / e).is_dir()]
+        folders = [f for f in [folder, *(folder.parent / e for e in fig.extra)] if f.is_dir()]
         dirs = [d for d in run_dirs(folders) if (d / "metrics.jsonl").exists()]
         chosen = [d for d in dirs if matches(flat_config(d), fig.where, fig.exclude)]
         if not chosen:
@@ -308,9 +308,11 @@ def main() -> None:
         tag = name if args.scale == "quick" else f"{name}-{args.scale}"
         figs = [Fig(f.which, f.where, f.exclude, {**f.options, "prefix": f.options["prefix"].replace(name, tag, 1)}
                     if "prefix" in f.options else f.options, f.extra) for f in figs]
-        if not folder.is_dir():  # --figures-only without the preset's runs: its scripts can still redraw
-            print(f"== {name}: no runs in {folder}; the preset's figures left out")
-            figs = []
+        if not folder.is_dir():  # --figures-only without the preset's runs: its scripts can still redraw, and a
+            # figure drawn from another spec's runs beside it (``extra``) still can
+            figs = [f for f in figs if any((runs / e).is_dir() for e in f.extra)]
+            print(f"== {name}: no runs in {folder}; the preset's figures left out"
+                  + (f" but the {len(figs)} drawn from runs beside it" if figs else ""))
         for p in draw(tag, figs, folder, args.out):
             if p.suffix == ".png":
                 print(f"   {p}")
