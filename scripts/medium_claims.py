@@ -115,7 +115,8 @@ def width() -> tuple[list[dict], list[str]]:
 
 
 SECTIONS = {"data-size": data_size, "patches": patches, "width": width}
-CHECKED = ("data-size", "patches")  # the sections docs/findings.md quotes from here (tests/test_claims.py holds the doc to them)
+# the sections docs/findings.md quotes from here (tests/test_claims.py holds the doc to them)
+CHECKED = ("data-size", "patches")
 
 
 def main(argv=None) -> int:
