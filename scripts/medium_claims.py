@@ -22,70 +22,59 @@ from probe.sweep.claims import claim_row, claims_table, write_claims
 DOC = "docs/findings.md"
 
 
-def _sizes(models: dict[str, str], sizes: dict[str, str], size_key: str) -> dict[str, str]:
-    """Rows ``LABEL, n = SIZE`` of every model at every size: their ``where``."""
-    return {f"{m}, n = {s}": f"variant={v};{size_key}={k}" for m, v in models.items() for s, k in sizes.items()}
+def _size_grid(prefix: str, table: str, command: str, sizes: dict[str, str], models: dict[str, str],
+               every: list[tuple[str, str, str]], mlps: list[str], first_layer: list[tuple[str, str, str]]):
+    """A data-size grid's section: a table of ``every`` cell for every model at every size (rows ``LABEL, n =
+    SIZE``), a table of ``first_layer`` cells for the ``mlps``, and each model's sample-complexity exponent (from
+    ``TABLE/exponents_seeds.csv``). Returns the claims rows and the printed parts."""
+    def rows_of(labels):
+        return {f"{m}, n = {s}": f"variant={models[m]};task_opts.n_train={k}" for m in labels for s, k in sizes.items()}
+
+    rows, out = [], []
+    for labels, cells in ((list(models), every), (mlps, first_layer)):
+        r, md = claims_table(prefix, DOC, table, command, rows_of(labels), cells)
+        rows += r
+        out.append(md)
+    exps = []
+    for label, v in models.items():
+        row = claim_row(f"{prefix}-exponent-{v}", DOC, f"{table}/exponents_seeds.csv", f"variant={v}", "exponent", "",
+                        command)
+        rows.append(row)
+        exps.append(f"{label} {row['text']}")
+    out.append("Exponents: " + "; ".join(exps))
+    return rows, out
 
 
 def data_size() -> tuple[list[dict], list[str]]:
-    table = "data-size-medium"
     command = ("probe sweep --preset data-size --scale medium --jobs 2; probe sweep runs/sweeps/data-size-medium "
                "--summary; python -m probe.sweep.claims --collect runs/sweeps/data-size-medium data-size-medium")
-    sizes = {"250": "250", "1000": "1000", "4000": "4000", "16,000": "16000", "100,000": "0"}
-    models = {"MLP": "mlp", "MLP 1024": "mlp-1024", "bottleneck": "bottleneck", "CNN": "cnn", "LCN": "lcn"}
-    rows, out = [], []
-    r, md = claims_table("dsm", DOC, table, command, _sizes(models, sizes, "task_opts.n_train"),
-                         [("test acc", "test_acc", ""), ("window_mass_3", "window_mass_3", ""),
-                          ("minus phase", "window_mass_3", "phase"), ("minus permuted", "window_mass_3", "permuted")])
-    rows += r
-    out.append(md)
-    mlps = {k: v for k, v in models.items() if k not in ("CNN", "LCN")}
-    r, md = claims_table("dsm", DOC, table, command, _sizes(mlps, sizes, "task_opts.n_train"),
-                         [("ipr minus init seeds", "ipr", "init_seeds"), ("ipr minus Gaussian", "ipr", "gaussian"),
-                          ("spread minus phase, pixels", "spread", "phase"),
-                          ("shift_match minus phase", "shift_match", "phase"), ("movement", "movement", "")])
-    rows += r
-    out.append(md)
-    exps = []
-    for label, v in models.items():
-        row = claim_row(f"dsm-exponent-{v}", DOC, f"{table}/exponents_seeds.csv", f"variant={v}", "exponent", "",
-                        command)
-        rows.append(row)
-        exps.append(f"{label} {row['text']}")
-    out.append("Exponents: " + "; ".join(exps))
-    return rows, out
+    return _size_grid(
+        "dsm", "data-size-medium", command,
+        {"250": "250", "1000": "1000", "4000": "4000", "16,000": "16000", "100,000": "0"},
+        {"MLP": "mlp", "MLP 1024": "mlp-1024", "bottleneck": "bottleneck", "CNN": "cnn", "LCN": "lcn"},
+        [("test acc", "test_acc", ""), ("window_mass_3", "window_mass_3", ""),
+         ("minus phase", "window_mass_3", "phase"), ("minus permuted", "window_mass_3", "permuted")],
+        ["MLP", "MLP 1024", "bottleneck"],
+        [("ipr minus init seeds", "ipr", "init_seeds"), ("ipr minus Gaussian", "ipr", "gaussian"),
+         ("spread minus phase, pixels", "spread", "phase"), ("shift_match minus phase", "shift_match", "phase"),
+         ("movement", "movement", "")])
 
 
 def patches() -> tuple[list[dict], list[str]]:
-    table = "patches-controls-lr1e-3"
     command = ("probe sweep docs/specs/patches-controls-lr1e-3.toml --jobs 2 --out runs/sweeps/patches-controls-lr1e-3;"
                " probe sweep runs/sweeps/patches-controls-lr1e-3 --summary; python -m probe.sweep.claims --collect "
                "runs/sweeps/patches-controls-lr1e-3 patches-controls-lr1e-3")
-    sizes = {"500": "500", "2000": "2000", "10,000": "10000", "100,000": "100000"}
-    models = {"linear": "linear-lr1e-3", "MLP 100": "mlp-lr1e-3", "MLP 1024": "mlp-1024-lr1e-3", "CNN": "cnn-lr1e-3"}
-    rows, out = [], []
-    r, md = claims_table("pc", DOC, table, command, _sizes(models, sizes, "task_opts.n_train"),
-                         [("test acc", "test_acc", ""), ("window_mass_5", "window_mass_5", ""),
-                          ("minus phase", "window_mass_5", "phase"), ("minus permuted", "window_mass_5", "permuted"),
-                          ("shift_match minus phase", "shift_match", "phase"),
-                          ("shift_match minus lcn", "shift_match", "lcn")])
-    rows += r
-    out.append(md)
-    mlps = {k: v for k, v in models.items() if k.startswith("MLP")}
     # (no ipr column: on 256 pixels it is ~1/256 and three decimals cannot tell it from its nulls)
-    r, md = claims_table("pc", DOC, table, command, _sizes(mlps, sizes, "task_opts.n_train"),
-                         [("spread minus phase, pixels", "spread", "phase"),
-                          ("conv_distance_5 minus lcn", "conv_distance_5", "lcn"), ("movement", "movement", "")])
-    rows += r
-    out.append(md)
-    exps = []
-    for label, v in models.items():
-        row = claim_row(f"pc-exponent-{v}", DOC, f"{table}/exponents_seeds.csv", f"variant={v}", "exponent", "",
-                        command)
-        rows.append(row)
-        exps.append(f"{label} {row['text']}")
-    out.append("Exponents: " + "; ".join(exps))
-    return rows, out
+    return _size_grid(
+        "pc", "patches-controls-lr1e-3", command,
+        {"500": "500", "2000": "2000", "10,000": "10000", "100,000": "100000"},
+        {"linear": "linear-lr1e-3", "MLP 100": "mlp-lr1e-3", "MLP 1024": "mlp-1024-lr1e-3", "CNN": "cnn-lr1e-3"},
+        [("test acc", "test_acc", ""), ("window_mass_5", "window_mass_5", ""),
+         ("minus phase", "window_mass_5", "phase"), ("minus permuted", "window_mass_5", "permuted"),
+         ("shift_match minus phase", "shift_match", "phase"), ("shift_match minus lcn", "shift_match", "lcn")],
+        ["MLP 100", "MLP 1024"],
+        [("spread minus phase, pixels", "spread", "phase"), ("conv_distance_5 minus lcn", "conv_distance_5", "lcn"),
+         ("movement", "movement", "")])
 
 
 def width() -> tuple[list[dict], list[str]]:
