@@ -5,9 +5,10 @@ larger, the faster more data helps). It is fitted by least squares on the log-lo
 
     log err_i = log a - b log n_i,
 
-over the sizes n_i of one seed; the exponent is reported as the mean and the standard deviation (ddof 1) of the
-per-seed fits, so the spread says how much of a difference between two models the seeds can carry. Points with
-err = 0 have no logarithm and are left out of their seed's fit; a seed with fewer than two sizes left gives no fit.
+over the sizes n_i of one seed; the exponent is reported as the mean, the standard deviation (ddof 1) and the
+mean's 95% Student's t interval of the per-seed fits, so the spread says how much of a difference between two
+models the seeds can carry. Points with err = 0 have no logarithm and are left out of their seed's fit; a seed with
+fewer than two sizes left gives no fit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def fit_power_law(n, err) -> tuple[float, float]:
 def seed_fits(df: pd.DataFrame, by, n: str = "n", err: str = "err", seed: str = "seed") -> pd.DataFrame:
     """The fit of each seed of each group of ``by``: one row per (group, seed) that gives one, with columns ``by``,
     ``seed``, ``exponent`` (b), ``prefactor`` (a) and ``sizes`` (the distinct n fitted). The per-run table the
-    exponents' intervals over seeds are read from (:func:`probe.sweep.stats.interval`)."""
+    exponents' intervals over seeds are read from (:func:`probe.intervals.interval`)."""
     by = [by] if isinstance(by, str) else list(by)
     rows = []
     for key, g in df.groupby(by, sort=False, dropna=False) if by else [((), df)]:
