@@ -29,6 +29,19 @@ def test_estimate_from_the_sweeps_own_finished_runs(tmp_path):
     assert text.startswith("about 50 s left for 1 runs with --jobs 1") and "2 finished runs" in text
 
 
+def test_estimate_counts_each_run_left_at_its_own_kind_of_run(tmp_path):
+    """Before: the mean of all finished runs; 26 fast narrow runs made 46 slow wide ones read 16 min, not 2 h."""
+    spec = {"name": "t", "base": {"task": "mnist1d", "steps": 50}, "grid": {"width": [10, 1000], "seed": [0, 1]}}
+    runs = sw.expand(spec).runs
+    for r in runs:
+        if r.config["seed"] == 0 or r.config["width"] == 10:  # both narrow runs, one wide one
+            secs = 10.0 if r.config["width"] == 10 else 1000.0
+            (tmp_path / r.name).mkdir()
+            (tmp_path / r.name / "result.json").write_text(json.dumps({"status": "done", "seconds": secs}))
+    text = sw.estimate_text(sw.expand(spec), tmp_path, jobs=1)
+    assert text.startswith("about 17 min left for 1 runs"), text  # the wide run's other seed, not the mean 340 s
+
+
 def test_list_and_dry_run_show_sizes_and_times(tmp_path):
     res = CliRunner().invoke(app, ["sweep", "--list"])
     assert res.exit_code == 0, res.output

@@ -197,23 +197,30 @@ def json_dict(path: Path) -> dict | None:
 
 
 def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
-    """The time a sweep should take, from measured times: its own finished runs in ``out`` (their mean seconds
-    times the runs left, over ``jobs``) where there are some, else the wall time its spec records for the scale."""
+    """The time a sweep should take, from measured times: its own finished runs in ``out`` where there are some
+    (each run left counts the mean seconds of the finished runs that differ from it only in seed, or of all finished
+    runs where none does; the sum over ``jobs``), else the wall time its spec records for the scale."""
     import statistics
 
-    secs, left = [], 0
+    def kind(r):  # runs that differ only in their seed take about as long
+        return json.dumps({k: v for k, v in r.config.items() if k != "seed"}, sort_keys=True, default=str)
+
+    secs, by_kind, left = [], {}, []
     for r in sweep.runs:
         result = (json_dict(Path(out) / r.name / "result.json") if out is not None else None) or {}
         if result.get("status") == "done" and isinstance(result.get("seconds"), (int, float)):
             secs.append(float(result["seconds"]))
+            by_kind.setdefault(kind(r), []).append(float(result["seconds"]))
         else:
-            left += 1
+            left.append(r)
     if secs:
         if not left:
             return f"all {len(secs)} runs finished"
-        est = statistics.mean(secs) * left / max(jobs, 1)
-        return (f"about {_duration(est)} left for {left} runs with --jobs {jobs} (the mean of its {len(secs)} "
-                f"finished runs, {_duration(statistics.mean(secs))} a run)")
+        overall = statistics.mean(secs)
+        est = sum(statistics.mean(by_kind.get(kind(r), [overall])) for r in left) / max(jobs, 1)
+        return (f"about {_duration(est)} left for {len(left)} runs with --jobs {jobs} (from its {len(secs)} "
+                f"finished runs: the same run's other seeds where they finished, else their mean, "
+                f"{_duration(overall)} a run)")
     if sweep.measured:
         return f"measured: {sweep.measured}"
     return "no measured time for this scale yet (the progress lines estimate it once a run has finished)"
