@@ -144,7 +144,8 @@ EXPERIMENTS = {
     ]),
     # random circular shifts of up to k pixels: accuracy, shift consistency, Lie derivative, locality
     # (medium: on patches the wide MLP does not train at lr 1e-2; the second figure puts in its place the same MLP at
-    # lr 1e-3, docs/specs/augmentation-wide-patches-lr1e-3.toml, run into runs/figures-medium/augmentation-wide-lr1e-3)
+    # lr 1e-3, docs/specs/augmentation-wide-patches-lr1e-3.toml, its runs in
+    # runs/figures-medium/augmentation-wide-lr1e-3, a folder or a link to the sweep folder)
     "augmentation": ("augmentation", [
         Fig((), options=dict(AUGMENTATION_FINAL)),
         Fig((), where={"task": "patches"}, exclude={"variant": "mlp-wide"}, extra=("augmentation-wide-lr1e-3",),

@@ -1,12 +1,15 @@
-"""The medium-scale Findings tables and their claims, from the committed per-run tables (results/NAME/).
+"""The medium-scale Findings tables (and the README's sequence table) and their claims, from the committed
+per-run tables (results/NAME/).
 
 Each section of docs/findings.md at medium scale quotes tables printed here: every cell is a claim row
 (probe/sweep/claims.py) recomputed from results/NAME/summary.csv (or a per-seed file beside it), so the doc and
 the table cannot drift. Run after a sweep and ``python -m probe.sweep.claims --collect SWEEP NAME``:
 
-    python scripts/medium_claims.py data-size        # prints the markdown tables, writes the ds-medium-* claims
+    python scripts/medium_claims.py data-size        # prints the markdown tables, writes the dsm-* claims
     python scripts/medium_claims.py patches          # the patches-controls lr 1e-3 grid (pc-*)
     python scripts/medium_claims.py width            # width-parametrization, and its patches runs at lr 0.05 (wpm-*)
+    python scripts/medium_claims.py augmentation     # augmentation, and the wide MLP on patches at lr 1e-3 (aug[mp]-*)
+    python scripts/medium_claims.py seq              # README.md, "Routing on sequence tasks" (seq-*)
 
 Paste the printed tables into the section (or check that they match); tests/test_claims.py then fails on any
 quoted number that the tables no longer give.
@@ -104,9 +107,69 @@ def width() -> tuple[list[dict], list[str]]:
     return rows, out
 
 
-SECTIONS = {"data-size": data_size, "patches": patches, "width": width}
-# the sections docs/findings.md quotes from here (tests/test_claims.py holds the doc to them)
-CHECKED = ("data-size", "patches", "width")
+def augmentation() -> tuple[list[dict], list[str]]:
+    table = "augmentation-medium"
+    command = ("probe sweep --preset augmentation --scale medium --jobs 2; probe sweep runs/sweeps/augmentation-medium "
+               "--summary; python -m probe.sweep.claims --collect runs/sweeps/augmentation-medium augmentation-medium")
+    ks = (0, 2, 5, 10)
+    function = [("test acc", "test_acc", ""), ("shift_consistency_1", "shift_consistency_1", ""),
+                ("minus noise", "shift_consistency_1", "noise_consistency_1"), ("lie_ratio", "lie_ratio", ""),
+                ("lie_ratio minus init", "lie_ratio", "init")]
+    fields = [("window_mass_3", "window_mass_3", ""), ("minus phase", "window_mass_3", "phase"),
+              ("minus permuted", "window_mass_3", "permuted"), ("spread minus phase, pixels", "spread", "phase"),
+              ("shift_match minus phase", "shift_match", "phase"), ("shift_match minus lcn", "shift_match", "lcn")]
+    rows, out = [], []
+    for data, prefix, models in (("mnist1d", "augm", {"MLP 100": "mlp", "MLP 2048": "mlp-wide", "CNN": "cnn"}),
+                                 ("patches", "augp", {"MLP 100": "mlp", "MLP 2048 (lr 1e-2)": "mlp-wide",
+                                                      "CNN": "cnn"})):
+        # (the fields of the MLPs that trained: on patches the wide one at lr 1e-2 mostly ends at chance)
+        mlps = ["MLP 100", "MLP 2048"] if data == "mnist1d" else ["MLP 100"]
+        for labels, cells in ((list(models), function), (mlps, fields)):
+            groups = {f"{m}, k = {k}": f"variant={models[m]};data={data};task_opts.augment_shift={k}"
+                      for m in labels for k in ks}
+            r, md = claims_table(prefix, DOC, table, command, groups, cells)
+            rows += r
+            out.append(md)
+    table = "augmentation-wide-lr1e-3"
+    command = ("probe sweep docs/specs/augmentation-wide-patches-lr1e-3.toml --jobs 2 --out "
+               "runs/sweeps/augmentation-wide-lr1e-3; probe sweep runs/sweeps/augmentation-wide-lr1e-3 --summary; "
+               "python -m probe.sweep.claims --collect runs/sweeps/augmentation-wide-lr1e-3 augmentation-wide-lr1e-3")
+    groups = {f"MLP 2048 (lr 1e-3), k = {k}": f"task_opts.augment_shift={k}" for k in ks}
+    for cells in (function, fields):
+        r, md = claims_table("augp", DOC, table, command, groups, cells)
+        rows += r
+        out.append(md)
+    return rows, out
+
+
+def seq() -> tuple[list[dict], list[str]]:
+    """The README's "Routing on sequence tasks" (docs/specs/seq-results.toml, 3 seeds)."""
+    table = "seq-results"
+    command = ("probe sweep docs/specs/seq-results.toml --jobs 2 --out runs/sweeps/seq-results; probe sweep "
+               "runs/sweeps/seq-results --summary; python -m probe.sweep.claims --collect runs/sweeps/seq-results "
+               "seq-results")
+    rows, out = [], []
+    groups = {"mqar, 2-layer transformer": "variant=mqar-transformer", "mqar, flattened MLP 3 x 1024":
+              "variant=mqar-mlp", "reverse, MLP 1 x 256": "variant=reverse-mlp"}
+    cells = [("test acc", "test_acc", ""), ("routing_accuracy", "routing_accuracy", ""),
+             ("minus init", "routing_accuracy", "init"), ("routing_accuracy_value", "routing_accuracy_value", ""),
+             ("intervention_follow", "intervention_follow", ""), ("input_dependence", "input_dependence", ""),
+             ("attn_routing_accuracy", "attn_routing_accuracy", "")]
+    for g, c in ((groups, cells),
+                 ({"modadd, MLP 1 x 512": "variant=modadd-mlp", "modadd, 1-layer transformer":
+                   "variant=modadd-transformer"},
+                  [("test acc", "test_acc", ""), ("embed_fourier_top", "embed_fourier_top", ""),
+                   ("minus chance", "embed_fourier_top", "chance"), ("neuron_fourier_top", "neuron_fourier_top", ""),
+                   ("minus chance ", "neuron_fourier_top", "chance")])):
+        r, md = claims_table("seq", "README.md", table, command, g, c)
+        rows += r
+        out.append(md)
+    return rows, out
+
+
+SECTIONS = {"data-size": data_size, "patches": patches, "width": width, "augmentation": augmentation, "seq": seq}
+# the sections the docs quote from here, and the doc that quotes each (tests/test_claims.py holds it to them)
+CHECKED = {"data-size": DOC, "patches": DOC, "width": DOC}
 
 
 def main(argv=None) -> int:
