@@ -187,7 +187,7 @@ def _run_local(dirs, jobs, on_result) -> list[dict]:
         return results
     # Worker processes, not threads: each run has its own torch and RNG state, and a crash stays in one run.
     # Small models gain nothing from threads on shared cores, and two threads per process can be several times
-    # slower than one (scripts/seq_results.py): cpu_count // jobs threads each.
+    # slower than one (measured on the sequence runs of the README): cpu_count // jobs threads each.
     threads = max(1, _cpus() // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending, running, results = list(dirs), {}, []
