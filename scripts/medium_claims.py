@@ -159,7 +159,8 @@ def seq() -> tuple[list[dict], list[str]]:
                  ({"modadd, MLP 1 x 512": "variant=modadd-mlp", "modadd, 1-layer transformer":
                    "variant=modadd-transformer"},
                   [("test acc", "test_acc", ""), ("embed_fourier_peak", "embed_fourier_peak", ""),
-                   ("minus chance", "embed_fourier_peak", "chance"), ("neuron_fourier_top", "neuron_fourier_top", ""),
+                   ("minus chance", "embed_fourier_peak", "chance"), ("neuron_fourier_peak", "neuron_fourier_peak", ""),
+                   ("neuron_fourier_top", "neuron_fourier_top", ""),
                    ("minus its chance", "neuron_fourier_top", "chance")])):
         r, md = claims_table("seq", "README.md", table, command, g, c)
         rows += r

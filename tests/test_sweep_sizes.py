@@ -26,7 +26,7 @@ def test_estimate_from_the_sweeps_own_finished_runs(tmp_path):
         (tmp_path / r.name).mkdir()
         (tmp_path / r.name / "result.json").write_text(json.dumps({"status": "done", "seconds": secs}))
     text = sw.estimate_text(quick, tmp_path, jobs=1)
-    assert text.startswith("about 50 s left for 1 runs with --jobs 1") and "2 finished runs" in text
+    assert text.startswith("about 50 s left for 1 run with --jobs 1") and "2 finished runs" in text
 
 
 def test_estimate_counts_each_run_left_at_its_own_kind_of_run(tmp_path):
@@ -39,7 +39,8 @@ def test_estimate_counts_each_run_left_at_its_own_kind_of_run(tmp_path):
             (tmp_path / r.name).mkdir()
             (tmp_path / r.name / "result.json").write_text(json.dumps({"status": "done", "seconds": secs}))
     text = sw.estimate_text(sw.expand(spec), tmp_path, jobs=1)
-    assert text.startswith("about 17 min left for 1 runs"), text  # the wide run's other seed, not the mean 340 s
+    assert text.startswith("about 17 min left for 1 run "), text  # the wide run's other seed, not the mean 340 s
+    assert sw.estimate_text(sw.expand(spec), tmp_path, jobs=4).startswith("about 17 min")  # not 17 min / 4
 
 
 def test_list_and_dry_run_show_sizes_and_times(tmp_path):

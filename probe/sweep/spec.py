@@ -199,7 +199,8 @@ def json_dict(path: Path) -> dict | None:
 def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
     """The time a sweep should take, from measured times: its own finished runs in ``out`` where there are some
     (each run left counts the mean seconds of the finished runs that differ from it only in seed, or of all finished
-    runs where none does; the sum over ``jobs``), else the wall time its spec records for the scale."""
+    runs where none does; their sum divided by ``jobs``, and never less than the longest of them), else the wall
+    time its spec records for the scale."""
     import statistics
 
     def kind(r):  # runs that differ only in their seed take about as long
@@ -217,10 +218,11 @@ def estimate_text(sweep: Sweep, out: Path | None = None, jobs: int = 1) -> str:
         if not left:
             return f"all {len(secs)} runs finished"
         overall = statistics.mean(secs)
-        est = sum(statistics.mean(by_kind.get(kind(r), [overall])) for r in left) / max(jobs, 1)
-        return (f"about {_duration(est)} left for {len(left)} runs with --jobs {jobs} (from its {len(secs)} "
-                f"finished runs: the same run's other seeds where they finished, else their mean, "
-                f"{_duration(overall)} a run)")
+        each = [statistics.mean(by_kind.get(kind(r), [overall])) for r in left]
+        est = max(sum(each) / max(jobs, 1), max(each))
+        return (f"about {_duration(est)} left for {len(left)} run{'s' * (len(left) > 1)} with --jobs {jobs} (each "
+                f"timed by its finished seeds, else by the mean of the {len(secs)} finished runs, "
+                f"{_duration(overall)})")
     if sweep.measured:
         return f"measured: {sweep.measured}"
     return "no measured time for this scale yet (the progress lines estimate it once a run has finished)"
