@@ -48,6 +48,15 @@ def test_a_mismatch_in_the_table_or_the_doc_is_reported(tmp_path):
     assert any("does not quote its text" in p for p in problems)
 
 
+def test_an_interval_typed_into_the_doc_that_no_claim_gives_is_reported(tmp_path):
+    text = "+0.050 (95% CI +0.025 to +0.075, 3 seeds)"
+    good = {"claim": "c1", "where": "model=mlp", "measure": "wm", "null": "phase", "effect": "0.050",
+            "ci_low": "0.025", "ci_high": "0.075", "seeds": "3", "text": text}
+    typed = "0.800 (95% CI 0.790 to 0.810, 3 seeds)"
+    problems = _write(tmp_path, SUMMARY, good, f"The excess is {text}; the CNN's {typed}.")
+    assert problems == [f"doc.md: quotes {typed!r}, which no claim of results/claims.csv gives"]
+
+
 def test_an_interval_through_zero_must_be_worded_as_no_effect_detected(tmp_path):
     summary = "run,status,seed,wm,wm@phase\na,done,0,0.30,0.25\nb,done,1,0.20,0.25\nc,done,2,0.27,0.25\n"
     # differences 0.05, -0.05, 0.02: mean 0.0067, interval through 0

@@ -17,14 +17,15 @@ row per quoted number:
   whose interval includes 0 must say "no effect detected at this n";
 - ``command``: what regenerates the runs.
 
-:func:`check` recomputes each claim from the tables and returns what disagrees (tests/test_claims.py fails on
-it). ``python -m probe.sweep.claims`` prints the check, and with ``--quote TABLE WHERE MEASURE [NULL]`` the text
+:func:`check` recomputes each claim from the tables and returns what disagrees, and any interval a doc quotes
+that none of its claims gives (a number typed by hand); tests/test_claims.py fails on either. ``python -m probe.sweep.claims`` prints the check, and with ``--quote TABLE WHERE MEASURE [NULL]`` the text
 to quote for a new claim.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 CLAIMS = RESULTS / "claims.csv"
 NO_EFFECT = "no effect detected at this n"
+INTERVAL = re.compile(r"[+-]?\d[\d.]* \(95% CI [^)]*\)")  # a quoted number with its interval, as quote() writes it
 COLUMNS = ("claim", "doc", "table", "where", "measure", "null", "effect", "ci_low", "ci_high", "seeds", "text",
            "command")
 
@@ -169,6 +171,13 @@ def check(path: Path = CLAIMS, root: Path = ROOT) -> list[str]:
                 docs[c["doc"]] = ""
         if docs[c["doc"]] and " ".join(c["text"].split()) not in docs[c["doc"]]:
             problems.append(f"{cid}: {c['doc']} does not quote its text {c['text']!r}")
+    # the other way round: an interval a doc quotes that no claim of that doc gives was typed, not recomputed
+    given: dict[str, set] = {}
+    for c in read_claims(path):
+        given.setdefault(c["doc"], set()).update(INTERVAL.findall(" ".join(c["text"].split())))
+    for doc, text in docs.items():
+        for typed in sorted(set(INTERVAL.findall(text)) - given.get(doc, set())):
+            problems.append(f"{doc}: quotes {typed!r}, which no claim of results/claims.csv gives")
     return problems
 
 
