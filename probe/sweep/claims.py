@@ -18,8 +18,9 @@ row per quoted number:
 - ``command``: what regenerates the runs.
 
 :func:`check` recomputes each claim from the tables and returns what disagrees, and any interval a doc quotes
-that none of its claims gives (a number typed by hand); tests/test_claims.py fails on either. ``python -m probe.sweep.claims`` prints the check, and with ``--quote TABLE WHERE MEASURE [NULL]`` the text
-to quote for a new claim.
+that none of its claims gives (a number typed by hand); tests/test_claims.py fails on either.
+``python -m probe.sweep.claims`` prints the check, and with ``--quote TABLE WHERE MEASURE [NULL]`` the text to
+quote for a new claim.
 """
 
 from __future__ import annotations
