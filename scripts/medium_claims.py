@@ -25,6 +25,14 @@ from probe.sweep.claims import claim_row, claims_table, write_claims
 DOC = "docs/findings.md"
 
 
+def _command(target: str, name: str) -> str:
+    """What regenerates results/NAME/: the sweep (TARGET: a preset at its scale, or a spec, whose runs go to
+    runs/sweeps/NAME), its summary, and the copy into results/."""
+    out = "" if target.startswith("--preset") else f" --out runs/sweeps/{name}"
+    return (f"probe sweep {target} --jobs 2{out}; probe sweep runs/sweeps/{name} --summary; "
+            f"python -m probe.sweep.claims --collect runs/sweeps/{name} {name}")
+
+
 def _size_grid(prefix: str, table: str, command: str, sizes: dict[str, str], models: dict[str, str],
                every: list[tuple[str, str, str]], mlps: list[str], first_layer: list[tuple[str, str, str]]):
     """A data-size grid's section: a table of ``every`` cell for every model at every size (rows ``LABEL, n =
@@ -49,8 +57,7 @@ def _size_grid(prefix: str, table: str, command: str, sizes: dict[str, str], mod
 
 
 def data_size() -> tuple[list[dict], list[str]]:
-    command = ("probe sweep --preset data-size --scale medium --jobs 2; probe sweep runs/sweeps/data-size-medium "
-               "--summary; python -m probe.sweep.claims --collect runs/sweeps/data-size-medium data-size-medium")
+    command = _command("--preset data-size --scale medium", "data-size-medium")
     return _size_grid(
         "dsm", "data-size-medium", command,
         {"250": "250", "1000": "1000", "4000": "4000", "16,000": "16000", "100,000": "0"},
@@ -64,9 +71,7 @@ def data_size() -> tuple[list[dict], list[str]]:
 
 
 def patches() -> tuple[list[dict], list[str]]:
-    command = ("probe sweep docs/specs/patches-controls-lr1e-3.toml --jobs 2 --out runs/sweeps/patches-controls-lr1e-3;"
-               " probe sweep runs/sweeps/patches-controls-lr1e-3 --summary; python -m probe.sweep.claims --collect "
-               "runs/sweeps/patches-controls-lr1e-3 patches-controls-lr1e-3")
+    command = _command("docs/specs/patches-controls-lr1e-3.toml", "patches-controls-lr1e-3")
     # (no ipr column: on 256 pixels it is ~1/256 and three decimals cannot tell it from its nulls)
     return _size_grid(
         "pc", "patches-controls-lr1e-3", command,
@@ -82,9 +87,7 @@ def patches() -> tuple[list[dict], list[str]]:
 
 def width() -> tuple[list[dict], list[str]]:
     table = "width-parametrization-medium"
-    command = ("probe sweep --preset width-parametrization --scale medium --jobs 2; probe sweep "
-               "runs/sweeps/width-parametrization-medium --summary; python -m probe.sweep.claims --collect "
-               "runs/sweeps/width-parametrization-medium width-parametrization-medium")
+    command = _command("--preset width-parametrization --scale medium", "width-parametrization-medium")
     cells = [("test acc", "test_acc", ""), ("movement", "movement", ""), ("ipr minus init seeds", "ipr", "init_seeds"),
              ("window_mass_3 minus phase", "window_mass_3", "phase"), ("spread minus phase, pixels", "spread", "phase")]
     rows, out = [], []
@@ -95,9 +98,7 @@ def width() -> tuple[list[dict], list[str]]:
         rows += r
         out.append(md)
     table = "width-patches-lr0.05"
-    command = ("probe sweep docs/specs/width-patches-lr0.05.toml --jobs 2 --out runs/sweeps/width-patches-lr0.05; "
-               "probe sweep runs/sweeps/width-patches-lr0.05 --summary; python -m probe.sweep.claims --collect "
-               "runs/sweeps/width-patches-lr0.05 width-patches-lr0.05")
+    command = _command("docs/specs/width-patches-lr0.05.toml", "width-patches-lr0.05")
     groups = {f"patches, width {w}, {p}": f"width={w};param={p}"
               for w in (32, 256, 1024, 4096) for p in ("standard", "mean-field")}
     # (no ipr column: on 256 pixels it is ~1/256 and three decimals cannot tell it from its nulls)
@@ -109,8 +110,7 @@ def width() -> tuple[list[dict], list[str]]:
 
 def augmentation() -> tuple[list[dict], list[str]]:
     table = "augmentation-medium"
-    command = ("probe sweep --preset augmentation --scale medium --jobs 2; probe sweep runs/sweeps/augmentation-medium "
-               "--summary; python -m probe.sweep.claims --collect runs/sweeps/augmentation-medium augmentation-medium")
+    command = _command("--preset augmentation --scale medium", "augmentation-medium")
     ks = (0, 2, 5, 10)
     function = [("test acc", "test_acc", ""), ("shift_consistency_1", "shift_consistency_1", ""),
                 ("minus noise", "shift_consistency_1", "noise_consistency_1"), ("lie_ratio", "lie_ratio", ""),
@@ -129,9 +129,7 @@ def augmentation() -> tuple[list[dict], list[str]]:
             rows += r
             out.append(md)
     table = "augmentation-wide-lr1e-3"
-    command = ("probe sweep docs/specs/augmentation-wide-patches-lr1e-3.toml --jobs 2 --out "
-               "runs/sweeps/augmentation-wide-lr1e-3; probe sweep runs/sweeps/augmentation-wide-lr1e-3 --summary; "
-               "python -m probe.sweep.claims --collect runs/sweeps/augmentation-wide-lr1e-3 augmentation-wide-lr1e-3")
+    command = _command("docs/specs/augmentation-wide-patches-lr1e-3.toml", "augmentation-wide-lr1e-3")
     groups = {f"MLP 2048 (lr 1e-3), k = {k}": f"task_opts.augment_shift={k}" for k in ks}
     for cells in (function, fields):
         r, md = claims_table("augp", DOC, table, command, groups, cells)
@@ -143,9 +141,7 @@ def augmentation() -> tuple[list[dict], list[str]]:
 def seq() -> tuple[list[dict], list[str]]:
     """The README's "Routing on sequence tasks" (docs/specs/seq-results.toml, 3 seeds)."""
     table = "seq-results"
-    command = ("probe sweep docs/specs/seq-results.toml --jobs 2 --out runs/sweeps/seq-results; probe sweep "
-               "runs/sweeps/seq-results --summary; python -m probe.sweep.claims --collect runs/sweeps/seq-results "
-               "seq-results")
+    command = _command("docs/specs/seq-results.toml", "seq-results")
     rows, out = [], []
     groups = {"mqar, 2-layer transformer": "variant=mqar-transformer", "mqar, flattened MLP 3 x 1024":
               "variant=mqar-mlp", "reverse, MLP 1 x 256": "variant=reverse-mlp"}
