@@ -147,8 +147,10 @@ def check(path: Path = CLAIMS, root: Path = ROOT) -> list[str]:
     """What disagrees between the claims table, the per-run tables and the docs: one line per problem."""
     problems = []
     docs: dict[str, str] = {}
+    given: dict[str, set] = {}  # the intervals each doc's claims quote
     for c in read_claims(path):
         cid = c["claim"]
+        given.setdefault(c["doc"], set()).update(INTERVAL.findall(" ".join(c["text"].split())))
         try:
             s = recompute(c["table"], c["where"], c["measure"], c["null"], Path(path).parent)
         except (OSError, KeyError) as e:
@@ -173,9 +175,6 @@ def check(path: Path = CLAIMS, root: Path = ROOT) -> list[str]:
         if docs[c["doc"]] and " ".join(c["text"].split()) not in docs[c["doc"]]:
             problems.append(f"{cid}: {c['doc']} does not quote its text {c['text']!r}")
     # the other way round: an interval a doc quotes that no claim of that doc gives was typed, not recomputed
-    given: dict[str, set] = {}
-    for c in read_claims(path):
-        given.setdefault(c["doc"], set()).update(INTERVAL.findall(" ".join(c["text"].split())))
     for doc, text in docs.items():
         for typed in sorted(set(INTERVAL.findall(text)) - given.get(doc, set())):
             problems.append(f"{doc}: quotes {typed!r}, which no claim of results/claims.csv gives")
