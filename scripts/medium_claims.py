@@ -128,6 +128,14 @@ def augmentation() -> tuple[list[dict], list[str]]:
             r, md = claims_table(prefix, DOC, table, command, groups, cells)
             rows += r
             out.append(md)
+    # the preset's wide MLP on patches at lr 1e-2, at the smallest and largest shift only: it does not train
+    groups = {f"MLP 2048 (lr 1e-2), k = {k}": f"variant=mlp-wide;data=patches;task_opts.augment_shift={k}"
+              for k in (0, 10)}
+    r, md = claims_table("augp", DOC, table, command, groups, [("test acc", "test_acc", ""),
+                                                              ("train acc", "train_acc", ""),
+                                                              ("train loss", "train_loss", "")])
+    rows += r
+    out.append(md)
     table = "augmentation-wide-lr1e-3"
     command = _command("docs/specs/augmentation-wide-patches-lr1e-3.toml", "augmentation-wide-lr1e-3")
     groups = {f"MLP 2048 (lr 1e-3), k = {k}": f"task_opts.augment_shift={k}" for k in ks}
